@@ -1,0 +1,1 @@
+"""Characterization of canonical tables (burstiness, tokens, cold starts, fairness)."""

@@ -1,0 +1,79 @@
+"""What a loader module declares and what it returns.
+
+Every module in ``loaders/`` that reads a public dataset exposes:
+
+- ``DATASET``: a :class:`Dataset` (official files, citation, license);
+- ``detect(path) -> bool``: whether a local file is in this dataset's format, from its header;
+- ``load(paths, trace) -> Loaded``: the file(s) of one trace mapped onto canonical tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One official file: where it lives and how to check it (size, SHA-256) where known."""
+
+    url: str
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """A trace within a dataset (e.g. the code and conversation halves of Azure 2023)."""
+
+    name: str
+    files: tuple[RemoteFile, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    title: str
+    citation: str
+    license: str
+    homepage: str
+    parts: tuple[Part, ...]
+    tables: tuple[str, ...] = ("requests",)
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.parts)
+        raise KeyError(f"dataset {self.name!r} has no part {name!r} (known: {known})")
+
+    def part_for_file(self, filename: str) -> Part | None:
+        """The part whose official files include ``filename`` (gzip suffix ignored)."""
+        stem = filename.removesuffix(".gz")
+        for p in self.parts:
+            if any(f.name.removesuffix(".gz") == stem for f in p.files):
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A trace mapped onto canonical tables.
+
+    ``rows_read`` counts source rows (data lines, JSON objects, PMF entries). Each is either
+    accepted (it contributed to ``tables``; ``accepted`` counts them) or rejected (one row in
+    ``rejects``). ``accepted`` may be left ``None`` when source rows map one-to-one onto
+    stored rows; the store then counts the stored rows.
+    """
+
+    tables: dict[str, pl.DataFrame]
+    rejects: pl.DataFrame
+    rows_read: int
+    accepted: int | None = None
+    origin: datetime | None = None
+    notes: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,52 @@
+"""Every dataset servetrace knows, and which loader reads a given file.
+
+A loader module is registered by listing it in ``_MODULES``; its ``DATASET`` names it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from loaders.dataset import Dataset
+from loaders.source import FormatError, head
+
+_MODULES = (
+    "azure_llm_2023",
+)
+
+
+def modules() -> dict[str, ModuleType]:
+    """Loader modules by dataset name, in registration order."""
+    mods = [importlib.import_module(f"loaders.{m}") for m in _MODULES]
+    return {m.DATASET.name: m for m in mods}
+
+
+def datasets() -> list[Dataset]:
+    return [m.DATASET for m in modules().values()]
+
+
+def module(name: str) -> ModuleType:
+    """The loader module of a dataset (also its format name)."""
+    mods = modules()
+    if name not in mods:
+        raise KeyError(f"unknown dataset or format {name!r}; known: {', '.join(mods)}")
+    return mods[name]
+
+
+def detect(path: str | Path) -> ModuleType:
+    """The loader whose format matches the file's header (first match in registration order)."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(path, "no such file or folder")
+    for mod in modules().values():
+        try:
+            if mod.detect(path):
+                return mod
+        except (OSError, UnicodeDecodeError, FormatError):
+            continue
+    first = head(path, 1) if path.is_file() else []
+    shown = repr(first[0][:120]) if first else "nothing"
+    raise FormatError(path, f"matches no known format (first line: {shown}); "
+                            f"name one with --as ({', '.join(modules())})", line=1)

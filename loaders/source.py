@@ -1,0 +1,184 @@
+"""Reading source files as numbered rows, so every row can be accounted for.
+
+A source file is read as lines (Polars' multithreaded CSV reader with one column), each kept
+with its 1-based line number and its raw text. Splitting into fields is a vectorized string
+operation, which lets a row with the wrong number of columns or a truncated JSON object be
+rejected with its line instead of aborting the whole file. Gzip is decompressed
+transparently. Blank lines are not rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+
+class FormatError(ValueError):
+    """A file cannot be read as the format it was asked to be read as.
+
+    The message names the file and, where there is one, the line at fault.
+    """
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None):
+        self.path, self.line = str(path), line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+def _bytes(path: Path) -> bytes | Path:
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    return path
+
+
+def head(path: str | Path, n: int = 2) -> list[str]:
+    """The first ``n`` non-empty lines of a (possibly gzipped) file, for format detection."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    out: list[str] = []
+    with opener(path, "rb") as fh:
+        for raw in fh:
+            line = raw.decode("utf-8", errors="replace").strip("\r\n\ufeff")
+            if line.strip():
+                out.append(line)
+            if len(out) >= n:
+                break
+    return out
+
+
+def read_lines(path: str | Path) -> pl.DataFrame:
+    """All lines of a file as ``line`` (1-based, Int64) and ``raw`` (String), blanks dropped."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(path, "no such file")
+    data = _bytes(path)
+    if isinstance(data, bytes):
+        data = io.BytesIO(data)
+    elif path.stat().st_size == 0:
+        raise FormatError(path, "empty file")
+    try:
+        frame = pl.read_csv(data, has_header=False, separator="\x1f", quote_char=None,
+                            new_columns=["raw"], infer_schema=False, encoding="utf8-lossy",
+                            raise_if_empty=False, truncate_ragged_lines=True)
+    except pl.exceptions.NoDataError as exc:
+        raise FormatError(path, "empty file") from exc
+    if frame.width == 0 or frame.height == 0:
+        raise FormatError(path, "empty file")
+    frame = frame.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"),
+        pl.col("raw").str.strip_chars_end("\r").str.strip_chars_start("\ufeff"),
+    )
+    return frame.filter(pl.col("raw").is_not_null() & (pl.col("raw").str.strip_chars() != ""))
+
+
+def csv_rows(path: str | Path, columns: list[str], *, header: bool = True) -> pl.DataFrame:
+    """Rows of a simple CSV (no quoted separators) split into String columns.
+
+    Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``
+    (fields stripped of whitespace and surrounding double quotes; empty fields are null).
+    ``reason`` is set for a row with the wrong number of fields. With ``header`` the first
+    line must be the header; the caller checks it (see :func:`header_fields`).
+    """
+    lines = read_lines(path)
+    if header:
+        lines = lines.slice(1)
+    n = len(columns)
+    fields = pl.col("raw").str.split_exact(",", n - 1) if n > 1 else None
+    found = pl.col("raw").str.count_matches(",", literal=True) + 1
+    out = lines.with_columns(
+        pl.lit(str(path)).alias("source"),
+        pl.when(found != n).then(
+            pl.format("wrong number of columns: {} (expected {})", found, pl.lit(n))
+        ).alias("reason"),
+    )
+    if fields is None:
+        parts = [pl.col("raw").alias(columns[0])]
+    else:
+        parts = [fields.struct.field(f"field_{i}").alias(c) for i, c in enumerate(columns)]
+    out = out.with_columns(parts).with_columns(
+        [_clean(pl.col(c)).alias(c) for c in columns])
+    return out
+
+
+def _clean(expr: pl.Expr) -> pl.Expr:
+    expr = expr.str.strip_chars().str.strip_chars('"')
+    return pl.when(expr == "").then(None).otherwise(expr)
+
+
+def header_fields(path: str | Path) -> list[str]:
+    """The header line of a CSV file split into stripped field names."""
+    first = head(path, 1)
+    if not first:
+        raise FormatError(path, "empty file")
+    return [f.strip().strip('"') for f in first[0].split(",")]
+
+
+def jsonl_rows(path: str | Path, keys: list[str]) -> pl.DataFrame:
+    """Rows of a JSON-lines file with the value of each top-level key as text.
+
+    Returns ``source``, ``line``, ``raw``, ``reason`` and one String column per key (the
+    JSON text of the value: a number, a string without quotes, or a list like ``[1,2]``).
+    ``reason`` is set for a line that is not a JSON object.
+    """
+    lines = read_lines(path)
+    raw = pl.col("raw").str.strip_chars()
+    values = [raw.str.json_path_match(f"$.{k}").alias(k) for k in keys]
+    is_object = raw.str.starts_with("{") & raw.str.ends_with("}")
+    out = lines.with_columns(values).with_columns(
+        pl.lit(str(path)).alias("source"),
+        pl.when(~is_object | pl.all_horizontal([pl.col(k).is_null() for k in keys]))
+        .then(pl.lit("malformed JSON line")).alias("reason"),
+    )
+    return out
+
+
+def parse_number(text: pl.Expr) -> pl.Expr:
+    """Source text to Float64; null where the text is not a number."""
+    return text.cast(pl.Float64, strict=False)
+
+
+def parse_timestamp(text: pl.Expr) -> pl.Expr:
+    """Source text to a naive UTC ``Datetime('ns')``; null where it is not a timestamp.
+
+    Accepts ``YYYY-MM-DD HH:MM:SS`` with 0 to 9 fractional digits, a ``T`` separator, and a
+    ``Z`` or ``+00:00`` zone (the Azure 2023, 2024 and 2025 spellings). Other offsets are
+    rejected rather than guessed.
+    """
+    t = (text.str.strip_chars().str.replace(r"(Z|[+-]00:?00)$", "")
+         .str.replace("T", " ", literal=True))
+    return pl.coalesce(
+        t.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="ns"),
+        t.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="ns"),
+    )
+
+
+def expect_header(path: str | Path, expected: list[str]) -> None:
+    """Raise :class:`FormatError` at line 1 unless the CSV header is exactly ``expected``."""
+    found = header_fields(path)
+    if found != expected:
+        raise FormatError(path, f"unexpected header {','.join(found)!r}; "
+                                f"expected {','.join(expected)!r}", line=1)
+
+
+def to_relative_seconds(frame: pl.DataFrame, column: str = "arrival_s"
+                        ) -> tuple[pl.DataFrame, datetime | None]:
+    """Turn an absolute ``Datetime`` column into seconds from its minimum, sorted ascending.
+
+    Returns the frame and the origin (the minimum, naive UTC), which becomes trace metadata.
+    The sort is stable, so rows with equal times keep their source order.
+    """
+    if frame.is_empty():
+        return frame.with_columns(pl.col(column).cast(pl.Float64)), None
+    origin = frame[column].min()
+    out = frame.with_columns(
+        ((pl.col(column) - pl.lit(origin)).dt.total_nanoseconds() / 1e9).alias(column))
+    return out.sort(column, maintain_order=True), origin

@@ -1,0 +1,271 @@
+"""The local store: Parquet files per table and trace, and one DuckDB database over them.
+
+Layout under the store folder (default ``./data``, else ``--store DIR`` or
+``$SERVETRACE_STORE``)::
+
+    servetrace.duckdb                       views over the Parquet files + the `traces` table
+    <table>/_schema/empty.parquet           zero rows: keeps the view typed before any ingest
+    <table>/<quoted trace>/<ingest_id>.parquet
+
+A trace is committed by one DuckDB transaction that replaces its row in ``traces``. The views
+only show files whose ``ingest_id`` is committed there, so a reader never sees half a trace:
+an ingest that dies before its commit leaves files nobody sees (swept by the next ingest),
+and the previous version stays visible until the commit, after which its files are deleted.
+Re-ingesting a trace therefore replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+
+from loaders import schema
+from loaders.dataset import Loaded
+
+DB_NAME = "servetrace.duckdb"
+
+TRACES_DDL = """
+CREATE TABLE IF NOT EXISTS traces (
+    trace VARCHAR PRIMARY KEY,
+    dataset VARCHAR,
+    part VARCHAR,
+    format VARCHAR,
+    source_urls VARCHAR[],
+    source_files VARCHAR[],
+    sha256 VARCHAR[],
+    origin TIMESTAMPTZ,
+    start_s DOUBLE,
+    end_s DOUBLE,
+    rows_read BIGINT,
+    rows_accepted BIGINT,
+    rows BIGINT,
+    rejected BIGINT,
+    tables VARCHAR,
+    loader_version VARCHAR,
+    license VARCHAR,
+    citation VARCHAR,
+    notes VARCHAR,
+    ingest_id VARCHAR,
+    ingested_at TIMESTAMPTZ
+)
+"""
+TRACE_COLUMNS = ("trace", "dataset", "part", "format", "source_urls", "source_files", "sha256",
+                 "origin", "start_s", "end_s", "rows_read", "rows_accepted", "rows", "rejected",
+                 "tables", "loader_version", "license", "citation", "notes", "ingest_id",
+                 "ingested_at")
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (bad trace id, lost rows, locked database)."""
+
+
+class AccountingError(StoreError):
+    """Rows read differ from rows stored plus rows rejected."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a trace came from, recorded in ``traces`` beside the row counts."""
+
+    dataset: str
+    part: str | None
+    format: str
+    source_urls: tuple[str, ...]
+    source_files: tuple[str, ...]
+    sha256: tuple[str, ...]
+    loader_version: str
+    license: str
+    citation: str
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("SERVETRACE_STORE") or "data")
+
+
+def check_trace_id(trace: str) -> str:
+    """Trace ids are path-like names: letters, digits and ``_ . - / :``, not starting with _."""
+    ok = trace and not trace.startswith(("_", "/", ".")) and all(
+        c.isalnum() or c in "_.-/:" for c in trace) and ".." not in trace
+    if not ok:
+        raise StoreError(f"invalid trace id {trace!r}: use letters, digits and _ . - / :")
+    return trace
+
+
+def _quote(trace: str) -> str:
+    return urllib.parse.quote(trace, safe="")
+
+
+class Store:
+    """A store folder. Cheap to create; opens DuckDB only for the duration of a call."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.db_path = self.root / DB_NAME
+
+    # -- connections -------------------------------------------------------------------
+    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the views in place. Close it (or use ``with``)."""
+        if read_only and not self.db_path.exists():
+            self._init()
+        try:
+            con = duckdb.connect(str(self.db_path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"{self.db_path}: cannot open the store database ({exc})") from exc
+        if not read_only:
+            self._ensure(con)
+        return con
+
+    def _init(self) -> None:
+        with self.connect() as con:
+            con.execute("SELECT 1")
+
+    def _ensure(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con.execute(TRACES_DDL)
+        for table in schema.TABLES:
+            empty = self.root / table / "_schema" / "empty.parquet"
+            if not empty.exists():
+                empty.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(schema.TABLES[table].empty_table(), empty)
+            pattern = str((self.root / table).resolve() / "*" / "*.parquet").replace("'", "''")
+            con.execute(f"""
+                CREATE OR REPLACE VIEW {table} AS
+                SELECT * EXCLUDE (filename) FROM read_parquet('{pattern}',
+                    filename = true, union_by_name = true)
+                WHERE parse_filename(filename, true) IN (SELECT ingest_id FROM traces)
+            """)
+
+    # -- reading -----------------------------------------------------------------------
+    def traces(self) -> pl.DataFrame:
+        """The ``traces`` metadata table."""
+        with self.connect(read_only=True) as con:
+            return con.sql("SELECT * FROM traces ORDER BY trace").pl()
+
+    def sql(self, query: str) -> pl.DataFrame:
+        """Run SQL over the store (views: every canonical table, plus ``traces``)."""
+        with self.connect(read_only=True) as con:
+            return con.sql(query).pl()
+
+    def files(self, table: str, trace: str | None = None) -> list[Path]:
+        """The committed Parquet files of a table, optionally of one trace."""
+        if table not in schema.TABLES:
+            raise StoreError(f"unknown table {table!r}; known: {', '.join(schema.TABLES)}")
+        meta = self.traces()
+        if trace is not None:
+            meta = meta.filter(pl.col("trace") == trace)
+            if meta.is_empty():
+                raise StoreError(f"no trace {trace!r} in store {self.root}")
+        out = []
+        for t, ingest_id in meta.select("trace", "ingest_id").iter_rows():
+            path = self.root / table / _quote(t) / f"{ingest_id}.parquet"
+            if path.exists():
+                out.append(path)
+        return out
+
+    def scan(self, table: str, trace: str | None = None) -> pl.LazyFrame:
+        """A lazy Polars frame over a committed table (canonical schema even when empty)."""
+        files = self.files(table, trace)
+        if not files:
+            return schema.empty(table).lazy()
+        return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore").select(
+            [pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
+
+    # -- writing -----------------------------------------------------------------------
+    def write(self, trace: str, loaded: Loaded, provenance: Provenance) -> dict[str, Any]:
+        """Commit one trace atomically, replacing any earlier version. Returns its record."""
+        check_trace_id(trace)
+        rejected = loaded.rejects.height
+        stored = {t: f.height for t, f in loaded.tables.items()}
+        accepted = loaded.accepted if loaded.accepted is not None else sum(stored.values())
+        if loaded.rows_read != accepted + rejected:
+            raise AccountingError(
+                f"{trace}: rows read ({loaded.rows_read}) != rows accepted ({accepted}) "
+                f"+ rows rejected ({rejected})")
+        ingest_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        tables = dict(loaded.tables)
+        tables["rejects"] = loaded.rejects
+        written: list[Path] = []
+        span = [None, None]
+        for table, frame in tables.items():
+            if table not in schema.TABLES:
+                raise StoreError(f"{trace}: loader produced unknown table {table!r}")
+            arrow = schema.to_arrow(table, frame.with_columns(pl.lit(trace).alias("trace")))
+            if "arrival_s" in frame.columns and frame.height and table != "rejects":
+                lo, hi = frame["arrival_s"].min(), frame["arrival_s"].max()
+                span = [lo if span[0] is None else min(span[0], lo),
+                        hi if span[1] is None else max(span[1], hi)]
+            folder = self.root / table / _quote(trace)
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{ingest_id}.parquet.tmp"
+            pq.write_table(arrow, tmp, compression="zstd")
+            final = tmp.with_suffix("")
+            os.replace(tmp, final)
+            written.append(final)
+        record = {
+            "trace": trace,
+            "dataset": provenance.dataset,
+            "part": provenance.part,
+            "format": provenance.format,
+            "source_urls": list(provenance.source_urls),
+            "source_files": list(provenance.source_files),
+            "sha256": list(provenance.sha256),
+            "origin": loaded.origin.replace(tzinfo=UTC) if loaded.origin else None,
+            "start_s": span[0],
+            "end_s": span[1],
+            "rows_read": loaded.rows_read,
+            "rows_accepted": accepted,
+            "rows": sum(stored.values()),
+            "rejected": rejected,
+            "tables": json.dumps(stored),
+            "loader_version": provenance.loader_version,
+            "license": provenance.license,
+            "citation": provenance.citation,
+            "notes": json.dumps(loaded.notes, default=str),
+            "ingest_id": ingest_id,
+            "ingested_at": datetime.now(UTC),
+        }
+        self._commit(record)
+        self._sweep(trace, keep=ingest_id)
+        return record
+
+    def _commit(self, record: dict[str, Any]) -> None:
+        """The commit point: one transaction replaces the trace's row in ``traces``."""
+        trace = record["trace"]
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM traces WHERE trace = ?", [trace])
+            cols = ", ".join(TRACE_COLUMNS)
+            marks = ", ".join("?" for _ in TRACE_COLUMNS)
+            con.execute(f"INSERT INTO traces ({cols}) VALUES ({marks})",
+                        [record[c] for c in TRACE_COLUMNS])
+            con.execute("COMMIT")
+
+    def remove(self, trace: str) -> None:
+        """Drop a trace: its ``traces`` row first (the commit point), then its files."""
+        with self.connect() as con:
+            con.execute("DELETE FROM traces WHERE trace = ?", [trace])
+        self._sweep(trace, keep=None)
+
+    def _sweep(self, trace: str, keep: str | None) -> None:
+        """Delete files of ``trace`` from superseded or uncommitted ingests."""
+        for table in schema.TABLES:
+            folder = self.root / table / _quote(trace)
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if keep is None or not path.name.startswith(keep):
+                    path.unlink(missing_ok=True)
+            if keep is None:
+                shutil.rmtree(folder, ignore_errors=True)

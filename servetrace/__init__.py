@@ -1,0 +1,3 @@
+"""The `servetrace` command line."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""`servetrace`: ingest traces, list them, query them with SQL, run the demo.
+
+Thin by design: each command parses its options, calls ``loaders``/``analysis``/``synth``,
+and prints. Any error reaches the user as one line (file, line, problem) and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loaders import Store, ingest
+from loaders.download import DownloadError
+from loaders.source import FormatError
+from loaders.store import StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Load, characterize and synthesize LLM-serving and serverless traces.")
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Path | None, typer.Option(
+    "--store", help="store folder (default $SERVETRACE_STORE or ./data)")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
+
+_ERRORS = (FormatError, DownloadError, StoreError, KeyError, ValueError, OSError)
+
+
+def _fail(exc: BaseException) -> None:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _print_frame(frame: pl.DataFrame, fmt: str, title: str | None = None) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(frame.to_dicts(), default=str, indent=2) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt == "table":
+        table = Table(title=title, show_lines=False)
+        for col in frame.columns:
+            table.add_column(col, overflow="fold")
+        for row in frame.iter_rows():
+            table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int)
+                            else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+        out.print(table)
+    else:
+        raise ValueError(f"--format must be table, csv or json, not {fmt!r}")
+
+
+@app.command("ingest")
+def ingest_cmd(
+    source: Annotated[str, typer.Argument(help="dataset name (e.g. azure_llm_2023 or "
+                                               "azure_llm_2023/code) or a local file/folder")],
+    as_format: Annotated[str | None, typer.Option("--as", help="format (dataset) name, "
+                                                  "instead of detecting it")] = None,
+    trace: Annotated[str | None, typer.Option("--trace", help="trace id to store under")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Load a trace into the store (replacing an earlier copy of the same trace)."""
+    try:
+        records = ingest(source, as_format=as_format, trace=trace, store=Store(store))
+    except _ERRORS as exc:
+        _fail(exc)
+    for r in records:
+        out.print(f"ingested [bold]{r['trace']}[/]: {r['rows_read']:,} rows read, "
+                  f"{r['rows']:,} stored, {r['rejected']:,} rejected", highlight=False)
+
+
+def _listing(store: Store) -> pl.DataFrame:
+    return store.sql("""
+        SELECT t.trace, k.key AS "table", CAST(k.value AS BIGINT) AS rows, t.rejected,
+               t.start_s, t.end_s, t.end_s - t.start_s AS span_s, t.origin, t.dataset
+        FROM traces t, json_each(t.tables) k
+        ORDER BY t.trace, k.key
+    """)
+
+
+@app.command("list")
+def list_cmd(store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
+    """The traces in the store: table, rows, rejected rows, time span, origin."""
+    try:
+        _print_frame(_listing(Store(store)), fmt, title="traces")
+    except _ERRORS as exc:
+        _fail(exc)
+
+
+@app.command("sql")
+def sql_cmd(query: Annotated[str, typer.Argument(help="SQL over the store's views")],
+            store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
+    """Run SQL over the store (views: requests, invocations, ..., rejects, traces)."""
+    import duckdb
+
+    try:
+        _print_frame(Store(store).sql(query), fmt)
+    except (*_ERRORS, duckdb.Error) as exc:
+        _fail(exc)
+
+
+@app.command("demo")
+def demo_cmd(store: StoreOpt = None) -> None:
+    """Ingest both Azure 2023 traces and summarize them."""
+    s = Store(store)
+    try:
+        with out.status("ingesting azure_llm_2023 (code, conv)"):
+            records = ingest("azure_llm_2023", store=s)
+        summary = s.sql("""
+            SELECT trace, count(*) AS requests,
+                   round(max(arrival_s) - min(arrival_s), 1) AS span_s,
+                   round(count(*) / (max(arrival_s) - min(arrival_s)), 2) AS rate_per_s,
+                   median(input_tokens) AS median_input, median(output_tokens) AS median_output,
+                   quantile_cont(input_tokens, 0.99) AS p99_input,
+                   quantile_cont(output_tokens, 0.99) AS p99_output
+            FROM requests WHERE trace LIKE 'azure_llm_2023/%' GROUP BY trace ORDER BY trace
+        """)
+    except _ERRORS as exc:
+        _fail(exc)
+    for r in records:
+        out.print(f"ingested {r['trace']}: {r['rows']:,} rows, {r['rejected']:,} rejected",
+                  highlight=False)
+    _print_frame(summary, "table", title="Azure LLM inference trace 2023")
+    out.print(f"store: {s.db_path}  (try: duckdb {s.db_path} "
+              "\"select trace, count(*) from requests group by 1\")", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

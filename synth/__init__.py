@@ -1,0 +1,1 @@
+"""Workload models fitted to traces, synthetic traces, and exports to other tools."""

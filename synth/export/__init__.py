@@ -1,0 +1,1 @@
+"""Writers for the trace formats other tools replay; one module per format."""
