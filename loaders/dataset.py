@@ -53,10 +53,12 @@ class Dataset:
         raise KeyError(f"dataset {self.name!r} has no part {name!r} (known: {known})")
 
     def part_for_file(self, filename: str) -> Part | None:
-        """The part whose official files include ``filename`` (gzip suffix ignored)."""
+        """The part whose official files include ``filename`` (gzip suffix ignored), or
+        whose name ends with it (a folder such as ``m-small`` for ``language/m-small``)."""
         stem = filename.removesuffix(".gz")
         for p in self.parts:
-            if any(f.name.removesuffix(".gz") == stem for f in p.files):
+            if p.name == stem or p.name.endswith("/" + stem) or any(
+                    f.name.removesuffix(".gz") == stem for f in p.files):
                 return p
         return None
 
