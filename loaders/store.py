@@ -115,14 +115,28 @@ class Store:
         self.db_path = self.root / DB_NAME
 
     # -- connections -------------------------------------------------------------------
-    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with the views in place. Close it (or use ``with``)."""
+    def connect(self, *, read_only: bool = False,
+                wait_s: float = 30.0) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the views in place. Close it (or use ``with``).
+
+        DuckDB lets one process write or several read; a connection refused for a lock held
+        by another servetrace process (which holds it only for a commit or a query) is
+        retried for up to ``wait_s`` seconds.
+        """
         if read_only and not self.db_path.exists():
             self._init()
-        try:
-            con = duckdb.connect(str(self.db_path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise StoreError(f"{self.db_path}: cannot open the store database ({exc})") from exc
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreError(
+                        f"{self.db_path}: cannot open the store database ({exc})") from exc
+                time.sleep(0.02)
         if not read_only:
             self._ensure(con)
         return con

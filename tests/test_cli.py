@@ -1,0 +1,82 @@
+"""The `servetrace` command: ingest, list, sql, demo; errors as one line, non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from servetrace.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVETRACE_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path / "store"
+
+
+def test_ingest_list_sql(env, mirror):
+    path = mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv"
+    res = runner.invoke(app, ["ingest", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "azure_llm_2023/code: 8,819 rows read, 8,819 stored, 0 rejected" in res.output
+    res = runner.invoke(app, ["list", "--format", "json"])
+    [row] = json.loads(res.stdout)
+    assert (row["trace"], row["table"], row["rows"], row["rejected"]) == \
+        ("azure_llm_2023/code", "requests", 8819, 0)
+    assert row["span_s"] == pytest.approx(3435.948056)
+    res = runner.invoke(app, ["sql", "select count(*) as n from requests", "--format", "csv"])
+    assert res.stdout == "n\n8819\n"
+
+
+def test_ingest_with_trace_and_format(env, mirror):
+    path = mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    res = runner.invoke(app, ["ingest", str(path), "--as", "azure_llm_2023", "--trace", "mine"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["sql", "select trace from traces", "--format", "json"])
+    assert json.loads(res.stdout) == [{"trace": "mine"}]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ingest", "no_such_dataset"], "unknown dataset or format 'no_such_dataset'"),
+    (["ingest", "azure_llm_2023/nope"], "dataset 'azure_llm_2023' has no part 'nope'"),
+    (["sql", "select * from nowhere"], "nowhere"),
+    (["list", "--format", "xml"], "--format must be table, csv or json"),
+])
+def test_errors_are_one_line(env, args, message):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_file_error_names_file_and_line(env, tmp_path):
+    bad = tmp_path / "AzureLLMInferenceTrace_code.csv"
+    bad.write_text("time,in,out\n1,2,3\n")
+    res = runner.invoke(app, ["ingest", str(bad), "--as", "azure_llm_2023"])
+    assert res.exit_code == 1
+    assert f"{bad}:1: unexpected header" in res.output.replace("\n", "")
+
+
+def test_demo_console_script(mirror, tmp_path):
+    """The installed `servetrace demo`, as a user runs it: both Azure 2023 traces."""
+    exe = Path(sys.executable).with_name("servetrace")
+    env = {**os.environ, "SERVETRACE_MIRROR": str(mirror), "COLUMNS": "200"}
+    proc = subprocess.run([str(exe), "demo", "--store", str(tmp_path / "s")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "azure_llm_2023/code: 8,819 rows" in proc.stdout
+    assert "azure_llm_2023/conv: 19,366 rows" in proc.stdout
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "s" / "servetrace.duckdb"), read_only=True) as con:
+        rows = con.sql("select trace, count(*) from requests group by 1 order by 1").fetchall()
+    assert rows == [("azure_llm_2023/code", 8819), ("azure_llm_2023/conv", 19366)]
