@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from loaders.dataset import RemoteFile
+from loaders.source import file_stats
 
 CHUNK = 1 << 20
 
@@ -36,11 +37,7 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_stats(path).sha256
 
 
 def verify(path: Path, file: RemoteFile) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 import polars as pl
 import pyarrow as pa
 
+from loaders.source import with_raw
+
 
 def _f(name: str, type_: pa.DataType, unit: str = "", *, required: bool = False,
        count: bool = False, doc: str = "") -> pa.Field:
@@ -250,9 +252,9 @@ def validate(table: str, frame: pl.DataFrame, *, trace: str,
     checks = [structural, *_reasons(table, frame, text)]
     checked = frame.with_columns(pl.coalesce(checks).cast(pl.String).alias("reason"))
     bad = checked.filter(pl.col("reason").is_not_null())
-    rejects = bad.select(
+    rejects = with_raw(bad.select(
         pl.lit(trace).alias("trace"), pl.col("source").cast(pl.String),
-        pl.col("line").cast(pl.Int64), pl.col("raw").cast(pl.String), pl.col("reason"))
+        pl.col("line").cast(pl.Int64), pl.col("raw").cast(pl.String), pl.col("reason")))
     good = checked.filter(pl.col("reason").is_null())
     counts = [f.name for f in TABLES[table]
               if f.metadata and f.metadata.get(b"kind") == b"count" and f.name in good.columns]

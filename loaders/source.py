@@ -9,8 +9,11 @@ transparently. Blank lines are not rows.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -80,18 +83,77 @@ def read_lines(path: str | Path) -> pl.DataFrame:
     return frame.filter(pl.col("raw").is_not_null() & (pl.col("raw").str.strip_chars() != ""))
 
 
+@dataclass(frozen=True)
+class FileStats:
+    """One pass over a file's bytes: its SHA-256 and counts that vouch for its shape."""
+
+    sha256: str
+    size: int
+    newlines: int
+    commas: int
+    gzip: bool
+    ends_with_newline: bool
+
+    @property
+    def lines(self) -> int:
+        return self.newlines + (0 if self.ends_with_newline or not self.size else 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
+    h = hashlib.sha256()
+    newlines = commas = 0
+    last = b""
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+        fh.seek(0)
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+            if not gz:
+                newlines += chunk.count(b"\n")
+                commas += chunk.count(b",")
+            last = chunk[-1:]
+    return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n")
+
+
+def file_stats(path: str | Path) -> FileStats:
+    """SHA-256, newline and comma counts of a file, computed once per file version."""
+    st = Path(path).stat()
+    return _stats(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
 def csv_rows(path: str | Path, columns: list[str], *, header: bool = True) -> pl.DataFrame:
-    """Rows of a simple CSV (no quoted separators) split into String columns.
+    """Rows of a simple CSV (no quoted separators) as String columns, numbered by line.
 
     Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``
-    (fields stripped of whitespace and surrounding double quotes; empty fields are null).
-    ``reason`` is set for a row with the wrong number of fields. With ``header`` the first
-    line must be the header; the caller checks it (see :func:`header_fields`).
+    (empty fields are null). ``reason`` is set for a row with the wrong number of fields.
+    With ``header`` the first line is skipped; the caller checks it (:func:`expect_header`).
+
+    Fast path: when the file's comma and line counts prove that every line has exactly
+    ``len(columns)`` fields (no blank, short or long lines), Polars' multithreaded CSV reader
+    parses it and ``raw`` is left null (:func:`with_raw` fills it for the rows that end up
+    rejected). Otherwise every line is read as text and split, so each malformed line is
+    reported with its own line number and text.
     """
+    stats = file_stats(path)
+    n = len(columns)
+    if not stats.gzip and stats.size and stats.commas == (n - 1) * stats.lines:
+        try:
+            fast = pl.read_csv(path, has_header=False, skip_rows=int(header),
+                               new_columns=columns, infer_schema=False, quote_char='"')
+        except pl.exceptions.PolarsError:
+            fast = None
+        if fast is not None and fast.width == n:
+            return fast.with_columns(
+                pl.lit(str(path)).alias("source"),
+                pl.int_range(1 + int(header), pl.len() + 1 + int(header),
+                             dtype=pl.Int64).alias("line"),
+                pl.lit(None, pl.String).alias("raw"),
+                pl.lit(None, pl.String).alias("reason"),
+            )
     lines = read_lines(path)
     if header:
         lines = lines.slice(1)
-    n = len(columns)
     fields = pl.col("raw").str.split_exact(",", n - 1) if n > 1 else None
     found = pl.col("raw").str.count_matches(",", literal=True) + 1
     out = lines.with_columns(
@@ -107,6 +169,23 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True) -> pl
     out = out.with_columns(parts).with_columns(
         [_clean(pl.col(c)).alias(c) for c in columns])
     return out
+
+
+def with_raw(rejects: pl.DataFrame) -> pl.DataFrame:
+    """Fill a null ``raw`` of rejected rows with the text of their line in ``source``.
+
+    Rows parsed on the fast path carry no text; only rejected ones need it, so their files
+    are re-read here, on the error path alone.
+    """
+    missing = rejects.filter(pl.col("raw").is_null())
+    if missing.is_empty():
+        return rejects
+    texts = pl.concat([
+        read_lines(src).select(pl.lit(src).alias("source"), "line", pl.col("raw").alias("_t"))
+        for src in missing["source"].unique().to_list() if Path(src).is_file()
+    ] or [pl.DataFrame(schema={"source": pl.String, "line": pl.Int64, "_t": pl.String})])
+    return (rejects.join(texts, on=["source", "line"], how="left", maintain_order="left")
+            .with_columns(pl.coalesce("raw", "_t").alias("raw")).drop("_t"))
 
 
 def _clean(expr: pl.Expr) -> pl.Expr:

@@ -36,6 +36,14 @@ def test_negative_and_non_integer_tokens(tmp_path):
         5: "non-integer output_tokens (GeneratedTokens): 2.5",
     }
     assert loaded.rows_read == 4 == loaded.tables["requests"].height + loaded.rejects.height
+    # well-formed lines take the fast path; the text of the rejected ones is still kept
+    assert loaded.rejects["raw"].to_list() == ["2023-11-16 18:17:05.0,-5,3",
+                                               "2023-11-16 18:17:06.0,5,2.5"]
+
+
+def test_blank_line_is_not_a_row(tmp_path):
+    _, loaded = _load(tmp_path, GOOD + "\n2023-11-16 18:17:06.0,5,2\n")
+    assert loaded.rows_read == 3 and loaded.rejects.is_empty()
 
 
 def test_garbage_timestamp_and_missing_field(tmp_path):
