@@ -37,7 +37,8 @@ def ingest(source: str | Path, *, as_format: str | None = None, trace: str | Non
     if path.exists():
         mod = registry.module(as_format) if as_format else registry.detect(path)
         part = mod.DATASET.part_for_file(path.name)
-        trace_id = trace or f"{mod.DATASET.name}/{part.name if part else path.stem}"
+        stem = Path(path.name.removesuffix(".gz")).stem
+        trace_id = trace or f"{mod.DATASET.name}/{part.name if part else stem}"
         check_trace_id(trace_id)
         loaded = mod.load([path], trace_id)
         urls = tuple(f.url for f in part.files) if part else ()

@@ -14,6 +14,9 @@ from loaders.source import FormatError, head
 
 _MODULES = (
     "azure_llm_2023",
+    "azure_llm_2024",
+    "azure_lmm_2025",
+    "burstgpt",
 )
 
 
@@ -44,7 +47,7 @@ def detect(path: str | Path) -> ModuleType:
         try:
             if mod.detect(path):
                 return mod
-        except (OSError, UnicodeDecodeError, FormatError):
+        except (OSError, ValueError):  # FormatError, UnicodeDecodeError, JSON errors
             continue
     first = head(path, 1) if path.is_file() else []
     shown = repr(first[0][:120]) if first else "nothing"

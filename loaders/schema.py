@@ -224,10 +224,12 @@ def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]) -> list[p
         if dtype.is_float():
             checks.append(pl.when(~col.is_finite()).then(pl.lit(f"non-finite {label}")))
         if field.metadata and field.metadata.get(b"kind") == b"count" and dtype.is_numeric():
-            checks.append(pl.when(col < 0).then(pl.format("negative {}: {}", pl.lit(label), col)))
+            shown = src.str.strip_chars() if src is not None else col
+            checks.append(pl.when(col < 0).then(
+                pl.format("negative {}: {}", pl.lit(label), shown)))
             if dtype.is_float():
                 checks.append(pl.when(col.is_finite() & (col != col.floor())).then(
-                    pl.format("non-integer {}: {}", pl.lit(label), col)))
+                    pl.format("non-integer {}: {}", pl.lit(label), shown)))
     return checks
 
 

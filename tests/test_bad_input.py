@@ -32,7 +32,7 @@ def test_truncated_last_line(tmp_path):
 def test_negative_and_non_integer_tokens(tmp_path):
     _, loaded = _load(tmp_path, GOOD + "2023-11-16 18:17:05.0,-5,3\n2023-11-16 18:17:06.0,5,2.5\n")
     assert _reasons(loaded) == {
-        4: "negative input_tokens (ContextTokens): -5.0",
+        4: "negative input_tokens (ContextTokens): -5",
         5: "non-integer output_tokens (GeneratedTokens): 2.5",
     }
     assert loaded.rows_read == 4 == loaded.tables["requests"].height + loaded.rejects.height
@@ -85,5 +85,5 @@ def test_rejects_are_stored_and_counts_add_up(tmp_path, store):
     rejects = store.sql("SELECT trace, line, reason FROM rejects ORDER BY line").rows()
     assert rejects == [
         ("azure_llm_2023/code", 4, "unparsable arrival_s (TIMESTAMP): 'yesterday'"),
-        ("azure_llm_2023/code", 5, "negative output_tokens (GeneratedTokens): -1.0"),
+        ("azure_llm_2023/code", 5, "negative output_tokens (GeneratedTokens): -1"),
     ]

@@ -1,0 +1,70 @@
+"""Azure LLM inference trace 2024 (the DynamoLLM paper): one week of code and conversation.
+
+Source: ``Azure/AzurePublicDataset``, ``AzureLLMInferenceDataset2024.md`` (collected
+May 10-19, 2024). The two week files are plain CSV (not gzipped), served as release assets of
+the tag ``dataset-llm-2024`` since Azure moved its downloads off Blob storage:
+``AzureLLMInferenceTrace_code_1week.csv`` and ``AzureLLMInferenceTrace_conv_1week.csv``.
+
+Same columns as the 2023 trace, ``TIMESTAMP,ContextTokens,GeneratedTokens``, one row per
+request; ``ContextTokens`` → ``input_tokens``, ``GeneratedTokens`` → ``output_tokens``.
+``TIMESTAMP`` is UTC wall time with a ``+00:00`` zone; most rows carry microseconds
+(``2024-05-10 00:00:00.009930+00:00``) but some have no fractional part at all
+(``2024-05-10 00:00:01+00:00``), and both spellings are read. ``arrival_s`` counts from the
+earliest request, which becomes the trace's origin.
+
+The zone is also what tells these files from the 2023 ones (:func:`detect`), whose header is
+identical but whose timestamps carry none.
+
+Stojkovic et al., "DynamoLLM: Designing LLM Inference Clusters for Performance and Energy
+Efficiency", arXiv 2408.00741 (HPCA 2025).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loaders.azure_llm_2023 import HEADER, load_azure_csv
+from loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from loaders.source import head, header_fields
+
+VERSION = "1"
+_RELEASE = "https://github.com/Azure/AzurePublicDataset/releases/download/dataset-llm-2024/"
+
+DATASET = Dataset(
+    name="azure_llm_2024",
+    title="Azure LLM inference trace 2024 (one week)",
+    citation=("Jovan Stojkovic, Chaojie Zhang, Íñigo Goiri, Josep Torrellas, Esha Choukse. "
+              "DynamoLLM: Designing LLM Inference Clusters for Performance and Energy "
+              "Efficiency. arXiv 2408.00741 (HPCA 2025)."),
+    license="CC-BY-4.0",
+    homepage="https://github.com/Azure/AzurePublicDataset/blob/master/AzureLLMInferenceDataset2024.md",
+    parts=(
+        # code_1week: the SHA-256 comes from a single third-party source and the byte size
+        # is not agreed on, so neither is pinned.
+        Part("code", (RemoteFile(
+            _RELEASE + "AzureLLMInferenceTrace_code_1week.csv",
+            "AzureLLMInferenceTrace_code_1week.csv"),),
+            "coding assistant requests, 1 week (about 16.8M rows)"),
+        # conv_1week: size and SHA-256 agreed by several independent third-party sources.
+        Part("conv", (RemoteFile(
+            _RELEASE + "AzureLLMInferenceTrace_conv_1week.csv",
+            "AzureLLMInferenceTrace_conv_1week.csv",
+            size=1_135_195_393,
+            sha256="a0cc9b969a9bbf0fd811802cbf4323edd3a209ace791e3799ad4f9207f213941"),),
+            "conversation requests, 1 week (about 27.3M rows)"),
+    ),
+)
+
+_ZONES = ("+00:00", "Z")
+
+
+def detect(path: Path) -> bool:
+    """The 2024 week files: the Azure LLM header and a UTC-zoned timestamp in the first row."""
+    lines = head(path, 2)
+    return (header_fields(path) == HEADER and len(lines) > 1
+            and lines[1].split(",")[0].strip().endswith(_ZONES))
+
+
+def load(paths: list[Path], trace: str) -> Loaded:
+    """Read week files onto ``requests`` (shared reader: :func:`load_azure_csv`)."""
+    return load_azure_csv(paths, trace, HEADER)
