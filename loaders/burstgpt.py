@@ -59,7 +59,15 @@ import polars as pl
 
 from loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from loaders.schema import REQUESTS, empty, validate
-from loaders.source import FormatError, csv_rows, head, header_fields, jsonl_rows, parse_number
+from loaders.source import (
+    FormatError,
+    csv_rows,
+    head,
+    header_fields,
+    jsonl_rows,
+    parse_number,
+    sort_by,
+)
 
 VERSION = "1"
 HEADER_V1 = ["Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens",
@@ -203,8 +211,8 @@ def load(paths: list[Path], trace: str) -> Loaded:
         pl.coalesce(pl.col("session"),
                     pl.concat_str([pl.col("model"), pl.lit("/"), pl.col("log_type")]))
         .alias("tenant"),
-    ).sort("arrival_s", maintain_order=True)
-    requests = requests.select([c for c in REQUESTS.names if c in requests.columns])
+    )
+    requests = sort_by(requests).select([c for c in REQUESTS.names if c in requests.columns])
     notes = {"failed": int(requests["failed"].sum()), "total_tokens_mismatch": mismatch}
     return Loaded(tables={"requests": requests}, rejects=pl.concat([empty("rejects"), *rejects]),
                   rows_read=read, origin=None, notes=notes)

@@ -193,8 +193,15 @@ def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
-    """The frame as an Arrow table with the canonical schema (units in field metadata)."""
-    return conform(table, frame).to_arrow().cast(TABLES[table])
+    """The frame as an Arrow table with the canonical fields (units in field metadata).
+
+    Column types are the ones Polars exports (e.g. ``string_view`` for ``string``), so no data
+    is copied; Parquet stores both the same way.
+    """
+    arrow = conform(table, frame).to_arrow()
+    fields = [pa.field(f.name, arrow.schema.field(f.name).type, f.nullable, f.metadata)
+              for f in TABLES[table]]
+    return pa.Table.from_arrays(arrow.columns, schema=pa.schema(fields))
 
 
 def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]) -> list[pl.Expr]:

@@ -260,4 +260,11 @@ def to_relative_seconds(frame: pl.DataFrame, column: str = "arrival_s"
     origin = frame[column].min()
     out = frame.with_columns(
         ((pl.col(column) - pl.lit(origin)).dt.total_nanoseconds() / 1e9).alias(column))
-    return out.sort(column, maintain_order=True), origin
+    return sort_by(out, column), origin
+
+
+def sort_by(frame: pl.DataFrame, column: str = "arrival_s") -> pl.DataFrame:
+    """``frame`` stably sorted by ``column``; a check, not a sort, when it already is."""
+    if frame.is_empty() or frame[column].is_sorted():
+        return frame
+    return frame.sort(column, maintain_order=True)
