@@ -17,6 +17,8 @@ _MODULES = (
     "azure_llm_2024",
     "azure_lmm_2025",
     "burstgpt",
+    "mooncake",
+    "servegen",
 )
 
 

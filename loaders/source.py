@@ -93,17 +93,22 @@ class FileStats:
     commas: int
     gzip: bool
     ends_with_newline: bool
+    padded: bool  # some field starts or ends with a space
 
     @property
     def lines(self) -> int:
         return self.newlines + (0 if self.ends_with_newline or not self.size else 1)
 
 
+_PADDING = (b", ", b" ,", b"\n ", b" \n", b" \r")
+
+
 @functools.lru_cache(maxsize=64)
 def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
     h = hashlib.sha256()
     newlines = commas = 0
-    last = b""
+    padded = False
+    last = b"\n"
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
         fh.seek(0)
@@ -112,8 +117,11 @@ def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
             if not gz:
                 newlines += chunk.count(b"\n")
                 commas += chunk.count(b",")
+                if not padded:
+                    seam = last + chunk
+                    padded = any(seam.find(p) >= 0 for p in _PADDING)
             last = chunk[-1:]
-    return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n")
+    return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n", padded)
 
 
 def file_stats(path: str | Path) -> FileStats:
@@ -130,14 +138,16 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True) -> pl
     With ``header`` the first line is skipped; the caller checks it (:func:`expect_header`).
 
     Fast path: when the file's comma and line counts prove that every line has exactly
-    ``len(columns)`` fields (no blank, short or long lines), Polars' multithreaded CSV reader
+    ``len(columns)`` fields (no blank, short or long lines) and no field is padded with
+    spaces, Polars' multithreaded CSV reader
     parses it and ``raw`` is left null (:func:`with_raw` fills it for the rows that end up
     rejected). Otherwise every line is read as text and split, so each malformed line is
     reported with its own line number and text.
     """
     stats = file_stats(path)
     n = len(columns)
-    if not stats.gzip and stats.size and stats.commas == (n - 1) * stats.lines:
+    if (not stats.gzip and stats.size and not stats.padded
+            and stats.commas == (n - 1) * stats.lines):
         try:
             fast = pl.read_csv(path, has_header=False, skip_rows=int(header),
                                new_columns=columns, infer_schema=False, quote_char='"')

@@ -41,6 +41,14 @@ def test_negative_and_non_integer_tokens(tmp_path):
                                                "2023-11-16 18:17:06.0,5,2.5"]
 
 
+def test_padded_fields_read_alike_on_both_paths(tmp_path):
+    """Spaces around fields are stripped whether or not the file is well-formed."""
+    _, clean = _load(tmp_path, "2023-11-16 18:17:03.9 , 5 ,2\n")
+    _, ragged = _load(tmp_path, "2023-11-16 18:17:03.9 , 5 ,2\n1,2\n")
+    assert clean.tables["requests"]["input_tokens"].to_list() == [5]
+    assert ragged.tables["requests"]["input_tokens"].to_list() == [5]
+
+
 def test_blank_line_is_not_a_row(tmp_path):
     _, loaded = _load(tmp_path, GOOD + "\n2023-11-16 18:17:06.0,5,2\n")
     assert loaded.rows_read == 3 and loaded.rejects.is_empty()
