@@ -67,7 +67,8 @@ def ingest_cmd(
 ) -> None:
     """Load a trace into the store (replacing an earlier copy of the same trace)."""
     try:
-        records = ingest(source, as_format=as_format, trace=trace, store=Store(store))
+        with err.status(f"ingesting {source} (download, parse, validate, write)"):
+            records = ingest(source, as_format=as_format, trace=trace, store=Store(store))
     except _ERRORS as exc:
         _fail(exc)
     for r in records:
@@ -102,6 +103,21 @@ def sql_cmd(query: Annotated[str, typer.Argument(help="SQL over the store's view
     try:
         _print_frame(Store(store).sql(query), fmt)
     except (*_ERRORS, duckdb.Error) as exc:
+        _fail(exc)
+
+
+@app.command("datasets")
+def datasets_cmd(fmt: FormatOpt = "table") -> None:
+    """The datasets servetrace can download and load, with their parts and citations."""
+    from loaders import registry
+
+    frame = pl.DataFrame([
+        {"name": d.name, "title": d.title, "parts": ", ".join(p.name for p in d.parts),
+         "tables": ", ".join(d.tables), "license": d.license, "citation": d.citation}
+        for d in registry.datasets()])
+    try:
+        _print_frame(frame, fmt, title="datasets")
+    except _ERRORS as exc:
         _fail(exc)
 
 

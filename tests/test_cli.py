@@ -80,3 +80,10 @@ def test_demo_console_script(mirror, tmp_path):
     with duckdb.connect(str(tmp_path / "s" / "servetrace.duckdb"), read_only=True) as con:
         rows = con.sql("select trace, count(*) from requests group by 1 order by 1").fetchall()
     assert rows == [("azure_llm_2023/code", 8819), ("azure_llm_2023/conv", 19366)]
+
+
+def test_datasets_lists_every_registered_dataset():
+    res = runner.invoke(app, ["datasets", "--format", "json"])
+    names = [d["name"] for d in json.loads(res.stdout)]
+    assert names == ["azure_llm_2023", "azure_llm_2024", "azure_lmm_2025", "burstgpt",
+                     "mooncake", "servegen"]
