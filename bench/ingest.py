@@ -29,9 +29,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, report  # noqa: E402
+from _measure import measure, report
 
-from loaders import Store, ingest  # noqa: E402
+from loaders import Store, ingest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
