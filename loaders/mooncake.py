@@ -37,7 +37,7 @@ import polars as pl
 
 from loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from loaders.schema import validate
-from loaders.source import head, jsonl_rows, parse_number
+from loaders.source import head, jsonl_rows, parse_number, sort_by
 
 VERSION = "1"
 KEYS = ["timestamp", "input_length", "output_length", "hash_ids"]
@@ -123,7 +123,7 @@ def load(paths: list[Path], trace: str) -> Loaded:
     text = {"arrival_s": "timestamp", "input_tokens": "input_length",
             "output_tokens": "output_length"}
     valid, rejects = validate("requests", parsed, trace=trace, text=text)
-    valid = valid.sort("arrival_s", maintain_order=True)
+    valid = sort_by(valid)
 
     blocks = (pl.col("input_tokens") + BLOCK_SIZE_TOKENS - 1) // BLOCK_SIZE_TOKENS
     check = valid.select(

@@ -130,11 +130,11 @@ def demo_cmd(store: StoreOpt = None) -> None:
             records = ingest("azure_llm_2023", store=s)
         summary = s.sql("""
             SELECT trace, count(*) AS requests,
-                   round(max(arrival_s) - min(arrival_s), 1) AS span_s,
-                   round(count(*) / (max(arrival_s) - min(arrival_s)), 2) AS rate_per_s,
-                   median(input_tokens) AS median_input, median(output_tokens) AS median_output,
-                   quantile_cont(input_tokens, 0.99) AS p99_input,
-                   quantile_cont(output_tokens, 0.99) AS p99_output
+                   round(max(arrival_s) - min(arrival_s), 1) AS "span s",
+                   round(count(*) / (max(arrival_s) - min(arrival_s)), 2) AS "req/s",
+                   median(input_tokens) AS "median in", median(output_tokens) AS "median out",
+                   quantile_cont(input_tokens, 0.99) AS "p99 in",
+                   quantile_cont(output_tokens, 0.99) AS "p99 out"
             FROM requests WHERE trace LIKE 'azure_llm_2023/%' GROUP BY trace ORDER BY trace
         """)
     except _ERRORS as exc:
