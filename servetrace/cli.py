@@ -133,8 +133,8 @@ def demo_cmd(store: StoreOpt = None) -> None:
                    round(max(arrival_s) - min(arrival_s), 1) AS "span s",
                    round(count(*) / (max(arrival_s) - min(arrival_s)), 2) AS "req/s",
                    median(input_tokens) AS "median in", median(output_tokens) AS "median out",
-                   quantile_cont(input_tokens, 0.99) AS "p99 in",
-                   quantile_cont(output_tokens, 0.99) AS "p99 out"
+                   round(quantile_cont(input_tokens, 0.99), 1) AS "p99 in",
+                   round(quantile_cont(output_tokens, 0.99), 1) AS "p99 out"
             FROM requests WHERE trace LIKE 'azure_llm_2023/%' GROUP BY trace ORDER BY trace
         """)
     except _ERRORS as exc:
@@ -142,7 +142,10 @@ def demo_cmd(store: StoreOpt = None) -> None:
     for r in records:
         out.print(f"ingested {r['trace']}: {r['rows']:,} rows, {r['rejected']:,} rejected",
                   highlight=False)
-    _print_frame(summary, "table", title="Azure LLM inference trace 2023")
+    by_trace = summary.drop("trace").cast(pl.String).transpose(
+        include_header=True, header_name="metric", column_names=summary["trace"].to_list())
+    _print_frame(by_trace, "table", title="Azure LLM inference trace 2023 (Patel et al., "
+                 "ISCA'24; CC-BY-4.0)")
     out.print(f"store: {s.db_path}  (try: duckdb {s.db_path} "
               "\"select trace, count(*) from requests group by 1\")", highlight=False)
 
