@@ -62,6 +62,7 @@ from loaders.schema import REQUESTS, empty, validate
 from loaders.source import (
     FormatError,
     csv_rows,
+    csv_rows_at,
     head,
     header_fields,
     jsonl_rows,
@@ -137,10 +138,13 @@ def detect(path: Path) -> bool:
     return header_fields(path) in (HEADER_V1, HEADER_V2)
 
 
-def _negative(column: str, label: str, source: str) -> pl.Expr:
-    """A reason where the parsed ``column`` is negative, quoting the ``source`` text."""
-    return pl.when(pl.col(column) < 0).then(
-        pl.format("negative {}: {}", pl.lit(label), pl.col(source)))
+def _negative(column: str, label: str, source: str) -> tuple[pl.Expr, pl.Expr]:
+    """A check: the parsed ``column`` is negative, with a reason quoting the ``source`` text."""
+    return pl.col(column) < 0, pl.format("negative {}: {}", pl.lit(label), pl.col(source))
+
+
+NUMERIC = ["Timestamp", "Elapsed time", "Request tokens", "Response tokens", "Total tokens"]
+CATEGORICAL = ["Model", "Log Type"]
 
 
 def _csv(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
@@ -151,27 +155,34 @@ def _csv(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
                                 f"{','.join(HEADER_V1)!r} (v1) or {','.join(HEADER_V2)!r} "
                                 f"(v2.0)", line=1)
     v2 = header == HEADER_V2
-    rows = csv_rows(path, header)
-    parsed = rows.with_columns(
-        parse_number(pl.col("Timestamp")).alias("arrival_s"),
-        parse_number(pl.col("Request tokens")).alias("input_tokens"),
-        parse_number(pl.col("Response tokens")).alias("output_tokens"),
-        parse_number(pl.col("Total tokens")).alias("_total"),
-        pl.col("Model").alias("model"),
-        pl.col("Log Type").alias("log_type"),
-        (pl.col("Session ID") if v2 else pl.lit(None, pl.String)).alias("session"),
-        (parse_number(pl.col("Elapsed time")) if v2 else pl.lit(None, pl.Float64))
-        .alias("latency_s"),
-    )
-    structural = [pl.col("reason"), _negative("arrival_s", "arrival_s (Timestamp)", "Timestamp")]
-    if v2:
-        structural.append(_negative("latency_s", "latency_s (Elapsed time)", "Elapsed time"))
-    parsed = parsed.with_columns(pl.coalesce(structural).alias("reason"))
     text = {"arrival_s": "Timestamp", "input_tokens": "Request tokens",
             "output_tokens": "Response tokens"}
+    checks = [_negative("arrival_s", "arrival_s (Timestamp)", "Timestamp")]
     if v2:
         text["latency_s"] = "Elapsed time"
-    valid, rejects = validate("requests", parsed, trace=trace, text=text)
+        checks.append(_negative("latency_s", "latency_s (Elapsed time)", "Elapsed time"))
+
+    def parse(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.with_columns(
+            parse_number(pl.col("Timestamp")).alias("arrival_s"),
+            parse_number(pl.col("Request tokens")).alias("input_tokens"),
+            parse_number(pl.col("Response tokens")).alias("output_tokens"),
+            parse_number(pl.col("Total tokens")).alias("_total"),
+            pl.col("Model").alias("model"),
+            pl.col("Log Type").alias("log_type"),
+            (pl.col("Session ID") if v2 else pl.lit(None, pl.String)).alias("session"),
+            (parse_number(pl.col("Elapsed time")) if v2 else pl.lit(None, pl.Float64))
+            .alias("latency_s"),
+        )
+
+    rows = csv_rows(path, header, numeric=NUMERIC, categorical=CATEGORICAL)
+    typed = rows.schema["Timestamp"] != pl.String
+    valid, rejects = validate("requests", parse(rows), trace=trace, text=text, checks=checks,
+                              fill_raw=not typed)
+    if typed and rejects.height:
+        # Numbers were read as numbers: reasons quoting source text come from the text.
+        again = csv_rows_at(path, header, rejects["line"], categorical=CATEGORICAL)
+        _, rejects = validate("requests", parse(again), trace=trace, text=text, checks=checks)
     total = pl.col("_total")
     mismatch = valid.select((total.is_null() | (
         total != pl.col("input_tokens") + pl.col("output_tokens"))).sum()).item()
@@ -188,31 +199,50 @@ def _jsonl(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int, int
         pl.col("request_id"),
         pl.when(pl.col("session_id").str.strip_chars() != "").then(pl.col("session_id"))
         .alias("session"),
-    ).with_columns(pl.coalesce(
-        pl.col("reason"), _negative("arrival_s", "arrival_s (arrival_ms)", "arrival_ms"),
-    ).alias("reason"))
+    )
     text = {"arrival_s": "arrival_ms", "input_tokens": "input_length",
             "output_tokens": "output_length"}
-    valid, rejects = validate("requests", parsed, trace=trace, text=text)
+    valid, rejects = validate("requests", parsed, trace=trace, text=text, checks=[
+        _negative("arrival_s", "arrival_s (arrival_ms)", "arrival_ms")])
     return valid, rejects, rows.height, 0
 
 
 def load(paths: list[Path], trace: str) -> Loaded:
-    """Read BurstGPT CSV (v1, v2.0) or JSON-lines files onto ``requests``."""
+    """Read BurstGPT CSV (v1, v2.0) or JSON-lines files onto ``requests``.
+
+    ``model``, ``log_type`` and ``tenant`` come out Categorical (the store writes them as
+    strings): a few distinct values over millions of rows.
+    """
+    canonical = empty("requests").drop("trace").with_columns(
+        pl.col("model", "log_type").cast(pl.Categorical)).schema
     valids, rejects, read, mismatch = [], [], 0, 0
     for path in map(Path, paths):
         valid, bad, n, m = (_jsonl if _is_jsonl(path) else _csv)(path, trace)
-        valids.append(valid)
+        valids.append(valid.with_columns(
+            [pl.col(c).cast(d) if c in valid.columns else pl.lit(None, d).alias(c)
+             for c, d in canonical.items() if c in ("model", "log_type", "session")
+             or c not in valid.columns]))
         rejects.append(bad)
         read, mismatch = read + n, mismatch + m
-    requests = pl.concat([empty("requests").drop("trace"), *valids], how="diagonal_relaxed")
+    requests = pl.concat(valids, how="diagonal_relaxed") if len(valids) > 1 else valids[0]
     requests = requests.with_columns(
-        (pl.col("output_tokens") == 0).alias("failed"),
-        pl.coalesce(pl.col("session"),
-                    pl.concat_str([pl.col("model"), pl.lit("/"), pl.col("log_type")]))
-        .alias("tenant"),
-    )
+        (pl.col("output_tokens") == 0).alias("failed"), _tenant(requests))
     requests = sort_by(requests).select([c for c in REQUESTS.names if c in requests.columns])
     notes = {"failed": int(requests["failed"].sum()), "total_tokens_mismatch": mismatch}
     return Loaded(tables={"requests": requests}, rejects=pl.concat([empty("rejects"), *rejects]),
                   rows_read=read, origin=None, notes=notes)
+
+
+def _tenant(requests: pl.DataFrame) -> pl.Expr:
+    """``session``, else ``model/log_type``: that text is built once per distinct pair."""
+    def pair(frame: pl.DataFrame | None = None) -> pl.Expr | pl.Series:
+        key = (pl.col("model").to_physical().cast(pl.UInt64) * (1 << 32)
+               + pl.col("log_type").to_physical().cast(pl.UInt64))
+        return key if frame is None else frame.select(key).to_series()
+
+    pairs = requests.select("model", "log_type").unique().drop_nulls()
+    names = pairs.select(pl.concat_str([pl.col("model"), pl.lit("/"), pl.col("log_type")]))
+    combined = pair().replace_strict(pair(pairs), names.to_series(), default=None,
+                                     return_dtype=pl.Categorical)
+    return (pl.when(pl.col("session").is_null()).then(combined)
+            .otherwise(pl.col("session").cast(pl.Categorical)).alias("tenant"))

@@ -8,7 +8,10 @@ ones a row cannot exist without; everything else stays null where a source lacks
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -60,6 +63,23 @@ INVOCATIONS = pa.schema([
     _f("region", pa.string()),
     _f("cluster", pa.string()),
     _f("pod", pa.string()),
+    _f("request_id", pa.string(), doc="source request id (Huawei 2025 requestID)"),
+    _f("frontend_arrival_s", pa.float64(), "s",
+       doc="arrival at the frontend, same zero as arrival_s (Huawei 2025 time_frontend)"),
+    _f("worker_s", pa.float64(), "s", doc="time spent in the worker (Huawei workerCost)"),
+    _f("runtime_s", pa.float64(), "s", doc="time spent in the runtime (Huawei runtimeCost)"),
+    _f("frontend_total_s", pa.float64(), "s",
+       doc="end-to-end time measured by the frontend (Huawei totalCost_frontend)"),
+    _f("frontend_s", pa.float64(), "s", doc="frontend monitoring and forwarding (frontendCost)"),
+    _f("bus_s", pa.float64(), "s", doc="time in the busProxy component (Huawei busCost)"),
+    _f("read_body_s", pa.float64(), "s", doc="reading the request body (readBodyCost)"),
+    _f("write_rsp_s", pa.float64(), "s", doc="writing the response (writeRspCost)"),
+    _f("cpu_usage", pa.float64(), "cores",
+       doc="pod CPU usage averaged over the request's execution (Huawei cpu_usage)"),
+    _f("memory_usage_mb", pa.float64(), "MB",
+       doc="pod memory usage averaged over the request's execution (Huawei memory_usage)"),
+    _f("request_body_bytes", pa.int64(), "bytes", count=True,
+       doc="size of the request body (Huawei requestBodySize)"),
 ])
 
 INVOCATION_COUNTS = pa.schema([
@@ -84,6 +104,9 @@ FUNCTIONS = pa.schema([
     _f("pool", pa.string()),
     _f("cpu_limit_m", pa.float64(), "millicores"),
     _f("memory_limit_mb", pa.float64(), "MB"),
+    _f("cpu_request_m", pa.float64(), "millicores",
+       doc="CPU initially requested, below the limit (Huawei 2025 cpu_request)"),
+    _f("invocation_type", pa.string(), doc="sync, async or null (Huawei 2025 S/A)"),
     _f("invocations", pa.int64(), "invocations", count=True),
     _f("duration_mean_s", pa.float64(), "s"),
     *[_f(f"duration_{p}_s", pa.float64(), "s") for p in _pcts],
@@ -108,6 +131,23 @@ COLD_STARTS = pa.schema([
     _f("deploy_code_s", pa.float64(), "s"),
     _f("deploy_dep_s", pa.float64(), "s"),
     _f("scheduling_s", pa.float64(), "s"),
+    _f("request_id", pa.string(), doc="request that triggered the cold start"),
+    _f("residual_s", pa.float64(), "s",
+       doc="total_s minus the sum of pod_alloc_s, deploy_code_s, deploy_dep_s, scheduling_s"),
+    _f("residual_flag", pa.bool_(),
+       doc="|residual_s| exceeds the loader's tolerance: the parts do not add up to total_s"),
+])
+
+FUNCTION_METRICS = pa.schema([
+    _trace,
+    _f("tenant", pa.string()),
+    _f("function", pa.string(), required=True),
+    _f("window_start_s", pa.float64(), "s", required=True),
+    _f("window_s", pa.float64(), "s", required=True),
+    _f("metric", pa.string(), required=True,
+       doc="source metric name, e.g. Huawei 2023 cpu_usage, Huawei 2025 num_cold_starts"),
+    _f("value", pa.float64(), required=True, doc="in the unit named by the unit column"),
+    _f("unit", pa.string(), doc="unit of value as the source documents it; null if it does not"),
 ])
 
 CLIENT_WINDOWS = pa.schema([
@@ -148,6 +188,7 @@ TABLES: dict[str, pa.Schema] = {
     "cold_starts": COLD_STARTS,
     "client_windows": CLIENT_WINDOWS,
     "length_pmfs": LENGTH_PMFS,
+    "function_metrics": FUNCTION_METRICS,
     "rejects": REJECTS,
 }
 
@@ -166,9 +207,11 @@ def empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=polars_schema(table))
 
 
-def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+def conform(table: str, frame: pl.DataFrame, *, categorical: bool = False) -> pl.DataFrame:
     """Select and cast ``frame`` to the table's columns, in order; absent columns become null.
 
+    With ``categorical`` a Categorical or Enum column stays so where the table has a string
+    (same values, no strings built); :func:`write_parquet` stores it as a string column.
     Raises :class:`SchemaError` when a required column is absent or holds nulls, or when a
     column cannot be cast losslessly.
     """
@@ -177,7 +220,11 @@ def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     cols = []
     for name, dtype in schema.items():
         if name in frame.columns:
-            cols.append(pl.col(name).cast(dtype, strict=True))
+            have = frame.schema[name]
+            if categorical and dtype == pl.String and isinstance(have, pl.Categorical | pl.Enum):
+                cols.append(pl.col(name))
+            else:
+                cols.append(pl.col(name).cast(dtype, strict=True))
         elif not fields.field(name).nullable:
             raise SchemaError(f"{table}: required column {name!r} is missing")
         else:
@@ -186,9 +233,12 @@ def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
         out = frame.select(cols)
     except pl.exceptions.PolarsError as exc:
         raise SchemaError(f"{table}: {exc}") from exc
-    for name in schema.names():
-        if not fields.field(name).nullable and out[name].null_count():
-            raise SchemaError(f"{table}: required column {name!r} has nulls")
+    required = [n for n in schema.names() if not fields.field(n).nullable]
+    if required and out.height:
+        nulls = out.select(pl.col(required).null_count()).row(0, named=True)
+        for name in required:
+            if nulls[name]:
+                raise SchemaError(f"{table}: required column {name!r} has nulls")
     return out
 
 
@@ -204,14 +254,41 @@ def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrow.columns, schema=pa.schema(fields))
 
 
-def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]) -> list[pl.Expr]:
-    """One expression per check, each null where the row passes and a reason where it fails.
+def write_parquet(table: str, frame: pl.DataFrame, path: str | Path) -> None:
+    """Write the frame as a Parquet file of the table (zstd), read back with canonical types.
+
+    Polars writes the columns (in parallel; a Categorical column goes out as the dictionary
+    it already is, so strings are neither built nor hashed), required fields as required
+    Parquet columns. The file's Arrow schema is the canonical one, units and all, so Arrow,
+    Polars and DuckDB readers see ``string`` columns with the field metadata, whatever the
+    in-memory types were.
+    """
+    out = conform(table, frame, categorical=True)
+    exported = out.head(0).to_arrow().schema  # the types Polars writes, for its writer
+    fields = [pa.field(f.name, exported.field(f.name).type, f.nullable,
+                       {**(exported.field(f.name).metadata or {}), **f.metadata})
+              for f in TABLES[table]]
+    out.write_parquet(path, compression="zstd", arrow_schema=pa.schema(fields),
+                      metadata={"ARROW:schema": _arrow_schema(table)})
+
+
+@functools.cache
+def _arrow_schema(table: str) -> str:
+    """The table's Arrow schema as Parquet files carry it (``ARROW:schema``: IPC, base64)."""
+    return base64.b64encode(TABLES[table].serialize().to_pybytes()).decode()
+
+
+def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]
+             ) -> list[tuple[pl.Expr, pl.Expr]]:
+    """One ``(fails, reason)`` pair per check: where ``fails`` is true, ``reason`` says why.
 
     Checked in order, per column: missing required value, unparsable text, non-finite number,
     negative or non-integer count. ``text[col]`` names the column holding the source text that
-    ``col`` was parsed from, so a null can be told apart as missing or unparsable.
+    ``col`` was parsed from, so a null can be told apart as missing or unparsable. (A text
+    column already read as a number stands for its text only where it is null; rows that
+    fail a check quoting it must be validated again from their text.)
     """
-    checks: list[pl.Expr] = []
+    checks: list[tuple[pl.Expr, pl.Expr]] = []
     fields = TABLES[table]
     for field in fields:
         name = field.name
@@ -219,52 +296,79 @@ def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]) -> list[p
             continue
         col = pl.col(name)
         src = pl.col(text[name]) if name in text else None
-        blank = src.is_null() | (src.str.strip_chars() == "") if src is not None else None
+        is_text = src is not None and frame.schema[text[name]] == pl.String
+        if src is None:
+            blank = None
+        elif is_text:
+            blank = src.is_null() | (src.str.strip_chars() == "")
+        else:
+            blank = src.is_null()
         label = f"{name} ({text[name]})" if name in text and text[name] != name else name
         if not field.nullable:
-            checks.append(pl.when(col.is_null() & (blank if blank is not None else True))
-                          .then(pl.lit(f"missing required field {label}")))
+            checks.append((col.is_null() & (blank if blank is not None else True),
+                           pl.lit(f"missing required field {label}")))
         if src is not None:
-            checks.append(pl.when(col.is_null() & ~blank).then(
-                pl.format("unparsable {}: '{}'", pl.lit(label), src)))
+            checks.append((col.is_null() & ~blank,
+                           pl.format("unparsable {}: '{}'", pl.lit(label), src)))
         dtype = frame.schema[name]
         if dtype.is_float():
-            checks.append(pl.when(~col.is_finite()).then(pl.lit(f"non-finite {label}")))
+            checks.append((~col.is_finite(), pl.lit(f"non-finite {label}")))
         if field.metadata and field.metadata.get(b"kind") == b"count" and dtype.is_numeric():
-            shown = src.str.strip_chars() if src is not None else col
-            checks.append(pl.when(col < 0).then(
-                pl.format("negative {}: {}", pl.lit(label), shown)))
+            shown = src.str.strip_chars() if is_text else src if src is not None else col
+            checks.append((col < 0, pl.format("negative {}: {}", pl.lit(label), shown)))
             if dtype.is_float():
-                checks.append(pl.when(col.is_finite() & (col != col.floor())).then(
-                    pl.format("non-integer {}: {}", pl.lit(label), shown)))
+                checks.append((col.is_finite() & (col != col.floor()),
+                               pl.format("non-integer {}: {}", pl.lit(label), shown)))
     return checks
 
 
 def validate(table: str, frame: pl.DataFrame, *, trace: str,
-             text: Mapping[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+             text: Mapping[str, str] | None = None,
+             checks: Sequence[tuple[pl.Expr, pl.Expr]] = (),
+             fill_raw: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split parsed source rows into valid rows and rejected rows with a reason.
 
     ``frame`` holds ``source`` (file name), ``line`` (1-based), ``raw`` (the row as read),
     optionally ``reason`` (a structural fault found while reading, such as a wrong number of
     columns), and the table's columns already parsed, null where parsing failed. ``text``
-    maps a parsed column to the column of source text it came from.
+    maps a parsed column to the column of source text it came from. ``checks`` are the
+    loader's own ``(fails, reason)`` pairs, tried after ``reason`` and before the table's.
+    A row's reason is the first that applies. With ``fill_raw`` (the default) a rejected
+    row's missing ``raw`` is read back from its file (:func:`~loaders.source.with_raw`).
 
     Returns ``(valid, rejects)``: ``valid`` keeps every column of ``frame`` except the
     bookkeeping ones, with counts cast to integers; ``rejects`` fits the ``rejects`` table.
     Every input row lands in exactly one of the two.
+
+    Whether a row fails is decided first, over all rows, from the conditions alone; the
+    reasons (formatted text) are built only for the rows that fail.
     """
     text = dict(text or {})
     for col in text.values():
         if col not in frame.columns:
             raise SchemaError(f"validate: text column {col!r} is not in the frame")
-    structural = pl.col("reason") if "reason" in frame.columns else pl.lit(None, pl.String)
-    checks = [structural, *_reasons(table, frame, text)]
-    checked = frame.with_columns(pl.coalesce(checks).cast(pl.String).alias("reason"))
-    bad = checked.filter(pl.col("reason").is_not_null())
-    rejects = with_raw(bad.select(
+    structural = ([(pl.col("reason").is_not_null(), pl.col("reason"))]
+                  if "reason" in frame.columns else [])
+    pairs = [*structural, *checks, *_reasons(table, frame, text)]
+    reason = (pl.coalesce([pl.when(fails).then(why) for fails, why in pairs]).cast(pl.String)
+              if pairs else pl.lit(None, pl.String))
+    fails = pl.any_horizontal([f.fill_null(False) for f, _ in pairs]) if pairs else pl.lit(False)
+    mask = frame.select(fails.alias("_fails")).to_series()
+    if mask.any():
+        bad = frame.filter(mask).with_columns(reason.alias("reason"))
+        if bad["reason"].null_count():  # a check that fails without a reason: decide as text
+            checked = frame.with_columns(reason.alias("reason"))
+            mask = checked["reason"].is_not_null()
+            bad = checked.filter(mask)
+        good = frame.filter(~mask)
+    else:
+        bad = frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
+        good = frame
+    rejects = bad.select(
         pl.lit(trace).alias("trace"), pl.col("source").cast(pl.String),
-        pl.col("line").cast(pl.Int64), pl.col("raw").cast(pl.String), pl.col("reason")))
-    good = checked.filter(pl.col("reason").is_null())
+        pl.col("line").cast(pl.Int64), pl.col("raw").cast(pl.String), pl.col("reason"))
+    if fill_raw:
+        rejects = with_raw(rejects)
     counts = [f.name for f in TABLES[table]
               if f.metadata and f.metadata.get(b"kind") == b"count" and f.name in good.columns]
     good = good.with_columns(pl.col(counts).cast(pl.Int64)).drop(

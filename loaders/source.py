@@ -13,6 +13,8 @@ import functools
 import gzip
 import hashlib
 import io
+from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -93,21 +95,16 @@ class FileStats:
     commas: int
     gzip: bool
     ends_with_newline: bool
-    padded: bool  # some field starts or ends with a space
 
     @property
     def lines(self) -> int:
         return self.newlines + (0 if self.ends_with_newline or not self.size else 1)
 
 
-_PADDING = (b", ", b" ,", b"\n ", b" \n", b" \r")
-
-
 @functools.lru_cache(maxsize=64)
 def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
     h = hashlib.sha256()
     newlines = commas = 0
-    padded = False
     last = b"\n"
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
@@ -117,11 +114,8 @@ def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
             if not gz:
                 newlines += chunk.count(b"\n")
                 commas += chunk.count(b",")
-                if not padded:
-                    seam = last + chunk
-                    padded = any(seam.find(p) >= 0 for p in _PADDING)
             last = chunk[-1:]
-    return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n", padded)
+    return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n")
 
 
 def file_stats(path: str | Path) -> FileStats:
@@ -130,40 +124,84 @@ def file_stats(path: str | Path) -> FileStats:
     return _stats(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
-def csv_rows(path: str | Path, columns: list[str], *, header: bool = True) -> pl.DataFrame:
-    """Rows of a simple CSV (no quoted separators) as String columns, numbered by line.
+def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
+             numeric: Collection[str] = (), categorical: Collection[str] = ()
+             ) -> pl.DataFrame:
+    """Rows of a simple CSV (no quoted separators), numbered by line.
 
     Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``
-    (empty fields are null). ``reason`` is set for a row with the wrong number of fields.
-    With ``header`` the first line is skipped; the caller checks it (:func:`expect_header`).
+    (empty fields are null): String, except that ``categorical`` columns are Categorical
+    (same values) and, on the fast path only, ``numeric`` columns are already Float64 (see
+    below). ``reason`` is set for a row with the wrong number of fields. With ``header`` the
+    first line is skipped; the caller checks it (:func:`expect_header`).
 
     Fast path: when the file's comma and line counts prove that every line has exactly
-    ``len(columns)`` fields (no blank, short or long lines) and no field is padded with
-    spaces, Polars' multithreaded CSV reader
-    parses it and ``raw`` is left null (:func:`with_raw` fills it for the rows that end up
-    rejected). Otherwise every line is read as text and split, so each malformed line is
-    reported with its own line number and text.
+    ``len(columns)`` fields (no blank, short or long lines), Polars' multithreaded CSV reader
+    parses it, ``numeric`` columns straight to Float64, and ``raw`` is left null
+    (:func:`with_raw` fills it for the rows that end up rejected). Its result is used only if
+    it is what the line-based path would give: a numeric field Polars cannot parse, or a text
+    field that is empty or starts or ends with white space, sends the file down that path.
+    A numeric column read as Float64 holds exactly what :func:`parse_number` gives for its
+    text; a caller that quotes source text in messages takes the text of those rows from
+    :func:`csv_rows_at`. Otherwise every line is read as text and split, so each malformed
+    line is reported with its own line number and text.
+
+    The file's :func:`file_stats` pass (SHA-256 and counts) runs in a thread while Polars
+    parses; it is cached, so the file's hash costs nothing later.
     """
-    stats = file_stats(path)
     n = len(columns)
-    if (not stats.gzip and stats.size and not stats.padded
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(file_stats, path)
+        fast = _fast_csv(path, columns, header, numeric, categorical)
+        stats = pending.result()
+    if (fast is not None and not stats.gzip and stats.size
             and stats.commas == (n - 1) * stats.lines):
-        try:
-            fast = pl.read_csv(path, has_header=False, skip_rows=int(header),
-                               new_columns=columns, infer_schema=False, quote_char='"')
-        except pl.exceptions.PolarsError:
-            fast = None
-        if fast is not None and fast.width == n:
-            return fast.with_columns(
-                pl.lit(str(path)).alias("source"),
-                pl.int_range(1 + int(header), pl.len() + 1 + int(header),
-                             dtype=pl.Int64).alias("line"),
-                pl.lit(None, pl.String).alias("raw"),
-                pl.lit(None, pl.String).alias("reason"),
-            )
+        return fast.with_columns(
+            pl.lit(str(path)).alias("source"),
+            pl.int_range(1 + int(header), pl.len() + 1 + int(header),
+                         dtype=pl.Int64).alias("line"),
+            pl.lit(None, pl.String).alias("raw"),
+            pl.lit(None, pl.String).alias("reason"),
+        )
+    del fast
     lines = read_lines(path)
     if header:
         lines = lines.slice(1)
+    return _split(lines, path, columns, categorical)
+
+
+def _fast_csv(path: str | Path, columns: list[str], header: bool, numeric: Collection[str],
+              categorical: Collection[str]) -> pl.DataFrame | None:
+    """Polars' reading of a plain CSV, or None where it may differ from the line-based one."""
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            return None
+    dtypes = {c: pl.Float64 if c in numeric else pl.Categorical if c in categorical
+              else pl.String for c in columns}
+    try:
+        fast = pl.read_csv(path, has_header=False, skip_rows=int(header), new_columns=columns,
+                           schema_overrides=dtypes, infer_schema=False, quote_char='"')
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    if fast.width != len(columns):
+        return None
+    text = [c for c in columns if c not in numeric]
+    if text and fast.height:
+        # A text field padded with white space (or empty) reads differently on the two paths.
+        # Categorical columns are checked on their few distinct values only.
+        def odd(c: str) -> pl.Expr:
+            v = (pl.col(c).unique() if c in categorical else pl.col(c)).cast(pl.String)
+            return ((v.str.strip_chars() != v) | (v == "")).any().alias(c)
+
+        if any(fast.select([odd(c) for c in text]).row(0)):
+            return None
+    return fast
+
+
+def _split(lines: pl.DataFrame, path: str | Path, columns: list[str],
+           categorical: Collection[str] = ()) -> pl.DataFrame:
+    """Numbered text lines split into String fields, with a reason for a wrong field count."""
+    n = len(columns)
     fields = pl.col("raw").str.split_exact(",", n - 1) if n > 1 else None
     found = pl.col("raw").str.count_matches(",", literal=True) + 1
     out = lines.with_columns(
@@ -176,9 +214,21 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True) -> pl
         parts = [pl.col("raw").alias(columns[0])]
     else:
         parts = [fields.struct.field(f"field_{i}").alias(c) for i, c in enumerate(columns)]
-    out = out.with_columns(parts).with_columns(
-        [_clean(pl.col(c)).alias(c) for c in columns])
-    return out
+    return out.with_columns(parts).with_columns(
+        [_clean(pl.col(c)).alias(c) for c in columns]).with_columns(
+        [pl.col(c).cast(pl.Categorical) for c in columns if c in categorical])
+
+
+def csv_rows_at(path: str | Path, columns: list[str], lines: Iterable[int], *,
+                categorical: Collection[str] = ()) -> pl.DataFrame:
+    """The rows of :func:`csv_rows`'s line-based path for the given line numbers only.
+
+    Used on the error path to quote the source text of rows that the fast path read as
+    numbers; the file is read once more, as text.
+    """
+    wanted = pl.Series("line", sorted(set(lines)), dtype=pl.Int64)
+    picked = read_lines(path).filter(pl.col("line").is_in(wanted.implode()))
+    return _split(picked, path, columns, categorical)
 
 
 def with_raw(rejects: pl.DataFrame) -> pl.DataFrame:

@@ -215,7 +215,9 @@ class Store:
         for table, frame in tables.items():
             if table not in schema.TABLES:
                 raise StoreError(f"{trace}: loader produced unknown table {table!r}")
-            arrow = schema.to_arrow(table, frame.with_columns(pl.lit(trace).alias("trace")))
+            out = schema.conform(
+                table, frame.with_columns(pl.lit(trace).cast(pl.Categorical).alias("trace")),
+                categorical=True)
             if "arrival_s" in frame.columns and frame.height and table != "rejects":
                 lo, hi = frame["arrival_s"].min(), frame["arrival_s"].max()
                 span = [lo if span[0] is None else min(span[0], lo),
@@ -223,7 +225,7 @@ class Store:
             folder = self.root / table / _quote(trace)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f"{ingest_id}.parquet.tmp"
-            pq.write_table(arrow, tmp, compression="zstd")
+            schema.write_parquet(table, out, tmp)
             final = tmp.with_suffix("")
             os.replace(tmp, final)
             written.append(final)
