@@ -19,6 +19,10 @@ _MODULES = (
     "burstgpt",
     "mooncake",
     "servegen",
+    "azure_functions_2019",
+    "azure_functions_2021",
+    "huawei_2023",
+    "huawei_2025",
 )
 
 

@@ -242,18 +242,6 @@ def conform(table: str, frame: pl.DataFrame, *, categorical: bool = False) -> pl
     return out
 
 
-def to_arrow(table: str, frame: pl.DataFrame) -> pa.Table:
-    """The frame as an Arrow table with the canonical fields (units in field metadata).
-
-    Column types are the ones Polars exports (e.g. ``string_view`` for ``string``), so no data
-    is copied; Parquet stores both the same way.
-    """
-    arrow = conform(table, frame).to_arrow()
-    fields = [pa.field(f.name, arrow.schema.field(f.name).type, f.nullable, f.metadata)
-              for f in TABLES[table]]
-    return pa.Table.from_arrays(arrow.columns, schema=pa.schema(fields))
-
-
 def write_parquet(table: str, frame: pl.DataFrame, path: str | Path) -> None:
     """Write the frame as a Parquet file of the table (zstd), read back with canonical types.
 
