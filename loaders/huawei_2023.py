@@ -49,6 +49,7 @@ from loaders.dataset import Dataset, Loaded, Part
 from loaders.schema import empty
 from loaders.source import (
     FormatError,
+    csv_files,
     csv_rows,
     csv_rows_at,
     header_fields,
@@ -113,21 +114,6 @@ class Wide:
     long: pl.DataFrame      # function (Categorical), window_start_s, value (Float64)
     rejects: pl.DataFrame   # the rejects table
     rows_read: int
-
-
-def _csv_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*.csv") if p.is_file())
-            if not found:
-                raise FormatError(path, "no .csv files in this folder")
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FormatError(path, "no such file or folder")
-    return files
 
 
 def wide_header(path: Path, valid: re.Pattern[str], what: str) -> list[str]:
@@ -271,7 +257,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
     counts, metrics, rejects = [], [], [empty("rejects")]
     rows_read = 0
     seen: dict[tuple[str, str], int] = {}
-    for path in _csv_files(paths):
+    for path in csv_files(paths):
         m, res = _metric_of(path, metric, resolution)
         funcs = wide_header(path, _FUNC_ID, "function id")
         wide = read_wide(path, funcs, trace, window_s=RESOLUTIONS[res],

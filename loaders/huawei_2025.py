@@ -57,7 +57,14 @@ import polars as pl
 from loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from loaders.huawei_2023 import read_wide, wide_header
 from loaders.schema import TABLES, empty, validate
-from loaders.source import FormatError, csv_rows, header_fields, parse_number, sort_by
+from loaders.source import (
+    FormatError,
+    csv_files,
+    csv_rows,
+    header_fields,
+    parse_number,
+    sort_by,
+)
 
 VERSION = "1"
 RESIDUAL_TOLERANCE_S = 1e-5
@@ -346,15 +353,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
         raise FormatError(DATASET.name, "no files given: the Huawei 2025 files are "
                           "zipped on Huawei OBS; see the parts of `servetrace datasets` for "
                           "their URLs, extract them and ingest the CSV files by path")
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*.csv") if p.is_file())
-            if not found:
-                raise FormatError(path, "no .csv files in this folder")
-            files += found
-        else:
-            files.append(path)
+    files = csv_files(paths)
     out: dict[str, list[pl.DataFrame]] = {}
     rejects = [empty("rejects")]
     rows_read = 0

@@ -328,3 +328,19 @@ def sort_by(frame: pl.DataFrame, column: str = "arrival_s") -> pl.DataFrame:
     if frame.is_empty() or frame[column].is_sorted():
         return frame
     return frame.sort(column, maintain_order=True)
+
+
+def csv_files(paths: list[Path] | list[str]) -> list[Path]:
+    """Files named in ``paths``, each folder replaced by the ``.csv`` files under it (sorted)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.csv") if p.is_file())
+            if not found:
+                raise FormatError(path, "no .csv files in this folder")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FormatError(path, "no such file or folder")
+    return files
