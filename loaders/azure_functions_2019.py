@@ -406,7 +406,7 @@ def load(paths: list[Path], trace: str) -> Loaded:
     if len(set(days)) != len(days):
         raise FormatError(inv[0][0], "two invocations files for the same day "
                                      f"({', '.join(str(p) for p, _ in inv)}); give one per day")
-    read = 0
+    read = accepted = 0  # source lines; accepted ones counted from what they produced
     rejects: list[pl.DataFrame] = []
     counts, inv_funcs = [], []
     minutes = []
@@ -416,6 +416,7 @@ def load(paths: list[Path], trace: str) -> Loaded:
         inv_funcs.append(c.functions)
         rejects.append(c.rejects)
         read += c.rows_read
+        accepted += c.functions.height  # one row per accepted line
         minutes.append(c.minutes)
     durs, mems = [], []
     mem_kinds = {k for k, _ in files if k.startswith("memory")}
@@ -433,6 +434,7 @@ def load(paths: list[Path], trace: str) -> Loaded:
             continue
         rejects.append(rej)
         read += n
+        accepted += frame.height
 
     tables: dict[str, pl.DataFrame] = {}
     if counts:
@@ -475,4 +477,4 @@ def load(paths: list[Path], trace: str) -> Loaded:
         "percentiles": "null where several day files describe one function or app",
     }
     return Loaded(tables=tables, rejects=rejected, rows_read=read,
-                  accepted=read - rejected.height, origin=None, notes=notes)
+                  accepted=accepted, origin=None, notes=notes)

@@ -114,6 +114,7 @@ class Wide:
     long: pl.DataFrame      # function (Categorical), window_start_s, value (Float64)
     rejects: pl.DataFrame   # the rejects table
     rows_read: int
+    accepted: int           # lines that passed, counted from the checked lines
 
 
 def wide_header(path: Path, valid: re.Pattern[str], what: str) -> list[str]:
@@ -160,7 +161,7 @@ def read_wide(path: Path, funcs: list[str], trace: str, *, window_s: float,
     good = lines.filter(pl.col("reason").is_null()).select("line", "window_start_s")
     out = (long.join(good, on="line", how="inner").sort("line", "ci")
            .select("function", "window_start_s", "value"))
-    return Wide(out, rejects, rows.height)
+    return Wide(out, rejects, rows.height, good.height)
 
 
 def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float, counts: bool
@@ -255,7 +256,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
     if resolution is not None and resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}; known: minute, second")
     counts, metrics, rejects = [], [], [empty("rejects")]
-    rows_read = 0
+    rows_read = accepted = 0
     seen: dict[tuple[str, str], int] = {}
     for path in csv_files(paths):
         m, res = _metric_of(path, metric, resolution)
@@ -263,6 +264,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
         wide = read_wide(path, funcs, trace, window_s=RESOLUTIONS[res],
                          counts=m in ("requests",))
         rows_read += wide.rows_read
+        accepted += wide.accepted
         rejects.append(wide.rejects)
         seen[(m, res)] = seen.get((m, res), 0) + 1
         long = wide.long.with_columns(pl.lit(RESOLUTIONS[res]).alias("window_s"))
@@ -281,4 +283,4 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
     notes = {"files": {f"{m}_{r}": n for (m, r), n in seen.items()},
              "time": "seconds from the start of day 0 (no daily reset)"}
     return Loaded(tables=tables, rejects=rej, rows_read=rows_read,
-                  accepted=rows_read - rej.height, notes=notes)
+                  accepted=accepted, notes=notes)

@@ -328,7 +328,7 @@ def _unit(metric: str) -> str | None:
 
 
 def _timeseries(path: Path, trace: str, metric: str | None
-                ) -> tuple[str, pl.DataFrame, pl.DataFrame, int]:
+                ) -> tuple[str, pl.DataFrame, pl.DataFrame, int, int]:
     name = _ts_metric(path, metric)
     funcs = wide_header(path, _FUNC_ID, "funcName---userID---poolName")
     wide = read_wide(path, funcs, trace, window_s=WINDOW_S, counts=name in COUNT_METRICS)
@@ -341,7 +341,7 @@ def _timeseries(path: Path, trace: str, metric: str | None
     else:
         long = long.with_columns(pl.lit(name).alias("metric"),
                                  pl.lit(_unit(name), pl.String).alias("unit"))
-    return name, long, wide.rejects, wide.rows_read
+    return name, long, wide.rejects, wide.rows_read, wide.accepted
 
 
 def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
@@ -356,7 +356,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
     files = csv_files(paths)
     out: dict[str, list[pl.DataFrame]] = {}
     rejects = [empty("rejects")]
-    rows_read = 0
+    rows_read = accepted = 0
     metrics: set[str] = set()
     for path in files:
         kind = _kind(path)
@@ -364,18 +364,20 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
             raise FormatError(path, f"not a Huawei 2025 file (header "
                                     f"{','.join(header_fields(path)[:4])!r}...)", line=1)
         if kind == "timeseries":
-            name, table, rej, n = _timeseries(path, trace, metric)
+            name, table, rej, n, ok = _timeseries(path, trace, metric)
             metrics.add(name)
             target = "invocation_counts" if name == "requests" else "function_metrics"
         else:
             reader = {"cold_starts": _cold_starts, "requests": _requests,
                       "runtime_trigger": _runtime_trigger}[kind]
             table, rej, n = reader(path, trace)
+            ok = table.height  # one row per accepted line
             target = {"cold_starts": "cold_starts", "requests": "invocations",
                       "runtime_trigger": "functions"}[kind]
         out.setdefault(target, []).append(table)
         rejects.append(rej)
         rows_read += n
+        accepted += ok
     tables = {t: pl.concat([f.select([c for c in TABLES[t].names if c in f.columns])
                             for f in fs], how="diagonal_relaxed") for t, fs in out.items()}
     for t in ("cold_starts", "invocations"):
@@ -391,4 +393,4 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
     if metrics:
         notes["timeseries_metrics"] = sorted(metrics)
     return Loaded(tables=tables, rejects=rej, rows_read=rows_read,
-                  accepted=rows_read - rej.height, notes=notes)
+                  accepted=accepted, notes=notes)

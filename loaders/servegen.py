@@ -326,6 +326,6 @@ def load(paths: list[Path], trace: str) -> Loaded:
         "irregular_window_clients": irregular,
         **notes,
     }
-    accepted = (w_read - w_rejects.height) + p_accepted
+    accepted = (windows.height if w_read else 0) + p_accepted  # one window per line
     return Loaded(tables=tables, rejects=rejects, rows_read=w_read + p_read,
                   accepted=accepted, origin=None, notes=notes)
