@@ -60,10 +60,7 @@ part do it) and ingest the day files or their folder by path (≈ 2 GB peak memo
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +73,6 @@ from loaders.source import (
     FormatError,
     csv_rows,
     csv_rows_at,
-    file_stats,
     header_fields,
     parse_number,
     with_raw,
@@ -191,38 +187,6 @@ def _day(path: Path) -> int:
 
 
 # -- the archive ------------------------------------------------------------------------------
-def extract(archive: Path) -> Path:
-    """The archive's CSV files, extracted once into the cache; returns their folder.
-
-    Extraction goes to a temporary folder renamed into place, so an interrupted one is
-    redone. Member paths are flattened to their file names (nothing is written outside).
-    """
-    key = file_stats(archive).sha256[:16]
-    target = download.cache_dir() / "extracted" / f"{_ARCHIVE.removesuffix('.tar.xz')}-{key}"
-    if (target / ".complete").exists():
-        return target
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        with tarfile.open(archive, "r:xz") as tar:
-            for member in tar:
-                if not (member.isfile() and member.name.endswith(".csv")):
-                    continue
-                src = tar.extractfile(member)
-                if src is None:
-                    continue
-                with src, open(tmp / Path(member.name).name, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 22)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FormatError(archive, f"cannot extract the archive: {exc}") from exc
-    (tmp / ".complete").touch()
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
-
-
 def _files(paths: list[Path], trace: str) -> list[tuple[str, Path]]:
     """(kind, file) for every input, folders expanded and archives extracted."""
     out: list[tuple[str, Path]] = []
@@ -233,7 +197,7 @@ def _files(paths: list[Path], trace: str) -> list[tuple[str, Path]]:
                 raise FormatError(path, "the archive holds 14 days; load it as a part "
                                         "(trace id ending in /d01../d14), or extract it and "
                                         "ingest the day files or their folder by path")
-            folder = extract(path)
+            folder = download.extract(path)
             day = f".d{m.group(1)}."
             found = [(k, p) for p in sorted(folder.glob("*.csv"))
                      if day in p.name and (k := _kind(p))]

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -23,7 +26,7 @@ from rich.progress import (
 )
 
 from loaders.dataset import RemoteFile
-from loaders.source import file_stats
+from loaders.source import FormatError, file_stats
 
 CHUNK = 1 << 20
 
@@ -112,3 +115,43 @@ def _download(file: RemoteFile, part: Path, *, progress: bool) -> None:
         raise DownloadError(
             f"cannot download {file.url} ({exc.__class__.__name__}: {exc}); "
             f"offline? set SERVETRACE_MIRROR=DIR to a folder holding {file.name}") from exc
+
+
+def extract(archive: Path, suffix: str = ".csv") -> Path:
+    """The ``suffix`` files of a zip or tar archive, extracted once into the cache.
+
+    Returns their folder, ``$SERVETRACE_CACHE/extracted/<archive stem>-<hash prefix>``.
+    Extraction goes to a temporary folder renamed into place, so an interrupted one is
+    redone; member paths are flattened to their file names, so nothing is written outside.
+    """
+    key = file_stats(archive).sha256[:16]
+    stem = archive.name.split(".")[0]
+    target = cache_dir() / "extracted" / f"{stem}-{key}"
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir() and info.filename.endswith(suffix):
+                        with zf.open(info) as src, open(tmp / Path(info.filename).name,
+                                                        "wb") as out:
+                            shutil.copyfileobj(src, out, CHUNK)
+        else:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    src = tar.extractfile(member) if member.isfile() else None
+                    if src is None or not member.name.endswith(suffix):
+                        continue
+                    with src, open(tmp / Path(member.name).name, "wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FormatError(archive, f"cannot extract the archive: {exc}") from exc
+    (tmp / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import polars as pl
 
-from loaders.dataset import Dataset, Loaded, Part
+from loaders import download
+from loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from loaders.schema import empty
 from loaders.source import (
     FormatError,
@@ -72,19 +73,20 @@ METRICS: dict[str, str | None] = {
     "instances": "pods",
 }
 _METRIC_RE = re.compile(
-    r"(?:^|_)(" + "|".join(METRICS) + r")_(minute|second)(?:_|\.|$)")
+    r"(?:^|_)(" + "|".join(METRICS) + r")_(minute|second)(?:[_.-]|$)")
 _FUNC_ID = re.compile(r"^\d+$")
 
 _OBS = "https://sir-dataset.obs.cn-east-3.myhuaweicloud.com/datasets/"
-_HOWTO = ("not downloadable as a plain file: fetch {url}, extract it, and ingest the "
-          "extracted folder by path (servetrace ingest PATH, or loaders.ingest(path)); the "
-          "metric is read from the folder name")
+_PUBLIC_ZIP = "public_dataset.zip"  # holds requests per minute only
 
 
 def _part(scope: str, folder: str, desc: str) -> Part:
-    url = (f"{_OBS}private_dataset/{folder}.zip" if scope == "private"
-           else f"{_OBS}public_dataset/public_dataset.zip")
-    return Part(f"{scope}/{folder}", (), f"{desc}; {_HOWTO.format(url=url)}")
+    """A metric's zip on Huawei OBS: downloaded, then extracted into the cache by ``load``."""
+    if scope == "private":
+        file = RemoteFile(f"{_OBS}private_dataset/{folder}.zip", f"{folder}.zip")
+    else:
+        file = RemoteFile(f"{_OBS}public_dataset/{_PUBLIC_ZIP}", _PUBLIC_ZIP)
+    return Part(f"{scope}/{folder}", (file,), desc)
 
 
 DATASET = Dataset(
@@ -232,6 +234,24 @@ def _metric_of(path: Path, metric: str | None, resolution: str | None) -> tuple[
                             f"(metrics: {', '.join(METRICS)})")
 
 
+def _inputs(paths: list[Path]) -> list[tuple[Path, tuple[str | None, str | None]]]:
+    """CSV files with the (metric, resolution) their zip's name tells, if any.
+
+    An official zip (``<metric>_<minute|second>.zip``, or the public ``public_dataset.zip``)
+    is extracted once into the download cache; its name says which metric it holds.
+    """
+    out: list[tuple[Path, tuple[str | None, str | None]]] = []
+    for path in map(Path, paths):
+        if path.suffix == ".zip":
+            m = _METRIC_RE.search(path.name)
+            hint = (m.group(1), m.group(2)) if m else (
+                ("requests", "minute") if path.name == _PUBLIC_ZIP else (None, None))
+            out += [(f, hint) for f in csv_files([download.extract(path)])]
+        else:
+            out += [(f, (None, None)) for f in csv_files([path])]
+    return out
+
+
 def detect(path: Path) -> bool:
     """A wide ``day,time,<integer function id>...`` file, or a folder of them."""
     path = Path(path)
@@ -250,7 +270,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
     """Read Huawei 2023 ``day_NNN.csv`` files (or folders of them) onto ``invocation_counts``
     (requests) and ``function_metrics`` (every other metric)."""
     if not paths:
-        raise FormatError(DATASET.name, "no files given: " + DATASET.parts[0].description)
+        raise FormatError(DATASET.name, "no files given")
     if metric is not None and metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     if resolution is not None and resolution not in RESOLUTIONS:
@@ -258,8 +278,8 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
     counts, metrics, rejects = [], [], [empty("rejects")]
     rows_read = accepted = 0
     seen: dict[tuple[str, str], int] = {}
-    for path in csv_files(paths):
-        m, res = _metric_of(path, metric, resolution)
+    for path, hint in _inputs(paths):
+        m, res = _metric_of(path, metric or hint[0], resolution or hint[1])
         funcs = wide_header(path, _FUNC_ID, "function id")
         wide = read_wide(path, funcs, trace, window_s=RESOLUTIONS[res],
                          counts=m in ("requests",))

@@ -9,6 +9,7 @@ Expected values were computed independently with plain ``csv`` over the files in
 from __future__ import annotations
 
 import json
+import zipfile
 
 import polars as pl
 import pytest
@@ -130,7 +131,7 @@ def test_detect_and_parts(spec):
     assert registry.detect(spec / PUBLIC_MIN) is huawei_2023
     assert not huawei_2023.detect(spec / "huawei_2025_timeseries_requests_minute_partial.csv")
     part = huawei_2023.DATASET.part("public/requests_minute")
-    assert part.files == () and "public_dataset.zip" in part.description
+    assert [f.name for f in part.files] == ["public_dataset.zip"]
     assert len(huawei_2023.DATASET.parts) == 12
 
 
@@ -142,3 +143,19 @@ def test_ingest(spec, store):
     got = store.sql("SELECT count(*) n, sum(count) s, max(window_start_s) m, "
                     "count(DISTINCT function) f FROM invocation_counts")
     assert got.row(0) == (65, 178_398, 20_303_940.0, 9)
+
+
+def test_official_zip_by_name(spec, tmp_path, monkeypatch, store):
+    """A part by name: its zip (here from a mirror) is extracted and its name gives the metric."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / "requests_minute.zip", "w") as zf:
+        zf.writestr("requests_minute/day_000.csv", (spec / PRIVATE_MIN).read_text())
+    monkeypatch.setenv("SERVETRACE_MIRROR", str(mirror))
+    monkeypatch.setenv("SERVETRACE_CACHE", str(tmp_path / "cache"))
+    [rec] = ingest("huawei_2023/private/requests_minute", store=store)
+    direct = huawei_2023.load([spec / PRIVATE_MIN], "t")
+    assert rec["trace"] == "huawei_2023/private/requests_minute"
+    assert rec["rows"] == direct.tables["invocation_counts"].height
+    total = store.sql("select sum(count) from invocation_counts").item()
+    assert total == direct.tables["invocation_counts"]["count"].sum()
