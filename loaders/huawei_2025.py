@@ -189,6 +189,18 @@ def _missing(columns: list[str]) -> list[pl.Expr]:
     return [pl.when(pl.col(c).is_null()).then(pl.lit(f"missing {c}")) for c in columns]
 
 
+def _function(pool: str) -> pl.Expr:
+    """The dataset's own function id, ``funcName---userID---poolName``."""
+    return pl.concat_str("funcName", pl.lit("---"), "userID", pl.lit("---"), pool
+                         ).alias("function")
+
+
+def _bad_pod(pool: str) -> pl.Expr:
+    """A reason where no pool could be parsed from ``podID``."""
+    return pl.when(pl.col(pool).is_null()).then(pl.format(
+        "podID '{}' does not start with a pool (poolNN-<cpu>-<memory>-<id>)", pl.col("podID")))
+
+
 def _cold_starts(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     header = header_fields(path)
     rows = csv_rows(path, header)
@@ -207,16 +219,11 @@ def _cold_starts(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, in
         parse_number(pod.struct.field("3")).alias("memory_limit_mb"),
         pl.col("podID").alias("pod"), pl.col("clusterName").alias("cluster"),
         pl.col("userID").alias("tenant"), pl.col("requestID").alias("request_id"),
-    ).with_columns(
-        pl.concat_str("funcName", pl.lit("---"), "userID", pl.lit("---"), "pool")
-        .alias("function"),
-    )
+    ).with_columns(_function("pool"))
     parsed = parsed.with_columns(pl.coalesce(
         pl.col("reason"),
         *_missing(["funcName", "userID", "podID"]),
-        pl.when(pl.col("pool").is_null()).then(pl.format(
-            "podID '{}' does not start with a pool (poolNN-<cpu>-<memory>-<id>)",
-            pl.col("podID"))),
+        _bad_pod("pool"),
         pl.when(pl.col("day").is_null()).then(pl.lit("missing day")),
         pl.when(pl.col("_day").is_null()).then(pl.format("unparsable day: '{}'", pl.col("day"))),
         pl.when((pl.col("arrival_s") / DAY_S).floor() != pl.col("_day")).then(pl.format(
@@ -250,16 +257,11 @@ def _requests(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
         pl.col("podID").alias("pod"), pl.col("clusterName").alias("cluster"),
         pl.col("userID").alias("tenant"), pl.col("requestID").alias("request_id"),
         pl.lit(_region(path), pl.String).alias("region"),
-    ).with_columns(
-        pl.concat_str("funcName", pl.lit("---"), "userID", pl.lit("---"), "_pool")
-        .alias("function"),
-    )
+    ).with_columns(_function("_pool"))
     parsed = parsed.with_columns(pl.coalesce(
         pl.col("reason"),
         *_missing(["funcName", "userID", "podID"]),
-        pl.when(pl.col("_pool").is_null()).then(pl.format(
-            "podID '{}' does not start with a pool (poolNN-<cpu>-<memory>-<id>)",
-            pl.col("podID"))),
+        _bad_pod("_pool"),
         *_negative({c: s for c, s in nums.items() if c not in ("cpu_usage",
                                                                 "request_body_bytes")}),
         # the source column has the canonical name: checked here, not by validate
