@@ -53,6 +53,7 @@ from loaders.source import (
     csv_files,
     csv_rows,
     csv_rows_at,
+    first_csv,
     header_fields,
     parse_number,
     with_raw,
@@ -256,8 +257,8 @@ def detect(path: Path) -> bool:
     """A wide ``day,time,<integer function id>...`` file, or a folder of them."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.rglob("*.csv"))[:1]
-        return bool(files) and detect(files[0])
+        first = first_csv(path)
+        return first is not None and detect(first)
     try:
         wide_header(path, _FUNC_ID, "function id")
     except FormatError:

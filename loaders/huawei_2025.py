@@ -61,6 +61,7 @@ from loaders.source import (
     FormatError,
     csv_files,
     csv_rows,
+    first_csv,
     header_fields,
     parse_number,
     sort_by,
@@ -158,8 +159,8 @@ def detect(path: Path) -> bool:
     """One of the four file kinds (by header), or a folder whose first CSV is one."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.rglob("*.csv"))[:1]
-        return bool(files) and detect(files[0])
+        first = first_csv(path)
+        return first is not None and detect(first)
     try:
         return _kind(path) is not None
     except (OSError, ValueError):

@@ -344,3 +344,8 @@ def csv_files(paths: list[Path] | list[str]) -> list[Path]:
         else:
             raise FormatError(path, "no such file or folder")
     return files
+
+
+def first_csv(folder: Path) -> Path | None:
+    """The first ``.csv`` file under ``folder`` in sorted order: what detection looks at."""
+    return next(iter(sorted(p for p in folder.rglob("*.csv") if p.is_file())), None)
