@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -51,6 +52,16 @@ class Dataset:
                 return p
         known = ", ".join(p.name for p in self.parts)
         raise KeyError(f"dataset {self.name!r} has no part {name!r} (known: {known})")
+
+    def part_for_path(self, path: Path) -> Part | None:
+        """The part a local file or folder is: first a part whose whole multi-level name ends
+        the path (``.../public/requests_minute`` is ``public/requests_minute``, not the private
+        part of the same folder name), then :meth:`part_for_file` on its name."""
+        posix = Path(path).resolve().as_posix()
+        for p in self.parts:
+            if "/" in p.name and posix.endswith("/" + p.name):
+                return p
+        return self.part_for_file(Path(path).name)
 
     def part_for_file(self, filename: str) -> Part | None:
         """The part whose official files include ``filename`` (gzip suffix ignored), or

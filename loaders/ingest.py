@@ -36,7 +36,7 @@ def ingest(source: str | Path, *, as_format: str | None = None, trace: str | Non
     path = Path(source)
     if path.exists():
         mod = registry.module(as_format) if as_format else registry.detect(path)
-        part = mod.DATASET.part_for_file(path.name)
+        part = mod.DATASET.part_for_path(path)
         stem = Path(path.name.removesuffix(".gz")).stem
         trace_id = trace or f"{mod.DATASET.name}/{part.name if part else stem}"
         check_trace_id(trace_id)

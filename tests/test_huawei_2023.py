@@ -159,3 +159,13 @@ def test_official_zip_by_name(spec, tmp_path, monkeypatch, store):
     assert rec["rows"] == direct.tables["invocation_counts"].height
     total = store.sql("select sum(count) from invocation_counts").item()
     assert total == direct.tables["invocation_counts"]["count"].sum()
+
+
+def test_folder_trace_id_tells_public_from_private(spec, tmp_path, store):
+    """Both releases have a requests_minute folder; the parent folder decides the part."""
+    for scope, name in (("public", PUBLIC_MIN), ("private", PRIVATE_MIN)):
+        folder = tmp_path / scope / "requests_minute"
+        folder.mkdir(parents=True)
+        write(folder / "day_000.csv", (spec / name).read_text())
+        [rec] = ingest(folder, store=store)
+        assert rec["trace"] == f"huawei_2023/{scope}/requests_minute"
