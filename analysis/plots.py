@@ -1,0 +1,229 @@
+"""Altair charts of the analysis results.
+
+Each function takes the frame an analysis function returned (its columns are named in the
+docstring) and returns an ``alt.Chart``; nothing here computes a metric. Charts carry their data
+inline, so :mod:`analysis.report` can render them to SVG without a network, and
+:func:`save_png` writes a PNG through vl-convert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import polars as pl
+
+from analysis.fitting import distribution
+
+WIDTH, HEIGHT = 520, 240
+MAX_POINTS = 2000  # per series; keeps inline SVG small for traces of any length
+TOP_TENANTS = 8
+
+
+def _by(by: str | Sequence[str] | None) -> list[str]:
+    return [] if by is None else [by] if isinstance(by, str) else list(by)
+
+
+def _color(frame: pl.DataFrame, by: str | Sequence[str] | None) -> tuple[pl.DataFrame, dict]:
+    """Group columns joined into one ``group`` label for the colour channel."""
+    cols = _by(by)
+    if not cols:
+        return frame, {}
+    label = pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅") for c in cols], separator="/")
+    return frame.with_columns(label.alias("group")), {"color": alt.Color("group:N",
+                                                                          title="/".join(cols))}
+
+
+def _chart(frame: pl.DataFrame, title: str) -> alt.Chart:
+    return alt.Chart(frame, title=title).properties(width=WIDTH, height=HEIGHT)
+
+
+def dispersion(curve: pl.DataFrame, by: str | Sequence[str] | None = None) -> alt.Chart:
+    """Index of dispersion of counts against window size (log–log), with the Poisson line IDC = 1.
+
+    ``curve``: the frame of :func:`analysis.burstiness.dispersion_curve` (window_s, idc).
+    """
+    frame, color = _color(curve.filter(pl.col("idc").is_finite() & (pl.col("idc") > 0)), by)
+    lines = _chart(frame, "Index of dispersion across time scales").mark_line(point=True).encode(
+        alt.X("window_s:Q", title="window (s)").scale(type="log"),
+        alt.Y("idc:Q", title="variance / mean of counts").scale(type="log"),
+        tooltip=["window_s", "idc", "peak_to_mean"], **color)
+    poisson = alt.Chart(pl.DataFrame({"idc": [1.0]})).mark_rule(strokeDash=[4, 4], color="gray"
+                                                                 ).encode(y="idc:Q")
+    return lines + poisson
+
+
+def peak_to_mean(curve: pl.DataFrame, by: str | Sequence[str] | None = None) -> alt.Chart:
+    """Peak-to-mean ratio of counts per window size (``window_s``, ``peak_to_mean``)."""
+    frame, color = _color(curve, by)
+    return _chart(frame, "Peak-to-mean ratio of counts").mark_line(point=True).encode(
+        alt.X("window_s:Q", title="window (s)").scale(type="log"),
+        alt.Y("peak_to_mean:Q", title="max count / mean count").scale(type="log"), **color)
+
+
+def _coarsen(counts: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Merge consecutive windows so each series has at most :data:`MAX_POINTS` points."""
+    windows = counts.group_by(by).len()["len"].max() if by else counts.height
+    factor = max(1, int(np.ceil((windows or 1) / MAX_POINTS)))
+    if factor == 1:
+        return counts
+    width = float(counts["window_start_s"].sort().diff().drop_nulls().min() or 1.0) * factor
+    return (counts.with_columns((pl.col("window_start_s") // width * width).alias("window_start_s"))
+            .group_by([*by, "window_start_s"]).agg(pl.col("count").sum()).sort("window_start_s"))
+
+
+def rate(counts: pl.DataFrame, window_s: float, bursts: pl.DataFrame | None = None,
+         by: str | Sequence[str] | None = None) -> alt.Chart:
+    """Arrival rate over time from window counts, with detected bursts shaded.
+
+    ``counts``: :func:`analysis.burstiness.window_counts` (window_start_s, count);
+    ``bursts``: :func:`analysis.burstiness.bursts` (start_s, end_s).
+    """
+    cols = _by(by)
+    coarse = _coarsen(counts, cols)
+    step = coarse["window_start_s"].unique().sort().diff().drop_nulls().min() or window_s
+    frame, color = _color(coarse.with_columns((pl.col("count") / step).alias("rate_per_s")), by)
+    line = _chart(frame, "Arrival rate").mark_line().encode(
+        alt.X("window_start_s:Q", title="time since trace start (s)"),
+        alt.Y("rate_per_s:Q", title=f"arrivals per second ({step:g} s windows)"), **color)
+    if bursts is None or bursts.height == 0:
+        return line
+    shade = alt.Chart(bursts.select("start_s", "end_s").head(MAX_POINTS)).mark_rect(
+        opacity=0.2, color="firebrick").encode(x="start_s:Q", x2="end_s:Q")
+    return shade + line
+
+
+def fitted_cdf(values: np.ndarray | pl.Series, fits: pl.DataFrame, title: str,
+               top: int = 3) -> alt.Chart:
+    """Empirical CDF of ``values`` against the CDFs of the ``top`` best fits (log x).
+
+    ``fits``: :func:`analysis.fitting.fit_distributions` rows (family, params, rank_aic).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    x = np.sort(x[np.isfinite(x) & (x > 0)])
+    if len(x) == 0:
+        raise ValueError(f"{title}: no positive values to plot")
+    q = np.linspace(0.0, 1.0, min(len(x), 400))
+    grid = np.quantile(x, q)
+    parts = [pl.DataFrame({"x": grid, "cdf": np.searchsorted(x, grid, side="right") / len(x),
+                           "curve": "data"})]
+    for row in fits.sort("rank_aic").head(top).iter_rows(named=True):
+        dist = distribution(row["family"], row["params"])
+        parts.append(pl.DataFrame({"x": grid, "cdf": dist.cdf(grid),
+                                   "curve": f"{row['family']} (KS {row['ks']:.3f})"}))
+    return _chart(pl.concat(parts), title).mark_line().encode(
+        alt.X("x:Q", title="value").scale(type="log"), alt.Y("cdf:Q", title="CDF"),
+        alt.Color("curve:N", title=None), strokeDash=alt.condition(
+            alt.datum.curve == "data", alt.value([1, 0]), alt.value([5, 3])))
+
+
+def ecdf(frame: pl.DataFrame, field: str, by: str | Sequence[str] | None = None) -> alt.Chart:
+    """Token-length ECDF (``value``, ``cdf``) from :func:`analysis.tokens.ecdf`, log x."""
+    data, color = _color(frame.filter(pl.col("value") > 0), by)
+    return _chart(data, f"ECDF of {field.replace('_', ' ')}").mark_line(interpolate="step-after"
+                                                                        ).encode(
+        alt.X("value:Q", title=field.replace("_", " ")).scale(type="log"),
+        alt.Y("cdf:Q", title="fraction of requests ≤ x"), **color)
+
+
+def output_by_input(frame: pl.DataFrame) -> alt.Chart:
+    """Output-length quantiles per input bucket (:func:`analysis.tokens.output_by_input`)."""
+    data = frame.filter(pl.col("n") > 0).with_columns(
+        ((pl.col("input_lo") * pl.col("input_hi").clip(lower_bound=1)).sqrt()).alias("input_mid"))
+    base = _chart(data, "Output length by input length")
+    band = base.mark_area(opacity=0.3).encode(
+        alt.X("input_mid:Q", title="input tokens (bucket)").scale(type="log"),
+        alt.Y("output_p10:Q", title="output tokens (p10–p90, median)").scale(type="log"),
+        alt.Y2("output_p90:Q"))
+    return band + base.mark_line(point=True).encode(x="input_mid:Q", y="output_p50:Q")
+
+
+def drift(frame: pl.DataFrame, field: str) -> alt.Chart:
+    """Wasserstein distance between consecutive windows (:func:`analysis.tokens.drift`)."""
+    return _chart(frame, f"Drift of {field.replace('_', ' ')} between consecutive windows"
+                  ).mark_line(point=True).encode(
+        alt.X("next_window_start_s:Q", title="window start (s)"),
+        alt.Y("wasserstein:Q", title="Wasserstein distance (tokens)"), tooltip=["ks", "n_next"])
+
+
+def components(breakdown: pl.DataFrame, by: str | Sequence[str] | None = None) -> alt.Chart:
+    """Cold-start time shares per component (:func:`analysis.coldstart.component_breakdown`)."""
+    cols = _by(by)
+    data, _ = _color(breakdown, by)
+    y = alt.Y("group:N", title="/".join(cols)) if cols else alt.Y("component:N", title=None)
+    return _chart(data, "Share of cold-start time by component").mark_bar().encode(
+        alt.X("share:Q", title="share of total cold-start time").stack("normalize"
+                                                                        if cols else None),
+        y, alt.Color("component:N"), tooltip=["component", "share", "p50_s", "p99_s"])
+
+
+def tradeoff(frame: pl.DataFrame) -> alt.Chart:
+    """Cold-start fraction against idle memory wasted (:func:`analysis.keepalive.tradeoff`)."""
+    return _chart(frame, "Keep-alive trade-off").mark_line(point=True).encode(
+        alt.X("wasted_gb_s:Q", title="idle memory-time wasted (GB·s)"),
+        alt.Y("cold_fraction:Q", title="cold-start fraction"),
+        alt.Color("policy:N"), alt.Order("keep_alive_s:Q"),
+        tooltip=["policy", "keep_alive_s", "cold_fraction", "wasted_gb_s"])
+
+
+def _top_tenants(frame: pl.DataFrame, by: str, value: str) -> pl.DataFrame:
+    top = frame.group_by(by).agg(pl.col(value).max()).sort(value, descending=True).head(
+        TOP_TENANTS)[by]
+    return frame.filter(pl.col(by).is_in(top.implode()))
+
+
+def service_over_time(service: pl.DataFrame, by: str = "tenant") -> alt.Chart:
+    """Accumulated service per tenant over time (:class:`analysis.fairness.SimResult.service`)."""
+    data = _top_tenants(service, by, "service")
+    times = data["time_s"].unique().sort()
+    if len(times) > MAX_POINTS:
+        keep = times.gather(np.linspace(0, len(times) - 1, MAX_POINTS).astype(np.int64))
+        data = data.filter(pl.col("time_s").is_in(keep.implode()))
+    return _chart(data, f"Service received, top {TOP_TENANTS} {by}s").mark_line().encode(
+        alt.X("time_s:Q", title="time (s)"), alt.Y("service:Q", title="service (weighted tokens)"),
+        alt.Color(f"{by}:N"))
+
+
+def lorenz(tenant_service: pl.DataFrame, value: str = "service") -> alt.Chart:
+    """Lorenz curve of per-tenant service (:func:`analysis.fairness.tenant_service`)."""
+    v = np.sort(tenant_service[value].drop_nulls().to_numpy().astype(np.float64))
+    n = len(v)
+    if n == 0:
+        raise ValueError(f"no {value} values to plot")
+    idx = np.unique(np.linspace(0, n, min(n + 1, MAX_POINTS)).astype(np.int64))
+    cum = np.concatenate([[0.0], np.cumsum(v)])[idx] / max(v.sum(), 1e-300)
+    data = pl.DataFrame({"tenants": idx / n, "share": cum})
+    curve = _chart(data, f"Lorenz curve of {value}").mark_line().encode(
+        alt.X("tenants:Q", title="fraction of tenants (smallest first)"),
+        alt.Y("share:Q", title=f"fraction of {value}"))
+    equal = alt.Chart(pl.DataFrame({"tenants": [0.0, 1.0], "share": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="gray").encode(x="tenants:Q", y="share:Q")
+    return curve + equal
+
+
+def tenant_latency(frame: pl.DataFrame, by: str = "tenant") -> alt.Chart:
+    """Mean and p99 latency per tenant and scheduler (:func:`analysis.fairness.tenant_latency`)."""
+    color = {"color": alt.Color("scheduler:N")} if "scheduler" in frame.columns else {}
+    data = _top_tenants(frame, by, "n")
+    return _chart(data, "Latency per tenant").mark_point(filled=True).encode(
+        alt.X(f"{by}:N", title=by, sort="-y"),
+        alt.Y("latency_p99_s:Q", title="p99 end-to-end latency (s)").scale(type="log"),
+        tooltip=[by, "n", "latency_mean_s", "latency_p99_s", "ttft_mean_s"], **color)
+
+
+def to_svg(chart: alt.TopLevelMixin) -> str:
+    """The chart as an SVG document (rendered offline by vl-convert)."""
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(chart.to_dict())
+
+
+def save_png(chart: alt.TopLevelMixin, path: str | Path, scale: float = 2.0) -> Path:
+    """Write the chart as a PNG (vl-convert, no browser); returns the path."""
+    import vl_convert
+
+    path = Path(path)
+    path.write_bytes(vl_convert.vegalite_to_png(chart.to_dict(), scale=scale))
+    return path

@@ -1,0 +1,61 @@
+"""Charts render offline from the result frames the analyses return."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analysis import plots
+from analysis.fitting import fit_distributions
+
+
+def _curve() -> pl.DataFrame:
+    return pl.DataFrame({"window_s": [1.0, 10.0, 100.0] * 2, "idc": [1.0, 1.1, 0.9, 2, 8, 30],
+                         "peak_to_mean": [3.0, 1.5, 1.2, 4, 3, 2],
+                         "tenant": ["a"] * 3 + ["b"] * 3})
+
+
+def test_dispersion_chart_carries_the_curve_and_the_poisson_line():
+    spec = plots.dispersion(_curve(), by="tenant").to_dict()
+    line, poisson = spec["layer"]
+    assert line["encoding"]["x"]["scale"]["type"] == "log"
+    assert line["encoding"]["color"]["field"] == "group"
+    datasets = spec["datasets"]
+    sizes = sorted(len(v) for v in datasets.values())
+    assert sizes == [1, 6]  # the rule at IDC = 1, and six curve points
+    svg = plots.to_svg(plots.dispersion(_curve(), by="tenant"))
+    assert svg.startswith("<svg") and "Index of dispersion" in svg
+
+
+def test_rate_chart_is_coarsened_to_a_bounded_number_of_points():
+    counts = pl.DataFrame({"window_start_s": np.arange(100_000, dtype=np.float64),
+                           "count": np.ones(100_000, dtype=np.int64)})
+    chart = plots.rate(counts, 1.0, bursts=pl.DataFrame({"start_s": [10.0], "end_s": [20.0]}))
+    spec = chart.to_dict()
+    points = max(len(v) for v in spec["datasets"].values())
+    assert points <= plots.MAX_POINTS
+    rates = [row["rate_per_s"] for d in spec["datasets"].values() for row in d
+             if "rate_per_s" in row]
+    assert rates and all(r == pytest.approx(1.0) for r in rates)  # coarsening keeps the rate
+
+
+def test_fitted_cdf_and_png(tmp_path):
+    x = np.random.default_rng(0).gamma(2.0, 1.0, 5000)
+    chart = plots.fitted_cdf(x, fit_distributions(x), "gaps")
+    curves = {row["curve"] for d in chart.to_dict()["datasets"].values() for row in d}
+    assert "data" in curves and any(c.startswith("gamma") for c in curves)
+    png = plots.save_png(chart, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no positive values"):
+        plots.fitted_cdf(np.zeros(3), fit_distributions(x), "gaps")
+
+
+def test_lorenz_of_equal_tenants_is_the_diagonal():
+    chart = plots.lorenz(pl.DataFrame({"tenant": list("abcd"), "service": [5.0] * 4}))
+    rows = max(chart.to_dict()["datasets"].values(), key=len)
+    assert len(rows) == 5
+    assert [r["share"] for r in rows] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    skewed = plots.lorenz(pl.DataFrame({"tenant": list("ab"), "service": [1.0, 3.0]}))
+    assert [r["share"] for r in max(skewed.to_dict()["datasets"].values(), key=len)] == \
+        pytest.approx([0, 0.25, 1])
