@@ -19,6 +19,7 @@ def _curve() -> pl.DataFrame:
 def test_dispersion_chart_carries_the_curve_and_the_poisson_line():
     spec = plots.dispersion(_curve(), by="tenant").to_dict()
     line, poisson = spec["layer"]
+    assert poisson["mark"]["type"] == "rule"
     assert line["encoding"]["x"]["scale"]["type"] == "log"
     assert line["encoding"]["color"]["field"] == "group"
     datasets = spec["datasets"]
