@@ -1,0 +1,53 @@
+"""AIPerf ``single_turn`` custom dataset JSONL (``aiperf profile --input-file FILE
+--custom-dataset-type single_turn``, with ``--fixed-schedule`` to replay the timestamps).
+
+Source of truth: ``ai-dynamo/aiperf``, ``src/aiperf/dataset/loader/models.py`` (pydantic
+model ``SingleTurn``: ``text`` str; ``timestamp`` int|float, "in milliseconds"; ``delay``
+excludes ``timestamp``; ``output_length`` int > 0 or null, sent as ``max_tokens``;
+``session_id`` optional) and ``src/aiperf/dataset/loader/single_turn.py`` (each line one
+request; lines sharing a ``session_id`` are sent in order with their history, so none is
+written here: every request is its own conversation). One object per line::
+
+    {"text": "data every correct ...", "timestamp": 3021, "output_length": 129}
+
+Units: ``timestamp`` is whole **milliseconds** from the trace zero (``rebase``: from the
+first request); ``text`` is synthetic (:mod:`synth.prompts`) of ≈ ``input_tokens`` tokens,
+at least one word (AIPerf rejects a row without content); ``output_length`` is tokens,
+raised to ``min_output_tokens`` (default 1), and null where it would be 0 (AIPerf requires
+> 0; null leaves the length to ``--osl``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from synth import prompts
+from synth.export import _common
+
+NAME = "aiperf-single-turn"
+REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
+SUFFIX = ".jsonl"
+
+
+def output_length(min_output_tokens: int) -> pl.Expr:
+    """``output_tokens`` raised to ``min_output_tokens``, null where 0 (AIPerf: > 0)."""
+    out = _common.clip_output(min_output_tokens).cast(pl.Int64)
+    return pl.when(out > 0).then(out).alias("output_length")
+
+
+def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
+          rebase: bool = False, min_output_tokens: int = 1) -> Path:
+    """Write ``frame`` (canonical ``requests``) as an AIPerf single_turn JSONL file at
+    ``path``: ``text`` (String), ``timestamp`` (ms, Int64), ``output_length`` (Int64 or
+    null), in arrival order. ``seed`` fixes the text. Returns ``path``.
+    """
+    req = _common.requests(frame, NAME, REQUIRED)
+    text = prompts.prompts(req["input_tokens"].clip(lower_bound=1), seed)
+    out = req.select(
+        pl.lit(text).alias("text"),
+        _common.milliseconds(rebase).alias("timestamp"),
+        output_length(min_output_tokens),
+    )
+    return _common.write_jsonl(out, path)

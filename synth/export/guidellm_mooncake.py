@@ -1,0 +1,48 @@
+"""GuideLLM Mooncake trace file (``--data kind=mooncake,...`` with ``--profile kind=replay``).
+
+Source of truth: ``vllm-project/guidellm``,
+``src/guidellm/data/deserializers/trace_mooncake.py``: the ``trace_synthetic`` columns
+(:mod:`synth.export.guidellm`) plus ``hash_ids`` (a list of non-negative ints, each standing
+for ``hash_id_block_size`` = 512 tokens by default); every row must satisfy
+``ceil(input_length / 512) == len(hash_ids)`` or GuideLLM rejects the file. Prompts are built
+block by block from the ids, so shared ids give shared prefixes. One object per line::
+
+    {"timestamp": 0.0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1, ...]}
+
+Units: ``timestamp`` is **seconds** (float) — GuideLLM reads every trace's timestamps as
+seconds, so this differs from the Mooncake release, whose timestamps are milliseconds;
+lengths are tokens (output raised to ``min_output_tokens``, default 1); ``hash_ids`` name
+512-token blocks (``block_size`` must match GuideLLM's ``hash_id_block_size``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from synth.export import _common, guidellm
+
+NAME = "guidellm-mooncake"
+REQUIRED = guidellm.REQUIRED
+SUFFIX = ".jsonl"
+
+
+def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
+          block_size: int = _common.MOONCAKE_BLOCK_TOKENS, keep_hash_ids: bool = True,
+          min_output_tokens: int = 1) -> Path:
+    """Write ``frame`` (canonical ``requests``) as a GuideLLM Mooncake JSONL file at
+    ``path``: ``timestamp`` (s), ``input_length``, ``output_length``, ``hash_ids``.
+
+    Raises ``ValueError`` when kept ``hash_ids`` break GuideLLM's block rule
+    (``ceil(input_length / block_size) == len(hash_ids)``). Returns ``path``.
+    """
+    req, out = guidellm.rows(frame, rebase=rebase, min_output_tokens=min_output_tokens,
+                             fmt=NAME)
+    ids = _common.hash_ids(req, block_size, keep_hash_ids)
+    bad = _common.block_mismatch(ids, req["input_tokens"], block_size)
+    if bad:
+        raise ValueError(f"{NAME}: {bad} request(s) have len(hash_ids) != ceil(input_tokens "
+                         f"/ {block_size}), which GuideLLM rejects; pass keep_hash_ids=False "
+                         f"to write fresh block ids")
+    return _common.write_jsonl(out.with_columns(ids), path)
