@@ -121,6 +121,141 @@ def datasets_cmd(fmt: FormatOpt = "table") -> None:
         _fail(exc)
 
 
+EVENT_TABLES = ("requests", "invocations", "invocation_counts")
+
+
+def _rows(store: Store, trace: str) -> dict[str, int]:
+    """Rows per canonical table of one stored trace (tables with no rows left out)."""
+    row = store.traces().filter(pl.col("trace") == trace)
+    if row.is_empty():
+        raise StoreError(f"no trace {trace!r} in store {store.root} (see `servetrace list`)")
+    return {k: int(v) for k, v in json.loads(row["tables"][0]).items() if int(v) > 0}
+
+
+def _events(store: Store, trace: str) -> tuple[str, pl.DataFrame]:
+    """The trace's arrival table: requests, else invocations, else per-window counts."""
+    rows = _rows(store, trace)
+    for table in EVENT_TABLES:
+        if rows.get(table):
+            return table, store.scan(table, trace).collect()
+    raise ValueError(f"trace {trace!r} has no arrivals (tables: {', '.join(rows) or 'none'})")
+
+
+def _transpose(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Figures as rows and groups as columns: readable for a handful of groups."""
+    names = (frame.select(pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅")
+                                         for c in by], separator="/")).to_series().to_list()
+             if by else ["value"])
+    body = frame.drop(by).with_columns(pl.col(pl.Float64).round_sig_figs(5)).cast(pl.String)
+    return body.transpose(include_header=True, header_name="figure", column_names=names)
+
+
+def _show(frame: pl.DataFrame, by: list[str], fmt: str, title: str) -> None:
+    if fmt == "table" and frame.height <= 8:
+        frame = _transpose(frame, by)
+    _print_frame(frame, fmt, title=title)
+
+
+ByOpt = Annotated[str | None, typer.Option("--by", help="group by this column (e.g. tenant, "
+                                           "model, function, trigger)")]
+
+
+@app.command("analyze")
+def analyze_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id in the store (see `servetrace list`)")],
+    by: ByOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    report: Annotated[Path | None, typer.Option("--report", help="write a self-contained "
+                                                "HTML report here")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="also save each chart as a PNG "
+                                             "in this folder")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Characterize arrivals (burstiness) and token lengths of a stored trace."""
+    from analysis import burstiness, plots, tokens
+    from analysis import report as reports
+
+    if fmt not in ("table", "json"):
+        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    groups = [by] if by else []
+    try:
+        s = Store(store)
+        with err.status(f"characterizing {trace}"):
+            table, events = _events(s, trace)
+            if by and by not in events.columns:
+                raise ValueError(f"--by {by!r}: table {table} of {trace!r} has no such column; "
+                                 f"columns: {', '.join(events.columns)}")
+            arrivals = burstiness.summary(events, by=by)
+            lengths = tokens.summary(events, by=by) if table == "requests" else None
+            sections = []
+            if report or png:
+                sections.append(reports.arrivals(events, by=by))
+                if lengths is not None:
+                    sections.append(reports.token_lengths(events, by=by))
+    except _ERRORS as exc:
+        _fail(exc)
+    if fmt == "json":
+        doc = {"trace": trace, "table": table, "by": by, "arrivals": arrivals.to_dicts(),
+               "tokens": None if lengths is None else lengths.to_dicts()}
+        sys.stdout.write(json.dumps(doc, default=str, indent=2) + "\n")
+    else:
+        _show(arrivals, groups, fmt, f"{trace}: arrivals ({table})")
+        if lengths is not None:
+            _show(lengths, groups, fmt, f"{trace}: token lengths")
+    if report:
+        report.write_text(reports.render(f"servetrace analysis of {trace}", sections,
+                                         meta=s.traces().filter(pl.col("trace") == trace)))
+        err.print(f"report: {report}", highlight=False)
+    if png:
+        png.mkdir(parents=True, exist_ok=True)
+        charts = [c for section in sections for c in section.charts]
+        for i, chart in enumerate(charts, 1):
+            plots.save_png(chart, png / f"chart_{i:02d}.png")
+        err.print(f"{len(charts)} charts: {png}", highlight=False)
+
+
+def _trace_or_file(source: str, store: Store, table: str = "requests") -> pl.DataFrame:
+    """A canonical table from a Parquet file (e.g. `servetrace generate`'s) or a stored trace."""
+    path = Path(source)
+    if path.suffix == ".parquet" and path.exists():
+        return pl.read_parquet(path)
+    if path.suffix == ".parquet":
+        raise FileNotFoundError(f"{path}: no such file")
+    _rows(store, source)
+    return store.scan(table, source).collect()
+
+
+@app.command("export")
+def export_cmd(
+    source: Annotated[str, typer.Argument(help="trace id in the store, or a requests "
+                                          ".parquet file (e.g. from `servetrace generate`)")],
+    to: Annotated[str, typer.Option("--to", help="format: " + ", ".join(
+        ["vllm-custom", "guidellm", "aiperf-mooncake", "mooncake", "vidur", "vhive", "..."]))],
+    output: Annotated[Path, typer.Option("-o", "--output", help="file (folder for vhive)")],
+    store: StoreOpt = None,
+) -> None:
+    """Write a trace in a format another tool replays (`--to help` lists them)."""
+    from synth.export import FORMATS, export
+
+    if to == "help":
+        for name, module in FORMATS.items():
+            first = " ".join((module.__doc__ or "").split()).split(". ")[0]
+            out.print(f"{name:22} {first}", highlight=False, soft_wrap=True)
+        return
+    try:
+        s = Store(store)
+        if to == "vhive" and not Path(source).exists():
+            rows = _rows(s, source)
+            table = "invocations" if rows.get("invocations") else "invocation_counts"
+            functions = s.scan("functions", source).collect() if rows.get("functions") else None
+            path = export(s.scan(table, source).collect(), to, output, functions=functions)
+        else:
+            path = export(_trace_or_file(source, s), to, output)
+    except _ERRORS as exc:
+        _fail(exc)
+    out.print(f"wrote {to}: {path}", highlight=False)
+
+
 @app.command("demo")
 def demo_cmd(store: StoreOpt = None) -> None:
     """Ingest both Azure 2023 traces and summarize them."""

@@ -88,3 +88,23 @@ def test_datasets_lists_every_registered_dataset():
     assert names == ["azure_llm_2023", "azure_llm_2024", "azure_lmm_2025", "burstgpt",
                      "mooncake", "servegen", "azure_functions_2019", "azure_functions_2021",
                      "huawei_2023", "huawei_2025"]
+
+
+def test_export_stored_traces(env, mirror, tmp_path):
+    conv = mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    assert runner.invoke(app, ["ingest", str(conv)]).exit_code == 0
+    res = runner.invoke(app, ["export", "azure_llm_2023/conv", "--to", "guidellm", "-o",
+                              str(tmp_path / "g.jsonl")])
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "g.jsonl").read_text().splitlines()
+    assert len(lines) == 19366
+    assert json.loads(lines[1]) == {"timestamp": 4.314579, "input_length": 396,
+                                    "output_length": 109}
+    assert runner.invoke(app, ["ingest", str(mirror / "azure_functions_2019")]).exit_code == 0
+    res = runner.invoke(app, ["export", "azure_functions_2019/sample", "--to", "vhive", "-o",
+                              str(tmp_path / "vh")])
+    assert res.exit_code == 0, res.output
+    header = (tmp_path / "vh" / "invocations.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["HashOwner", "HashApp", "HashFunction", "Trigger", "480"]
+    res = runner.invoke(app, ["export", "azure_llm_2023/conv", "--to", "nope", "-o", "x"])
+    assert res.exit_code == 1 and "unknown export format 'nope'; known formats:" in res.output
