@@ -147,11 +147,12 @@ def _transpose(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
                                          for c in by], separator="/")).to_series().to_list()
              if by else ["value"])
     body = frame.drop(by).with_columns(pl.col(pl.Float64).round_sig_figs(5)).cast(pl.String)
+    body = body.select(c for c in body.columns if body[c].dtype == pl.String)  # no nested
     return body.transpose(include_header=True, header_name="figure", column_names=names)
 
 
 def _show(frame: pl.DataFrame, by: list[str], fmt: str, title: str) -> None:
-    if fmt == "table" and frame.height <= 8:
+    if fmt == "table" and (frame.height == 1 or (by and frame.height <= 8)):
         frame = _transpose(frame, by)
     _print_frame(frame, fmt, title=title)
 
@@ -212,6 +213,86 @@ def analyze_cmd(
         for i, chart in enumerate(charts, 1):
             plots.save_png(chart, png / f"chart_{i:02d}.png")
         err.print(f"{len(charts)} charts: {png}", highlight=False)
+
+
+def _emit(trace: str, parts: dict[str, pl.DataFrame], fmt: str) -> None:
+    """Print named result frames as tables, or as one JSON document for scripts."""
+    if fmt == "json":
+        doc = {"trace": trace, **{k: v.to_dicts() for k, v in parts.items()}}
+        sys.stdout.write(json.dumps(doc, default=str, indent=2) + "\n")
+        return
+    if fmt != "table":
+        raise ValueError(f"--format must be table or json, not {fmt!r}")
+    for name, frame in parts.items():
+        _show(frame, [], "table", f"{trace}: {name.replace('_', ' ')}")
+
+
+JsonOpt = Annotated[str, typer.Option("--format", help="table or json")]
+
+
+@app.command("coldstart")
+def coldstart_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id with a cold_starts table")],
+    by: ByOpt = None,
+    keep_alive: Annotated[float, typer.Option("--keep-alive", help="keep-alive (s) in the "
+                                              "pod utility ratio")] = 60.0,
+    fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """Cold-start components, per-minute correlations, fits and pod utility (Huawei 2025)."""
+    from analysis import coldstart
+
+    try:
+        s = Store(store)
+        rows = _rows(s, trace)
+        if not rows.get("cold_starts"):
+            raise ValueError(f"trace {trace!r} has no cold_starts rows (tables: "
+                             f"{', '.join(rows) or 'none'})")
+        cold = s.scan("cold_starts", trace).collect()
+        functions = s.scan("functions", trace).collect() if rows.get("functions") else None
+        parts = {"summary": coldstart.summary(cold, functions=functions),
+                 "components": coldstart.component_breakdown(cold, by=by, functions=functions),
+                 "minute_correlation": coldstart.minute_correlation(cold),
+                 "cold_start_time_fits": coldstart.fit_cold_start_times(cold)}
+        if rows.get("invocations"):
+            pods = coldstart.pod_utility(cold, s.scan("invocations", trace).collect(),
+                                         keep_alive_s=keep_alive, functions=functions)
+            parts["pod_utility"] = coldstart.pod_utility_summary(pods)
+        _emit(trace, parts, fmt)
+    except _ERRORS as exc:
+        _fail(exc)
+
+
+@app.command("fairness")
+def fairness_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id with a requests table")],
+    by: Annotated[str, typer.Option("--by", help="tenant column")] = "tenant",
+    scheduler: Annotated[list[str] | None, typer.Option(
+        "--scheduler", help="simulate: fcfs, vtc, fairserve (repeatable)")] = None,
+    prefill: Annotated[float, typer.Option(help="server prompt tokens/s")] = 8_000.0,
+    decode: Annotated[float, typer.Option(help="server decode iterations/s")] = 30.0,
+    max_batch: Annotated[int, typer.Option(help="sequences per batch")] = 64,
+    fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server."""
+    from analysis import fairness
+
+    try:
+        s = Store(store)
+        requests = _trace_or_file(trace, s)
+        parts = {"summary": fairness.summary(requests, by=by),
+                 "concentration": fairness.concentration(requests, by=by)}
+        server = fairness.Server(prefill, decode, max_batch)
+        for name in scheduler or ["fcfs", "vtc"]:
+            with err.status(f"simulating {name} over {requests.height:,} requests"):
+                result = fairness.simulate(requests, server, scheduler=name, by=by)
+            parts[f"{name}_service_difference"] = fairness.service_difference(result)
+            parts[f"{name}_latency"] = fairness.tenant_latency(result).sort(
+                "n", descending=True).head(20)
+            if result.throttles.height:
+                parts[f"{name}_throttles"] = result.throttles
+        _emit(trace, parts, fmt)
+    except _ERRORS as exc:
+        _fail(exc)
 
 
 def _trace_or_file(source: str, store: Store, table: str = "requests") -> pl.DataFrame:

@@ -108,3 +108,26 @@ def test_export_stored_traces(env, mirror, tmp_path):
     assert header[:5] == ["HashOwner", "HashApp", "HashFunction", "Trigger", "480"]
     res = runner.invoke(app, ["export", "azure_llm_2023/conv", "--to", "nope", "-o", "x"])
     assert res.exit_code == 1 and "unknown export format 'nope'; known formats:" in res.output
+
+
+def test_coldstart_and_fairness_json(env, mirror):
+    cold = mirror / "specimens" / "huawei_2025_cold_starts_all_regions.csv"
+    assert runner.invoke(app, ["ingest", str(cold), "--trace", "hw/cold"]).exit_code == 0
+    res = runner.invoke(app, ["coldstart", "hw/cold", "--by", "region", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["summary"][0]["n_cold_starts"] == 10
+    shares = {}
+    for row in doc["components"]:
+        shares[row["region"]] = shares.get(row["region"], 0.0) + row["share"]
+    assert shares == pytest.approx({"R1": 1.0, "R5": 1.0})  # the four parts make the total
+    sample = mirror / "burstgpt_sample" / "sample.jsonl"
+    assert runner.invoke(app, ["ingest", str(sample)]).exit_code == 0
+    res = runner.invoke(app, ["fairness", "burstgpt/sample", "--scheduler", "vtc",
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["summary"][0]["tenants"] == 299 and doc["summary"][0]["requests"] == 1000
+    assert {"vtc_service_difference", "vtc_latency"} <= set(doc)
+    res = runner.invoke(app, ["coldstart", "burstgpt/sample"])
+    assert res.exit_code == 1 and "has no cold_starts rows" in res.output
