@@ -337,6 +337,89 @@ def export_cmd(
     out.print(f"wrote {to}: {path}", highlight=False)
 
 
+@app.command("fit")
+def fit_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id in the store, or a requests .parquet")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="model JSON to write")],
+    by: Annotated[str | None, typer.Option("--by", help="fit one arrival process per "
+                                           "group: tenant, model, log_type")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the fit's calibration runs")] = 0,
+    store: StoreOpt = None,
+) -> None:
+    """Fit a workload model (arrivals, lengths, sessions, prefixes) to a trace."""
+    from synth.model import fit, from_servegen
+
+    try:
+        s = Store(store)
+        if not Path(trace).exists() and _rows(s, trace).get("client_windows"):
+            model = from_servegen(s.scan("client_windows", trace).collect(),
+                                  s.scan("length_pmfs", trace).collect(), source=trace)
+        else:
+            with err.status(f"fitting {trace}"):
+                model = fit(_trace_or_file(trace, s), by=by, seed=seed)
+        model.save(output)
+    except _ERRORS as exc:
+        _fail(exc)
+    out.print(f"model of {model.source}: {model.n_requests:,} requests, "
+              f"{model.mean_rate:.4g} req/s, {len(model.groups)} group(s) -> {output}",
+              highlight=False)
+
+
+@app.command("generate")
+def generate_cmd(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="model JSON (servetrace "
+                                               "fit)")],
+    duration: Annotated[float, typer.Option("--duration", help="seconds to synthesize")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="requests .parquet to write")],
+    seed: Annotated[int, typer.Option("--seed", help="same seed, same trace")] = 0,
+    rate_scale: Annotated[float, typer.Option("--rate-scale", help="multiply every rate "
+                                              "(keeps the burst shape)")] = 1.0,
+    profile: Annotated[Path | None, typer.Option("--profile", help="hardware profile YAML "
+                                                 "(servetrace profile)")] = None,
+    utilization: Annotated[float | None, typer.Option(
+        "--utilization", help="with --profile: pick the rate scale that offers this load")] = None,
+) -> None:
+    """Sample a synthetic requests trace from a model, scaled as asked, into Parquet."""
+    from synth import scale
+    from synth.model import WorkloadModel
+
+    try:
+        if output.suffix != ".parquet":
+            raise ValueError(f"-o {output}: write a .parquet file (then `servetrace export` "
+                             "it to another tool's format)")
+        if (profile is None) != (utilization is None):
+            raise ValueError("--profile and --utilization go together")
+        model = WorkloadModel.load(model_path)
+        if profile is not None and utilization is not None:
+            model = scale.target_hardware(model, scale.HardwareProfile.from_yaml(profile),
+                                          utilization)
+        frame = model.sample(duration, seed=seed, rate_scale=rate_scale)
+        frame.write_parquet(output, metadata=scale.sample_metadata(model, duration, seed,
+                                                                   rate_scale))
+    except _ERRORS as exc:
+        _fail(exc)
+    out.print(f"{frame.height:,} requests over {duration:g} s (seed {seed}) -> {output}",
+              highlight=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    real: Annotated[str, typer.Argument(help="real trace: store id or requests .parquet")],
+    synthetic: Annotated[str, typer.Argument(help="synthetic trace: store id or .parquet")],
+    seed: Annotated[int, typer.Option(help="seed of the baselines")] = 0,
+    fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """Fidelity of a synthetic trace to a real one, next to Poisson and gamma baselines."""
+    from synth.fidelity import fidelity
+
+    try:
+        s = Store(store)
+        table = fidelity(_trace_or_file(real, s), _trace_or_file(synthetic, s), seed=seed)
+        _emit(real, {"fidelity (errors; lower is better)": table}, fmt)
+    except _ERRORS as exc:
+        _fail(exc)
+
+
 @app.command("demo")
 def demo_cmd(store: StoreOpt = None) -> None:
     """Ingest both Azure 2023 traces and summarize them."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -131,3 +132,31 @@ def test_coldstart_and_fairness_json(env, mirror):
     assert {"vtc_service_difference", "vtc_latency"} <= set(doc)
     res = runner.invoke(app, ["coldstart", "burstgpt/sample"])
     assert res.exit_code == 1 and "has no cold_starts rows" in res.output
+
+
+def test_fit_generate_export(env, mirror, tmp_path):
+    conv = mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    assert runner.invoke(app, ["ingest", str(conv)]).exit_code == 0
+    model = tmp_path / "m.json"
+    res = runner.invoke(app, ["fit", "azure_llm_2023/conv", "-o", str(model)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(model.read_text())  # a plain JSON document
+    runs = []
+    for seed in (7, 7, 8):
+        path = tmp_path / f"s{len(runs)}.parquet"
+        res = runner.invoke(app, ["generate", str(model), "--duration", "600", "--seed",
+                                  str(seed), "--rate-scale", "2", "-o", str(path)])
+        assert res.exit_code == 0, res.output
+        runs.append(pl.read_parquet(path))
+    assert runs[0].equals(runs[1]) and not runs[0].equals(runs[2])
+    # twice the fitted 5.53 req/s over 600 s: 6,636 expected; bursty, so a wide margin
+    assert 4_000 < runs[0].height < 10_000
+    meta = pl.read_parquet_metadata(tmp_path / "s0.parquet")
+    [record] = json.loads(meta["servetrace:scaling"])
+    assert (record["op"], record["seed"], record["rate_scale"]) == ("sample", "7", "2.0")
+    res = runner.invoke(app, ["export", str(tmp_path / "s0.parquet"), "--to", "vidur", "-o",
+                              str(tmp_path / "v.csv")])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "v.csv").read_text().splitlines()) == runs[0].height + 1
+    res = runner.invoke(app, ["generate", str(model), "--duration", "1", "-o", "x.csv"])
+    assert res.exit_code == 1 and "write a .parquet file" in res.output
