@@ -109,7 +109,8 @@ def fitted_cdf(values: np.ndarray | pl.Series, fits: pl.DataFrame, title: str,
     grid = np.quantile(x, q)
     parts = [pl.DataFrame({"x": grid, "cdf": np.searchsorted(x, grid, side="right") / len(x),
                            "curve": "data"})]
-    for row in fits.sort("rank_aic").head(top).iter_rows(named=True):
+    whole = fits.filter(pl.col("rank_aic").is_not_null())  # tail-only fits describe x > u
+    for row in whole.sort("rank_aic").head(top).iter_rows(named=True):
         dist = distribution(row["family"], row["params"])
         parts.append(pl.DataFrame({"x": grid, "cdf": dist.cdf(grid),
                                    "curve": f"{row['family']} (KS {row['ks']:.3f})"}))

@@ -160,3 +160,38 @@ def test_fit_generate_export(env, mirror, tmp_path):
     assert len((tmp_path / "v.csv").read_text().splitlines()) == runs[0].height + 1
     res = runner.invoke(app, ["generate", str(model), "--duration", "1", "-o", "x.csv"])
     assert res.exit_code == 1 and "write a .parquet file" in res.output
+
+
+def test_analyze_prints_figures_and_writes_a_self_contained_report(env, mirror, tmp_path):
+    sample = mirror / "mooncake_fast25" / "conversation_trace.jsonl"
+    assert runner.invoke(app, ["ingest", str(sample)]).exit_code == 0
+    res = runner.invoke(app, ["analyze", "mooncake/conversation", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    [arrivals] = doc["arrivals"]
+    assert arrivals["n"] == 12031 and arrivals["resolution_s"] == 3.0  # the 3 s ticks
+    assert doc["tokens"][0]["n"] == 12031
+    report, png = tmp_path / "r.html", tmp_path / "png"
+    res = runner.invoke(app, ["analyze", "mooncake/conversation", "--report", str(report),
+                              "--png", str(png)])
+    assert res.exit_code == 0, res.output
+    page = report.read_text()
+    assert "<script" not in page and "src=" not in page  # nothing to fetch when viewed
+    assert page.count("<svg") == len(list(png.glob("*.png"))) >= 6
+    assert "Apache-2.0" in page and "Index of dispersion" in page
+    res = runner.invoke(app, ["analyze", "mooncake/conversation", "--by", "nope"])
+    assert res.exit_code == 1 and "--by 'nope'" in res.output
+
+
+def test_compare_reports_the_model_and_both_baselines(env, mirror, tmp_path):
+    conv = mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    assert runner.invoke(app, ["ingest", str(conv)]).exit_code == 0
+    model, synth = tmp_path / "m.json", tmp_path / "s.parquet"
+    assert runner.invoke(app, ["fit", "azure_llm_2023/conv", "-o", str(model)]).exit_code == 0
+    assert runner.invoke(app, ["generate", str(model), "--duration", "3500", "-o",
+                               str(synth)]).exit_code == 0
+    res = runner.invoke(app, ["compare", "azure_llm_2023/conv", str(synth), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["metric"]: r for r in json.loads(res.stdout)["fidelity (errors; lower is better)"]}
+    assert {"model", "poisson", "gamma", "model_best"} <= set(rows["hurst_av"])
+    assert rows["hurst_av"]["model"] < rows["hurst_av"]["poisson"]

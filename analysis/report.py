@@ -1,0 +1,263 @@
+"""One self-contained HTML report from the analyses that apply to a trace.
+
+A report is a list of :class:`Section`; each section builder runs the analysis functions on the
+frames it is given and keeps their tables and charts. :func:`render` turns sections into one
+HTML string: charts are inline SVG rendered by vl-convert and tables plain HTML, so the file
+opens anywhere with no network and no JavaScript. Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import altair as alt
+import polars as pl
+
+from analysis import burstiness, coldstart, fairness, plots, tokens
+
+MAX_GROUPS_CHARTED = 10  # beyond this many groups, charts show the whole trace
+MAX_TABLE_ROWS = 25
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled part of a report: a lead paragraph, tables (caption, frame) and charts."""
+
+    title: str
+    lead: str = ""
+    tables: tuple[tuple[str, pl.DataFrame], ...] = ()
+    charts: tuple[alt.TopLevelMixin, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+def _by(by: str | Sequence[str] | None) -> list[str]:
+    return [] if by is None else [by] if isinstance(by, str) else list(by)
+
+
+def _chart_by(frame: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
+              ) -> list[str] | None:
+    """``by`` when it has few enough groups to colour a chart, else None (whole trace)."""
+    cols = _by(by)
+    if not cols:
+        return None
+    groups = frame.lazy().select(cols).unique().select(pl.len()).collect().item()
+    return cols if groups <= MAX_GROUPS_CHARTED else None
+
+
+def _attempt(notes: list[str], what: str, fn: Callable[[], object]) -> object | None:
+    """Run one analysis; a trace it does not apply to becomes a note, not a failed report."""
+    try:
+        return fn()
+    except ValueError as exc:
+        notes.append(f"{what}: {exc}")
+        return None
+
+
+def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
+             title: str = "Arrivals and burstiness") -> Section:
+    """Burstiness of ``events`` (``arrival_s`` rows or ``invocation_counts``), per group."""
+    events = events.lazy().collect()
+    notes: list[str] = []
+    summary = burstiness.summary(events, by=by)
+    chart_by = _chart_by(events, by)
+    curve = burstiness.dispersion_curve(events, by=chart_by)
+    tables: list[tuple[str, pl.DataFrame]] = [("Key figures", summary)]
+    charts: list[alt.TopLevelMixin] = [plots.dispersion(curve, by=chart_by),
+                                       plots.peak_to_mean(curve, by=chart_by)]
+    window = 60.0
+    counts = burstiness.window_counts(events, window)
+    found = burstiness.bursts(events, window_s=window)
+    charts.append(plots.rate(counts, window, bursts=found))
+    is_events = "arrival_s" in events.columns
+    if is_events:
+        tables.append(("Inter-arrival times", burstiness.interarrival_stats(events, by=by)))
+        fits = _attempt(notes, "inter-arrival fits", lambda: burstiness.fit_interarrivals(events))
+        if isinstance(fits, pl.DataFrame) and fits.height:
+            tables.append(("Inter-arrival fits (maximum likelihood, ranked by AIC)", fits))
+            gaps = events["arrival_s"].sort().diff().drop_nulls()
+            charts.append(plots.fitted_cdf(gaps, fits, "Inter-arrival times: data and fits"))
+    tables.append(("Hurst exponent", burstiness.hurst(events, by=by)))
+    periods = _attempt(notes, "periodicity", lambda: burstiness.periodicity(events, by=by))
+    if isinstance(periods, pl.DataFrame):
+        tables.append(("Dominant periods", periods))
+    tables.append((f"Bursts (rate above k × rolling baseline, {window:g} s windows)", found))
+    lead = (f"{events.height:,} {'arrivals' if is_events else 'window counts'}. The index of "
+            "dispersion is 1 at every window size for a Poisson process and grows with the "
+            "window for traffic that is bursty across time scales.")
+    return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
+                  title: str = "Token lengths") -> Section:
+    """Input and output token lengths of ``requests``: summaries, fits, joint shape, drift."""
+    requests = requests.lazy().collect()
+    notes: list[str] = []
+    chart_by = _chart_by(requests, by)
+    tables: list[tuple[str, pl.DataFrame]] = [
+        ("Key figures", tokens.summary(requests, by=by)),
+        ("Length summaries", tokens.length_summary(requests, by=by)),
+        ("Input/output correlation", tokens.correlation(requests, by=by)),
+    ]
+    charts: list[alt.TopLevelMixin] = []
+    for name in tokens.FIELDS:
+        charts.append(plots.ecdf(tokens.ecdf(requests, name, by=chart_by), name, by=chart_by))
+        fits = _attempt(notes, f"{name} fits", lambda name=name: tokens.fit_lengths(requests, name))
+        if isinstance(fits, pl.DataFrame) and fits.height:
+            tables.append((f"Fits of {name.replace('_', ' ')} (ranked by AIC)", fits))
+            charts.append(plots.fitted_cdf(requests[name].drop_nulls(), fits,
+                                           f"{name.replace('_', ' ')}: data and fits"))
+    joint = tokens.output_by_input(requests)
+    tables.append(("Output length by input bucket", joint))
+    charts.append(plots.output_by_input(joint))
+    span = requests["arrival_s"].max() if requests.height else None
+    window = 86_400.0 if span is not None and span >= 3 * 86_400 else 3_600.0
+    if span is not None and span >= 2 * window:
+        for name in tokens.FIELDS:
+            moved = tokens.drift(requests, name, window_s=window)
+            tables.append((f"Drift of {name.replace('_', ' ')} ({window:g} s windows)", moved))
+            charts.append(plots.drift(moved, name))
+    else:
+        notes.append("drift: the trace spans less than two hours, so there are no consecutive "
+                     "hour windows to compare")
+    if requests["failed"].drop_nulls().len():
+        tables.append(("Failure rate", tokens.failure_rate(requests, by=by)))
+    lead = (f"{requests.height:,} requests. Lengths are fitted by maximum likelihood on the "
+            "positive values; the input/output correlation is what independent resampling "
+            "would destroy.")
+    return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+DEFAULT_SERVER = fairness.Server(prefill_tokens_per_s=8_000.0, decode_tokens_per_s=30.0,
+                                 max_batch=64)
+"""The server the report simulates when none is given: about one 7–13B model replica on one
+A100-class GPU (8,000 prompt tokens/s, 30 decode iterations/s, 64 sequences); a stand-in,
+not a measurement: pass a profile's figures for real hardware."""
+
+
+def tenant_fairness(requests: pl.DataFrame | pl.LazyFrame, by: str = "tenant",
+                    server: fairness.Server = DEFAULT_SERVER,
+                    schedulers: Sequence[str] = ("fcfs", "vtc"),
+                    title: str = "Per-tenant fairness") -> Section:
+    """Concentration of demand across tenants and a scheduler comparison on one server."""
+    requests = requests.lazy().collect()
+    served = fairness.tenant_service(requests, by=by)
+    tables: list[tuple[str, pl.DataFrame]] = [
+        ("Concentration", fairness.concentration(requests, by=by)),
+        ("Tenants by service (w_in = 1, w_out = 2)", served),
+    ]
+    charts: list[alt.TopLevelMixin] = [plots.lorenz(served)]
+    overused = fairness.overuse(requests, by=by)
+    tables.append(("Windows where a tenant exceeds 2× its fair share", overused))
+    latencies, differences = [], []
+    for name in schedulers:
+        result = fairness.simulate(requests, server, scheduler=name, by=by)
+        differences.append(fairness.service_difference(result).with_columns(
+            pl.lit(name).alias("scheduler")))
+        latencies.append(fairness.tenant_latency(result).with_columns(
+            pl.lit(name).alias("scheduler")))
+        if name == "vtc":
+            charts.append(plots.service_over_time(result.service))
+        if result.throttles.height:
+            tables.append((f"Throttled tenants ({name})", result.throttles))
+    tables.append(("Service difference between backlogged tenants (VTC artifact metric)",
+                   pl.concat(differences, how="diagonal_relaxed")))
+    latency = pl.concat(latencies, how="diagonal_relaxed")
+    tables.append(("Latency per tenant and scheduler", latency))
+    charts.append(plots.tenant_latency(latency))
+    lead = (f"{served.height:,} tenants ({by}), {requests.height:,} requests. Simulated on "
+            f"one server: {server.prefill_tokens_per_s:g} prompt tokens/s, "
+            f"{server.decode_tokens_per_s:g} decode iterations/s, {server.max_batch} "
+            "sequences per batch.")
+    return Section(title, lead, tuple(tables), tuple(charts))
+
+
+def cold_starts(cold: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | None = None,
+                invocations: pl.DataFrame | None = None, keep_alive_s: float = 60.0,
+                title: str = "Cold starts") -> Section:
+    """Cold-start components, their per-minute correlation, fits and the pod utility ratio."""
+    cold = cold.lazy().collect()
+    notes: list[str] = []
+    breakdown = coldstart.component_breakdown(cold)
+    tables: list[tuple[str, pl.DataFrame]] = [
+        ("Key figures", coldstart.summary(cold, functions=functions)),
+        ("Components", breakdown)]
+    charts: list[alt.TopLevelMixin] = [plots.components(breakdown)]
+    for by in ("region", "size"):
+        if by == "size" or (by in cold.columns and cold[by].null_count() < cold.height):
+            tables.append((f"Components by {by}", coldstart.component_breakdown(cold, by=by)))
+    for what, fn in (("Per-minute Spearman correlation with the total",
+                      lambda: coldstart.minute_correlation(cold)),
+                     ("Fits of cold-start time", lambda: coldstart.fit_cold_start_times(cold)),
+                     ("Fits of the time between cold starts",
+                      lambda: coldstart.fit_intervals(cold))):
+        result = _attempt(notes, what, fn)
+        if isinstance(result, pl.DataFrame):
+            tables.append((what, result))
+    if invocations is not None and invocations.height:
+        pods = _attempt(notes, "pod utility", lambda: coldstart.pod_utility(
+            cold, invocations, keep_alive_s=keep_alive_s))
+        if isinstance(pods, pl.DataFrame) and pods.height:
+            tables.append((f"Pod utility ratio (keep-alive {keep_alive_s:g} s)",
+                           coldstart.pod_utility_summary(pods)))
+    lead = (f"{cold.height:,} cold starts. Components: pod allocation, code deployment, "
+            "dependency deployment and scheduling (Joosen et al., EuroSys'25).")
+    return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def table_html(frame: pl.DataFrame, caption: str = "", max_rows: int = MAX_TABLE_ROWS) -> str:
+    """A frame as an HTML table (first ``max_rows`` rows; the rest counted in the caption)."""
+    more = frame.height - max_rows
+    shown = frame.head(max_rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+                   for row in shown.iter_rows())
+    note = f" (first {max_rows} of {frame.height:,} rows)" if more > 0 else ""
+    return (f"<table><caption>{html.escape(caption)}{note}</caption><thead><tr>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table>")
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:1em 0;font-size:12px;display:block;overflow-x:auto}
+caption{text-align:left;font-weight:600;padding:.3em 0}
+th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
+th{background:#f4f4f4}.chart{margin:1em 0}.note{color:#8a5a00}.meta td{text-align:left}
+"""
+
+
+def render(title: str, sections: Sequence[Section], meta: pl.DataFrame | None = None) -> str:
+    """The report as one HTML document; ``meta`` is the store's ``traces`` rows (cited sources)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>Generated by servetrace on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>"]
+    if meta is not None and meta.height:
+        cols = [c for c in ("trace", "dataset", "rows", "rejected", "license", "citation")
+                if c in meta.columns]
+        parts.append(table_html(meta.select(cols), "Traces (cite these sources with any "
+                                "result shown here)"))
+    parts.append("<ul>" + "".join(f"<li><a href='#s{i}'>{html.escape(s.title)}</a></li>"
+                                  for i, s in enumerate(sections)) + "</ul>")
+    for i, section in enumerate(sections):
+        parts.append(f"<h2 id='s{i}'>{html.escape(section.title)}</h2>")
+        if section.lead:
+            parts.append(f"<p>{html.escape(section.lead)}</p>")
+        parts.extend(f"<div class='chart'>{plots.to_svg(c)}</div>" for c in section.charts)
+        parts.extend(table_html(frame, caption) for caption, frame in section.tables)
+        parts.extend(f"<p class='note'>{html.escape(n)}</p>" for n in section.notes)
+    parts.append("</body></html>")
+    return "\n".join(parts)
