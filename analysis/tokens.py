@@ -423,15 +423,49 @@ def correlation(requests: Frame, by: By = None) -> pl.DataFrame:
     both = pl.col("input_tokens").is_not_null() & pl.col("output_tokens").is_not_null()
     x = pl.col("input_tokens").cast(pl.Float64).filter(both)
     y = pl.col("output_tokens").cast(pl.Float64).filter(both)
+    ranked = _counting_ranks(frame, keys)
+    if ranked is not None:
+        frame, spearman = ranked, pl.corr(pl.col("_rx").filter(both), pl.col("_ry").filter(both))
+    else:  # ranks of the columns as they are: integer ranking is cheaper than float ranking
+        spearman = pl.corr(pl.col("input_tokens").filter(both),
+                           pl.col("output_tokens").filter(both), method="spearman")
     return _aggregate(frame, keys, [
         both.sum().cast(pl.Int64).alias("n"),
         pl.corr(x, y).alias("pearson"),
-        # ranks of the columns as they are: integer ranking is cheaper than float ranking
-        pl.corr(pl.col("input_tokens").filter(both), pl.col("output_tokens").filter(both),
-                method="spearman").alias("spearman"),
+        spearman.alias("spearman"),
         pl.corr(x.log1p(), y.log1p()).alias("pearson_log"),
         (~both).sum().cast(pl.Int64).alias("nulls"),
     ])
+
+
+_MAX_RANK_CELLS = 50_000_000  # group × value table of the counting ranks (8 bytes each)
+
+
+def _counting_ranks(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
+    """``frame`` plus ``_rx``/``_ry``: average ranks of the token counts within each group
+    over the rows where both are known, by counting (ties share the mean of their ranks, as
+    in Spearman's ρ). Token counts are small non-negative integers, so a bincount over
+    (group, value) replaces two sorts; None when they are not, or the table would be large.
+    """
+    both = frame["input_tokens"].is_not_null() & frame["output_tokens"].is_not_null()
+    with_ids, _ = _group_ids(frame, keys)
+    g = with_ids["_g"].to_numpy()
+    ok = both.to_numpy()
+    out = []
+    for field in FIELDS:
+        column = frame[field]
+        if not column.dtype.is_integer():
+            return None
+        v = column.fill_null(0).to_numpy().astype(np.int64, copy=False)
+        top, groups = int(v.max()) + 1, int(g.max()) + 1
+        if v.min() < 0 or top * groups > _MAX_RANK_CELLS:
+            return None
+        cell = g * top + v
+        counts = np.bincount(cell[ok], minlength=top * groups).reshape(groups, top)
+        below = np.cumsum(counts, axis=1) - counts  # values < v within the group
+        average = (below + (counts + 1) / 2.0).ravel()
+        out.append(average[cell])
+    return frame.with_columns(pl.Series("_rx", out[0]), pl.Series("_ry", out[1]))
 
 
 def _edges(edges: Sequence[float] | None, top: float, fn: str) -> np.ndarray:
