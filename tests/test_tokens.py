@@ -386,3 +386,20 @@ def test_errors_name_the_column_or_parameter(azure):
         tokens.ecdf(conv, field="trace")
     with pytest.raises(ValueError, match="'failed' must be Boolean"):
         tokens.failure_rate(conv.with_columns(pl.lit(1).alias("failed")))
+
+
+def test_counting_ranks_match_scipy_with_groups_ties_and_nulls():
+    from scipy import stats as st
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    frame = pl.DataFrame({"tenant": rng.choice(["a", "b", "c"], n),
+                          "input_tokens": rng.integers(0, 20, n),  # heavy ties
+                          "output_tokens": rng.integers(0, 30, n)}).with_columns(
+        pl.when(pl.int_range(pl.len()) % 17 == 0).then(None).otherwise(pl.col("output_tokens"))
+        .alias("output_tokens"))
+    got = tokens.correlation(frame, by="tenant")
+    for tenant in ("a", "b", "c"):
+        part = frame.filter(pl.col("tenant") == tenant).drop_nulls()
+        want = st.spearmanr(part["input_tokens"], part["output_tokens"]).statistic
+        assert got.filter(pl.col("tenant") == tenant)["spearman"][0] == pytest.approx(want)
