@@ -1,0 +1,1099 @@
+"""Keep-alive simulation: cold starts and idle memory of serverless keep-alive policies.
+
+Two settings:
+
+- **Serverless functions** (:func:`simulate`, :func:`overall`, :func:`tradeoff`) on an
+  ``invocations`` table (one row per invocation, ``arrival_s``) or an ``invocation_counts``
+  table (per-window counts, e.g. Azure Functions 2019's per-minute counts). Policies:
+  no keep-alive, a fixed keep-alive of any length (AWS Lambda ≈ 10 min, Azure Functions
+  20 min, as Shahrad et al. 2020 report) and the *hybrid histogram* policy of Shahrad et al.,
+  "Serverless in the Wild: Characterizing and Optimizing the Serverless Workload at a Large
+  Cloud Provider", USENIX ATC 2020 (:class:`HybridHistogram`).
+- **Serverless LLM serving** (:func:`model_loading`) on a ``requests`` table: an instance is a
+  model replica and a cold start loads the model's weights from a storage tier (GPU memory,
+  host memory, SSD, remote), the setting of ServerlessLLM (Fu et al., "ServerlessLLM:
+  Low-Latency Serverless Inference for Large Language Models", OSDI 2024) and λScale (Yu et
+  al., "λScale: Enabling Fast Scaling for Serverless Large Language Model Inference", 2025).
+
+The instance model (the simplest of Shahrad et al. 2020, whose simulation keeps one image
+per app and ignores concurrency): each unit (``by``: an app, a function, a model, ...) has **one
+instance**. Invocation ``i`` runs on it from its start ``t_i`` for its duration ``d_i``;
+overlapping invocations share the instance. With ``M_i = max(t_j + d_j, j ≤ i)`` (the
+instance's busy end after invocation ``i``), the **idle time** before invocation ``i`` is
+``IT_i = t_i - M_{i-1}`` (``≤ 0``: the instance is still busy, a warm start). After each
+execution the policy picks a *pre-warm window* ``P`` and a *keep-alive end* ``E ≥ P``
+(seconds after ``M_{i-1}``): the instance is unloaded at ``M_{i-1}`` if ``P > 0``, loaded again
+at ``M_{i-1} + P`` and unloaded at ``M_{i-1} + E``. Then
+
+- invocation ``i`` is **cold** iff it is the unit's first, or ``IT_i > 0`` and
+  ``IT_i ∉ [P, E]``;
+- the instance is **alive and idle** for ``max(0, min(IT_i, E) - P)`` seconds of that gap;
+  after the unit's last invocation, up to the trace end (``horizon_s``);
+- **wasted memory time** ``wasted_gb_s = memory_mb / 1024 · Σ idle seconds`` (the paper's
+  "wasted memory time": memory held by a loaded but idle instance); loading time is not
+  counted, nor any instance before the unit's first invocation.
+
+A fixed keep-alive ``K`` is ``P = 0, E = K``: cold iff ``IT_i > K``, idle ``clip(IT_i, 0, K)``.
+``FixedKeepAlive(0)`` makes every invocation that does not overlap the previous one cold.
+
+Per-window counts (``invocation_counts``) are spread within their window by a documented,
+seeded rule, **systematic sampling with a random phase**: the ``c`` invocations of a window
+``[w, w + Δ)`` start at ``w + (u + k) Δ / c`` for ``k = 0 … c-1``, with one phase
+``u ~ U[0, 1)`` per (unit, window) drawn from a hash of the unit's key, the window start and
+``seed`` (so it does not depend on how the work is chunked); ``spread="even"`` uses
+``u = 1/2``. A window is therefore one event with closed-form inner gaps
+``Δ/c - d`` and never expands into per-invocation rows. With ``by`` coarser than the
+function (e.g. ``by="app"``), the functions' counts in a window are added and their
+durations averaged, weighted by count.
+
+Durations: ``invocations.duration_s``; else the function's ``duration_mean_s`` (then
+``duration_p50_s``) from ``functions``; else 0 (``duration_s`` overrides all). Memory per unit:
+``memory_mb`` if given; else the largest over the unit's rows of ``invocations.memory_mb``,
+then ``functions``' ``memory_limit_mb``, ``memory_mean_mb``, ``memory_p50_mb`` (an app instance
+holds at least its largest function; Azure 2019's per-app figure is the same on every function
+of the app); else :data:`DEFAULT_MEMORY_MB`. GB means 1024 MB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+#: Memory of an instance when neither the trace nor ``functions`` gives one, in MB
+#: (AWS Lambda's smallest and default memory size).
+DEFAULT_MEMORY_MB = 128.0
+#: Keep-alive lengths of :func:`tradeoff`'s default curve, in seconds (0 s … 4 h).
+DEFAULT_KEEP_ALIVES = (0.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+
+_MB_PER_GB = 1024.0
+_KEYS = ("trace", "tenant", "app", "function")
+_CHUNK_ROWS = 2_000_000  # trace rows per chunk of units prepared at once (Polars)
+_SLICE_EVENTS = 1_000_000  # events per slice of units in the histogram kernel (NumPy)
+_PCT_SCALE = 10**8  # percentiles in units of 1e-6 %, for exact integer ranks
+
+
+# -- policies --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FixedKeepAlive:
+    """Keep the instance loaded for ``keep_alive_s`` seconds after each execution.
+
+    Pre-warm window 0, keep-alive window ``keep_alive_s``: the policy of AWS Lambda (about
+    10 min) and Azure Functions (20 min) that Shahrad et al. (ATC 2020) compare against.
+    ``FixedKeepAlive(0)`` (:data:`NoKeepAlive`) unloads the instance as soon as it is idle.
+    """
+
+    keep_alive_s: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.keep_alive_s) and self.keep_alive_s >= 0):
+            raise ValueError(f"keep_alive_s must be finite and >= 0, got {self.keep_alive_s!r}")
+
+    @property
+    def label(self) -> str:
+        """``"fixed 10 min"``, ``"no keep-alive"``, ..."""
+        k = self.keep_alive_s
+        if k == 0:
+            return "no keep-alive"
+        for unit, size in (("h", 3600.0), ("min", 60.0)):
+            if k >= size and k % size == 0:
+                return f"fixed {k / size:g} {unit}"
+        return f"fixed {k:g} s"
+
+
+#: No keep-alive: every invocation that does not overlap the previous execution is cold.
+NoKeepAlive = FixedKeepAlive(0.0)
+
+
+@dataclass(frozen=True)
+class HybridHistogram:
+    """The hybrid histogram policy of Shahrad et al., "Serverless in the Wild", USENIX ATC 2020.
+
+    Per unit (the paper: per application) the policy keeps a histogram of idle times (ITs)
+    with ``bin_s`` bins (1 min) over ``range_s`` (4 h), learned online: the windows chosen
+    after invocation ``i`` use only the ITs observed up to it (causal). From the histogram,
+
+    - pre-warm window ``P = b_head · bin_s · (1 - margin)``, ``b_head`` the bin holding the
+      ``prewarm_pct`` (5th) percentile of the ITs (lower bin edge, minus a 10 % margin);
+    - keep-alive end ``E = (b_tail + 1) · bin_s · (1 + margin)``, ``b_tail`` the bin holding
+      the ``keepalive_pct`` (99th) percentile (upper bin edge, plus a 10 % margin);
+
+    percentile bin ``b_p`` = the smallest bin whose cumulative count reaches ``p % ·`` the
+    in-range count (ITs beyond ``range_s`` are *out of bounds*, counted apart). ``E`` is
+    measured, like ``P``, from the end of the execution, so the instance lives from
+    ``P`` to ``E`` (the paper's keep-alive window is ``E - P``, starting at the pre-warm).
+
+    The histogram is used only when it is representative; otherwise the policy falls back
+    to a fixed keep-alive of ``fallback_s`` (``P = 0, E = fallback_s``):
+
+    - fewer than ``min_idle_times`` ITs observed (in or out of bounds). Not in the paper,
+      whose coefficient-of-variation test alone would accept a single IT (a histogram with
+      one non-empty bin has the largest possible CV); our choice;
+    - more than ``oob_threshold`` of the ITs out of bounds. The paper predicts those apps'
+      next IT with an ARIMA model; this simplification uses the fixed keep-alive instead;
+    - coefficient of variation of the bin counts ``CV = σ / μ`` (over all ``range_s /
+      bin_s`` bins, population σ) below ``cv_threshold`` (2 in the paper): a flat histogram
+      has no peak to predict from. The paper falls back to a "standard keep-alive" with
+      no pre-warming and the histogram's range as keep-alive; ``fallback_s = range_s``
+      reproduces it, the default (600 s, the 10-min fixed policy) is this project's choice.
+
+    With per-window counts, the idle gaps between a window's own invocations enter the
+    histogram too, and it is updated once per window (minute resolution): all gaps of a
+    window are judged with the histogram of the earlier windows.
+    """
+
+    range_s: float = 4 * 3600.0
+    bin_s: float = 60.0
+    prewarm_pct: float = 5.0
+    keepalive_pct: float = 99.0
+    margin: float = 0.10
+    min_idle_times: int = 10
+    cv_threshold: float = 2.0
+    fallback_s: float = 600.0
+    oob_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = {
+            "range_s": self.range_s > 0 and math.isfinite(self.range_s),
+            "bin_s": 0 < self.bin_s <= self.range_s,
+            "prewarm_pct": 0 <= self.prewarm_pct <= 100,
+            "keepalive_pct": self.prewarm_pct <= self.keepalive_pct <= 100,
+            "margin": 0 <= self.margin < 1,
+            "min_idle_times": self.min_idle_times >= 1,
+            "cv_threshold": self.cv_threshold >= 0,
+            "fallback_s": self.fallback_s >= 0 and math.isfinite(self.fallback_s),
+            "oob_threshold": 0 <= self.oob_threshold <= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"HybridHistogram: invalid {name} = {getattr(self, name)!r}")
+        if self.bins > 1 << 20:
+            raise ValueError(f"HybridHistogram: range_s / bin_s = {self.bins} bins is too many")
+
+    @property
+    def bins(self) -> int:
+        """Number of histogram bins, ``ceil(range_s / bin_s)``."""
+        return max(1, math.ceil(self.range_s / self.bin_s - 1e-9))
+
+    @property
+    def label(self) -> str:
+        return "hybrid histogram"
+
+
+Policy = FixedKeepAlive | HybridHistogram
+
+
+# -- input ------------------------------------------------------------------------------------
+def _by_list(by: str | Sequence[str] | None) -> list[str]:
+    if by is None:
+        return []
+    if isinstance(by, str):
+        return [by]
+    out = list(by)
+    if not all(isinstance(c, str) for c in out):
+        raise ValueError(f"by must be a column name or a sequence of names, got {by!r}")
+    return out
+
+
+def _lazy(frame: Frame, name: str) -> pl.LazyFrame:
+    if isinstance(frame, pl.DataFrame):
+        return frame.lazy()
+    if isinstance(frame, pl.LazyFrame):
+        return frame
+    raise ValueError(f"{name} must be a polars DataFrame or LazyFrame, got {type(frame).__name__}")
+
+
+def _require(schema: pl.Schema, cols: Sequence[str], name: str) -> None:
+    for c in cols:
+        if c not in schema:
+            raise ValueError(f"{name}: missing column {c!r}")
+
+
+@dataclass
+class _Events:
+    """One chunk of whole units, sorted by (unit, time): one row per event.
+
+    An event is one invocation (``c = 1``) or one window's ``c`` invocations starting at
+    ``s``, ``s + h``, ..., each of duration ``d``.
+    """
+
+    keys: pl.DataFrame  # one row per unit: the by columns
+    memory_mb: np.ndarray  # per unit, NaN where unknown
+    unit: np.ndarray  # per event, 0..U-1, non-decreasing
+    starts: np.ndarray  # first event of each unit
+    s: np.ndarray
+    c: np.ndarray  # int64 >= 1
+    h: np.ndarray
+    d: np.ndarray
+    busy: np.ndarray  # running max of event ends within the unit (M)
+    horizon: float
+
+    def view(self, u0: int, u1: int) -> _Events:
+        """Units ``u0 .. u1-1`` (NumPy views, no copies)."""
+        a = int(self.starts[u0])
+        b = int(self.starts[u1]) if u1 < len(self.starts) else len(self.s)
+        return _Events(self.keys.slice(u0, u1 - u0), self.memory_mb[u0:u1],
+                       self.unit[a:b] - u0, self.starts[u0:u1] - a, self.s[a:b],
+                       self.c[a:b], self.h[a:b], self.d[a:b], self.busy[a:b], self.horizon)
+
+
+def _function_table(functions: Frame, keys: list[str], schema: pl.Schema) -> pl.DataFrame:
+    """Per function key: ``_fd`` (duration, s) and ``_fm`` (memory, MB), keys cast to the
+    trace's types (a Categorical key joins on its categories, no strings built)."""
+    lf = _lazy(functions, "functions")
+    fs = lf.collect_schema()
+
+    def first(cols: Sequence[str]) -> pl.Expr:
+        have = [pl.col(c).cast(pl.Float64) for c in cols if c in fs]
+        return pl.coalesce(have) if have else pl.lit(None, pl.Float64)
+
+    return (lf.select(*[pl.col(k).cast(schema[k], strict=False) for k in keys],
+                      first(["duration_mean_s", "duration_p50_s"]).alias("_fd"),
+                      first(["memory_limit_mb", "memory_mean_mb", "memory_p50_mb"]).alias("_fm"))
+            .group_by(keys).agg(pl.col("_fd").mean(), pl.col("_fm").max()).collect())
+
+
+def _join_functions(rows: pl.LazyFrame, fx: pl.DataFrame, keys: list[str]) -> pl.LazyFrame:
+    """Left-join ``_fd``/``_fm`` on all ``keys`` (nulls match nulls). When ``function`` alone
+    is unique in ``fx`` the join is on it (one key is much faster) and the other keys are
+    compared afterwards: a row whose other keys differ gets nulls, as the full join would."""
+    if len(keys) == 1 or fx["function"].n_unique() != fx.height:
+        return rows.join(fx.lazy(), on=keys, how="left", nulls_equal=True)
+    other = [k for k in keys if k != "function"]
+    right = fx.lazy().rename({k: f"_fx_{k}" for k in other})
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(f"_fx_{k}")) for k in other])
+    return (rows.join(right, on="function", how="left")
+            .with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in ("_fd", "_fm"))
+            .drop([f"_fx_{k}" for k in other]))
+
+
+def _unit_code(by: list[str], schema: pl.Schema) -> tuple[pl.Expr, bool]:
+    """A 64-bit code per unit key, to group and order units (not to name them), and whether
+    it is exact: a single Categorical column's physical code is; otherwise a hash."""
+    if not by:
+        return pl.lit(0, pl.UInt64), True
+    if len(by) == 1 and isinstance(schema[by[0]], pl.Categorical | pl.Enum):
+        return pl.col(by[0]).to_physical().cast(pl.UInt64).fill_null(2**64 - 1), True
+    return (pl.col(by[0]).hash(seed=0) if len(by) == 1 else pl.struct(by).hash(seed=0)), False
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer (Steele, Lea, Flood, OOPSLA 2014): a uint64 → uint64 bijection."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _events(trace: Frame, by: list[str], *, functions: Frame | None, duration_s: float | None,
+            horizon_s: float | None, spread: str, seed: int, chunk_rows: int
+            ) -> Iterator[_Events]:
+    """The trace as chunks of whole units (see :class:`_Events`)."""
+    if spread not in ("phase", "even"):
+        raise ValueError(f"spread must be 'phase' or 'even', got {spread!r}")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s >= 0):
+        raise ValueError(f"duration_s must be finite and >= 0, got {duration_s!r}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows!r}")
+    lf = _lazy(trace, "trace")
+    schema = lf.collect_schema()
+    if "arrival_s" in schema:
+        counts, t = False, "arrival_s"
+        need = ["arrival_s"]
+    elif "window_start_s" in schema or "count" in schema:
+        counts, t = True, "window_start_s"
+        need = ["window_start_s", "window_s", "count"]
+    else:
+        raise ValueError("trace: missing column 'arrival_s' (invocations) or "
+                         "'window_start_s' and 'count' (invocation_counts)")
+    _require(schema, need + by, "trace")
+    for c in by:
+        if c in need:
+            raise ValueError(f"by: {c!r} is a time or count column, not a unit")
+    keys: list[str] = []
+    fx = None
+    if functions is not None:
+        fschema = _lazy(functions, "functions").collect_schema()
+        keys = [k for k in _KEYS if k in schema and k in fschema]
+        if "function" not in keys:
+            raise ValueError("functions: cannot be matched to the trace: both need a "
+                             "'function' column")
+        fx = _function_table(functions, keys, schema)
+    cols = list(dict.fromkeys([*by, *need, *keys]))
+    for extra in ("duration_s", "memory_mb"):
+        if extra in schema and not counts:
+            cols.append(extra)
+    if "trace" in schema and "trace" not in by:
+        n_traces = lf.select(pl.col("trace").n_unique()).collect().item()
+        if n_traces > 1:
+            raise ValueError(f"trace: {n_traces} traces in one frame; add 'trace' to by")
+    base = lf.select(cols).collect()
+    if base.height == 0:
+        raise ValueError("trace: no rows")
+    # the horizon: the end of the trace (last window's end, or last arrival + duration)
+    if horizon_s is None:
+        if counts:
+            end = pl.col("window_start_s") + pl.col("window_s")
+        elif "duration_s" in base.columns and duration_s is None:
+            end = pl.col("arrival_s") + pl.col("duration_s").fill_null(0.0)
+        else:
+            end = pl.col("arrival_s") + (duration_s or 0.0)
+        horizon = base.select(end.max()).item()
+    else:
+        horizon = float(horizon_s)
+    if horizon is None or not math.isfinite(horizon):
+        raise ValueError(f"trace: cannot find the trace end (horizon_s = {horizon!r})")
+    code, exact = _unit_code(by, base.schema)
+    n_chunks = max(1, math.ceil(base.height / chunk_rows)) if by else 1
+    if n_chunks > 1:  # units to chunks by hash; rows grouped by chunk with one stable sort
+        dtype = pl.UInt16 if n_chunks <= 1 << 16 else pl.UInt32
+        ck = base.select((code.hash(seed=1) % n_chunks).cast(dtype).alias("_ck"))
+        bounds = np.r_[0, np.cumsum(np.bincount(ck["_ck"].to_numpy(), minlength=n_chunks))]
+        perm = ck.select(pl.arg_sort_by("_ck", maintain_order=True)).to_series()
+        del ck
+    dur = [pl.lit(duration_s, pl.Float64)] if duration_s is not None else [
+        *(["duration_s"] if "duration_s" in cols else []),
+        *(["_fd"] if fx is not None else []), pl.lit(0.0)]
+    mem = [*(["memory_mb"] if "memory_mb" in cols else []),
+           *(["_fm"] if fx is not None else []), pl.lit(None, pl.Float64)]
+    row = [*by, t, code.alias("_h"), pl.coalesce(dur).cast(pl.Float64).alias("_d"),
+           pl.coalesce(mem).cast(pl.Float64).alias("_m"),
+           *((pl.col("count").cast(pl.Int64).alias("_c"),
+              pl.col("window_s").cast(pl.Float64).alias("_w")) if counts else ())]
+    for k in range(n_chunks):
+        ch = (base if n_chunks == 1
+              else base.gather(perm.slice(bounds[k], bounds[k + 1] - bounds[k]))).lazy()
+        if fx is not None:
+            ch = _join_functions(ch, fx, keys)
+        ch = ch.select(row)
+        if counts:
+            ch = ch.filter(pl.col("_c") > 0)
+        rows = ch.collect()
+        if rows.height:
+            yield _prepare(rows, by, t, counts, spread, seed, horizon, exact)
+
+
+def _order(ids: np.ndarray, t: np.ndarray, n_ids: int) -> np.ndarray:
+    """Indices sorting rows by (unit id ``0 ≤ id < n_ids``, time).
+
+    First a stable sort by id alone (a radix sort when ids fit 16 bits): enough when each
+    unit's rows are already in time order, as in canonical tables sorted by time. Otherwise
+    one stable sort (merging presorted runs) of ``id · span + (t - t_min)``, checked, else a
+    lexicographic sort (when rounding merged close times of a unit)."""
+    small = ids.astype(np.uint16) if n_ids <= 1 << 16 else ids
+    order = np.argsort(small, kind="stable")
+    i, ts = ids[order], t[order]
+    if not ((i[1:] == i[:-1]) & (ts[1:] < ts[:-1])).any():
+        return order
+    t0 = float(t.min())
+    span = 2.0 * (float(t.max()) - t0) + 1.0
+    order = np.argsort(ids * span + (t - t0), kind="stable")
+    i, ts = ids[order], t[order]
+    if ((i[1:] == i[:-1]) & (ts[1:] < ts[:-1])).any():
+        order = np.lexsort((t, ids))
+    return order
+
+
+def _prepare(ch: pl.DataFrame, by: list[str], t: str, counts: bool, spread: str, seed: int,
+             horizon: float, exact: bool) -> _Events:
+    """Rows of whole units to events sorted by (unit, time): a window's rows (several
+    functions of one unit) are merged, counts added and durations averaged weighted by count.
+    Units are told apart by their code ``_h`` (:func:`_unit_code`); if it is a hash and two
+    keys of the chunk share it, by the keys themselves (a dense rank, slower)."""
+    hsh = ch["_h"].to_numpy()
+    uniq = np.sort(ch["_h"].unique().to_numpy())
+    if not exact and len(uniq) != ch.select(pl.col(by[0]).n_unique() if len(by) == 1
+                                            else pl.struct(by).n_unique()).item():
+        ids = ch.select(pl.struct(by).rank("dense") - 1).to_series().to_numpy()
+        ids = ids.astype(np.int64)
+        n_ids = int(ids.max()) + 1
+    elif exact and int(uniq[-1]) < 4 * len(hsh) + 1024:  # small codes: a lookup table
+        lut = np.zeros(int(uniq[-1]) + 1, np.int64)
+        lut[uniq] = np.arange(len(uniq))
+        ids, n_ids = lut[hsh], len(uniq)
+    else:
+        ids, n_ids = np.searchsorted(uniq, hsh), len(uniq)
+    tt = np.asarray(ch[t].to_numpy(), dtype=np.float64)
+    if not np.isfinite(tt).all():
+        raise ValueError(f"trace: non-finite {t}")
+    order = _order(ids, tt, n_ids)
+    ids, tt = ids[order], tt[order]
+    d = np.asarray(ch["_d"].to_numpy(), dtype=np.float64)[order]
+    if (d < 0).any() or not np.isfinite(d).all():
+        raise ValueError("trace: negative or non-finite duration_s")
+    new_unit = np.r_[True, ids[1:] != ids[:-1]]
+    row_first = np.flatnonzero(new_unit)
+    keys = ch.select(by).gather(order[row_first]) if by else pl.DataFrame()
+    m = np.asarray(ch["_m"].to_numpy(), dtype=np.float64)[order]
+    mem = np.fmax.reduceat(m, row_first)  # NaN only where the whole unit has none
+    if counts:
+        ev = np.flatnonzero(new_unit | np.r_[True, tt[1:] != tt[:-1]])
+        n = ch["_c"].to_numpy()[order]
+        w = np.asarray(ch["_w"].to_numpy(), dtype=np.float64)[order]
+        if not (np.isfinite(w).all() and (w > 0).all()):
+            raise ValueError("trace: window_s must be finite and > 0")
+        if len(ev) < len(tt):  # several rows (functions) in one window of a unit
+            c = np.add.reduceat(n, ev)
+            w = np.maximum.reduceat(w, ev)
+            d = np.add.reduceat(n * d, ev) / c
+            new_unit, tt = new_unit[ev], tt[ev]
+        else:
+            c = n
+    else:
+        c = np.ones(len(tt), np.int64)
+    first = np.flatnonzero(new_unit)
+    unit = np.cumsum(new_unit) - 1
+    if counts:
+        h = w / c
+        if spread == "even":
+            u = np.full(len(tt), 0.5)
+        else:  # one phase per (unit, window): hash of the unit's key, window start, seed
+            ukey = (keys.select(pl.struct(pl.all().cast(pl.String)).hash(seed=0)).to_series()
+                    .to_numpy() if by else np.zeros(1, np.uint64))
+            salt = _mix64(np.full(1, seed % 2**64, np.uint64))
+            x = _mix64(ukey[unit] ^ salt + tt.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+            u = (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        s = tt + u * h
+    else:
+        h = np.zeros(len(tt))
+        s = tt
+    end = s + (c - 1) * h + d
+    busy = _seg_cummax(end, unit)
+    return _Events(keys, mem, unit, first, s, c.astype(np.int64), h, d, busy, horizon)
+
+
+def _seg_cummax(values: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Running maximum of ``values`` restarting at every change of ``unit`` (sorted)."""
+    out = (pl.DataFrame({"u": pl.Series(unit).set_sorted(), "v": values})
+           .select(pl.col("v").cum_max().over("u")).to_series().to_numpy())
+    return np.asarray(out, dtype=np.float64)
+
+
+# -- kernels ----------------------------------------------------------------------------------
+@dataclass
+class _Gaps:
+    first: np.ndarray  # event is its unit's first
+    it: np.ndarray  # idle time before the event (NaN for a first event)
+    inner: np.ndarray  # idle time between the event's own invocations (h - d)
+    nin: np.ndarray  # number of inner gaps (c - 1)
+    last: np.ndarray  # last event of each unit
+    tail: np.ndarray  # per unit: idle time from its last execution to the horizon
+
+
+def _gaps(ev: _Events) -> _Gaps:
+    n = len(ev.s)
+    first = np.zeros(n, bool)
+    first[ev.starts] = True
+    it = np.empty(n)
+    it[0] = np.nan
+    it[1:] = ev.s[1:] - ev.busy[:-1]
+    it[first] = np.nan
+    last = np.r_[ev.starts[1:], n] - 1
+    return _Gaps(first, it, ev.h - ev.d, ev.c - 1, last, ev.horizon - ev.busy[last])
+
+
+def _alive(x: np.ndarray, p: np.ndarray | float, e: np.ndarray | float) -> np.ndarray:
+    """Seconds of an idle gap of length ``x`` the instance is loaded: ``[p, e] ∩ [0, x]``."""
+    return np.where(x > 0, np.maximum(np.minimum(x, e) - p, 0.0), 0.0)
+
+
+def _cold(x: np.ndarray, p: np.ndarray | float, e: np.ndarray | float) -> np.ndarray:
+    """A gap of ``x`` ends in a cold start: the instance is idle and not loaded."""
+    return (x > 0) & ((x < p) | (x > e))
+
+
+@dataclass
+class _Result:
+    invocations: np.ndarray
+    cold_starts: np.ndarray
+    idle_s: np.ndarray
+    gaps: np.ndarray
+    histogram_gaps: np.ndarray
+
+
+def _apply(ev: _Events, g: _Gaps, p, e, p_tail, e_tail, hist=None) -> _Result:
+    """Per-unit totals for windows ``(p, e)`` per event and ``(p_tail, e_tail)`` per unit."""
+    it = np.where(g.first, 0.0, g.it)
+    cold = (g.first | _cold(it, p, e)).astype(np.int64)
+    cold += np.where(_cold(g.inner, p, e), g.nin, 0)
+    idle = _alive(it, p, e) + g.nin * _alive(g.inner, p, e)
+    red = np.add.reduceat
+    gaps = red((~g.first).astype(np.int64), ev.starts)
+    hg = red((hist & ~g.first).astype(np.int64), ev.starts) if hist is not None else 0 * gaps
+    return _Result(red(ev.c, ev.starts), red(cold, ev.starts),
+                   red(idle, ev.starts) + _alive(g.tail, p_tail, e_tail), gaps, hg)
+
+
+def _fixed(ev: _Events, pol: FixedKeepAlive) -> _Result:
+    k = float(pol.keep_alive_s)
+    return _apply(ev, _gaps(ev), 0.0, k, 0.0, k)
+
+
+def _wavelet(values: np.ndarray, weights: np.ndarray, bits: int
+             ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """A weighted wavelet matrix of ``values`` (Claude & Navarro, SPIRE 2012), for k-th
+    smallest queries over any index range in ``bits`` steps; per level, from the top bit:
+    zeros before position p (``r0c``), their total weight (``r0w``), number of zeros."""
+    levels = []
+    v, w = values, weights
+    for bit in range(bits - 1, -1, -1):
+        one = ((v >> bit) & 1).astype(bool)
+        zero = ~one
+        r0c = np.zeros(len(v) + 1, np.int64)
+        np.cumsum(zero, out=r0c[1:])
+        r0w = np.zeros(len(v) + 1, np.int64)
+        np.cumsum(np.where(zero, w, 0), out=r0w[1:])
+        levels.append((r0c, r0w, int(r0c[-1])))
+        order = np.concatenate([np.flatnonzero(zero), np.flatnonzero(one)])
+        v, w = v[order], w[order]
+    return levels
+
+
+def _kth(levels: list[tuple[np.ndarray, np.ndarray, int]], lo: np.ndarray, hi: np.ndarray,
+         k: np.ndarray) -> np.ndarray:
+    """Per query, the smallest value whose cumulative weight over ``[lo, hi)`` reaches ``k``
+    (``1 ≤ k ≤`` the range's weight)."""
+    bits = len(levels)
+    res = np.zeros(len(lo), np.int64)
+    for i, (r0c, r0w, nz) in enumerate(levels):
+        z = r0w[hi] - r0w[lo]
+        right = k > z
+        l0, h0 = r0c[lo], r0c[hi]
+        lo = np.where(right, nz + lo - l0, l0)
+        hi = np.where(right, nz + hi - h0, h0)
+        k = np.where(right, k - z, k)
+        res |= right.astype(np.int64) << (bits - 1 - i)
+    return res
+
+
+def _rank(pct: float, total: np.ndarray) -> np.ndarray:
+    """``max(1, ceil(pct / 100 · total))`` in exact integer arithmetic."""
+    scaled = round(pct * 1e6)
+    return np.maximum(1, -((-scaled * total) // _PCT_SCALE))
+
+
+def _percentile_bins(b: np.ndarray, wgt: np.ndarray, nb: int, lo: np.ndarray, hi: np.ndarray,
+                     total: np.ndarray, pcts: Sequence[float]) -> list[np.ndarray]:
+    """Per query and percentile, the bin holding the percentile of the in-range ITs
+    (weights ``wgt``, bins ``b``, ``nb`` = out of bounds) at element positions ``[lo, hi)``.
+
+    Bin 0 (the commonest: ITs under a minute, every inner gap of a busy window) is counted
+    by a prefix sum; only the other ITs go into the wavelet matrix, whose top value is the
+    largest bin present (out-of-bounds ITs just above it, never selected: ranks stay within
+    the in-range weight), so it has as few levels as the data allow."""
+    zero = b == 0
+    c_zero = np.zeros(len(b) + 1, np.int64)
+    np.cumsum(np.where(zero, wgt, 0), out=c_zero[1:])
+    rest = ~zero
+    pos = np.zeros(len(b) + 1, np.int64)
+    np.cumsum(rest, out=pos[1:])
+    vals = b[rest]
+    inr = vals < nb
+    top = int(vals[inr].max()) if inr.any() else 0
+    vals = np.where(inr, vals, top + 1)
+    levels = _wavelet(vals, wgt[rest], max(1, (top + 1).bit_length())) if len(vals) else []
+    z = c_zero[hi] - c_zero[lo]
+    out = []
+    for pct in pcts:
+        k = _rank(pct, total)
+        res = np.zeros(len(lo), np.int64)
+        need = np.flatnonzero(k > z)
+        if len(need):
+            res[need] = _kth(levels, pos[lo[need]], pos[hi[need]], (k - z)[need])
+        out.append(res)
+    return out
+
+
+def _hybrid(ev: _Events, pol: HybridHistogram) -> _Result:
+    """The hybrid histogram policy over whole units: per event, the windows from the ITs of
+    the unit's earlier events (prefix sums and a wavelet matrix over the ITs in event
+    order; no loop over events)."""
+    g = _gaps(ev)
+    n = len(ev.s)
+    nb = pol.bins
+    has_b = ~g.first
+    has_w = g.nin > 0
+    per = has_b.astype(np.int64) + has_w
+    off = np.cumsum(per) - per  # first IT element of each event
+    m = int(per.sum())
+    val = np.empty(m)
+    wgt = np.empty(m, np.int64)
+    ib = off[has_b]
+    val[ib] = g.it[has_b]
+    wgt[ib] = 1
+    iw = (off + has_b)[has_w]
+    val[iw] = g.inner[has_w]
+    wgt[iw] = g.nin[has_w]
+    eu = np.repeat(ev.unit, per)
+    b = np.floor(np.maximum(val, 0.0) / pol.bin_s)
+    b = np.where(b >= nb, nb, b).astype(np.int64)  # nb: out of bounds
+    inr = b < nb
+    c_in = np.zeros(m + 1, np.int64)
+    np.cumsum(np.where(inr, wgt, 0), out=c_in[1:])
+    c_oob = np.zeros(m + 1, np.int64)
+    np.cumsum(np.where(inr, 0, wgt), out=c_oob[1:])
+    # sum of squared bin counts: adding w to a bin holding n adds 2nw + w²
+    key = eu * (nb + 1) + b
+    order = np.argsort(key, kind="stable")
+    ks, ws = key[order], wgt[order]
+    cs = np.cumsum(ws)
+    head = np.maximum.accumulate(np.where(np.r_[True, ks[1:] != ks[:-1]], np.arange(m), 0))
+    before = cs - ws - (cs[head] - ws[head])
+    dq = np.empty(m, np.int64)
+    dq[order] = np.where(ks % (nb + 1) < nb, 2 * before * ws + ws * ws, 0)
+    c_q = np.zeros(m + 1, np.int64)
+    np.cumsum(dq, out=c_q[1:])
+    # queries: before each event, then after each unit's last event (its tail gap)
+    ulo = off[ev.starts]
+    lo = np.concatenate([ulo[ev.unit], ulo])
+    hi = np.concatenate([off, off[g.last] + per[g.last]])
+    s_in = c_in[hi] - c_in[lo]
+    s_oob = c_oob[hi] - c_oob[lo]
+    q = c_q[hi] - c_q[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = s_in / nb
+        cv = np.sqrt(np.maximum(q / nb - mean * mean, 0.0)) / mean
+    total = s_in + s_oob
+    ok = ((total >= pol.min_idle_times) & (s_in > 0) & (s_oob <= pol.oob_threshold * total)
+          & (cv >= pol.cv_threshold))
+    p = np.zeros(len(lo))
+    e = np.full(len(lo), float(pol.fallback_s))
+    idx = np.flatnonzero(ok)
+    if len(idx):
+        b_head, b_tail = _percentile_bins(b, wgt, nb, lo[idx], hi[idx], s_in[idx],
+                                          (pol.prewarm_pct, pol.keepalive_pct))
+        p[idx] = b_head * pol.bin_s * (1.0 - pol.margin)
+        e[idx] = (b_tail + 1) * pol.bin_s * (1.0 + pol.margin)
+    return _apply(ev, g, p[:n], e[:n], p[n:], e[n:], ok[:n])
+
+
+def _run(ev: _Events, pol: Policy) -> _Result:
+    if isinstance(pol, FixedKeepAlive):
+        return _fixed(ev, pol)
+    if not isinstance(pol, HybridHistogram):
+        raise ValueError(f"policy must be FixedKeepAlive or HybridHistogram, got {pol!r}")
+    # slices of whole units, to bound the memory of the per-IT arrays
+    parts, u0, n_units = [], 0, len(ev.starts)
+    while u0 < n_units:
+        u1 = int(np.searchsorted(ev.starts, ev.starts[u0] + _SLICE_EVENTS, side="left"))
+        u1 = min(max(u1, u0 + 1), n_units)
+        parts.append(_hybrid(ev.view(u0, u1), pol))
+        u0 = u1
+    return _Result(*(np.concatenate([getattr(r, f) for r in parts])
+                     for f in ("invocations", "cold_starts", "idle_s", "gaps", "histogram_gaps")))
+
+
+# -- public API -------------------------------------------------------------------------------
+def _simulate_many(trace: Frame, policies: Sequence[Policy], by: str | Sequence[str] | None,
+                   memory_mb: float | None, functions: Frame | None, seed: int,
+                   duration_s: float | None, horizon_s: float | None, spread: str,
+                   chunk_rows: int) -> list[pl.DataFrame]:
+    cols = _by_list(by)
+    if memory_mb is not None and not (math.isfinite(memory_mb) and memory_mb > 0):
+        raise ValueError(f"memory_mb must be finite and > 0, got {memory_mb!r}")
+    for pol in policies:
+        if not isinstance(pol, FixedKeepAlive | HybridHistogram):
+            raise ValueError(f"policy must be FixedKeepAlive or HybridHistogram, got {pol!r}")
+    keys, mems = [], []
+    results: list[list[_Result]] = [[] for _ in policies]
+    for ev in _events(trace, cols, functions=functions, duration_s=duration_s,
+                      horizon_s=horizon_s, spread=spread, seed=seed, chunk_rows=chunk_rows):
+        keys.append(ev.keys)
+        mems.append(ev.memory_mb)
+        for i, pol in enumerate(policies):
+            results[i].append(_run(ev, pol))
+    if not keys:
+        raise ValueError("trace: no invocations (every count is 0)")
+    key = pl.concat(keys) if cols else pl.DataFrame({"_": np.zeros(sum(len(m) for m in mems))})
+    mem = np.concatenate(mems)
+    if memory_mb is not None:
+        mem = np.full(len(mem), float(memory_mb))
+    mem = np.where(np.isfinite(mem) & (mem > 0), mem, DEFAULT_MEMORY_MB)
+    order = (key.with_row_index("_i").sort(cols)["_i"].to_numpy() if cols
+             else np.arange(len(mem)))
+    out = []
+    for res in results:
+        r = _Result(*(np.concatenate([getattr(x, f) for x in res])
+                      for f in ("invocations", "cold_starts", "idle_s", "gaps",
+                                "histogram_gaps")))
+        frame = pl.DataFrame({
+            "invocations": r.invocations,
+            "cold_starts": r.cold_starts,
+            "cold_fraction": r.cold_starts / r.invocations,
+            "wasted_gb_s": r.idle_s * mem / _MB_PER_GB,
+            "idle_s": r.idle_s,
+            "memory_mb": mem,
+            "histogram_fraction": np.where(r.gaps > 0, r.histogram_gaps / np.maximum(r.gaps, 1),
+                                           0.0),
+        }, schema={"invocations": pl.Int64, "cold_starts": pl.Int64,
+                   "cold_fraction": pl.Float64, "wasted_gb_s": pl.Float64,
+                   "idle_s": pl.Float64, "memory_mb": pl.Float64,
+                   "histogram_fraction": pl.Float64})
+        frame = pl.concat([key.select(cols), frame], how="horizontal") if cols else frame
+        out.append(frame[order])
+    return out
+
+
+def simulate(trace: Frame, policy: Policy, by: str | Sequence[str] | None = "app",
+             memory_mb: float | None = None, functions: Frame | None = None, seed: int = 0,
+             *, duration_s: float | None = None, horizon_s: float | None = None,
+             spread: str = "phase", chunk_rows: int = _CHUNK_ROWS) -> pl.DataFrame:
+    """Simulate a keep-alive policy per unit: cold starts and idle memory-time.
+
+    ``trace`` is an ``invocations`` table (``arrival_s``, optionally ``duration_s`` and
+    ``memory_mb``) or an ``invocation_counts`` table (``window_start_s``, ``window_s``,
+    ``count``), eager or lazy (a LazyFrame is collected once, needed columns only). The
+    instance model, the policies and the rule that spreads counts within their window are in
+    the module docstring; :class:`HybridHistogram` cites Shahrad et al., ATC 2020.
+
+    Per unit of ``by`` (``None``: the whole trace is one unit)::
+
+        cold_fraction = cold_starts / invocations
+        idle_s        = Σ seconds the instance is loaded but not executing (up to horizon_s)
+        wasted_gb_s   = memory_mb / 1024 · idle_s
+
+    Args:
+        policy: :class:`FixedKeepAlive` (:data:`NoKeepAlive` = 0 s) or :class:`HybridHistogram`.
+        by: the unit that owns one instance: ``"app"`` (the paper's choice), ``"function"``...
+        memory_mb: memory of every instance; default: from the trace / ``functions``, else
+            :data:`DEFAULT_MEMORY_MB`.
+        functions: the ``functions`` table, for durations and memory (matched on the
+            ``trace``/``tenant``/``app``/``function`` columns both have).
+        seed: seeds the phases that spread per-window counts (same seed, same output).
+        duration_s: execution time of every invocation, overriding the trace's.
+        horizon_s: end of the simulated time; default the trace end (last window's end, or
+            last arrival plus its duration).
+        spread: ``"phase"`` (systematic with a seeded random phase) or ``"even"`` (phase 1/2).
+        chunk_rows: trace rows per chunk of units (bounds memory; no effect on results).
+
+    Returns:
+        One row per unit, sorted by ``by``: the ``by`` columns, ``invocations``,
+        ``cold_starts``, ``cold_fraction``, ``wasted_gb_s``, ``idle_s``, ``memory_mb``,
+        ``histogram_fraction`` (share of the unit's idle gaps whose windows came from its
+        histogram rather than the fallback; 0 for a fixed policy).
+
+    Raises:
+        ValueError: a missing column, an empty trace, an invalid parameter, negative
+            durations, several traces in one frame without ``"trace"`` in ``by``.
+    """
+    return _simulate_many(trace, [policy], by, memory_mb, functions, seed, duration_s,
+                          horizon_s, spread, chunk_rows)[0]
+
+
+@dataclass(frozen=True)
+class Overall:
+    """Totals over units and the distribution of the per-unit cold-start fraction.
+
+    ``p75_app_cold_fraction`` is the 3rd-quartile app cold-start percentage that Shahrad et
+    al. (ATC 2020) use to compare policies ("app" stands for the unit).
+    """
+
+    units: int
+    invocations: int
+    cold_starts: int
+    cold_fraction: float
+    wasted_gb_s: float
+    mean_app_cold_fraction: float
+    p25_app_cold_fraction: float
+    p50_app_cold_fraction: float
+    p75_app_cold_fraction: float
+    p90_app_cold_fraction: float
+    p99_app_cold_fraction: float
+
+
+def overall(per_app: pl.DataFrame) -> Overall:
+    """Summarize :func:`simulate`'s per-unit frame.
+
+    ``cold_fraction = Σ cold_starts / Σ invocations`` (invocation-weighted), ``wasted_gb_s =
+    Σ wasted_gb_s``; the per-unit ``cold_fraction`` percentiles (linear interpolation) and
+    mean weight every unit alike, as in Shahrad et al. (ATC 2020).
+    """
+    if not isinstance(per_app, pl.DataFrame):
+        raise ValueError("per_app must be a polars DataFrame (the output of simulate)")
+    _require(per_app.schema, ["invocations", "cold_starts", "cold_fraction", "wasted_gb_s"],
+             "per_app")
+    if per_app.height == 0:
+        raise ValueError("per_app: no rows")
+    f = pl.col("cold_fraction")
+    row = per_app.select(
+        pl.len().alias("units"), pl.col("invocations").sum(), pl.col("cold_starts").sum(),
+        pl.col("wasted_gb_s").sum(), f.mean().alias("mean"),
+        *[f.quantile(q / 100, "linear").alias(f"p{q}") for q in (25, 50, 75, 90, 99)],
+    ).row(0, named=True)
+    inv = int(row["invocations"])
+    return Overall(
+        units=int(row["units"]), invocations=inv, cold_starts=int(row["cold_starts"]),
+        cold_fraction=row["cold_starts"] / inv if inv else float("nan"),
+        wasted_gb_s=float(row["wasted_gb_s"]), mean_app_cold_fraction=float(row["mean"]),
+        **{f"p{q}_app_cold_fraction": float(row[f"p{q}"]) for q in (25, 50, 75, 90, 99)})
+
+
+def tradeoff(trace: Frame, keep_alive_s: Sequence[float] = DEFAULT_KEEP_ALIVES,
+             by: str | Sequence[str] | None = "app", include_hybrid: bool = True,
+             hybrid: HybridHistogram | None = None, memory_mb: float | None = None,
+             functions: Frame | None = None, seed: int = 0, *, reference_s: float = 600.0,
+             duration_s: float | None = None, horizon_s: float | None = None,
+             spread: str = "phase", chunk_rows: int = _CHUNK_ROWS) -> pl.DataFrame:
+    """The cold-start / wasted-memory trade-off across fixed keep-alive lengths (and hybrid).
+
+    Each policy is simulated as in :func:`simulate` (the trace is prepared once). As in
+    Shahrad et al. (ATC 2020), wasted memory is normalized to the fixed 10-minute
+    policy: ``wasted_normalized = wasted_gb_s / wasted_gb_s(FixedKeepAlive(reference_s))``.
+
+    Returns:
+        One row per policy (fixed ones by increasing ``keep_alive_s``, then the hybrid):
+        ``policy`` ("fixed" or "hybrid"), ``label``, ``keep_alive_s`` (null for the hybrid),
+        ``invocations``, ``cold_starts``, ``cold_fraction`` (overall), ``p75_app_cold_fraction``,
+        ``wasted_gb_s``, ``wasted_normalized``. Longer fixed keep-alives never give more cold
+        starts nor less wasted memory.
+    """
+    lengths = sorted({float(k) for k in keep_alive_s})
+    if not lengths and not include_hybrid:
+        raise ValueError("tradeoff: no keep_alive_s and include_hybrid=False: nothing to run")
+    pols: list[Policy] = [FixedKeepAlive(k) for k in lengths]
+    if include_hybrid:
+        pols.append(hybrid if hybrid is not None else HybridHistogram())
+    extra = float(reference_s) not in lengths
+    if extra:
+        pols.append(FixedKeepAlive(float(reference_s)))
+    frames = _simulate_many(trace, pols, by, memory_mb, functions, seed, duration_s, horizon_s,
+                            spread, chunk_rows)
+    stats = [overall(f) for f in frames]
+    ref = stats[-1] if extra else stats[lengths.index(float(reference_s))]
+    shown = pols[:-1] if extra else pols
+    return pl.DataFrame({
+        "policy": ["fixed" if isinstance(p, FixedKeepAlive) else "hybrid" for p in shown],
+        "label": [p.label for p in shown],
+        "keep_alive_s": [p.keep_alive_s if isinstance(p, FixedKeepAlive) else None
+                         for p in shown],
+        "invocations": [s.invocations for s in stats[:len(shown)]],
+        "cold_starts": [s.cold_starts for s in stats[:len(shown)]],
+        "cold_fraction": [s.cold_fraction for s in stats[:len(shown)]],
+        "p75_app_cold_fraction": [s.p75_app_cold_fraction for s in stats[:len(shown)]],
+        "wasted_gb_s": [s.wasted_gb_s for s in stats[:len(shown)]],
+        "wasted_normalized": [s.wasted_gb_s / ref.wasted_gb_s if ref.wasted_gb_s > 0
+                              else float("nan") for s in stats[:len(shown)]],
+    }, schema={"policy": pl.String, "label": pl.String, "keep_alive_s": pl.Float64,
+               "invocations": pl.Int64, "cold_starts": pl.Int64, "cold_fraction": pl.Float64,
+               "p75_app_cold_fraction": pl.Float64, "wasted_gb_s": pl.Float64,
+               "wasted_normalized": pl.Float64})
+
+
+# -- serverless LLM: model loading -------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageTier:
+    """Where a model's weights are loaded from on a cold start.
+
+    ``load_s = latency_s + model_size_gb / bandwidth_gb_s`` (a transfer at the tier's
+    sustained bandwidth plus a fixed start-up latency).
+    """
+
+    name: str
+    bandwidth_gb_s: float
+    latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.bandwidth_gb_s) and self.bandwidth_gb_s > 0):
+            raise ValueError(f"StorageTier {self.name!r}: bandwidth_gb_s must be > 0, "
+                             f"got {self.bandwidth_gb_s!r}")
+        if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
+            raise ValueError(f"StorageTier {self.name!r}: latency_s must be >= 0, "
+                             f"got {self.latency_s!r}")
+
+    def load_s(self, model_size_gb: float) -> float:
+        """Seconds to load ``model_size_gb`` GB from this tier."""
+        return self.latency_s + model_size_gb / self.bandwidth_gb_s
+
+
+#: Default tiers: nominal link rates, upper bounds on what a loader achieves; pass a
+#: :class:`StorageTier` with measured figures for real hardware. The hierarchy (GPU
+#: memory, host DRAM, local SSD, remote storage) is ServerlessLLM's (Fu et al., OSDI 2024);
+#: loading from another GPU's memory over the network is λScale's (Yu et al., 2025).
+TIERS: dict[str, StorageTier] = {
+    # another GPU's memory over a 400 Gb/s RDMA NIC (λScale multicasts weights GPU to GPU)
+    "gpu": StorageTier("gpu", 50.0),
+    # host DRAM to GPU over PCIe 4.0 x16 (32 GB/s), ServerlessLLM's fastest local tier
+    "host": StorageTier("host", 32.0),
+    # one PCIe 4.0 NVMe SSD, sequential read (~7 GB/s)
+    "ssd": StorageTier("ssd", 7.0),
+    # remote storage over the network: 5 GB/s (40 Gb/s), the download rate of
+    # ServerlessLLM's motivating example (a 130 GB checkpoint in about 26 s)
+    "remote": StorageTier("remote", 5.0),
+}
+
+
+def _seg_searchsorted(unit: np.ndarray, t: np.ndarray, q_unit: np.ndarray, q_t: np.ndarray,
+                      side: str) -> np.ndarray:
+    """Insertion points of ``(q_unit, q_t)`` in rows sorted by ``(unit, t)``, exactly (one
+    merged lexicographic sort), as :func:`numpy.searchsorted` with ``side``."""
+    n = len(t)
+    kind = np.r_[np.ones(n, np.int8), np.zeros(len(q_t), np.int8)]
+    if side == "right":
+        kind = 1 - kind  # queries after equal rows
+    order = np.lexsort((kind, np.r_[t, q_t], np.r_[unit, q_unit]))
+    is_row = order < n
+    rows_before = np.cumsum(is_row) - is_row
+    out = np.empty(len(q_t), np.int64)
+    out[order[~is_row] - n] = rows_before[~is_row]
+    return out
+
+
+def _range_max(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``max(x[lo:hi])`` per query (``hi > lo``), from a sparse table (doubling windows)."""
+    length = hi - lo
+    k = np.floor(np.log2(length)).astype(np.int64)
+    out = np.empty(len(lo))
+    table = x
+    for level in range(int(k.max()) + 1 if len(k) else 0):
+        if level:
+            half = 1 << (level - 1)
+            table = np.maximum(table[:-half], table[half:])
+        sel = np.flatnonzero(k == level)
+        out[sel] = np.maximum(table[lo[sel]], table[hi[sel] - (1 << level)])
+    return out
+
+
+def _loading_colds(unit: np.ndarray, t: np.ndarray, sv: np.ndarray, first: np.ndarray,
+                   load: float, keep: float) -> np.ndarray:
+    """Which requests start a load (see :func:`model_loading`), without a loop over requests.
+
+    Without loading delays a request ``j`` would be cold iff ``t_j > G_{j-1} + keep`` (``G``:
+    running max of ``t + service`` in the unit); delays only lengthen busy periods, so the
+    cold requests are among these *candidates*. A load started by ``c`` makes every
+    request arriving before ``t_c + L`` end by ``D_c = t_c + L + max(service)`` over them,
+    and leaves the rest of the episode as without delay; so after a cold ``c`` the next cold
+    is the first candidate with ``t > D_c + keep``. The colds are then the chain of these
+    successors from each unit's first request, found by pointer doubling (log rounds)."""
+    n = len(t)
+    g = _seg_cummax(t + sv, unit)
+    cand = first.copy()
+    cand[1:] |= t[1:] > g[:-1] + keep
+    ci = np.flatnonzero(cand)
+    m = len(ci)
+    cu, ct = unit[ci], t[ci]
+    r = np.maximum(_seg_searchsorted(unit, t, cu, ct + load, "left"), ci + 1)
+    done = _range_max(sv, ci, r) + ct + load + keep
+    pos = _seg_searchsorted(cu, ct, cu, done, "right")
+    ok = pos < m
+    nxt = np.full(m + 1, m, np.int64)
+    nxt[:m][ok] = np.where(cu[pos[ok]] == cu[ok], pos[ok], m)
+    on = np.zeros(m + 1, bool)
+    on[:m] = first[ci]
+    jump = nxt
+    while (jump[:m] < m).any():  # after round k, on = chains' first 2^k members
+        on[jump[np.flatnonzero(on[:m])]] = True
+        on[m] = False
+        jump = jump[jump]
+    cold = np.zeros(n, bool)
+    cold[ci[on[:m]]] = True
+    return cold
+
+
+def model_loading(requests: Frame, model_size_gb: float, tier: str | StorageTier,
+                  keep_alive_s: float, by: str | Sequence[str] | None = "model", *,
+                  service_s: float | None = None,
+                  horizon_s: float | None = None) -> pl.DataFrame:
+    """Cold starts of serverless LLM serving: one model replica per unit, loaded on demand.
+
+    The replica of a unit (``by``: model or tenant) is the instance of the module's model,
+    with cold starts that take ``L = tier.load_s(model_size_gb)`` (ServerlessLLM, Fu et al.
+    OSDI 2024; λScale, Yu et al. 2025). A request arriving when no replica exists starts a
+    load (a **cold start**, at ``t_c``); the replica is ready at ``R = t_c + L``; every request
+    ``i`` of the episode starts at ``max(t_i, R)``, so it waits ``max(0, R - t_i)`` (the
+    **added latency**: the cold request waits ``L``, requests arriving during the load wait
+    the rest of it) and keeps the replica busy for ``service_s`` (default: the request's
+    ``latency_s``, else 0; concurrent requests share the replica). The replica is unloaded
+    ``keep_alive_s`` after its last busy moment; the next request after that is cold.
+    The cold requests are found without a loop over requests (:func:`_loading_colds`).
+
+    Returns:
+        One row per unit, sorted by ``by``: the ``by`` columns, ``requests``,
+        ``cold_starts``, ``cold_rate`` (= cold_starts / requests), ``delayed_requests``
+        (requests that waited for a load, the cold ones included),
+        ``added_latency_mean_s`` and ``added_latency_p99_s`` (over all the unit's requests,
+        0 for those not delayed; linear interpolation), ``load_s``, ``replica_s`` (seconds a
+        replica is resident, loading included, up to ``horizon_s``, default the end of the
+        last request to finish), ``tier``.
+    """
+    if isinstance(tier, str):
+        if tier not in TIERS:
+            raise ValueError(f"tier: unknown storage tier {tier!r}; one of {sorted(TIERS)}")
+        tier = TIERS[tier]
+    if not isinstance(tier, StorageTier):
+        raise ValueError(f"tier must be a name or a StorageTier, got {tier!r}")
+    if not (math.isfinite(model_size_gb) and model_size_gb >= 0):
+        raise ValueError(f"model_size_gb must be finite and >= 0, got {model_size_gb!r}")
+    if not (math.isfinite(keep_alive_s) and keep_alive_s >= 0):
+        raise ValueError(f"keep_alive_s must be finite and >= 0, got {keep_alive_s!r}")
+    if service_s is not None and not (math.isfinite(service_s) and service_s >= 0):
+        raise ValueError(f"service_s must be finite and >= 0, got {service_s!r}")
+    cols = _by_list(by)
+    lf = _lazy(requests, "requests")
+    schema = lf.collect_schema()
+    _require(schema, ["arrival_s", *cols], "requests")
+    if "trace" in schema and "trace" not in cols:
+        n_traces = lf.select(pl.col("trace").n_unique()).collect().item()
+        if n_traces > 1:
+            raise ValueError(f"requests: {n_traces} traces in one frame; add 'trace' to by")
+    if service_s is not None:
+        svc = pl.lit(float(service_s))
+    elif "latency_s" in schema:
+        svc = pl.col("latency_s").cast(pl.Float64).fill_null(0.0)
+    else:
+        svc = pl.lit(0.0)
+    df = (lf.select(*cols, pl.col("arrival_s").cast(pl.Float64), svc.alias("_svc"))
+          .sort([*cols, "arrival_s"])
+          .with_columns((pl.struct(cols).rle_id() if cols else pl.lit(0, pl.UInt32))
+                        .alias("_u"))
+          .collect())
+    if df.height == 0:
+        raise ValueError("requests: no rows")
+    t = df["arrival_s"].to_numpy()
+    sv = df["_svc"].to_numpy()
+    unit = df["_u"].to_numpy().astype(np.int64)
+    if not np.isfinite(t).all():
+        raise ValueError("requests: non-finite arrival_s")
+    if (sv < 0).any() or not np.isfinite(sv).all():
+        raise ValueError("requests: negative or non-finite latency_s (service time)")
+    n = len(t)
+    starts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]])
+    first = np.zeros(n, bool)
+    first[starts] = True
+    load = tier.load_s(model_size_gb)
+    cold = _loading_colds(unit, t, sv, first, load, float(keep_alive_s))
+    ep = np.maximum.accumulate(np.where(cold, np.arange(n), 0))  # the episode's cold request
+    start = np.maximum(t, t[ep] + load)
+    busy = _seg_cummax(start + sv, unit)
+    wait = start - t
+    horizon = float(horizon_s) if horizon_s is not None else float(busy.max())
+    ci = np.flatnonzero(cold)
+    ep_last = np.r_[ci[1:], n] - 1
+    resident = np.maximum(np.minimum(busy[ep_last] + keep_alive_s, horizon) - t[ci], 0.0)
+    n_units = len(starts)
+    per = pl.DataFrame({"_u": unit, "_wait": wait}).group_by("_u").agg(
+        pl.col("_wait").mean().alias("added_latency_mean_s"),
+        pl.col("_wait").quantile(0.99, "linear").alias("added_latency_p99_s"),
+    ).sort("_u")
+    red = np.add.reduceat
+    out = pl.DataFrame({
+        "requests": np.diff(np.r_[starts, n]).astype(np.int64),
+        "cold_starts": red(cold.astype(np.int64), starts),
+        "delayed_requests": red((wait > 0).astype(np.int64), starts),
+        "added_latency_mean_s": per["added_latency_mean_s"].to_numpy(),
+        "added_latency_p99_s": per["added_latency_p99_s"].to_numpy(),
+        "load_s": np.full(n_units, load),
+        "replica_s": np.bincount(unit[ci], weights=resident, minlength=n_units),
+    }).with_columns((pl.col("cold_starts") / pl.col("requests")).alias("cold_rate"),
+                    pl.lit(tier.name).alias("tier"))
+    out = out.select("requests", "cold_starts", "cold_rate", "delayed_requests",
+                     "added_latency_mean_s", "added_latency_p99_s", "load_s", "replica_s",
+                     "tier")
+    if cols:
+        out = pl.concat([df.select(cols).gather(starts), out], how="horizontal")
+    return out
