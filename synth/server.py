@@ -1,0 +1,430 @@
+"""A small OpenAI-compatible streaming server whose token timing follows a cost model.
+
+It stands in for a real inference server (vLLM, SGLang) wherever servetrace needs one over
+real HTTP: the tests of :mod:`synth.replay` and :mod:`synth.profile`, the demo and the
+notebooks. It generates no text worth reading; what it models is *when* tokens come out.
+
+Endpoints: ``POST /v1/completions`` and ``POST /v1/chat/completions`` (``stream`` true or
+false; ``stream_options.include_usage`` adds a final usage chunk, as in the OpenAI API and
+vLLM), ``GET /v1/models``, ``GET /metrics`` (Prometheus text; with ``kv_cache_tokens`` set
+it includes vLLM's ``vllm:cache_config_info`` gauge, ``num_gpu_blocks`` × ``block_size`` =
+the KV-cache capacity in tokens) and ``GET /health``.
+
+Cost model (all times from :class:`ServerConfig`), the shape of a continuous-batching
+engine such as vLLM (Kwon et al., *Efficient Memory Management for Large Language Model
+Serving with PagedAttention*, SOSP 2023):
+
+- a request first waits for one of ``max_concurrent_sequences`` sequence slots (vLLM's
+  ``max_num_seqs``); beyond that concurrency requests queue (FIFO), which is the knee a
+  profile sweep finds: aggregate decode throughput grows linearly with concurrency up to
+  the slot count and stays flat after it;
+- prefill is serialized (one prefill at a time, FIFO) and takes
+  ``prefill_base_s + input_tokens / prefill_tokens_per_s``; the first token is sent when
+  it ends, so an idle server's TTFT is that sum;
+- each sequence then emits one token every ``1 / decode_tokens_per_s`` seconds (token ``k``
+  at ``t_first + k / decode_tokens_per_s``, on absolute times so the rate does not drift),
+  ``max_tokens`` in all, or fewer when ``ignore_eos`` is false and ``eos_after_tokens`` is
+  set (the sequence "meets EOS" after that many tokens);
+- ``input_tokens`` is approximated by the number of whitespace-separated words of the
+  prompt (all message contents for chat), exact for :mod:`synth.prompts` prompts.
+
+Faults: ``fail_every`` (every Nth request, counted from 1 over both generation endpoints,
+answers HTTP 500), ``fail_fraction`` (that fraction at random, seeded), ``stall_every`` /
+``stall_fraction`` (the request hangs ``stall_s`` seconds before anything is sent, then
+proceeds). With ``api_key`` set, requests without ``Authorization: Bearer <key>`` get 401.
+An unknown ``model`` gets 404, as vLLM answers.
+
+Run it in-process (a background thread with its own event loop)::
+
+    with serve(ServerConfig(decode_tokens_per_s=100)) as url:   # "http://127.0.0.1:PORT"
+        ...
+
+or as a process: ``python -m synth.server --port 8000 [--decode-tokens-per-s 50 ...]``
+(``--port 0`` picks a free port; the first line printed is the base URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from synth.prompts import VOCABULARY
+
+__all__ = ["Server", "ServerConfig", "serve"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Cost model and fault knobs of the test server (see the module docstring).
+
+    Rates are in tokens per second; ``decode_tokens_per_s`` is per sequence, so the
+    server's aggregate decode capacity is ``decode_tokens_per_s * max_concurrent_sequences``.
+    """
+
+    model: str = "servetrace-test"
+    prefill_base_s: float = 0.005
+    prefill_tokens_per_s: float = 50_000.0
+    decode_tokens_per_s: float = 100.0
+    max_concurrent_sequences: int = 64
+    kv_cache_tokens: int | None = None
+    block_size: int = 16
+    eos_after_tokens: int | None = None
+    default_max_tokens: int = 16
+    fail_every: int = 0
+    fail_fraction: float = 0.0
+    stall_every: int = 0
+    stall_fraction: float = 0.0
+    stall_s: float = 0.0
+    api_key: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_concurrent_sequences < 1:
+            raise ValueError("max_concurrent_sequences must be >= 1, "
+                             f"got {self.max_concurrent_sequences}")
+        for name in ("prefill_base_s", "stall_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("fail_fraction", "stall_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("fail_every", "stall_every", "block_size", "default_max_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def ttft_s(self, input_tokens: int | np.ndarray) -> float | np.ndarray:
+        """TTFT of a request on an idle server: ``prefill_base_s + input / prefill rate``."""
+        return self.prefill_base_s + np.asarray(input_tokens) / self.prefill_tokens_per_s
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the server saw of one generation request (for tests)."""
+
+    number: int
+    path: str
+    authorization: str | None
+    body: dict[str, Any]
+
+
+class _App:
+    """The request handlers and the shared state of the cost model (one event loop)."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.counter = itertools.count(1)
+        self.rng = np.random.default_rng(config.seed)
+        self.received: list[Received] = []
+        self.running = 0
+        self.waiting = 0
+        self.slots: asyncio.Semaphore | None = None
+        self.prefill: asyncio.Lock | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/health", self.health)
+        app.on_startup.append(self._startup)
+        return app
+
+    async def _startup(self, _app: web.Application) -> None:
+        self.slots = asyncio.Semaphore(self.config.max_concurrent_sequences)
+        self.prefill = asyncio.Lock()
+
+    # -- small endpoints -----------------------------------------------------------------
+    async def models(self, _request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": self.config.model, "object": "model", "created": 0,
+             "owned_by": "servetrace"}]})
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        lines = [f"vllm:num_requests_running {self.running}",
+                 f"vllm:num_requests_waiting {self.waiting}"]
+        c = self.config
+        if c.kv_cache_tokens is not None and c.block_size:
+            blocks = c.kv_cache_tokens // c.block_size
+            lines.append(f'vllm:cache_config_info{{block_size="{c.block_size}",'
+                         f'num_gpu_blocks="{blocks}"}} 1.0')
+        return web.Response(text="\n".join(lines) + "\n")
+
+    # -- generation ----------------------------------------------------------------------
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    def _error(self, status: int, message: str) -> web.Response:
+        return web.json_response({"object": "error", "message": message, "code": status},
+                                 status=status)
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        c = self.config
+        number = next(self.counter)
+        auth = request.headers.get("Authorization")
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "request body is not JSON")
+        self.received.append(Received(number, request.path, auth, body))
+        if c.api_key is not None and auth != f"Bearer {c.api_key}":
+            return self._error(401, "invalid or missing API key")
+        if body.get("model", c.model) != c.model:
+            return self._error(404, f"The model `{body.get('model')}` does not exist.")
+        fail = (c.fail_every and number % c.fail_every == 0) or (
+            c.fail_fraction and self.rng.random() < c.fail_fraction)
+        if fail:
+            return self._error(500, "injected failure")
+        stall = (c.stall_every and number % c.stall_every == 0) or (
+            c.stall_fraction and self.rng.random() < c.stall_fraction)
+        if stall:
+            await asyncio.sleep(c.stall_s)
+        if chat:
+            text = " ".join(str(m.get("content") or "") for m in body.get("messages", []))
+        else:
+            prompt = body.get("prompt", "")
+            text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+        input_tokens = len(text.split())
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        max_tokens = c.default_max_tokens if max_tokens is None else int(max_tokens)
+        n_out = max_tokens
+        if not body.get("ignore_eos", False) and c.eos_after_tokens is not None:
+            n_out = min(n_out, c.eos_after_tokens)
+        finish = "length" if n_out == max_tokens else "stop"
+        stream = bool(body.get("stream", False))
+        usage_chunk = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{number}"
+        created = int(time.time())
+        loop = asyncio.get_running_loop()
+        assert self.slots is not None and self.prefill is not None
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            if _gone(request):  # the client left while queued: abort, as vLLM does
+                return web.Response(status=499)
+            async with self.prefill:
+                await _sleep_until(loop, loop.time() + float(c.ttft_s(input_tokens)))
+            t_first = loop.time()
+            usage = {"prompt_tokens": input_tokens, "completion_tokens": n_out,
+                     "total_tokens": input_tokens + n_out}
+            words = [VOCABULARY[(number + k) % len(VOCABULARY)] for k in range(n_out)]
+            if not stream:
+                await _sleep_until(loop, t_first + (n_out - 1) / c.decode_tokens_per_s)
+                text_out = " " + " ".join(words) if words else ""
+                choice = ({"index": 0, "message": {"role": "assistant", "content": text_out},
+                           "finish_reason": finish} if chat else
+                          {"index": 0, "text": text_out, "logprobs": None,
+                           "finish_reason": finish})
+                return web.json_response({
+                    "id": ident, "object": "chat.completion" if chat else "text_completion",
+                    "created": created, "model": c.model, "choices": [choice],
+                    "usage": usage})
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                   "Cache-Control": "no-cache"})
+            head = {"id": ident, "object": "chat.completion.chunk" if chat
+                    else "text_completion", "created": created, "model": c.model}
+            try:
+                await response.prepare(request)
+                for k, word in enumerate(words):
+                    await _sleep_until(loop, t_first + k / c.decode_tokens_per_s)
+                    end = finish if k == n_out - 1 else None
+                    if chat:
+                        delta = ({"role": "assistant", "content": " " + word} if k == 0
+                                 else {"content": " " + word})
+                        choice = {"index": 0, "delta": delta, "finish_reason": end}
+                    else:
+                        choice = {"index": 0, "text": " " + word, "logprobs": None,
+                                  "finish_reason": end}
+                    await response.write(_sse({**head, "choices": [choice]}))
+                if usage_chunk:
+                    await response.write(_sse({**head, "choices": [], "usage": usage}))
+                await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
+            except ConnectionResetError:  # the client went away: abort the sequence
+                pass
+            return response
+        finally:
+            self.running -= 1
+            self.slots.release()
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    delay = deadline - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class Server:
+    """The test server on ``127.0.0.1`` in a background thread with its own event loop.
+
+    ``start()`` returns the base URL (``http://127.0.0.1:PORT``, a free port unless ``port``
+    is given); ``stop()`` shuts it down. Also a context manager. ``received`` lists the
+    generation requests it saw (number, path, Authorization header, JSON body).
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, port: int = 0,
+                 host: str = "127.0.0.1"):
+        self.config = config or ServerConfig()
+        self.host = host
+        self.port = port
+        self._state = _App(self.config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def received(self) -> list[Received]:
+        return list(self._state.received)
+
+    def start(self) -> str:
+        if self._thread is not None:
+            return self.url
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self._runner = loop.run_until_complete(_start(self._state.app(), sock))
+            except BaseException as exc:
+                failed.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"synth.server:{self.port}",
+                                        daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failed:
+            self._thread = None
+            raise failed[0]
+        return self.url
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        if self._runner is not None:
+            done = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            with contextlib.suppress(Exception):
+                done.result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def _start(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=1024).start()
+    return runner
+
+
+@contextlib.contextmanager
+def serve(config: ServerConfig | None = None, *, port: int = 0) -> Iterator[str]:
+    """Run the test server in a background thread for the ``with`` block; yields its base
+    URL (``http://127.0.0.1:PORT``)."""
+    server = Server(config, port=port)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m synth.server``: serve until interrupted; prints the base URL first."""
+    parser = argparse.ArgumentParser(prog="python -m synth.server", description=__doc__
+                                     .split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    for f in fields(ServerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        kind = str if f.name in ("model", "api_key") else int if f.name in (
+            "max_concurrent_sequences", "kv_cache_tokens", "block_size", "eos_after_tokens",
+            "default_max_tokens", "fail_every", "stall_every", "seed") else float
+        parser.add_argument(flag, type=kind, default=default, help=f"default {default}")
+    args = parser.parse_args(argv)
+    config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)})
+    state = _App(config)
+    sock = _bind(args.host, args.port)
+
+    async def run() -> None:
+        runner = await _start(state.app(), sock)
+        print(f"http://{args.host}:{sock.getsockname()[1]}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
