@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import altair as alt
 import polars as pl
 
-from analysis import burstiness, coldstart, fairness, plots, tokens
+from analysis import burstiness, coldstart, fairness, keepalive, plots, tokens
 
 MAX_GROUPS_CHARTED = 10  # beyond this many groups, charts show the whole trace
 MAX_TABLE_ROWS = 25
@@ -206,6 +206,17 @@ def cold_starts(cold: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | Non
     lead = (f"{cold.height:,} cold starts. Components: pod allocation, code deployment, "
             "dependency deployment and scheduling (Joosen et al., EuroSys'25).")
     return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+def keep_alive(trace: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | None = None,
+               by: str = "app", title: str = "Keep-alive policies") -> Section:
+    """The cold-start / idle-memory trade-off of fixed keep-alives and the hybrid histogram."""
+    trace = trace.lazy().collect()
+    curve = keepalive.tradeoff(trace, by=by, functions=functions)
+    lead = (f"{trace.height:,} rows simulated per {by}: no keep-alive, fixed keep-alives, and "
+            "the hybrid-histogram policy of Shahrad et al. (ATC'20); wasted memory is "
+            "normalized to the fixed 10-minute policy.")
+    return Section(title, lead, (("Trade-off", curve),), (plots.tradeoff(curve),))
 
 
 def _cell(value: object) -> str:

@@ -262,6 +262,46 @@ def coldstart_cmd(
         _fail(exc)
 
 
+@app.command("keepalive")
+def keepalive_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id with invocations or invocation_counts")],
+    by: Annotated[str, typer.Option("--by", help="unit with its own instance: app or "
+                                    "function")] = "app",
+    keep_alive: Annotated[list[float] | None, typer.Option(
+        "--keep-alive", help="fixed keep-alive lengths (s) of the trade-off curve "
+        "(repeatable; default 0 s to 4 h)")] = None,
+    memory_mb: Annotated[float | None, typer.Option(
+        "--memory-mb", help="instance memory where the trace gives none")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the within-minute spreading")] = 0,
+    fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """Keep-alive policies (none, fixed, hybrid histogram): cold starts against idle memory."""
+    from dataclasses import asdict
+
+    from analysis import keepalive
+
+    try:
+        s = Store(store)
+        rows = _rows(s, trace)
+        table = next((t for t in ("invocations", "invocation_counts") if rows.get(t)), None)
+        if table is None:
+            raise ValueError(f"trace {trace!r} has no invocations or invocation_counts "
+                             f"(tables: {', '.join(rows) or 'none'})")
+        events = s.scan(table, trace).collect()
+        functions = s.scan("functions", trace).collect() if rows.get("functions") else None
+        options = {"by": by, "memory_mb": memory_mb, "functions": functions, "seed": seed}
+        with err.status(f"simulating keep-alive policies over {events.height:,} {table} rows"):
+            curve = keepalive.tradeoff(events, **({"keep_alive_s": keep_alive}
+                                                  if keep_alive else {}), **options)
+            hybrid = keepalive.simulate(events, keepalive.HybridHistogram(), **options)
+        parts = {"tradeoff": curve,
+                 "hybrid_overall": pl.DataFrame([asdict(keepalive.overall(hybrid))]),
+                 "hybrid_worst_units": hybrid.sort("cold_fraction", descending=True).head(10)}
+        _emit(trace, parts, fmt)
+    except _ERRORS as exc:
+        _fail(exc)
+
+
 @app.command("fairness")
 def fairness_cmd(
     trace: Annotated[str, typer.Argument(help="trace id with a requests table")],

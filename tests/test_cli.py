@@ -195,3 +195,17 @@ def test_compare_reports_the_model_and_both_baselines(env, mirror, tmp_path):
     rows = {r["metric"]: r for r in json.loads(res.stdout)["fidelity (errors; lower is better)"]}
     assert {"model", "poisson", "gamma", "model_best"} <= set(rows["hurst_av"])
     assert rows["hurst_av"]["model"] < rows["hurst_av"]["poisson"]
+
+
+def test_keepalive_tradeoff_json(env, mirror):
+    assert runner.invoke(app, ["ingest", str(mirror / "azure_functions_2019")]).exit_code == 0
+    res = runner.invoke(app, ["keepalive", "azure_functions_2019/sample", "--keep-alive", "60",
+                              "--keep-alive", "600", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    fixed = [r for r in doc["tradeoff"] if r["policy"] == "fixed"]
+    assert [r["keep_alive_s"] for r in fixed] == [60, 600]
+    # a longer keep-alive: fewer cold starts, more idle memory
+    assert fixed[0]["cold_starts"] > fixed[1]["cold_starts"]
+    assert fixed[0]["wasted_gb_s"] < fixed[1]["wasted_gb_s"]
+    assert doc["hybrid_overall"][0]["invocations"] == fixed[0]["invocations"]
