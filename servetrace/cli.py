@@ -460,6 +460,61 @@ def compare_cmd(
         _fail(exc)
 
 
+@app.command("replay")
+def replay_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id in the store (requests)")],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible base URL")],
+    model: Annotated[str | None, typer.Option("--model", help="model name (default: the "
+                                              "server's first)")] = None,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="multiply every "
+                                              "scheduled time (0.5 = twice the rate)")] = 1.0,
+    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
+    ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="seconds")] = None,
+    tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="seconds")] = None,
+    fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """Replay a trace open-loop against an endpoint; the outcome becomes a new trace.
+
+    The API key is read from $OPENAI_API_KEY and never printed or stored.
+    """
+    from dataclasses import asdict
+
+    from synth.replay import replay_trace
+
+    try:
+        result = replay_trace(trace, endpoint, store=Store(store), model=model,
+                              time_scale=time_scale, max_concurrency=max_concurrency,
+                              ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+        summary = result.summary(ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+        _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)])}, fmt)
+    except (*_ERRORS, ConnectionError) as exc:
+        _fail(exc)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command("profile")
+def profile_cmd(
+    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible base URL")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="profile YAML to write")],
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    level_s: Annotated[float, typer.Option("--level-s", help="seconds per concurrency "
+                                           "level of the sweep")] = 10.0,
+) -> None:
+    """Measure an endpoint's prefill and decode throughput and concurrency knee (YAML)."""
+    from synth.profile import profile_endpoint, write_profile
+
+    try:
+        with err.status(f"profiling {endpoint}"):
+            profile = profile_endpoint(endpoint, model=model, level_s=level_s)
+        write_profile(profile, output)
+    except (*_ERRORS, ConnectionError) as exc:
+        _fail(exc)
+    out.print(f"prefill {profile.prefill_tokens_per_s:,.0f} tok/s, decode "
+              f"{profile.decode_tokens_per_s:,.0f} tok/s, knee at "
+              f"{profile.max_concurrent_sequences} sequences -> {output}", highlight=False)
+
+
 @app.command("demo")
 def demo_cmd(store: StoreOpt = None) -> None:
     """Ingest both Azure 2023 traces and summarize them."""

@@ -209,3 +209,24 @@ def test_keepalive_tradeoff_json(env, mirror):
     assert fixed[0]["cold_starts"] > fixed[1]["cold_starts"]
     assert fixed[0]["wasted_gb_s"] < fixed[1]["wasted_gb_s"]
     assert doc["hybrid_overall"][0]["invocations"] == fixed[0]["invocations"]
+
+
+def test_replay_against_the_local_server(env, mirror, tmp_path):
+    from synth.server import ServerConfig, serve
+
+    rows = (mirror / "burstgpt_sample" / "sample.jsonl").read_text().splitlines()[:30]
+    small = tmp_path / "small.jsonl"
+    small.write_text("\n".join(rows) + "\n")
+    assert runner.invoke(app, ["ingest", str(small), "--as", "burstgpt",
+                               "--trace", "small"]).exit_code == 0
+    with serve(ServerConfig()) as url:
+        res = runner.invoke(app, ["replay", "small", "--endpoint", url, "--time-scale",
+                                  "0.001", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    [summary] = doc["replay"]
+    assert (summary["requests"], summary["succeeded"]) == (30, 30)
+    assert doc["trace"].startswith("replay/small/")
+    res = runner.invoke(app, ["sql", f"select count(*) as n from requests where trace = "
+                              f"'{doc['trace']}'", "--format", "csv"])
+    assert res.stdout == "n\n30\n"
