@@ -191,14 +191,16 @@ class HardwareProfile:
     name: str = ""
 
     def __post_init__(self) -> None:
-        for f in ("prefill_tokens_per_s", "decode_tokens_per_s", "max_concurrent_sequences",
-                  "kv_cache_tokens"):
+        for f in ("prefill_tokens_per_s", "decode_tokens_per_s", "max_concurrent_sequences"):
             _positive(getattr(self, f), f, "HardwareProfile")
+        if self.kv_cache_tokens != math.inf:  # inf: the server publishes no KV-cache size
+            _positive(self.kv_cache_tokens, "kv_cache_tokens", "HardwareProfile")
 
     @staticmethod
     def from_yaml(source: str | Path) -> HardwareProfile:
         """A profile from a YAML file path or YAML text with the four keys (``name``
-        optional)."""
+        optional; ``kv_cache_tokens: null``, written by ``servetrace profile`` when the server
+        does not publish its KV-cache size, means no KV-cache limit)."""
         text = str(source)
         if isinstance(source, Path) or _is_file(text):
             text = Path(source).read_text()
@@ -214,7 +216,9 @@ class HardwareProfile:
             return HardwareProfile(float(data["prefill_tokens_per_s"]),
                                    float(data["decode_tokens_per_s"]),
                                    int(data["max_concurrent_sequences"]),
-                                   float(data["kv_cache_tokens"]), str(data.get("name", "")))
+                                   math.inf if data["kv_cache_tokens"] is None
+                                   else float(data["kv_cache_tokens"]),
+                                   str(data.get("name", "")))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"HardwareProfile: {exc}") from exc
 

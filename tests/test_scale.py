@@ -154,3 +154,14 @@ def test_offered_load_formula_and_rate_scale(poisson):
     meta = json.loads(sample_metadata(targeted, 60.0, 5)[METADATA_KEY])
     assert [m["op"] for m in meta] == ["target_hardware", "sample"]
     assert meta[-1]["seed"] == "5" and meta[-1]["source"] == "p"
+
+
+def test_profile_without_a_kv_cache_size_has_no_kv_limit():
+    from synth.scale import HardwareProfile
+
+    text = ("prefill_tokens_per_s: 8000\ndecode_tokens_per_s: 2000\n"
+            "max_concurrent_sequences: 64\nkv_cache_tokens: null\n")
+    profile = HardwareProfile.from_yaml(text)
+    assert profile.kv_cache_tokens == float("inf")
+    with pytest.raises(ValueError, match="kv_cache_tokens"):
+        HardwareProfile.from_yaml(text.replace("null", "-5"))
