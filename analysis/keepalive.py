@@ -353,9 +353,8 @@ def _events(trace: Frame, by: list[str], *, functions: Frame | None, duration_s:
     n_chunks = max(1, math.ceil(base.height / chunk_rows)) if by else 1
     if n_chunks > 1:  # units to chunks by hash; rows grouped by chunk with one stable sort
         dtype = pl.UInt16 if n_chunks <= 1 << 16 else pl.UInt32
-        ck = base.select((code.hash(seed=1) % n_chunks).cast(dtype).alias("_ck"))
-        bounds = np.r_[0, np.cumsum(np.bincount(ck["_ck"].to_numpy(), minlength=n_chunks))]
-        perm = ck.select(pl.arg_sort_by("_ck", maintain_order=True)).to_series()
+        ck = base.select((code.hash(seed=1) % n_chunks).cast(dtype)).to_series().to_numpy()
+        perm, bounds = _group_rows(ck, n_chunks)
         del ck
     dur = [pl.lit(duration_s, pl.Float64)] if duration_s is not None else [
         *(["duration_s"] if "duration_s" in cols else []),
@@ -377,6 +376,27 @@ def _events(trace: Frame, by: list[str], *, functions: Frame | None, duration_s:
         rows = ch.collect()
         if rows.height:
             yield _prepare(rows, by, t, counts, spread, seed, horizon, exact)
+
+
+def _group_rows(key: np.ndarray, n_keys: int, block: int = 1 << 24
+                ) -> tuple[pl.Series, np.ndarray]:
+    """A stable counting sort of rows by ``key`` (``0 ≤ key < n_keys``): the row indices
+    grouped by key (32-bit, for :meth:`polars.DataFrame.gather`) and each key's bounds in
+    them. Rows are placed a block at a time, so the only large array is the result."""
+    counts = np.bincount(key, minlength=n_keys)
+    bounds = np.r_[0, np.cumsum(counts)]
+    idx = np.uint32 if len(key) < 1 << 32 else np.uint64
+    perm = np.empty(len(key), idx)
+    fill = bounds[:-1].copy()
+    for lo in range(0, len(key), block):
+        kb = key[lo:lo + block]
+        o = np.argsort(kb, kind="stable")
+        ks = kb[o]
+        nb = np.bincount(kb, minlength=n_keys)
+        rank = np.arange(len(o)) - (np.cumsum(nb) - nb)[ks]
+        perm[fill[ks] + rank] = o + lo
+        fill += nb
+    return pl.Series(perm), bounds
 
 
 def _order(ids: np.ndarray, t: np.ndarray, n_ids: int) -> np.ndarray:

@@ -225,7 +225,7 @@ def main() -> None:
     for name, pol in policies.items():
         m = measure(f"baseline {name}", lambda pol=pol: baseline(sub, funcs, pol, horizon))
         check = simulate(sub, pol, by="app", functions=funcs, spread="even", horizon_s=horizon)
-        agree = all(
+        agree = check.height == len(m.result) and all(
             (r["invocations"], r["cold_starts"]) == m.result[str(r["app"])][:2]
             and math.isclose(r["idle_s"], m.result[str(r["app"])][2], rel_tol=1e-9,
                              abs_tol=1e-6)

@@ -109,6 +109,13 @@ def test_seed_and_chunking():
     b = simulate(trace, FixedKeepAlive(120), seed=2)
     assert not b.equals(simulate(trace, FixedKeepAlive(120), seed=1))
     assert a["app"].to_list() == sorted(a["app"].to_list())
+    # rows grouped by chunk with a blockwise counting sort = a stable argsort
+    import analysis.keepalive as ka
+
+    key = rng.integers(0, 37, 10_001).astype(np.uint16)
+    perm, bounds = ka._group_rows(key, 37, block=1000)
+    assert np.array_equal(perm.to_numpy(), np.argsort(key, kind="stable"))
+    assert np.array_equal(bounds, np.r_[0, np.cumsum(np.bincount(key, minlength=37))])
 
 
 def test_hash_collisions_and_close_times_are_handled(monkeypatch: pytest.MonkeyPatch):
