@@ -78,6 +78,7 @@ import polars as pl
 from scipy import special
 
 from analysis import fitting
+from analysis.frames import lazy
 
 __all__ = [
     "bursts",
@@ -243,13 +244,7 @@ def _by(by: By) -> tuple[str, ...]:
 
 def _prepare(events: Events, by: By) -> _Prepared:
     """Read the time and group columns, assign group ids, sort, and find the resolution."""
-    if isinstance(events, pl.DataFrame):
-        lf = events.lazy()
-    elif isinstance(events, pl.LazyFrame):
-        lf = events
-    else:
-        raise ValueError(f"events: expected a polars DataFrame or LazyFrame, "
-                         f"got {type(events).__name__}")
+    lf = lazy(events, "events")
     names = lf.collect_schema().names()
     cols = _by(by)
     missing = [c for c in cols if c not in names]

@@ -41,6 +41,7 @@ import polars as pl
 from scipy import stats
 
 from analysis.fitting import DEFAULT_FAMILIES, FIT_SCHEMA, fit_distributions
+from analysis.frames import lazy as _lazy
 
 COMPONENTS = ("pod_alloc_s", "deploy_code_s", "deploy_dep_s", "scheduling_s")
 TOTAL = "total_s"
@@ -57,15 +58,6 @@ _ORDER = {c: i for i, c in enumerate((*COMPONENTS, TOTAL, "count"))}
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _lazy(frame: Frame, name: str) -> pl.LazyFrame:
-    if isinstance(frame, pl.LazyFrame):
-        return frame
-    if isinstance(frame, pl.DataFrame):
-        return frame.lazy()
-    raise TypeError(f"{name}: expected a polars DataFrame or LazyFrame, got "
-                    f"{type(frame).__name__}")
 
 
 def _keys(by: By) -> list[str]:

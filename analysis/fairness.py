@@ -96,6 +96,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from analysis.frames import lazy
+
 Frame = pl.DataFrame | pl.LazyFrame
 By = str | Sequence[str]
 Scheduler = Literal["fcfs", "vtc", "fairserve"]
@@ -116,12 +118,7 @@ _FEW = 16  # arrivals taken into the queue one at a time (more: vectorized)
 
 
 def _lazy(frame: Frame, name: str = "requests") -> pl.LazyFrame:
-    if isinstance(frame, pl.LazyFrame):
-        return frame
-    if isinstance(frame, pl.DataFrame):
-        return frame.lazy()
-    raise TypeError(f"{name}: expected a polars DataFrame or LazyFrame, got "
-                    f"{type(frame).__name__}")
+    return lazy(frame, name)
 
 
 def _keys(by: By | None) -> list[str]:

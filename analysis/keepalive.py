@@ -63,6 +63,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from analysis.frames import lazy as _lazy
+
 Frame = pl.DataFrame | pl.LazyFrame
 
 #: Memory of an instance when neither the trace nor ``functions`` gives one, in MB
@@ -198,14 +200,6 @@ def _by_list(by: str | Sequence[str] | None) -> list[str]:
     if not all(isinstance(c, str) for c in out):
         raise ValueError(f"by must be a column name or a sequence of names, got {by!r}")
     return out
-
-
-def _lazy(frame: Frame, name: str) -> pl.LazyFrame:
-    if isinstance(frame, pl.DataFrame):
-        return frame.lazy()
-    if isinstance(frame, pl.LazyFrame):
-        return frame
-    raise ValueError(f"{name} must be a polars DataFrame or LazyFrame, got {type(frame).__name__}")
 
 
 def _require(schema: pl.Schema, cols: Sequence[str], name: str) -> None:

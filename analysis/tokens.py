@@ -50,6 +50,7 @@ import numpy as np
 import polars as pl
 
 from analysis.fitting import FIT_SCHEMA, fit_distributions
+from analysis.frames import lazy as as_lazy
 
 FIELDS = ("input_tokens", "output_tokens")
 FIT_FAMILIES = ("lognormal", "gamma", "weibull", "pareto", "lognormal_mixture2")
@@ -78,13 +79,7 @@ def _keys(by: By) -> list[str]:
 def _collect(requests: Frame, columns: Sequence[str], fn: str, *,
              optional: Sequence[str] = ()) -> pl.DataFrame:
     """The named columns of ``requests`` (optional ones only where present), eagerly."""
-    if isinstance(requests, pl.DataFrame):
-        lazy = requests.lazy()
-    elif isinstance(requests, pl.LazyFrame):
-        lazy = requests
-    else:
-        raise ValueError(f"{fn}: requests must be a polars DataFrame or LazyFrame, "
-                         f"not {type(requests).__name__}")
+    lazy = as_lazy(requests, f"{fn}: requests")
     schema = lazy.collect_schema()
     for column in columns:
         if column not in schema:
