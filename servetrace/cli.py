@@ -132,13 +132,18 @@ def _rows(store: Store, trace: str) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(row["tables"][0]).items() if int(v) > 0}
 
 
-def _events(store: Store, trace: str) -> tuple[str, pl.DataFrame]:
-    """The trace's arrival table: requests, else invocations, else per-window counts."""
+def _first_table(store: Store, trace: str, tables: tuple[str, ...],
+                 what: str) -> tuple[str, pl.DataFrame, dict[str, int]]:
+    """The first of ``tables`` the trace has rows in, collected, and its rows per table."""
     rows = _rows(store, trace)
-    for table in EVENT_TABLES:
+    for table in tables:
         if rows.get(table):
-            return table, store.scan(table, trace).collect()
-    raise ValueError(f"trace {trace!r} has no arrivals (tables: {', '.join(rows) or 'none'})")
+            return table, store.scan(table, trace).collect(), rows
+    raise ValueError(f"trace {trace!r} has no {what} rows (tables: {', '.join(rows) or 'none'})")
+
+
+def _functions(store: Store, trace: str, rows: dict[str, int]) -> pl.DataFrame | None:
+    return store.scan("functions", trace).collect() if rows.get("functions") else None
 
 
 def _transpose(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
@@ -182,7 +187,7 @@ def analyze_cmd(
     try:
         s = Store(store)
         with err.status(f"characterizing {trace}"):
-            table, events = _events(s, trace)
+            table, events, _ = _first_table(s, trace, EVENT_TABLES, "arrival")
             if by and by not in events.columns:
                 raise ValueError(f"--by {by!r}: table {table} of {trace!r} has no such column; "
                                  f"columns: {', '.join(events.columns)}")
@@ -243,12 +248,8 @@ def coldstart_cmd(
 
     try:
         s = Store(store)
-        rows = _rows(s, trace)
-        if not rows.get("cold_starts"):
-            raise ValueError(f"trace {trace!r} has no cold_starts rows (tables: "
-                             f"{', '.join(rows) or 'none'})")
-        cold = s.scan("cold_starts", trace).collect()
-        functions = s.scan("functions", trace).collect() if rows.get("functions") else None
+        _, cold, rows = _first_table(s, trace, ("cold_starts",), "cold_starts")
+        functions = _functions(s, trace, rows)
         parts = {"summary": coldstart.summary(cold, functions=functions),
                  "components": coldstart.component_breakdown(cold, by=by, functions=functions),
                  "minute_correlation": coldstart.minute_correlation(cold),
@@ -282,13 +283,9 @@ def keepalive_cmd(
 
     try:
         s = Store(store)
-        rows = _rows(s, trace)
-        table = next((t for t in ("invocations", "invocation_counts") if rows.get(t)), None)
-        if table is None:
-            raise ValueError(f"trace {trace!r} has no invocations or invocation_counts "
-                             f"(tables: {', '.join(rows) or 'none'})")
-        events = s.scan(table, trace).collect()
-        functions = s.scan("functions", trace).collect() if rows.get("functions") else None
+        table, events, rows = _first_table(s, trace, ("invocations", "invocation_counts"),
+                                           "invocations or invocation_counts")
+        functions = _functions(s, trace, rows)
         options = {"by": by, "memory_mb": memory_mb, "functions": functions, "seed": seed}
         with err.status(f"simulating keep-alive policies over {events.height:,} {table} rows"):
             curve = keepalive.tradeoff(events, **({"keep_alive_s": keep_alive}
@@ -366,10 +363,9 @@ def export_cmd(
     try:
         s = Store(store)
         if to == "vhive" and not Path(source).exists():
-            rows = _rows(s, source)
-            table = "invocations" if rows.get("invocations") else "invocation_counts"
-            functions = s.scan("functions", source).collect() if rows.get("functions") else None
-            path = export(s.scan(table, source).collect(), to, output, functions=functions)
+            _, frame, rows = _first_table(s, source, ("invocations", "invocation_counts"),
+                                          "invocations or invocation_counts")
+            path = export(frame, to, output, functions=_functions(s, source, rows))
         else:
             path = export(_trace_or_file(source, s), to, output)
     except _ERRORS as exc:
@@ -536,8 +532,7 @@ def demo_cmd(store: StoreOpt = None) -> None:
     for r in records:
         out.print(f"ingested {r['trace']}: {r['rows']:,} rows, {r['rejected']:,} rejected",
                   highlight=False)
-    by_trace = summary.drop("trace").cast(pl.String).transpose(
-        include_header=True, header_name="metric", column_names=summary["trace"].to_list())
+    by_trace = _transpose(summary, ["trace"])
     _print_frame(by_trace, "table", title="Azure LLM inference trace 2023 (Patel et al., "
                  "ISCA'24; CC-BY-4.0)")
     out.print(f"store: {s.db_path}  (try: duckdb {s.db_path} "
