@@ -8,10 +8,14 @@ report their own peak, measured above the resident size before the stage.
 from __future__ import annotations
 
 import gc
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -67,3 +71,16 @@ def report(rows: int, stages: list[Measured]) -> str:
         lines.append(f"{m.name:<28}{m.seconds:>10.2f}{rows / m.seconds / 1e6:>10.2f}"
                      f"{m.peak_gb:>10.2f}")
     return "\n".join(lines)
+
+
+@contextmanager
+def work_dir(keep: Path | None) -> Iterator[Path]:
+    """The benchmark's work folder: ``keep`` (created, left in place) or a temporary folder
+    removed afterwards."""
+    work = keep or Path(tempfile.mkdtemp(prefix="servetrace-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ import polars as pl
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, report
+from _measure import measure, report, work_dir
 
 from analysis import burstiness, tokens
 from loaders import schema
@@ -194,23 +192,20 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     args = ap.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="servetrace-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "requests.parquet"
-    if not path.exists():
-        print(f"generating {args.rows:,} requests -> {path}", flush=True)
-        generate(path, args.rows)
-    rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-    stages = [measure("servetrace characterize", lambda: ours(path)),
-              measure("pandas + scipy", lambda: baseline(path))]
-    print(report(rows, stages))
-    mine, theirs = stages
-    print(f"servetrace speed-up over pandas + SciPy: {theirs.seconds / mine.seconds:.1f}x "
-          "(target >= 10)")
-    print(f"servetrace peak RSS: {mine.peak_gb:.2f} GB (target <= 4); pandas + SciPy: "
-          f"{theirs.peak_gb:.2f} GB")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    with work_dir(args.keep) as work:
+        path = work / "requests.parquet"
+        if not path.exists():
+            print(f"generating {args.rows:,} requests -> {path}", flush=True)
+            generate(path, args.rows)
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+        stages = [measure("servetrace characterize", lambda: ours(path)),
+                  measure("pandas + scipy", lambda: baseline(path))]
+        print(report(rows, stages))
+        mine, theirs = stages
+        print(f"servetrace speed-up over pandas + SciPy: {theirs.seconds / mine.seconds:.1f}x "
+              "(target >= 10)")
+        print(f"servetrace peak RSS: {mine.peak_gb:.2f} GB (target <= 4); pandas + SciPy: "
+              f"{theirs.peak_gb:.2f} GB")
 
 
 if __name__ == "__main__":

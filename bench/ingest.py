@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import duckdb
@@ -29,7 +28,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, report
+from _measure import measure, report, work_dir
 
 from loaders import Store, ingest
 
@@ -58,43 +57,40 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     args = ap.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="servetrace-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    csv = work / "BurstGPT_1.csv"
-    if not csv.exists():
-        print(f"generating {args.rows:,} rows -> {csv}", flush=True)
-        generate(csv, args.rows)
-    rows = sum(1 for _ in open(csv, "rb")) - 1
-    print(f"{rows:,} rows, {csv.stat().st_size / 1e6:,.0f} MB", flush=True)
+    with work_dir(args.keep) as work:
+        csv = work / "BurstGPT_1.csv"
+        if not csv.exists():
+            print(f"generating {args.rows:,} rows -> {csv}", flush=True)
+            generate(csv, args.rows)
+        rows = sum(1 for _ in open(csv, "rb")) - 1
+        print(f"{rows:,} rows, {csv.stat().st_size / 1e6:,.0f} MB", flush=True)
 
-    def ours():
-        store_dir = work / "store"
-        shutil.rmtree(store_dir, ignore_errors=True)
-        [rec] = ingest(csv, as_format="burstgpt", trace="bench", store=Store(store_dir),
-                       progress=False)
-        assert rec["rows"] + rec["rejected"] == rows
-        return rec
+        def ours():
+            store_dir = work / "store"
+            shutil.rmtree(store_dir, ignore_errors=True)
+            [rec] = ingest(csv, as_format="burstgpt", trace="bench", store=Store(store_dir),
+                           progress=False)
+            assert rec["rows"] + rec["rejected"] == rows
+            return rec
 
-    def with_duckdb():
-        out = work / "duckdb.parquet"
-        with duckdb.connect() as con:
-            con.execute(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{out}' (FORMAT parquet)")
+        def with_duckdb():
+            out = work / "duckdb.parquet"
+            with duckdb.connect() as con:
+                con.execute(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{out}' (FORMAT parquet)")
 
-    def with_pandas():
-        import pandas as pd
+        def with_pandas():
+            import pandas as pd
 
-        pd.read_csv(csv).to_parquet(work / "pandas.parquet", engine="pyarrow")
+            pd.read_csv(csv).to_parquet(work / "pandas.parquet", engine="pyarrow")
 
-    stages = [measure("servetrace ingest", ours), measure("duckdb read_csv->parquet",
-                                                          with_duckdb),
-              measure("pandas read_csv+to_parquet", with_pandas)]
-    print(report(rows, stages))
-    s, d, p = (m.seconds for m in stages)
-    print(f"servetrace rate / duckdb rate: {d / s:.2f}x (target >= 0.7)")
-    print(f"servetrace rate / pandas rate: {p / s:.2f}x (target >= 5)")
-    print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target < 4)")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+        stages = [measure("servetrace ingest", ours), measure("duckdb read_csv->parquet",
+                                                              with_duckdb),
+                  measure("pandas read_csv+to_parquet", with_pandas)]
+        print(report(rows, stages))
+        s, d, p = (m.seconds for m in stages)
+        print(f"servetrace rate / duckdb rate: {d / s:.2f}x (target >= 0.7)")
+        print(f"servetrace rate / pandas rate: {p / s:.2f}x (target >= 5)")
+        print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target < 4)")
 
 
 if __name__ == "__main__":

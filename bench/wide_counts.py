@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, report
+from _measure import measure, report, work_dir
 
 from loaders import Store, ingest
 
@@ -68,45 +67,43 @@ def main() -> None:
     ap.add_argument("--functions", type=int, default=50_000)
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     args = ap.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="servetrace-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    csv = work / "invocations_per_function_md.anon.d01.csv"
-    if not csv.exists():
-        print(f"generating {args.functions:,} functions x {MINUTES} minutes -> {csv}",
-              flush=True)
-        generate(csv, args.functions)
-    print(f"{csv.stat().st_size / 1e6:,.0f} MB", flush=True)
+    with work_dir(args.keep) as work:
+        csv = work / "invocations_per_function_md.anon.d01.csv"
+        if not csv.exists():
+            print(f"generating {args.functions:,} functions x {MINUTES} minutes -> {csv}",
+                  flush=True)
+            generate(csv, args.functions)
+        print(f"{csv.stat().st_size / 1e6:,.0f} MB", flush=True)
 
-    def ours():
-        store_dir = work / "store"
-        shutil.rmtree(store_dir, ignore_errors=True)
-        [rec] = ingest(csv, trace="bench", store=Store(store_dir), progress=False)
-        assert rec["rejected"] == 0
-        return rec
+        def ours():
+            store_dir = work / "store"
+            shutil.rmtree(store_dir, ignore_errors=True)
+            [rec] = ingest(csv, trace="bench", store=Store(store_dir), progress=False)
+            assert rec["rejected"] == 0
+            return rec
 
-    def with_pandas():
-        import pandas as pd
+        def with_pandas():
+            import pandas as pd
 
-        wide = pd.read_csv(csv)
-        long = wide.melt(id_vars=IDS, var_name="minute", value_name="count")
-        long = long[long["count"] > 0]
-        long["window_start_s"] = (long["minute"].astype(int) - 1) * 60.0
-        long.drop(columns="minute").to_parquet(work / "pandas.parquet", engine="pyarrow")
-        return len(long)
+            wide = pd.read_csv(csv)
+            long = wide.melt(id_vars=IDS, var_name="minute", value_name="count")
+            long = long[long["count"] > 0]
+            long["window_start_s"] = (long["minute"].astype(int) - 1) * 60.0
+            long.drop(columns="minute").to_parquet(work / "pandas.parquet", engine="pyarrow")
+            return len(long)
 
-    stages = [measure("servetrace ingest", ours),
-              measure("pandas melt+filter+parquet", with_pandas)]
-    rows = stages[0].result["rows"] - args.functions  # invocation_counts (+1 functions row each)
-    assert rows == stages[1].result, (rows, stages[1].result)
-    print(f"{rows:,} non-zero function-minutes "
-          f"({rows / (args.functions * MINUTES):.1%} of {args.functions * MINUTES:,} cells)")
-    print(report(rows, stages))
-    s, p = (m.seconds for m in stages)
-    print(f"servetrace / pandas speed: {p / s:.2f}x (target >= 5)")
-    print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target <= 3); "
-          f"pandas {stages[1].peak_gb:.2f} GB")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+        stages = [measure("servetrace ingest", ours),
+                  measure("pandas melt+filter+parquet", with_pandas)]
+        # invocation_counts rows (each function also adds one functions row)
+        rows = stages[0].result["rows"] - args.functions
+        assert rows == stages[1].result, (rows, stages[1].result)
+        print(f"{rows:,} non-zero function-minutes "
+              f"({rows / (args.functions * MINUTES):.1%} of {args.functions * MINUTES:,} cells)")
+        print(report(rows, stages))
+        s, p = (m.seconds for m in stages)
+        print(f"servetrace / pandas speed: {p / s:.2f}x (target >= 5)")
+        print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target <= 3); "
+              f"pandas {stages[1].peak_gb:.2f} GB")
 
 
 if __name__ == "__main__":
