@@ -414,6 +414,12 @@ class Server:
                              f"got {m!r}")
 
 
+DEFAULT_SERVER = Server(prefill_tokens_per_s=8_000.0, decode_tokens_per_s=30.0, max_batch=64)
+"""The server simulated when none is given (the report, ``servetrace fairness``): about one
+7–13B model replica on one A100-class GPU (8,000 prompt tokens/s, 30 decode iterations/s, 64
+sequences); a stand-in, not a measurement: pass a profile's figures for real hardware."""
+
+
 @dataclass(frozen=True)
 class SimResult:
     """What :func:`simulate` returns.

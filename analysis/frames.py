@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 
 class NotAFrameError(TypeError, ValueError):
     """The input is not a Polars frame. A ``TypeError`` by nature, and a ``ValueError`` so the
     callers (and the CLI) that handle bad input as ``ValueError`` catch it too."""
+
+
+def columns(by: str | Sequence[str] | None) -> list[str]:
+    """A ``by`` argument as a list of column names (empty for None)."""
+    return [] if by is None else [by] if isinstance(by, str) else list(by)
 
 
 def lazy(frame: pl.DataFrame | pl.LazyFrame, name: str) -> pl.LazyFrame:

@@ -16,14 +16,11 @@ import numpy as np
 import polars as pl
 
 from analysis.fitting import distribution
+from analysis.frames import columns as _by
 
 WIDTH, HEIGHT = 520, 240
 MAX_POINTS = 2000  # per series; keeps inline SVG small for traces of any length
 TOP_TENANTS = 8
-
-
-def _by(by: str | Sequence[str] | None) -> list[str]:
-    return [] if by is None else [by] if isinstance(by, str) else list(by)
 
 
 def _color(frame: pl.DataFrame, by: str | Sequence[str] | None) -> tuple[pl.DataFrame, dict]:

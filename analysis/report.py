@@ -18,6 +18,7 @@ import altair as alt
 import polars as pl
 
 from analysis import burstiness, coldstart, fairness, keepalive, plots, tokens
+from analysis.frames import columns as _by
 
 MAX_GROUPS_CHARTED = 10  # beyond this many groups, charts show the whole trace
 MAX_TABLE_ROWS = 25
@@ -32,10 +33,6 @@ class Section:
     tables: tuple[tuple[str, pl.DataFrame], ...] = ()
     charts: tuple[alt.TopLevelMixin, ...] = ()
     notes: tuple[str, ...] = field(default=())
-
-
-def _by(by: str | Sequence[str] | None) -> list[str]:
-    return [] if by is None else [by] if isinstance(by, str) else list(by)
 
 
 def _chart_by(frame: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
@@ -131,15 +128,8 @@ def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str]
     return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
 
 
-DEFAULT_SERVER = fairness.Server(prefill_tokens_per_s=8_000.0, decode_tokens_per_s=30.0,
-                                 max_batch=64)
-"""The server the report simulates when none is given: about one 7–13B model replica on one
-A100-class GPU (8,000 prompt tokens/s, 30 decode iterations/s, 64 sequences); a stand-in,
-not a measurement: pass a profile's figures for real hardware."""
-
-
 def tenant_fairness(requests: pl.DataFrame | pl.LazyFrame, by: str = "tenant",
-                    server: fairness.Server = DEFAULT_SERVER,
+                    server: fairness.Server = fairness.DEFAULT_SERVER,
                     schedulers: Sequence[str] = ("fcfs", "vtc"),
                     title: str = "Per-tenant fairness") -> Section:
     """Concentration of demand across tenants and a scheduler comparison on one server."""

@@ -305,12 +305,16 @@ def fairness_cmd(
     by: Annotated[str, typer.Option("--by", help="tenant column")] = "tenant",
     scheduler: Annotated[list[str] | None, typer.Option(
         "--scheduler", help="simulate: fcfs, vtc, fairserve (repeatable)")] = None,
-    prefill: Annotated[float, typer.Option(help="server prompt tokens/s")] = 8_000.0,
-    decode: Annotated[float, typer.Option(help="server decode iterations/s")] = 30.0,
-    max_batch: Annotated[int, typer.Option(help="sequences per batch")] = 64,
+    prefill: Annotated[float | None, typer.Option(help="server prompt tokens/s")] = None,
+    decode: Annotated[float | None, typer.Option(help="server decode iterations/s")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="sequences per batch")] = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server."""
+    """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server.
+
+    The server options default to analysis.fairness.DEFAULT_SERVER (8,000 prompt tokens/s, 30
+    decode iterations/s, 64 sequences: a stand-in for one model replica, not a measurement).
+    """
     from analysis import fairness
 
     try:
@@ -318,7 +322,9 @@ def fairness_cmd(
         requests = _trace_or_file(trace, s)
         parts = {"summary": fairness.summary(requests, by=by),
                  "concentration": fairness.concentration(requests, by=by)}
-        server = fairness.Server(prefill, decode, max_batch)
+        d = fairness.DEFAULT_SERVER
+        server = fairness.Server(prefill or d.prefill_tokens_per_s,
+                                 decode or d.decode_tokens_per_s, max_batch or d.max_batch)
         for name in scheduler or ["fcfs", "vtc"]:
             with err.status(f"simulating {name} over {requests.height:,} requests"):
                 result = fairness.simulate(requests, server, scheduler=name, by=by)
