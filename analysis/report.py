@@ -55,11 +55,14 @@ def _attempt(notes: list[str], what: str, fn: Callable[[], object]) -> object | 
 
 
 def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
-             title: str = "Arrivals and burstiness") -> Section:
-    """Burstiness of ``events`` (``arrival_s`` rows or ``invocation_counts``), per group."""
+             title: str = "Arrivals and burstiness",
+             summary: pl.DataFrame | None = None) -> Section:
+    """Burstiness of ``events`` (``arrival_s`` rows or ``invocation_counts``), per group;
+    ``summary``: :func:`analysis.burstiness.summary` of the same, when already computed."""
     events = events.lazy().collect()
     notes: list[str] = []
-    summary = burstiness.summary(events, by=by)
+    if summary is None:
+        summary = burstiness.summary(events, by=by)
     chart_by = _chart_by(events, by)
     curve = burstiness.dispersion_curve(events, by=chart_by)
     tables: list[tuple[str, pl.DataFrame]] = [("Key figures", summary)]
@@ -89,13 +92,14 @@ def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
 
 
 def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
-                  title: str = "Token lengths") -> Section:
-    """Input and output token lengths of ``requests``: summaries, fits, joint shape, drift."""
+                  title: str = "Token lengths", summary: pl.DataFrame | None = None) -> Section:
+    """Input and output token lengths of ``requests``: summaries, fits, joint shape, drift;
+    ``summary``: :func:`analysis.tokens.summary` of the same, when already computed."""
     requests = requests.lazy().collect()
     notes: list[str] = []
     chart_by = _chart_by(requests, by)
     tables: list[tuple[str, pl.DataFrame]] = [
-        ("Key figures", tokens.summary(requests, by=by)),
+        ("Key figures", tokens.summary(requests, by=by) if summary is None else summary),
         ("Length summaries", tokens.length_summary(requests, by=by)),
         ("Input/output correlation", tokens.correlation(requests, by=by)),
     ]

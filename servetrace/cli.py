@@ -195,9 +195,9 @@ def analyze_cmd(
             lengths = tokens.summary(events, by=by) if table == "requests" else None
             sections = []
             if report or png:
-                sections.append(reports.arrivals(events, by=by))
+                sections.append(reports.arrivals(events, by=by, summary=arrivals))
                 if lengths is not None:
-                    sections.append(reports.token_lengths(events, by=by))
+                    sections.append(reports.token_lengths(events, by=by, summary=lengths))
     except _ERRORS as exc:
         _fail(exc)
     if fmt == "json":
