@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -211,6 +211,49 @@ def keep_alive(trace: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | Non
             "the hybrid-histogram policy of Shahrad et al. (ATC'20); wasted memory is "
             "normalized to the fixed 10-minute policy.")
     return Section(title, lead, (("Trade-off", curve),), (plots.tradeoff(curve),))
+
+
+def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
+              by: str | Sequence[str] | None = None) -> list[Section]:
+    """Every section that applies to one trace's canonical ``tables`` (name → frame).
+
+    ``requests``: arrivals, token lengths and, with two tenants or more, per-tenant fairness.
+    ``invocations`` (or, lacking them, ``invocation_counts``): arrivals and keep-alive
+    policies, per app where the trace names apps, else per function. ``cold_starts``: the
+    cold-start components (with ``functions`` and ``invocations`` where present). A section
+    whose analysis does not apply to the data becomes a note in the report, not an error.
+    Raises ``ValueError`` when no table has rows an analysis reads.
+    """
+    frames = {k: v.lazy().collect() for k, v in tables.items()}
+    frames = {k: v for k, v in frames.items() if v.height}
+    functions = frames.get("functions")
+    builders: list[tuple[str, Callable[[], Section]]] = []
+    if "requests" in frames:
+        req = frames["requests"]
+        builders += [("Arrivals and burstiness", lambda: arrivals(req, by=by)),
+                     ("Token lengths", lambda: token_lengths(req, by=by))]
+        if req["tenant"].drop_nulls().n_unique() >= 2:
+            builders.append(("Per-tenant fairness", lambda: tenant_fairness(req)))
+    events = frames.get("invocations", frames.get("invocation_counts"))
+    if events is not None:
+        unit = "app" if events["app"].null_count() < events.height else "function"
+        builders += [("Invocations and burstiness", lambda: arrivals(
+                          events, by=by, title="Invocations and burstiness")),
+                     ("Keep-alive policies", lambda: keep_alive(events, functions, by=unit))]
+    if "cold_starts" in frames:
+        builders.append(("Cold starts", lambda: cold_starts(
+            frames["cold_starts"], functions, frames.get("invocations"))))
+    if not builders:
+        raise ValueError("no table a report analyses has rows (have: "
+                         f"{', '.join(frames) or 'none'}; need requests, invocations, "
+                         "invocation_counts or cold_starts)")
+    sections = []
+    for title, build in builders:
+        notes: list[str] = []
+        section = _attempt(notes, title, build)
+        sections.append(section if isinstance(section, Section)
+                        else Section(title, notes=tuple(notes)))
+    return sections
 
 
 def _cell(value: object) -> str:

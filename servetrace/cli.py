@@ -220,6 +220,31 @@ def analyze_cmd(
         err.print(f"{len(charts)} charts: {png}", highlight=False)
 
 
+@app.command("report")
+def report_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id in the store (see `servetrace list`)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")],
+    by: ByOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Every analysis that applies to a trace's tables, in one self-contained HTML file."""
+    from analysis import report as reports
+
+    try:
+        s = Store(store)
+        rows = _rows(s, trace)
+        with err.status(f"analysing {trace} ({', '.join(rows)})"):
+            sections = reports.for_trace({t: s.scan(t, trace) for t in rows}, by=by)
+            page = reports.render(f"servetrace report: {trace}", sections,
+                                  meta=s.traces().filter(pl.col("trace") == trace))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(page)
+    except _ERRORS as exc:
+        _fail(exc)
+    plural = "s" * (len(sections) != 1)
+    out.print(f"report ({len(sections)} section{plural}): {output}", highlight=False)
+
+
 def _emit(trace: str, parts: dict[str, pl.DataFrame], fmt: str) -> None:
     """Print named result frames as tables, or as one JSON document for scripts."""
     if fmt == "json":
@@ -518,31 +543,47 @@ def profile_cmd(
 
 
 @app.command("demo")
-def demo_cmd(store: StoreOpt = None) -> None:
-    """Ingest both Azure 2023 traces and summarize them."""
+def demo_cmd(
+    store: StoreOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="folder for the report, "
+                                                "models, synthetic traces and exports "
+                                                "(default: <store>/demo)")] = None,
+) -> None:
+    """The main job: ingest Azure LLM 2023 and Mooncake, characterize, fit, synthesize,
+    compare, export for vLLM and GuideLLM, and write one HTML report."""
+    import time
+
+    from synth import demo
+
     s = Store(store)
-    try:
-        with out.status("ingesting azure_llm_2023 (code, conv)"):
-            records = ingest("azure_llm_2023", store=s)
-        summary = s.sql("""
-            SELECT trace, count(*) AS requests,
-                   round(max(arrival_s) - min(arrival_s), 1) AS "span s",
-                   round(count(*) / (max(arrival_s) - min(arrival_s)), 2) AS "req/s",
-                   median(input_tokens) AS "median in", median(output_tokens) AS "median out",
-                   round(quantile_cont(input_tokens, 0.99), 1) AS "p99 in",
-                   round(quantile_cont(output_tokens, 0.99), 1) AS "p99 out"
-            FROM requests WHERE trace LIKE 'azure_llm_2023/%' GROUP BY trace ORDER BY trace
-        """)
-    except _ERRORS as exc:
-        _fail(exc)
-    for r in records:
-        out.print(f"ingested {r['trace']}: {r['rows']:,} rows, {r['rejected']:,} rejected",
-                  highlight=False)
-    by_trace = _transpose(summary, ["trace"])
-    _print_frame(by_trace, "table", title="Azure LLM inference trace 2023 (Patel et al., "
-                 "ISCA'24; CC-BY-4.0)")
+    folder = output or s.root / "demo"
+    started = time.perf_counter()
+    with err.status("starting") as status:
+        def step(what: str) -> None:
+            err.print(f"[{time.perf_counter() - started:6.1f} s] {what}", highlight=False)
+            status.update(what)
+        try:
+            result = demo.run(s, folder, on_step=step)
+        except _ERRORS as exc:
+            _fail(exc)
+    scores = result.fidelity.filter(pl.col("kind") == "arrivals").with_columns(
+        pl.col("real", "model", "poisson", "gamma").round_sig_figs(3),
+        pl.when(pl.col("model_best")).then(pl.lit("model")).otherwise(pl.lit("")).alias("best"))
+    for trace in result.traces:
+        _print_frame(scores.filter(pl.col("trace") == trace).select(
+            "metric", "real", "model", "poisson", "gamma", "best"), "table",
+            title=f"{trace}: arrival errors of the synthetic trace and two baselines "
+                  "(lower is better)")
+    listing = _listing(s).filter(pl.col("trace").is_in(result.traces))
+    _print_frame(listing.select("trace", "rows", "rejected", "span_s"), "table",
+                 title="Traces (Azure LLM 2023: Patel et al., ISCA'24, CC-BY-4.0; Mooncake: "
+                 "Qin et al., FAST'25, Apache-2.0)")
+    for name, path in result.exports.items():
+        out.print(f"export {name}: {path}", highlight=False)
     out.print(f"store: {s.db_path}  (try: duckdb {s.db_path} "
               "\"select trace, count(*) from requests group by 1\")", highlight=False)
+    out.print(f"done in {time.perf_counter() - started:.0f} s; report: {result.report}",
+              highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,19 +69,63 @@ def test_bad_file_error_names_file_and_line(env, tmp_path):
 
 
 def test_demo_console_script(mirror, tmp_path):
-    """The installed `servetrace demo`, as a user runs it: both Azure 2023 traces."""
+    """The installed `servetrace demo`, as a user runs it: ingest, characterize, fit, compare,
+    export and one report, ending with the report's path."""
     exe = Path(sys.executable).with_name("servetrace")
     env = {**os.environ, "SERVETRACE_MIRROR": str(mirror), "COLUMNS": "200"}
     proc = subprocess.run([str(exe), "demo", "--store", str(tmp_path / "s")], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "azure_llm_2023/code: 8,819 rows" in proc.stdout
-    assert "azure_llm_2023/conv: 19,366 rows" in proc.stdout
+    for step in ("ingesting azure_llm_2023", "characterizing mooncake/conversation",
+                 "fitting and sampling azure_llm_2023/conv", "exporting for guidellm"):
+        assert step in proc.stderr  # progress, on stderr
+    demo = tmp_path / "s" / "demo"
+    assert proc.stdout.strip().splitlines()[-1].endswith(f"report: {demo / 'report.html'}")
     import duckdb
 
     with duckdb.connect(str(tmp_path / "s" / "servetrace.duckdb"), read_only=True) as con:
         rows = con.sql("select trace, count(*) from requests group by 1 order by 1").fetchall()
-    assert rows == [("azure_llm_2023/code", 8819), ("azure_llm_2023/conv", 19366)]
+    assert rows == [("azure_llm_2023/code", 8819), ("azure_llm_2023/conv", 19366),
+                    ("mooncake/conversation", 12031)]
+    page = (demo / "report.html").read_text()
+    assert page.count("<svg") >= 10 and "<script" not in page
+    for title in ("azure_llm_2023/conv: token lengths", "mooncake/conversation: arrivals",
+                  "Synthesis fidelity", "fitted on the first half"):
+        assert title in page
+    synth = pl.read_parquet(demo / "synthetic" / "azure_llm_2023_conv.parquet")
+    assert 15_000 < synth.height < 24_000  # the real hour holds 19,366 requests
+    vllm = [json.loads(x) for x in
+            (demo / "exports" / "vllm-custom" / "mooncake_conversation.jsonl").open()]
+    guide = [json.loads(x) for x in
+             (demo / "exports" / "guidellm" / "mooncake_conversation.jsonl").open()]
+    assert len(vllm) == len(guide) > 5_000
+    assert {"prompt", "output_tokens"} <= set(vllm[0])
+    assert {"timestamp", "input_length", "output_length"} <= set(guide[0])
+
+
+def test_report_writes_every_analysis_that_applies(env, mirror, tmp_path):
+    """Requests with tenants get arrivals, lengths and fairness; per-minute serverless counts
+    get arrivals and keep-alive; cold starts get the component breakdown."""
+    burst = mirror / "burstgpt_sample" / "sample.jsonl"
+    fns = mirror / "azure_functions_2019"
+    cold = mirror / "specimens" / "huawei_2025_cold_starts_R2.csv"
+    for path in (burst, fns, cold):
+        assert runner.invoke(app, ["ingest", str(path)]).exit_code == 0
+    traces = json.loads(runner.invoke(app, ["list", "--format", "json"]).stdout)
+    ids = sorted({t["trace"] for t in traces})
+    expected = {"burstgpt": ("Arrivals and burstiness", "Token lengths", "Per-tenant fairness"),
+                "azure_functions_2019": ("Invocations and burstiness", "Keep-alive policies"),
+                "huawei_2025": ("Cold starts",)}
+    assert [i.split("/")[0] for i in ids] == sorted(expected)
+    for trace in ids:
+        out = tmp_path / f"{trace.replace('/', '_')}.html"
+        res = runner.invoke(app, ["report", trace, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        page = out.read_text()
+        titles = re.findall(r"<h2 id='s\d+'>([^<]*)</h2>", page)
+        assert tuple(titles) == expected[trace.split("/")[0]], trace
+    res = runner.invoke(app, ["report", "nope/trace", "-o", str(tmp_path / "x.html")])
+    assert res.exit_code == 1 and "no trace 'nope/trace'" in res.output
 
 
 def test_datasets_lists_every_registered_dataset():
