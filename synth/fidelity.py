@@ -5,19 +5,39 @@ two baselines generated the same way for the same duration:
 
 * ``poisson``: Poisson arrivals at the real mean rate, input and output lengths resampled
   independently from the real marginals: what most serving benchmarks replay;
-* ``gamma``: gamma-renewal arrivals whose CV is the real inter-arrival CV (vLLM's
-  ``--burstiness`` is this process's shape, 1/CV²), lengths resampled independently.
+* ``gamma``: gamma-renewal arrivals at the real mean rate whose coefficient of variation is
+  the real inter-arrival CV, s/x̄ of all gaps (the method-of-moments fit, shape
+  κ = 1/CV²), lengths resampled independently. This is how the field parameterizes "gamma
+  arrivals with a CV": vLLM's ``--burstiness`` is the shape κ (gaps
+  ``gamma(shape=κ, scale=1/(rate·κ))``), Vidur's and Veeksha's gamma interval generators take
+  a ``cv`` and use κ = 1/cv², and ServeGen publishes per-window ``cv`` with Gamma shape
+  exactly 1/cv² (Xiang et al., NSDI 2026). A maximum-likelihood gamma fit would give another
+  κ wherever the gaps are not gamma, and so not the trace's CV. On the whole trace this
+  baseline is therefore *told* the real CV, and its CV error is only its sampling noise: the
+  CV comparison ties there by construction and is informative on held-out time only.
 
-Errors are relative (|synthetic − real| / |real|) for CV, peak-to-mean and the index of
+Errors are relative (|synthetic − real| / |real|) for CV, peak-to-mean at 60 s and the index of
 dispersion (its largest relative error over the windows of :data:`WINDOWS_S`, 1 s to 1 h,
-that hold at least :data:`MIN_WINDOWS` complete windows in both traces), absolute for the
-Hurst exponent and Spearman's ρ, and distances for the KS and
-Wasserstein comparisons of the distributions (two-sample, on up to 200,000 values each).
+that are whole multiples of the real trace's time resolution, :func:`analysis.burstiness.
+resolution` — structure below the recording grid is an artefact, as in :mod:`analysis.
+burstiness` — and hold at least :data:`MIN_WINDOWS` complete windows in both traces), absolute
+for the Hurst exponent and Spearman's ρ, and distances for the KS and Wasserstein comparisons
+of the distributions (two-sample, on up to 200,000 values each).
+
+One synthetic trace is one draw of a random process, and so are the baselines: single
+comparisons are noisy (a peak-to-mean over 60 windows moves by ±20 % between seeds of the
+same model). Pass several synthetic traces (samples of one model under different seeds) to
+score each candidate by its *mean* error over as many runs, every run drawing its own
+baselines from seeds that depend only on ``seed`` and the run's index (so two models
+compared with the same ``seed`` meet the same baselines); "the model beats a baseline" then
+means a lower mean error, and the standard deviations over runs are reported beside them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -26,11 +46,17 @@ from scipy import stats
 from analysis import burstiness, tokens
 from loaders import schema
 
+if TYPE_CHECKING:
+    from synth.model import WorkloadModel
+
 WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 MIN_WINDOWS = 30  # the IDC of n windows has a sampling SD of about √(2/(n−1)): 0.26 at 30
 MAX_SAMPLE = 200_000
 ARRIVAL_METRICS = ("iat_cv", "idc_max_rel_error", "hurst_av", "peak_to_mean_60s", "iat_ks",
                    "iat_wasserstein")
+BASELINES = ("poisson", "gamma")
+
+Frame = pl.DataFrame | pl.LazyFrame
 
 
 def _span(requests: pl.DataFrame) -> float:
@@ -51,7 +77,11 @@ def _gaps(requests: pl.DataFrame) -> np.ndarray:
 
 
 def baseline(real: pl.DataFrame, kind: str, duration_s: float, seed: int) -> pl.DataFrame:
-    """A ``poisson`` or ``gamma`` baseline trace of ``duration_s`` for ``real`` (see module)."""
+    """A ``poisson`` or ``gamma`` baseline trace of ``duration_s`` for ``real`` (see module).
+
+    Rate λ = (n − 1) / span of ``real``; the gamma's shape is κ = 1/CV² with CV = s/x̄ of
+    ``real``'s gaps (ties included), gaps ``gamma(κ, 1/(λκ))``, vLLM's ``--burstiness κ``.
+    """
     if real.height < 2:
         raise ValueError("a baseline needs a real trace of at least two requests")
     rng = np.random.default_rng(seed)
@@ -81,19 +111,25 @@ def baseline(real: pl.DataFrame, kind: str, duration_s: float, seed: int) -> pl.
 
 
 def metrics(requests: pl.DataFrame, windows_s: tuple[float, ...] = WINDOWS_S) -> dict:
-    """The figures :func:`fidelity` compares, for one trace (arrival and length figures)."""
+    """The figures :func:`fidelity` compares, for one trace (arrival and length figures).
+
+    ``idc`` maps each window of ``windows_s`` to the index of dispersion, ``idc_windows`` to
+    its number of complete windows and ``idc_on_grid`` to whether it is a whole multiple of
+    the trace's resolution (:func:`analysis.burstiness.dispersion_curve`).
+    """
     stats_row = burstiness.interarrival_stats(requests).row(0, named=True)
     curve = burstiness.dispersion_curve(requests, window_s=list(windows_s))
     hurst = burstiness.hurst(requests)
     av = hurst.filter(pl.col("method") == "aggregated_variance")["h"]
     ptm = curve.filter(pl.col("window_s") == 60.0)["peak_to_mean"]
     corr = tokens.correlation(requests).row(0, named=True)
+    windows = curve["window_s"].to_list()
     # cv_request counts tied arrivals as zero gaps: on a ticked trace (Mooncake, 3 s) the CV of
     # the gaps between distinct timestamps is ~0 and says nothing about the requests.
     return {"iat_cv": stats_row.get("cv_request", stats_row["cv"]),
-            "idc": dict(zip(curve["window_s"].to_list(), curve["idc"].to_list(), strict=True)),
-            "idc_windows": dict(zip(curve["window_s"].to_list(), curve["n_windows"].to_list(),
-                                    strict=True)),
+            "idc": dict(zip(windows, curve["idc"].to_list(), strict=True)),
+            "idc_windows": dict(zip(windows, curve["n_windows"].to_list(), strict=True)),
+            "idc_on_grid": dict(zip(windows, curve["on_grid"].to_list(), strict=True)),
             "hurst_av": av[0] if av.len() else None,
             "peak_to_mean_60s": ptm[0] if ptm.len() else None,
             "spearman": corr["spearman"]}
@@ -112,9 +148,11 @@ def _abs(a: float | None, b: float | None) -> float | None:
 
 
 def _idc_error(m: dict, r: dict) -> float | None:
-    """Largest relative error of the IDC over windows with enough windows in both traces."""
+    """Largest relative error of the IDC over the windows on the real trace's grid that hold
+    enough complete windows in both traces."""
     errors = [_rel(m["idc"].get(w), idc) for w, idc in r["idc"].items()
-              if r["idc_windows"][w] >= MIN_WINDOWS and m["idc_windows"].get(w, 0) >= MIN_WINDOWS]
+              if r["idc_on_grid"].get(w, True) and r["idc_windows"][w] >= MIN_WINDOWS
+              and m["idc_windows"].get(w, 0) >= MIN_WINDOWS]
     errors = [e for e in errors if e is not None]
     return max(errors) if errors else None
 
@@ -126,24 +164,30 @@ def _shares(requests: pl.DataFrame, by: str) -> np.ndarray:
     return np.sort(counts / counts.sum())[::-1]
 
 
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    # the statistic only: its exact p-value costs seconds at 10⁴ values and is not used
+    return float(stats.ks_2samp(a, b, method="asymp").statistic)
+
+
 def _errors(real: pl.DataFrame, rm: dict, cand: pl.DataFrame, seed: int,
             by: str | None) -> dict[str, float | None]:
     cm = metrics(cand)
     rg, cg = _sample(_gaps(real), seed), _sample(_gaps(cand), seed + 1)
+    ok_gaps = len(rg) > 1 and len(cg) > 1
     out: dict[str, float | None] = {
         "iat_cv": _rel(cm["iat_cv"], rm["iat_cv"]),
         "idc_max_rel_error": _idc_error(cm, rm),
         "hurst_av": _abs(cm["hurst_av"], rm["hurst_av"]),
         "peak_to_mean_60s": _rel(cm["peak_to_mean_60s"], rm["peak_to_mean_60s"]),
-        "iat_ks": float(stats.ks_2samp(rg, cg).statistic) if len(cg) > 1 else None,
-        "iat_wasserstein": float(stats.wasserstein_distance(rg, cg)) if len(cg) > 1 else None,
+        "iat_ks": _ks(rg, cg) if ok_gaps else None,
+        "iat_wasserstein": float(stats.wasserstein_distance(rg, cg)) if ok_gaps else None,
     }
     for name in tokens.FIELDS:
         a = _sample(real[name].drop_nulls().to_numpy().astype(np.float64), seed)
         b = _sample(cand[name].drop_nulls().to_numpy().astype(np.float64), seed + 1)
         ok = len(a) > 1 and len(b) > 1
         short = name.split("_")[0]
-        out[f"{short}_ks"] = float(stats.ks_2samp(a, b).statistic) if ok else None
+        out[f"{short}_ks"] = _ks(a, b) if ok else None
         out[f"{short}_wasserstein"] = float(stats.wasserstein_distance(a, b)) if ok else None
     out["spearman"] = _abs(cm["spearman"], rm["spearman"])
     if by and by in real.columns and by in cand.columns and real[by].null_count() < real.height:
@@ -154,52 +198,90 @@ def _errors(real: pl.DataFrame, rm: dict, cand: pl.DataFrame, seed: int,
     return out
 
 
-def fidelity(real: pl.DataFrame | pl.LazyFrame, synthetic: pl.DataFrame | pl.LazyFrame, *,
+def _baseline_seed(seed: int, run: int, k: int) -> int:
+    """Seed of baseline ``k`` (0 poisson, 1 gamma) in run ``run``: run 0 keeps the historical
+    ``seed + 10 + k``; later runs never reuse another run's seed."""
+    return seed + 10 + 2 * run + k
+
+
+def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return None, None
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
+
+
+def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
              seed: int = 0, by: str | None = "tenant", baselines: bool = True,
-             reference: pl.DataFrame | pl.LazyFrame | None = None) -> pl.DataFrame:
+             reference: Frame | None = None) -> pl.DataFrame:
     """Compare ``synthetic`` to ``real`` on the analysis metrics, next to two baselines.
 
-    The baselines take their rate, CV and lengths from ``reference`` (default: ``real``). On
-    held-out time pass the part the model was fitted on: a baseline built from the held-out
-    part itself would be told the answer the model has to predict.
+    ``synthetic`` is one trace, or a sequence of traces (runs: samples of one model under
+    different seeds). With n runs every candidate is scored by its mean error over n
+    comparisons with ``real``; run i compares ``synthetic[i]`` and baselines drawn with
+    seeds ``seed + 10 + 2i`` (Poisson) and ``seed + 11 + 2i`` (gamma) for that run's
+    duration. The baselines take their rate, CV and lengths from ``reference`` (default:
+    ``real``). On held-out time pass the part the model was fitted on: a baseline built from
+    the held-out part itself would be told the answer the model has to predict.
 
     Returns one row per metric: metric, kind (arrivals, lengths, mix), real (the real trace's
     value where one exists), model (the synthetic trace's error), poisson and gamma (the
     baselines' errors, when ``baselines``), and ``model_best``: the model's error is the
-    smallest. Errors are described in the module docstring; lower is better everywhere.
+    smallest (null where an error is undefined). With a sequence the errors are means over
+    the runs where they are defined, and ``model_sd``, ``poisson_sd``, ``gamma_sd`` (sample
+    standard deviations over the runs) follow. Errors are described in the module docstring;
+    lower is better everywhere.
     """
+    runs = [synthetic] if isinstance(synthetic, pl.DataFrame | pl.LazyFrame) else list(synthetic)
+    if not runs:
+        raise ValueError("fidelity: synthetic is an empty sequence of traces")
+    single = isinstance(synthetic, pl.DataFrame | pl.LazyFrame)
     real = real.lazy().collect().sort("arrival_s")
-    synthetic = synthetic.lazy().collect().sort("arrival_s")
-    if real.height < 3 or synthetic.height < 3:
+    frames = [s.lazy().collect().sort("arrival_s") for s in runs]
+    short = [f.height for f in frames if f.height < 3]
+    if real.height < 3 or short:
         raise ValueError(f"fidelity needs at least 3 requests in each trace "
-                         f"(real {real.height}, synthetic {synthetic.height})")
+                         f"(real {real.height}, synthetic {short[0] if short else 'ok'})")
     rm = metrics(real)
-    duration = _span(synthetic)
-    columns: dict[str, Mapping[str, float | None]] = {
-        "model": _errors(real, rm, synthetic, seed, by)}
     source = real if reference is None else reference.lazy().collect().sort("arrival_s")
-    if baselines:
-        for i, kind in enumerate(("poisson", "gamma")):
-            cand = baseline(source, kind, duration, seed + 10 + i)
-            columns[kind] = _errors(real, rm, cand, seed, by)
-    names = list(columns["model"])
+    kinds = ("model", *(BASELINES if baselines else ()))
+    per_run: dict[str, list[Mapping[str, float | None]]] = {k: [] for k in kinds}
+    for i, frame in enumerate(frames):
+        per_run["model"].append(_errors(real, rm, frame, seed, by))
+        if baselines:
+            duration = _span(frame)
+            for k, kind in enumerate(BASELINES):
+                cand = baseline(source, kind, duration, _baseline_seed(seed, i, k))
+                per_run[kind].append(_errors(real, rm, cand, seed, by))
+    names = list(per_run["model"][0])
+    columns: dict[str, list[float | None]] = {}
+    for k in kinds:
+        pairs = [_mean_sd([run.get(n) for run in per_run[k]]) for n in names]
+        columns[k] = [p[0] for p in pairs]
+        if not single:
+            columns[f"{k}_sd"] = [p[1] for p in pairs]
     real_values = {"iat_cv": rm["iat_cv"], "hurst_av": rm["hurst_av"],
                    "peak_to_mean_60s": rm["peak_to_mean_60s"], "spearman": rm["spearman"]}
+    means = {k: columns[k] for k in kinds}
     frame = pl.DataFrame({
         "metric": names,
         "kind": ["arrivals" if n in ARRIVAL_METRICS else "mix" if n.endswith("_share_tv")
                  else "lengths" for n in names],
         "real": [real_values.get(n) for n in names],
-        **{k: [v.get(n) for n in names] for k, v in columns.items()},
-    }, schema_overrides={"real": pl.Float64, **{k: pl.Float64 for k in columns}})
-    others = [pl.col(k) for k in columns if k != "model"]
+        **means,
+    }, schema_overrides={"real": pl.Float64, **{k: pl.Float64 for k in means}})
+    others = [pl.col(k) for k in kinds if k != "model"]
     best = (pl.all_horizontal([pl.col("model") < o for o in others]) if others
             else pl.lit(True))
-    return frame.with_columns(pl.when(pl.col("model").is_null()).then(None).otherwise(best)
-                              .alias("model_best"))
+    frame = frame.with_columns(pl.when(pl.col("model").is_null()).then(None).otherwise(best)
+                               .alias("model_best"))
+    if not single:
+        frame = frame.with_columns(*(pl.Series(f"{k}_sd", columns[f"{k}_sd"], pl.Float64)
+                                     for k in kinds))
+    return frame
 
 
-def split_half(requests: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_half(requests: Frame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The first and second halves of a trace by time, each starting at 0 s (held-out tests)."""
     frame = requests.lazy().collect().sort("arrival_s")
     start = frame["arrival_s"].min()
@@ -209,16 +291,43 @@ def split_half(requests: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, pl.
     return first.with_columns(pl.col("arrival_s") - start), second
 
 
-def holdout(requests: pl.DataFrame | pl.LazyFrame, *, seed: int = 0,
-            by: str | None = None) -> pl.DataFrame:
+def _advance(model: WorkloadModel, offset_s: float) -> WorkloadModel:
+    """``model`` with the time of day/week of its sample's zero moved ``offset_s`` later.
+
+    A sample's zero is the fitted trace's first arrival for the diurnal and weekly harmonics
+    (:class:`synth.model.Arrivals`); to continue the fitted trace (held-out time starts where
+    the fitted part ends), the harmonics' phase moves by that much. Everything else in the
+    model is stationary and unaffected; ServeGen window tables (:class:`synth.model.Piecewise`)
+    are not shifted.
+    """
+    from synth.model import Arrivals
+
+    def shift(group):  # one per group
+        a = group.arrivals
+        if not isinstance(a, Arrivals) or not a.harmonics:
+            return group
+        return dataclasses.replace(group, arrivals=dataclasses.replace(
+            a, phase_s=a.phase_s + float(offset_s)))
+
+    return dataclasses.replace(model, groups=tuple(shift(g) for g in model.groups))
+
+
+def holdout(requests: Frame, *, seed: int = 0, by: str | None = None,
+            runs: int = 1) -> pl.DataFrame:
     """Fit on the first half of a trace, sample the second half's duration, compare to it.
 
-    The baselines are built from the first half too (see :func:`fidelity`), so all three
-    candidates know the same past and are judged on the same future.
+    The model is fitted with ``seed``; with ``runs`` > 1 it is sampled under seeds ``seed``,
+    ``seed + 1``, … and scored by mean errors (see :func:`fidelity`). Samples continue the
+    fitted half in time of day (:func:`advance`). The baselines are built from the first half
+    too, so all three candidates know the same past and are judged on the same future.
     """
     from synth.model import fit
 
-    first, second = split_half(requests)
-    model = fit(first, by=by, seed=seed)
-    synthetic = model.sample(_span(second), seed=seed)
-    return fidelity(second, synthetic, seed=seed, reference=first)
+    if runs < 1:
+        raise ValueError(f"holdout: runs must be at least 1, got {runs}")
+    frame = requests.lazy().collect().sort("arrival_s")
+    first, second = split_half(frame)
+    model = _advance(fit(first, by=by, seed=seed), _span(frame) / 2)
+    duration = _span(second)
+    samples = [model.sample(duration, seed=seed + i) for i in range(runs)]
+    return fidelity(second, samples[0] if runs == 1 else samples, seed=seed, reference=first)

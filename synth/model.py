@@ -12,12 +12,15 @@ the integrated rate Λ(t) = ∫ λ(u) du, window by window, with
 * ``d(t)``: diurnal/weekly harmonics of ln λ fitted by least squares on hourly counts, only
   when the trace spans at least two periods;
 * ``x_i``: the stochastic rate factor of base window ``Δ`` (mean 1): a Gaussian copula
-  process. Its marginal ``Q_x`` is the empirical distribution of the trace's windowed rates,
-  shrunk toward 1 by the variance the renewal itself explains (so zeros stay zeros). Its
-  driver ``z`` is Gaussian with the autocovariance of increments of fractional Brownian
-  motion over ``L`` windows (:func:`driver_acov`): L = 1 is fractional Gaussian noise of Hurst
-  exponent H (long-range dependence, Leland et al. 1994), a larger L a random trend below L
-  windows that is stationary beyond; generated exactly by circulant embedding (Davies &
+  process. Its marginal ``Q_x`` is the empirical distribution of the trace's windowed rates
+  with the renewal's own count noise filtered out: the Wiener smoother under the fitted
+  driver's correlation, rescaled to the variance the renewal does not explain
+  (:func:`smoothed_factors`), so that the table has the shape of the rate signal (a slow
+  ramp's flat top) rather than of the counting noise. Its driver ``z`` is Gaussian with the
+  autocovariance of increments of fractional Brownian motion over ``L`` windows
+  (:func:`driver_acov`): L = 1 is fractional Gaussian noise of Hurst exponent H (long-range
+  dependence, Leland et al. 1994), a larger L a random trend below L windows that is
+  stationary beyond; generated exactly by circulant embedding (Davies &
   Harte 1987) and a cumulative sum. (H, L) are fitted to the aggregated variances of the
   windowed rates with their exact expected finite-sample values (:func:`fit_driver`): short
   traces are biased by long memory, and the fit accounts for it, so a sample as long as the
@@ -816,6 +819,41 @@ def _modulated(x: np.ndarray, noise: float, alpha: float = 1e-3) -> bool:
     return bool((stat > crit).any())
 
 
+def smoothed_factors(x: np.ndarray, noise: float, hurst: float, memory: int) -> np.ndarray:
+    """The signal part of windowed rate factors ``x`` = s + e, e white noise of variance
+    ``noise`` (the renewal's own count noise), for the modulation table.
+
+    ŝ = Σ_s (Σ_s + noise · I)⁻¹ (x − x̄), the Wiener smoother (Wiener 1949) with Σ_s the
+    autocovariance of the fitted driver (:func:`driver_acov`, Hurst exponent ``hurst``,
+    memory ``memory`` windows) scaled to the signal variance Var x − noise; applied in the
+    frequency domain on a zero-padded circulant embedding (O(n log n)). ŝ is then rescaled to
+    the signal variance, floored at 0 and normalized to mean 1.
+
+    Shrinking each window on its own toward 1 by √(1 − noise / Var x) gives the right variance
+    but keeps the *noise's* shape (Poisson-like counts make it bell-shaped whatever the
+    signal); pooling neighbouring windows by the signal's own correlation recovers the
+    signal's shape, e.g. the bounded, flat-topped distribution of a slow ramp, whose peaks
+    the pointwise table overstates. For a white signal (H = ½, L = 1) the two coincide.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    signal = float(x.var()) - noise
+    if n < 2 or not signal > 0:
+        return np.ones(n)
+    m = 1 << math.ceil(math.log2(2 * n))
+    acov = driver_acov(hurst, memory, m // 2)
+    acov = acov * (signal / acov[0])
+    spectrum = np.maximum(np.fft.rfft(np.concatenate([acov, acov[-2:0:-1]])).real, 0.0)
+    y = np.zeros(m)
+    y[:n] = x - x.mean()
+    s = np.fft.irfft(np.fft.rfft(y) * (spectrum / (spectrum + max(noise, 0.0))), m)[:n]
+    sd = float(s.std())
+    if not sd > 0:
+        return np.ones(n)
+    out = np.maximum(1.0 + s * (math.sqrt(signal) / sd), 0.0)
+    return out / out.mean()
+
+
 def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: float | None = None,
                  phase_s: float | None = None, tick_s: float | None = None,
                  detect_off: bool = True,
@@ -831,7 +869,8 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     fitted to the gaps rescaled by the modulation; x_i shrunk toward 1 by
     s = √(1 − v_noise/Var x), v_noise = CV_r²/(λ̄Δ) being the renewal's own contribution to
     Var x (renewal refitted thrice); the dispersion test (:func:`_modulated`); the driver
-    (:func:`fit_driver`); with ``calibrate``, the renewal's CV (:func:`_calibrate_cv`).
+    (:func:`fit_driver`); the modulation table from the Wiener-smoothed factors
+    (:func:`smoothed_factors`); with ``calibrate``, the renewal's CV (:func:`_calibrate_cv`).
     """
     t = np.sort(np.asarray(times, dtype=np.float64))
     n = len(t)
@@ -886,6 +925,8 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
         shrink, xs = 0.0, np.ones(n_w)
         renewal = _fit_renewal(_rescaled_gaps(t, rate * det, window))
     hurst, memory, _ = fit_driver(x, noise) if n_w >= 8 and shrink > 0 else (0.5, 1, 0.0)
+    if n_w >= 8 and shrink > 0:  # the table holds the signal's shape, not the noise's
+        xs = smoothed_factors(x, noise, hurst, memory)
     fitted = Arrivals(rate, window, Table.of(xs), hurst, span, renewal, harmonics, offset,
                       phase, tick, off, memory)
     return _calibrate_cv(fitted, raw, seed) if calibrate else fitted

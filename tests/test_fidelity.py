@@ -1,6 +1,19 @@
-"""Fidelity: the metrics agree on processes that match, and the fitted model beats the baselines."""
+"""Fidelity: the metrics agree on processes that match, the baselines are what the field runs, and
+the fitted model beats them on the real traces, over several seeds, on the whole trace and on
+held-out time (fit on the first half, compare with the second).
+
+The acceptance tests score every candidate by its mean error over :data:`RUNS` runs (seeds 0 …
+RUNS − 1 for the model, the matching baseline seeds for Poisson and gamma). Measured over 40
+runs, each win asserted below holds by more than 6 standard errors of the difference (and the
+assertions pass for five other blocks of 6 seeds); comparisons within noise over 40 runs are
+asserted as ties (no worse than two standard errors of the 6-run means) together with a clear
+win over the other baseline, and the comparisons the model loses are named with their cause
+and not asserted.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import polars as pl
@@ -8,19 +21,41 @@ import pytest
 
 from loaders import azure_llm_2023, burstgpt, mooncake
 from loaders.schema import conform
-from synth.fidelity import ARRIVAL_METRICS, baseline, fidelity, holdout, split_half
+from synth.fidelity import (
+    ARRIVAL_METRICS,
+    _advance,
+    baseline,
+    fidelity,
+    holdout,
+    metrics,
+    split_half,
+)
 from synth.model import fit
+
+RUNS = 6
 
 
 def _renewal(shape: float, rate: float, duration: float, seed: int) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.gamma(shape, 1 / (rate * shape), int(rate * duration * 1.3)))
     t = t[t < duration]
+    return _with_lengths(t, rng)
+
+
+def _with_lengths(t: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
     z = rng.multivariate_normal([0, 0], [[1, 0.6], [0.6, 1]], len(t))
     return conform("requests", pl.DataFrame({
         "trace": "truth", "request_id": np.arange(len(t)).astype(str), "arrival_s": t,
         "input_tokens": np.exp(6 + z[:, 0]).astype(np.int64) + 1,
         "output_tokens": np.exp(4 + z[:, 1]).astype(np.int64) + 1}))
+
+
+def _cv(frame: pl.DataFrame) -> float:
+    g = np.diff(frame["arrival_s"].to_numpy())
+    return float(g.std() / g.mean())
+
+
+# ----------------------------------------------------------------------------- ground truth
 
 
 def test_two_samples_of_one_poisson_process_agree():
@@ -39,12 +74,87 @@ def test_baselines_have_the_real_rate_and_cv():
     poisson, gamma = (baseline(real, k, 3600, seed=4) for k in ("poisson", "gamma"))
     for frame in (poisson, gamma):
         assert frame.height == pytest.approx(real.height, rel=0.1)
-    gaps = np.diff(gamma["arrival_s"].to_numpy())
-    assert gaps.std() / gaps.mean() == pytest.approx(2.0, rel=0.08)
-    gaps = np.diff(poisson["arrival_s"].to_numpy())
-    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
+    assert _cv(gamma) == pytest.approx(2.0, rel=0.08)
+    assert _cv(poisson) == pytest.approx(1.0, rel=0.05)
     with pytest.raises(ValueError, match="unknown baseline 'uniform'"):
         baseline(real, "uniform", 10, 0)
+
+
+def test_gamma_baseline_takes_the_moment_cv_not_a_likelihood_fit():
+    # lognormal gaps, σ = 1: CV = √(e − 1) = 1.311, while the maximum-likelihood gamma shape
+    # solves ln κ − ψ(κ) = ln mean − mean ln = σ²/2, κ ≈ 1.13, a CV of 0.94. vLLM, Vidur and
+    # ServeGen set κ = 1/CV²: the baseline must reproduce 1.31.
+    rng = np.random.default_rng(21)
+    t = np.cumsum(rng.lognormal(0.0, 1.0, 30_000) / math.exp(0.5) / 5.0)  # 5/s
+    real = _with_lengths(t[t < 5000], rng)
+    gamma = baseline(real, "gamma", 5000, seed=22)
+    assert _cv(real) == pytest.approx(math.sqrt(math.e - 1), rel=0.05)
+    assert _cv(gamma) == pytest.approx(_cv(real), rel=0.06)  # ± 3 SE at 25k gaps
+
+
+def test_idc_error_ignores_windows_below_the_recording_grid():
+    # one Poisson process at 5/s, recorded on a 3 s grid and continuously: at 1 s windows the
+    # ticked copy has IDC ≈ 11 (a tick's ~15 arrivals in one 1 s window of three), a grid
+    # artefact; on windows that are multiples of 3 s both have IDC ≈ 1.
+    rng = np.random.default_rng(23)
+    t = np.cumsum(rng.exponential(0.2, 80_000))
+    t = t[t < 14_400]
+    real, continuous = _with_lengths(np.floor(t / 3) * 3, rng), _with_lengths(t, rng)
+    m = metrics(real)
+    assert not m["idc_on_grid"][1.0] and m["idc_on_grid"][30.0]
+    assert m["idc"][1.0] == pytest.approx(11.0, rel=0.15)
+    table = fidelity(real, continuous, baselines=False)
+    err = table.filter(pl.col("metric") == "idc_max_rel_error")["model"][0]
+    assert err < 0.1  # the same arrivals, off by < 3 s; the 1 s window alone would give 0.9
+
+
+def test_several_runs_give_mean_errors_and_their_spread():
+    real = _renewal(0.5, 5.0, 3600, 5)
+    runs = [_renewal(0.5, 5.0, 3600, s) for s in (6, 7, 8)]
+    table = fidelity(real, runs, seed=3)
+    singles = [fidelity(real, r, seed=3, baselines=False)["model"].to_numpy() for r in runs]
+    assert table["model"].to_numpy() == pytest.approx(np.mean(singles, axis=0))
+    assert table["model_sd"].to_numpy() == pytest.approx(np.std(singles, axis=0, ddof=1))
+    assert {"poisson_sd", "gamma_sd"} <= set(table.columns)
+    # run 0 meets the baselines of a single comparison with the same seed
+    single, one_run = fidelity(real, runs[0], seed=3), fidelity(real, runs[:1], seed=3)
+    assert "model_sd" not in single.columns and one_run["model_sd"].null_count() > 0
+    for kind in ("model", "poisson", "gamma"):
+        assert one_run[kind].to_numpy() == pytest.approx(single[kind].to_numpy())
+    with pytest.raises(ValueError, match="empty sequence"):
+        fidelity(real, [])
+    with pytest.raises(ValueError, match="runs"):
+        holdout(real, runs=0)
+
+
+def test_held_out_samples_continue_the_time_of_day():
+    # 5 days of a diurnal Poisson process starting at 05:00, split at 2.5 days: the second
+    # half starts at 17:00, half a day out of phase with the first. Samples for it must follow
+    # its clock, not the first half's.
+    rng = np.random.default_rng(24)
+
+    def rate(t: np.ndarray) -> np.ndarray:
+        return 0.25 * (1 + 0.8 * np.sin(2 * np.pi * (t + 5 * 3600) / 86400))
+
+    t = np.cumsum(rng.exponential(1 / 0.45, int(0.45 * 5 * 86400 * 1.05)))
+    t = t[t < 5 * 86400]
+    t = t[rng.random(len(t)) < rate(t) / 0.45]
+    first, second = split_half(_with_lengths(t, rng))
+    model = fit(first)
+    offset = float(t[-1] - t[0]) / 2
+    hours = (np.arange(48) + 0.5) * 3600
+    truth = rate(hours + offset + t[0])
+
+    def hourly(frame: pl.DataFrame) -> np.ndarray:
+        return np.bincount((frame["arrival_s"].to_numpy() // 3600).astype(np.int64),
+                           minlength=48)[:48]
+
+    assert np.corrcoef(hourly(second), truth)[0, 1] > 0.95
+    assert np.corrcoef(hourly(_advance(model, offset).sample(2 * 86400, 1)), truth)[0, 1] > 0.95
+    assert np.corrcoef(hourly(model.sample(2 * 86400, 1)), truth)[0, 1] < -0.9  # first's clock
+
+
+# ----------------------------------------------------------------------------- real traces
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +172,98 @@ def real_traces(shared):
     }
 
 
+@pytest.fixture(scope="module")
+def scores(real_traces) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """Mean errors and spreads over RUNS runs, per (trace, "whole" | "held") and metric."""
+    out = {}
+    for name, real in real_traces.items():
+        span = float(real["arrival_s"].max() - real["arrival_s"].min())
+        model = fit(real)
+        whole = fidelity(real, [model.sample(span, seed=s) for s in range(RUNS)], seed=0)
+        held = holdout(real, seed=0, runs=RUNS)
+        for mode, table in (("whole", whole), ("held", held)):
+            assert set(ARRIVAL_METRICS) <= set(table["metric"])
+            out[name, mode] = {r["metric"]: r for r in table.iter_rows(named=True)}
+    return out
+
+
+def _wins(row: dict, baselines=("poisson", "gamma")) -> bool:
+    return all(row[b] is None or row["model"] < row[b] for b in baselines)
+
+
+def _tie(row: dict, other: str) -> bool:
+    """The model's mean error is no worse than ``other``'s by more than two standard errors
+    of the difference of the two RUNS-run means."""
+    se = math.sqrt((row["model_sd"] ** 2 + row[f"{other}_sd"] ** 2) / RUNS)
+    return row["model"] <= row[other] + 2 * se
+
+
+# the clear wins: > 6 standard errors of the difference over 40 runs
+WINS = {
+    ("code", "whole"): ("idc_max_rel_error", "hurst_av", "iat_ks", "iat_wasserstein"),
+    ("conv", "whole"): ("idc_max_rel_error", "hurst_av", "peak_to_mean_60s", "iat_ks",
+                        "iat_wasserstein"),
+    ("mooncake", "whole"): ("iat_cv", "idc_max_rel_error", "hurst_av", "iat_ks",
+                            "iat_wasserstein"),
+    ("burstgpt", "whole"): ("idc_max_rel_error", "hurst_av", "iat_ks", "iat_wasserstein"),
+    ("code", "held"): ("idc_max_rel_error", "hurst_av", "iat_ks", "iat_wasserstein"),
+    ("conv", "held"): ("idc_max_rel_error", "hurst_av", "peak_to_mean_60s", "iat_ks"),
+    ("mooncake", "held"): ("idc_max_rel_error", "iat_ks", "iat_wasserstein"),
+    ("burstgpt", "held"): (),
+}
+# CV errors the model's calibration must stay within (6-run means): Azure code's CV of 13 is
+# made by a handful of 2–4 minute silences and moves ±5 % between seeds; the others ±0.5 %
+CV_BOUND = {"code": 0.15, "conv": 0.03, "mooncake": 0.03}
+
+
 @pytest.mark.parametrize("name", ["code", "conv", "mooncake", "burstgpt"])
-def test_model_beats_both_baselines_on_the_whole_trace(real_traces, name):
-    real = real_traces[name]
-    span = float(real["arrival_s"].max() - real["arrival_s"].min())
-    table = fidelity(real, fit(real).sample(span, seed=1), seed=0)
-    best = dict(zip(table["metric"], table["model_best"], strict=True))
-    # the dispersion curve, long-range dependence and the gap distribution: what the
-    # baselines cannot reproduce. (CV: the gamma baseline is given the real CV, so the model
-    # and it tie within sampling noise; peak-to-mean at 60 s is reported, not asserted.)
-    for metric in ("idc_max_rel_error", "hurst_av", "iat_ks"):
-        assert best[metric], (name, metric, table.filter(pl.col("metric") == metric))
-    assert set(ARRIVAL_METRICS) <= set(table["metric"])
+def test_model_beats_both_baselines_on_the_whole_trace(scores, name):
+    rows = scores[name, "whole"]
+    for metric in WINS[name, "whole"]:
+        assert _wins(rows[metric]), (name, metric, rows[metric])
+    cv, ptm = rows["iat_cv"], rows["peak_to_mean_60s"]
+    # CV: the gamma baseline is given the real CV, the model is calibrated to it; both land
+    # within their sampling noise (Azure code: gamma's κ = 1/13² is noisier still).
+    assert cv["model"] < cv["poisson"], cv
+    if name != "burstgpt":
+        assert _tie(cv, "gamma") and cv["model"] < CV_BOUND[name], cv
+    else:  # turns are placed by think times that ignore the load: requests' CV runs 27 % low
+        assert cv["model"] < 0.5, cv
+    # peak-to-mean over ~58 one-minute windows moves ±20 % between seeds: a tie with the
+    # closer baseline (gamma's clumps on code; Poisson on Mooncake's smooth hour), far from
+    # the other.
+    assert _tie(ptm, "poisson") and _tie(ptm, "gamma"), ptm
+    assert ptm["model"] < max(ptm["poisson"], ptm["gamma"]) / 2, ptm
 
 
-def test_model_holds_up_on_held_out_time(real_traces):
-    table = holdout(real_traces["conv"], seed=0)
-    arrivals = table.filter(pl.col("kind") == "arrivals")
-    assert arrivals["model_best"].all(), arrivals
+@pytest.mark.parametrize("name", ["code", "conv", "mooncake", "burstgpt"])
+def test_model_holds_up_on_held_out_time(scores, real_traces, name):
+    rows = scores[name, "held"]
+    for metric in WINS[name, "held"]:
+        assert _wins(rows[metric]), (name, metric, rows[metric])
+    if name == "burstgpt":
+        # 96 requests in the first half, 904 in the second: no model fitted on the quiet
+        # half predicts the busy one's rate; the rate-bound figures (gaps, peaks) are lost,
+        # and samples of ~100 requests mostly leave the Hurst exponent undefined. The
+        # dispersion curve's shape still carries over: better than Poisson, within noise of
+        # gamma (ahead by 6 standard errors over 40 runs, not in every block of 6)
+        idc = rows["idc_max_rel_error"]
+        assert _wins(idc, ("poisson",)) and _tie(idc, "gamma"), idc
+        return
+    cv, ptm = rows["iat_cv"], rows["peak_to_mean_60s"]
+    # every candidate carries the first half's CV
+    assert cv["model"] < cv["poisson"] and _tie(cv, "gamma"), cv
+    if name == "mooncake":
+        # the second half is smoother than the first (IDC at 60 s 1.2 against 2.5): the model
+        # keeps the burstiness it saw, and the renewal baselines land closer on H and peaks
+        first, second = split_half(real_traces[name])
+        assert metrics(second)["idc"][60.0] < metrics(first)["idc"][60.0] / 1.5
+        assert ptm["model"] < ptm["gamma"], ptm
+        return
+    assert _tie(ptm, "gamma") and ptm["model"] < ptm["poisson"], ptm
+    if name == "conv":
+        assert _tie(rows["iat_wasserstein"], "gamma") and _wins(rows["iat_wasserstein"],
+                                                                 ("poisson",))
 
 
 def test_split_half_restarts_both_halves_at_zero(real_traces):
