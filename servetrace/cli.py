@@ -572,8 +572,7 @@ def demo_cmd(
     for trace in result.traces:
         _print_frame(scores.filter(pl.col("trace") == trace).select(
             "metric", "real", "model", "poisson", "gamma", "best"), "table",
-            title=f"{trace}: arrival errors of the synthetic trace and two baselines "
-                  "(lower is better)")
+            title=f"{trace}: arrival errors, mean of {demo.RUNS} seeds (lower is better)")
     listing = _listing(s).filter(pl.col("trace").is_in(result.traces))
     _print_frame(listing.select("trace", "rows", "rejected", "span_s"), "table",
                  title="Traces (Azure LLM 2023: Patel et al., ISCA'24, CC-BY-4.0; Mooncake: "

@@ -7,8 +7,9 @@ Steps, each reported to ``on_step`` before it runs:
 2. characterize each: arrivals and burstiness, token lengths (:mod:`analysis.report`);
 3. fit a :class:`synth.model.WorkloadModel` to each and sample a synthetic trace of the same
    duration (seed 0), saved as canonical ``requests`` Parquet;
-4. compare each synthetic trace with its real one next to the Poisson and gamma baselines
-   (:func:`synth.fidelity.fidelity`), and on held-out time (:func:`synth.fidelity.holdout`);
+4. compare synthetic traces with the real one next to the Poisson and gamma baselines
+   (:func:`synth.fidelity.fidelity`, mean errors over :data:`RUNS` seeds), and on held-out
+   time (:func:`synth.fidelity.holdout`);
 5. export the synthetic traces for vLLM (``custom`` JSONL) and GuideLLM (trace file);
 6. write one self-contained HTML report.
 
@@ -33,6 +34,7 @@ from synth.model import fit
 SOURCES = ("azure_llm_2023", "mooncake/conversation")
 EXPORTS = {"vllm-custom": "jsonl", "guidellm": "jsonl"}
 SEED = 0
+RUNS = 5  # synthetic traces (seeds SEED…SEED+4) per comparison: errors are means over them
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,9 @@ def _fidelity_section(real: dict[str, pl.DataFrame], synthetic: dict[str, pl.Dat
             title=f"{trace}: index of dispersion, real against synthetic"))
     lead = ("Each real trace is fitted (arrival process with its time-varying rate and "
             "burstiness, joint input/output lengths, sessions and prefixes where present) and "
-            "sampled for the same duration. The baselines are what most benchmarks replay: "
-            "Poisson arrivals with independently resampled lengths, and gamma arrivals with "
-            "the trace's CV (vLLM's --burstiness).")
+            f"sampled for the same duration; errors are means over {RUNS} seeds. The baselines "
+            "are what most benchmarks replay: Poisson arrivals with independently resampled "
+            "lengths, and gamma arrivals with the trace's CV (vLLM's --burstiness).")
     return report.Section("Synthesis fidelity", lead, tuple(tables), tuple(charts))
 
 
@@ -102,12 +104,14 @@ def run(store: Store, out_dir: str | Path,
         on_step(f"fitting and sampling {trace}")
         model = fit(frame, seed=SEED)
         model.save(out / "models" / f"{_slug(trace)}.json")
-        synthetic[trace] = model.sample(float(frame["arrival_s"].max()), seed=SEED)
+        duration = float(frame["arrival_s"].max())
+        runs = [model.sample(duration, seed=SEED + i) for i in range(RUNS)]
+        synthetic[trace] = runs[0]
         paths[trace] = out / "synthetic" / f"{_slug(trace)}.parquet"
         synthetic[trace].write_parquet(paths[trace])
-        on_step(f"comparing {trace} with its synthetic trace")
-        scores[trace] = fidelity.fidelity(frame, synthetic[trace], seed=SEED)
-        held_out[trace] = fidelity.holdout(frame, seed=SEED)
+        on_step(f"comparing {trace} with {RUNS} synthetic traces")
+        scores[trace] = fidelity.fidelity(frame, runs, seed=SEED)
+        held_out[trace] = fidelity.holdout(frame, seed=SEED, runs=RUNS)
     sections.append(_fidelity_section(real, synthetic, scores, held_out))
     exports: dict[str, Path] = {}
     for fmt, ext in EXPORTS.items():
