@@ -152,15 +152,18 @@ def resolution(arrival_s: np.ndarray | pl.Series) -> float:
     """
     t = arrival_s.to_numpy() if isinstance(arrival_s, pl.Series) else np.asarray(arrival_s)
     t = t.astype(np.float64, copy=False)
-    t = t[np.isfinite(t)]
+    finite = np.isfinite(t)
+    if not finite.all():
+        t = t[finite]
     if t.size < 2:
         return 0.0
-    if not _is_sorted(t):
-        t = np.sort(t)
-    at = np.arange(t.size - 1)
-    if at.size > _GRID_MAX_GAPS:  # evenly spaced consecutive gaps
-        at = at[:: -(-at.size // _GRID_MAX_GAPS)]
-    d = t[at + 1] - t[at]
+    return _grid_step(t if _is_sorted(t) else np.sort(t))
+
+
+def _grid_step(t: np.ndarray) -> float:
+    """:func:`resolution` of sorted finite timestamps (at least two)."""
+    step = max(1, -(-(t.size - 1) // _GRID_MAX_GAPS))  # evenly spaced consecutive gaps
+    d = t[1::step] - t[:-1:step]
     tie = 64 * np.finfo(np.float64).eps * max(1.0, abs(float(t[0])), abs(float(t[-1])))
     pos = d[d > tie]
     if pos.size < _GRID_MIN_GAPS:
@@ -281,10 +284,11 @@ def _prepare_arrivals(df: pl.DataFrame, cols: tuple[str, ...]) -> _Prepared:
     if df.height == 0:
         raise ValueError("events: no rows (arrival_s is empty)")
     t = df["arrival_s"].cast(pl.Float64).to_numpy()
-    if not np.isfinite(t).all():
+    in_order = _is_sorted(t)  # false where a NaN (or null) is compared
+    if not (np.isfinite(t[[0, -1]]).all() if in_order else np.isfinite(t).all()):
         raise ValueError("arrival_s: null or non-finite values; drop them first")
     keys, gid = _group_ids(df, cols)
-    r = resolution(t)
+    r = _grid_step(t if in_order else np.sort(t)) if t.size >= 2 else 0.0
     ticks = None
     if r > 0:
         # phase of the grid (circular mean of t mod r): 0 for every loader's zero-based ticks
@@ -295,16 +299,19 @@ def _prepare_arrivals(df: pl.DataFrame, cols: tuple[str, ...]) -> _Prepared:
             t = ticks * r
         else:
             t = phase + np.rint((t - phase) / r) * r
+    if r > 0:  # snapping keeps the order of sorted times
+        in_order = in_order or _is_sorted(t)
     if cols:
-        order = (_group_order(gid, keys.height) if _is_sorted(t) else np.lexsort((t, gid)))
-    elif not _is_sorted(t):
+        order = _group_order(gid, keys.height) if in_order else np.lexsort((t, gid))
+    elif not in_order:
         order = np.argsort(t, kind="stable")
     else:
         order = None
     if order is not None:
         t, gid = t[order], gid[order]
         ticks = ticks[order] if ticks is not None else None
-    start, last = float(t.min()), float(t.max())
+    start, last = (float(t[0]), float(t[-1])) if not cols else (float(t.min()),
+                                                                 float(t.max()))
     end = last + r if r > 0 else float(np.nextafter(last, np.inf))
     return _Prepared(cols, keys, "arrivals", r, 0.0, start, end, gid, t, ticks, None, None)
 
@@ -352,7 +359,8 @@ def _runs(gid: np.ndarray, k: np.ndarray, c: np.ndarray | None = None
     change = np.empty(n, dtype=bool)
     change[0] = True
     np.not_equal(k[1:], k[:-1], out=change[1:])
-    change[1:] |= gid[1:] != gid[:-1]
+    if gid[0] != gid[-1]:  # more than one group (gid is sorted)
+        change[1:] |= gid[1:] != gid[:-1]
     starts = np.flatnonzero(change)
     counts = (np.diff(np.append(starts, n)) if c is None else np.add.reduceat(c, starts))
     return gid[starts], k[starts], counts.astype(np.int64)
@@ -386,9 +394,27 @@ def _sparse(ev: _Prepared, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
     elif ev.ticks is not None and (m := _multiple(key, ev.resolution_s)) is not None:
         out = _runs(ev.gid, ev.ticks // m)
     else:
-        out = _runs(ev.gid, np.floor((ev.times - ev.origin_s) / key).astype(np.int64))
+        out = _floor_runs(ev.gid, ev.times, ev.origin_s, key)
     ev.cache[key] = out
     return out
+
+
+_BLOCK = 1 << 20  # rows per block where a full-length temporary is not needed
+
+
+def _floor_runs(gid: np.ndarray, times: np.ndarray, origin: float, w: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_runs(gid, floor((times − origin) / w))``, computed in blocks of rows (no temporary
+    of the full length); runs cut at a block edge are joined by a last :func:`_runs`."""
+    parts = []
+    for lo in range(0, times.size, _BLOCK):
+        block = times[lo:lo + _BLOCK]
+        scaled = (block - origin if origin else block) / w
+        parts.append(_runs(gid[lo:lo + _BLOCK], np.floor(scaled, out=scaled).astype(np.int64)))
+    if len(parts) == 1:
+        return parts[0]
+    g, k, c = (np.concatenate([part[i] for part in parts]) for i in range(3))
+    return _runs(g, k, c)
 
 
 def _complete(ev: _Prepared, w: float) -> tuple[int, int]:
@@ -508,8 +534,11 @@ def window_counts(events: Events, window_s: float, by: By = None, start_s: float
 def _gaps(ev: _Prepared) -> tuple[np.ndarray, np.ndarray]:
     """(gid, gap) of consecutive arrivals within a group (ties are 0 after snapping)."""
     if "gaps" not in ev.memo:
-        same = ev.gid[1:] == ev.gid[:-1]
-        ev.memo["gaps"] = (ev.gid[1:][same], np.diff(ev.times)[same])
+        if ev.n_groups == 1:  # one group: every consecutive pair
+            ev.memo["gaps"] = (ev.gid[1:], np.diff(ev.times))
+        else:
+            same = ev.gid[1:] == ev.gid[:-1]
+            ev.memo["gaps"] = (ev.gid[1:][same], np.diff(ev.times)[same])
     return ev.memo["gaps"]
 
 
@@ -534,6 +563,70 @@ def _group_moments(gid: np.ndarray, x: np.ndarray, g: int
     return n, mean, np.where(n > 1, sd, np.nan)
 
 
+_SELECT_MIN = 1 << 16      # below this many values, quantiles by a plain partition
+_SELECT_SAMPLE = 1 << 14   # strided sample that brackets each wanted rank
+
+
+def _quantiles(x: np.ndarray, qs: Sequence[float], zeros: int = 0) -> np.ndarray:
+    """``np.quantile(x, qs)`` (linear) of finite ``x``, the same bits, without copying or
+    partitioning all of ``x``; with ``zeros`` > 0 (``x`` ≥ 0 holding that many zeros), the
+    quantiles of its positive values, whose order statistics are those of ``x`` past the
+    zeros.
+
+    NumPy's rule (Hyndman & Fan 1996, definition 7): with h = (n − 1)·q, the order statistics
+    a = x_(⌊h⌋) and b = x_(⌊h⌋+1) (both x_(n−1) when h ≥ n − 1) are interpolated as NumPy's
+    ``_lerp`` does, a + (b − a)·γ, or b − (b − a)·(1 − γ) when γ = h − ⌊h⌋ ≥ ½. The order
+    statistics are selected inside a narrow band of values around each rank: a sorted strided
+    sample of x brackets the rank (±4 binomial standard deviations), one pass counts the
+    values below the band and gathers those in it, and a partition of the band gives the
+    rank. A band that misses its rank (an unlucky sample) falls back to a full partition.
+    """
+    q = np.asarray(qs, dtype=np.float64)
+    n = x.size - zeros
+    if x.size < _SELECT_MIN:
+        return np.quantile(x[x > 0] if zeros else x, q)
+    h = (n - 1) * q
+    lo = np.floor(h)
+    first = lo.astype(np.int64)
+    second = first + 1
+    top = h >= n - 1
+    first[top] = second[top] = n - 1
+    ranks = np.unique(np.concatenate([first, second])) + zeros  # ranks in x
+    sample = np.sort(x[:: x.size // _SELECT_SAMPLE])
+    m = sample.size
+    p = ranks / (x.size - 1)
+    slack = 4 * np.sqrt(m * p * (1 - p)) + 8
+    at_lo = np.floor(p * (m - 1) - slack).astype(np.int64)
+    at_hi = np.ceil(p * (m - 1) + slack).astype(np.int64)
+    low = np.where(at_lo <= 0, -np.inf, sample[np.clip(at_lo, 0, m - 1)])
+    high = np.where(at_hi >= m - 1, np.inf, sample[np.clip(at_hi, 0, m - 1)])
+    found: dict[int, float] = {}
+    i = 0
+    while i < ranks.size:  # one band per group of overlapping brackets (a handful)
+        a, b, j = low[i], high[i], i + 1
+        while j < ranks.size and low[j] <= b:
+            a, b, j = min(a, low[j]), max(b, high[j]), j + 1
+        below = int(np.count_nonzero(x < a))
+        inside = x >= a
+        inside &= x <= b
+        band = x[inside]
+        k = ranks[i:j] - below
+        if k.min() < 0 or k.max() >= band.size:  # the band missed: select among all
+            return np.quantile(x[x > 0] if zeros else x, q)
+        found.update(zip(ranks[i:j].tolist(), np.partition(band, k)[k].tolist(),
+                         strict=True))
+        i = j
+    a = np.array([found[r + zeros] for r in first.tolist()])
+    b = np.array([found[r + zeros] for r in second.tolist()])
+    gamma = h - first  # NumPy: h − ⌊h⌋, with ⌊h⌋ = −1 past the end (b − a = 0 there)
+    gamma[top] = h[top] + 1
+    diff = b - a
+    out = a + diff * gamma
+    upper = gamma >= 0.5
+    out[upper] = (b - diff * (1 - gamma))[upper]
+    return out
+
+
 def _group_quantiles(gid: np.ndarray, x: np.ndarray, g: int, qs: Sequence[float]
                      ) -> np.ndarray:
     """Linear-interpolation quantiles of ``x`` per group: a (g, len(qs)) array, NaN if empty."""
@@ -541,7 +634,7 @@ def _group_quantiles(gid: np.ndarray, x: np.ndarray, g: int, qs: Sequence[float]
     if x.size == 0:
         return out
     if g == 1:
-        out[0] = np.quantile(x, qs)
+        out[0] = _quantiles(x, qs)
         return out
     frame = pl.DataFrame({"g": gid, "x": x}).group_by("g").agg(
         pl.col("x").quantile(q, "linear").alias(f"q{i}") for i, q in enumerate(qs))
@@ -551,24 +644,60 @@ def _group_quantiles(gid: np.ndarray, x: np.ndarray, g: int, qs: Sequence[float]
     return out
 
 
+def _one_group_gaps(gap: np.ndarray, n_ties: int, qs: Sequence[float]
+                    ) -> tuple[float, float, float, float, np.ndarray]:
+    """Mean, sample SD, maximum and ``qs`` quantiles of the positive gaps of one group, and
+    the sample SD of all its gaps, from gaps ≥ 0 of which ``n_ties`` are 0: the statistics
+    :func:`_group_moments` and :func:`_quantiles` give, taken in blocks of rows without
+    copying the positive gaps (the zeros add nothing to Σ x, and nothing to Σ (x − x̄)² over
+    the positive gaps once masked; they are the lowest order statistics)."""
+    n_all, n_pos = gap.size, gap.size - n_ties
+    total = float(sum(float(gap[lo:lo + _BLOCK].sum()) for lo in range(0, n_all, _BLOCK)))
+    mean_all = total / n_all if n_all else np.nan
+    mean_pos = total / n_pos if n_pos else np.nan
+    ss_all = ss_pos = 0.0
+    for lo in range(0, n_all, _BLOCK):  # blocks of rows, not a loop over rows
+        block = gap[lo:lo + _BLOCK]
+        d = block - mean_all
+        ss_all += float((d * d).sum())
+        if n_ties:
+            d = np.where(block > 0, block - mean_pos, 0.0)
+            ss_pos += float((d * d).sum())
+    ss_pos = ss_pos if n_ties else ss_all
+    sd_all = math.sqrt(ss_all / (n_all - 1)) if n_all > 1 else np.nan
+    sd_pos = math.sqrt(ss_pos / (n_pos - 1)) if n_pos > 1 else np.nan
+    top = float(gap.max()) if n_pos else np.nan
+    quantiles = (_quantiles(gap, qs, zeros=n_ties) if n_pos
+                 else np.full(len(qs), np.nan))
+    return mean_pos, sd_pos, top, sd_all, quantiles
+
+
 def _interarrival(ev: _Prepared) -> pl.DataFrame:
     g = ev.n_groups
-    n = np.bincount(ev.gid, minlength=g)
+    n = np.array([ev.gid.size]) if g == 1 else np.bincount(ev.gid, minlength=g)
     bounds = np.concatenate([[0], np.cumsum(n)])
     duration = ev.times[bounds[1:] - 1] - ev.times[bounds[:-1]]
     ggid, gap = _gaps(ev)
     n_gaps = n - 1
-    tie = gap == 0
-    n_ties = np.bincount(ggid[tie], minlength=g)
-    _, _, sd_req = _group_moments(ggid, gap, g)
-    bg, bgap = ggid[~tie], gap[~tie]
-    n_b, mean_b, sd_b = _group_moments(bg, bgap, g)
-    max_b = np.full(g, np.nan)
-    starts = np.searchsorted(bg, np.arange(g))
-    has = n_b > 0
-    if has.any():
-        max_b[has] = np.maximum.reduceat(bgap, starts[has])
-    q = _group_quantiles(bg, bgap, g, (0.5, 0.9, 0.99))
+    qs = (0.5, 0.9, 0.99)
+    if g == 1:  # gaps ≥ 0 in time order: blocks of rows, no copies
+        n_ties = np.array([np.count_nonzero(gap == 0)])
+        mean, sd, top, sd_all, quantiles = _one_group_gaps(gap, int(n_ties[0]), qs)
+        mean_b, sd_b, max_b = np.array([mean]), np.array([sd]), np.array([top])
+        sd_req, q = np.array([sd_all]), quantiles[None, :]
+    else:
+        tie = gap == 0
+        n_ties = np.bincount(ggid[tie], minlength=g)
+        _, _, sd_req = _group_moments(ggid, gap, g)
+        bg, bgap = ggid[~tie], gap[~tie]
+        del tie
+        n_b, mean_b, sd_b = _group_moments(bg, bgap, g)
+        max_b = np.full(g, np.nan)
+        starts = np.searchsorted(bg, np.arange(g))
+        has = n_b > 0
+        if has.any():
+            max_b[has] = np.maximum.reduceat(bgap, starts[has])
+        q = _group_quantiles(bg, bgap, g, qs)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_req = duration / n_gaps
         return _frame(ev, np.arange(g), {
@@ -867,7 +996,13 @@ def _fit_gaps(ev: _Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ggid, gap = _gaps(ev)
     r = ev.resolution_s
     if r <= 0:
-        return ggid[gap > 0], gap[gap > 0]
+        positive = gap > 0
+        if positive.all():
+            return ggid, gap
+        if ev.n_groups == 1:  # ids all 0: a view of the right length
+            kept = gap[positive]
+            return ev.gid[: kept.size], kept
+        return ggid[positive], gap[positive]
     # dequantize: each distinct timestamp moves uniformly within its tick, ±r/2 (seeded);
     # gaps between ticks stay positive since ticks are at least r apart
     same = ev.gid[1:] == ev.gid[:-1]
@@ -896,7 +1031,8 @@ def interarrival_gaps(events: Events, by: By = None, *, seed: int = 0) -> pl.Dat
 def _fit(ev: _Prepared, families: Sequence[str], seed: int, max_samples: int,
          min_gaps: int) -> pl.DataFrame:
     ggid, gap = _gaps(ev)
-    n_ties = np.bincount(ggid[gap == 0], minlength=ev.n_groups)
+    n_ties = (np.array([np.count_nonzero(gap == 0)]) if ev.n_groups == 1
+              else np.bincount(ggid[gap == 0], minlength=ev.n_groups))
     r = ev.resolution_s
     ggid, gap = _fit_gaps(ev, seed)
     bounds = np.searchsorted(ggid, np.arange(ev.n_groups + 1))

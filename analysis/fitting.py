@@ -159,33 +159,57 @@ def _weibull_mle(x: np.ndarray) -> dict[str, float]:
     return {"shape": k, "scale": scale}
 
 
+def _ties(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Where sorted ``x`` holds at most half as many distinct values as values: the index of
+    each distinct value's first occurrence and its count (as float); else (empty, None)."""
+    none = np.zeros(0, dtype=np.int64), None
+    if x.size < 2 or not bool(np.all(x[1:] >= x[:-1])):
+        return none
+    first = np.flatnonzero(np.concatenate([[True], x[1:] != x[:-1]]))
+    if len(first) > x.size // 2:
+        return none
+    return first, np.diff(np.append(first, x.size)).astype(np.float64)
+
+
 def _mixture_mle(x: np.ndarray, iterations: int = 200, tol: float = 1e-7) -> dict[str, float]:
     """Two-component lognormal mixture by EM on ln x (Dempster, Laird & Rubin 1977).
 
     Starts from the lower and upper quartiles of ln x; stops when the mean log-likelihood per
-    value improves by less than ``tol`` nats, or after ``iterations`` steps.
+    value improves by less than ``tol`` nats, or after ``iterations`` steps. Sorted ``x`` with
+    many ties (token counts) is iterated on its distinct values weighted by their counts.
     """
     y = np.log(x)
     lo, hi = np.quantile(y, [0.25, 0.75])
     sd = max(float(y.std()), 1e-3)
     w, m1, s1, m2, s2 = 0.5, float(lo), sd / 2, float(hi), sd / 2
+    total = len(y)
+    # Sorted values with many ties (token counts): iterate on the distinct values, each
+    # weighted by its count; the sums are the same, over far fewer terms.
+    first, weights = _ties(y)
+    if weights is not None:
+        y = y[first]
+
+    def wsum(v: np.ndarray) -> float:
+        # elementwise sums, not BLAS dot products: OpenBLAS threads stall on a busy machine
+        return float(v.sum() if weights is None else (weights * v).sum())
+
+    sum_y = wsum(y)
     previous = -np.inf
     for _ in range(iterations):
         a = math.log(w) - math.log(s1) - 0.5 * ((y - m1) / s1) ** 2
         b = math.log1p(-w) - math.log(s2) - 0.5 * ((y - m2) / s2) ** 2
         r = special.expit(a - b)  # responsibility of component 1
-        loglik = float(np.logaddexp(a, b).mean())
-        n1 = float(r.sum())
-        n2 = len(y) - n1
+        loglik = wsum(np.logaddexp(a, b)) / total
+        n1 = wsum(r)
+        n2 = total - n1
         if n1 < 1e-9 or n2 < 1e-9:
             break
-        w = min(max(n1 / len(y), 1e-9), 1 - 1e-9)
-        # elementwise sums, not BLAS dot products: OpenBLAS threads stall on a busy machine
-        ry = float((r * y).sum())
+        w = min(max(n1 / total, 1e-9), 1 - 1e-9)
+        ry = wsum(r * y)
         m1 = ry / n1
-        m2 = (float(y.sum()) - ry) / n2
-        s1 = max(math.sqrt(float((r * (y - m1) ** 2).sum()) / n1), 1e-6)
-        s2 = max(math.sqrt(float(((1 - r) * (y - m2) ** 2).sum()) / n2), 1e-6)
+        m2 = (sum_y - ry) / n2
+        s1 = max(math.sqrt(wsum(r * (y - m1) ** 2) / n1), 1e-6)
+        s2 = max(math.sqrt(wsum((1 - r) * (y - m2) ** 2) / n2), 1e-6)
         if loglik - previous < tol:
             break
         previous = loglik
@@ -229,6 +253,16 @@ def ks_distance(x_sorted: np.ndarray, dist: Distribution) -> float:
     return float(max((i / n - f).max(), (f - (i - 1) / n).max()))
 
 
+def _ks_runs(values: np.ndarray, end: np.ndarray, n: int, dist: Distribution) -> float:
+    """:func:`ks_distance` of sorted data given as distinct ``values`` whose runs of ties end
+    at ranks ``end`` (1-based): within a run F is constant, so its largest gaps are at the
+    run's last rank i = end (i/n − F) and its first, i − 1 = the previous run's end
+    (F − (i − 1)/n). The same value, from one CDF evaluation per distinct value."""
+    f = dist.cdf(values)
+    start = np.concatenate([[0], end[:-1]])
+    return float(max((end / n - f).max(), (f - start / n).max()))
+
+
 def fit_distributions(x: np.ndarray | pl.Series, families: Sequence[str] = DEFAULT_FAMILIES,
                       *, max_samples: int = 200_000, seed: int = 0) -> pl.DataFrame:
     """Fit each family by maximum likelihood and rank them by AIC (and BIC).
@@ -236,6 +270,9 @@ def fit_distributions(x: np.ndarray | pl.Series, families: Sequence[str] = DEFAU
     Values that are not finite and positive are dropped (counted in ``n_dropped``); above
     ``max_samples`` values a seeded uniform subsample without replacement is fitted, which keeps
     the standard error of every parameter far below the differences that decide a ranking.
+    Integer input is subsampled before its conversion to float (the same draws). When the
+    fitted values hold many ties (token counts), the log-likelihood Σ ln f(x_i) and the KS
+    distance are taken over the distinct values weighted by their counts: the same sums.
 
     Returns one row per family: family, params (JSON object), n, n_dropped, n_params, loglik,
     aic, bic, ks, rank_aic (1 = best), rank_bic; sorted by rank_aic. Empty when no value is left.
@@ -244,26 +281,38 @@ def fit_distributions(x: np.ndarray | pl.Series, families: Sequence[str] = DEFAU
     if unknown:
         raise ValueError(f"unknown distribution family {unknown[0]!r}; "
                          f"known: {', '.join(FAMILIES)}")
-    values = (x.to_numpy() if isinstance(x, pl.Series) else np.asarray(x)).astype(np.float64)
-    keep = np.isfinite(values) & (values > 0)
-    dropped = int(len(values) - keep.sum())
-    values = values[keep]
+    values = x.to_numpy() if isinstance(x, pl.Series) else np.asarray(x)
+    if values.dtype.kind in "iu":  # integers: finite; converted once subsampled
+        keep = values > 0
+    else:
+        values = values.astype(np.float64, copy=False)
+        keep = np.isfinite(values) & (values > 0)
+    dropped = int(len(values) - np.count_nonzero(keep))
+    if dropped:
+        values = values[keep]
     if len(values) > max_samples:
         rng = np.random.default_rng(seed)
         values = rng.choice(values, size=max_samples, replace=False)
     if len(values) < 2:
         return pl.DataFrame(schema=FIT_SCHEMA)
-    values = np.sort(values)
+    values = np.sort(values.astype(np.float64))
     n = len(values)
+    # many ties (token counts): log-likelihood and KS from the distinct values and their
+    # counts, the same sums over far fewer density and CDF evaluations
+    first, weights = _ties(values)
+    distinct = values[first] if weights is not None else values
+    end = np.append(first[1:], n) if weights is not None else None
     rows = []
     for family in families:
         dist = fit_family(values, family)
-        loglik = float(dist.logpdf(values).sum())
+        logpdf = dist.logpdf(distinct)
+        loglik = float((logpdf if weights is None else weights * logpdf).sum())
         k = _N_PARAMS[family]
         rows.append({"family": family, "params": json.dumps(dist.params), "n": n,
                      "n_dropped": dropped, "n_params": k, "loglik": loglik,
                      "aic": 2 * k - 2 * loglik, "bic": k * math.log(n) - 2 * loglik,
-                     "ks": ks_distance(values, dist)})
+                     "ks": ks_distance(values, dist) if end is None
+                     else _ks_runs(distinct, end, n, dist)})
     frame = pl.DataFrame(rows, schema={k: v for k, v in FIT_SCHEMA.items()
                                        if k not in ("rank_aic", "rank_bic")})
     return (frame.with_columns(

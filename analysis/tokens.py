@@ -29,6 +29,11 @@ Conventions shared by every function:
   function needs are read (projection pushdown on a scan), and all work is vectorized in
   Polars/NumPy: nothing loops over requests. :func:`fit_lengths` loops over groups, fitting a
   seeded subsample of each (see :func:`analysis.fitting.fit_distributions`).
+* Integer token counts take few distinct values, so summaries, quantiles, the tail, the
+  correlations, drift and windowed failure rates are computed from counts per (group, value)
+  or (window, value) cell — one bincount, no sort — wherever that table is small (at most
+  :data:`_MAX_CELLS` cells); elsewhere from sorts. Both give the same figures: quantiles and
+  counts exactly, sums up to the rounding of their order.
 * ``by`` is a column name or a list of them; result frames start with the ``by`` columns,
   sorted by them. A null key is a group of its own.
 * Nulls: a row whose analysed token field is null is excluded from that field's statistics and
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -159,6 +165,119 @@ def _value_counts(frame: pl.DataFrame, field: str) -> pl.DataFrame:
             .sort("_g", field))
 
 
+# Counting paths. Token counts are integers of modest range, so a statistic that only needs
+# the sorted values of each group (quantiles, sums of a function of the value, the ECDF) can
+# be read from the counts of each (group, value) pair: one bincount over a dense group × value
+# table, O(n + cells) and no sort. The sorted value runs give the same order statistics as a
+# sort, so quantiles are identical to Polars'; sums are taken over runs (count × f(value)).
+
+_MAX_CELLS = 1 << 26
+"""Largest dense group × value table of the counting paths (64 Mi cells, 512 MB of int64)."""
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Value runs of each group, sorted by (group, value): ``count`` rows of ``group`` hold
+    ``value``. ``cum`` is the running total of ``count``; group j's rows are the global ranks
+    [``base``[j], ``base``[j] + ``n``[j]) of that order."""
+
+    group: np.ndarray
+    value: np.ndarray
+    count: np.ndarray
+    cum: np.ndarray
+    base: np.ndarray
+    n: np.ndarray
+
+    def order_stat(self, rank: np.ndarray) -> np.ndarray:
+        """The value at 0-based ``rank`` within each group (clipped into the table)."""
+        at = np.searchsorted(self.cum, self.base + rank, side="right")
+        return self.value[np.minimum(at, len(self.value) - 1)]
+
+    def quantile(self, q: float, method: str = "linear", nulls: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """Polars' ``quantile(q, method)`` of each group (``"linear"`` or ``"lower"``); NaN for
+        an empty group. Polars' rule, with the group's ``nulls`` sorted first: position
+        h = (n − 1)·q + nulls; linear gives x_⌊h⌋ + (h − ⌊h⌋)(x_⌈h⌉ − x_⌊h⌋) (Hyndman & Fan
+        1996, definition 7), lower x_⌊h⌋. The same floating-point steps, so the same bits."""
+        n = self.n
+        if len(self.value) == 0:
+            return np.full(len(n), np.nan)
+        h = (n - 1).astype(np.float64) * q
+        skip = np.zeros(len(n), dtype=np.int64) if nulls is None else nulls
+        if nulls is not None:
+            h = h + nulls
+        lo = np.floor(h)
+        below = self.order_stat(lo.astype(np.int64) - skip).astype(np.float64)
+        if method == "lower":
+            out = below
+        else:
+            above = self.order_stat(np.ceil(h).astype(np.int64) - skip).astype(np.float64)
+            out = np.where(below == above, below, (h - lo) * (above - below) + below)
+        return np.where(n > 0, out, np.nan)
+
+    def group_sum(self, per_run: np.ndarray) -> np.ndarray:
+        """Σ over each group's runs of ``per_run`` (0 for an empty group)."""
+        return np.bincount(self.group, weights=per_run, minlength=len(self.n))
+
+
+def _runs(values: np.ndarray, gid: np.ndarray | None, n_groups: int) -> _Runs | None:
+    """The :class:`_Runs` of integer ``values`` in groups ``gid`` (0..n_groups − 1; None: all
+    in group 0) by counting; None when the dense table would exceed :data:`_MAX_CELLS`."""
+    if values.size == 0:
+        width, lo = 1, 0
+    else:
+        lo, hi = int(values.min()), int(values.max())
+        width = hi - lo + 1
+    if gid is None and 0 <= lo <= width:  # count from 0: the values are the cells
+        lo, width = 0, lo + width
+    if n_groups * width > _MAX_CELLS:
+        return None
+    if gid is None:
+        cell = values - lo if lo else values
+    else:  # gid · width + (value − lo), built in place
+        cell = gid * width
+        cell += values
+        cell -= lo
+    table = np.bincount(cell, minlength=n_groups * width)
+    nonzero = np.flatnonzero(table)
+    count = table[nonzero]
+    group, value = np.divmod(nonzero, width)
+    cum = np.cumsum(count)
+    n = np.bincount(group, weights=count, minlength=n_groups).astype(np.int64)
+    return _Runs(group, value + lo, count, cum, np.cumsum(n) - n, n)
+
+
+def _dense_groups(frame: pl.DataFrame, keys: list[str]
+                  ) -> tuple[np.ndarray | None, pl.DataFrame]:
+    """Group ids 0..G − 1 of the rows (None without keys: one group) and the key table
+    ``[_g, keys...]`` (one row per group present, ids not in key order)."""
+    if not keys:
+        return None, pl.DataFrame({"_g": [0]}, schema={"_g": pl.Int64})
+    with_ids, ids = _group_ids(frame.select(keys), keys)
+    codes = with_ids["_g"].to_numpy()
+    present = ids["_g"].to_numpy()
+    dense = np.arange(len(present), dtype=np.int64)
+    if present.size and int(present.max()) < 4 * max(len(codes), 1) + (1 << 20):
+        table = np.zeros(int(present.max()) + 1, dtype=np.int64)
+        table[present] = dense
+        gid = table[codes]
+    else:
+        order = np.argsort(present)
+        gid = dense[order][np.searchsorted(present[order], codes)]
+    return gid, ids.with_columns(pl.Series("_g", dense))
+
+
+def _integer_values(column: pl.Series) -> np.ndarray | None:
+    """The non-null values of an integer column as int64, or None (not integer, or beyond
+    ±2^53, where Float64 statistics would round)."""
+    if not column.dtype.is_integer():
+        return None
+    values = column.drop_nulls()
+    if values.len() and (values.min() < -(2**53) or values.max() > 2**53):
+        return None
+    return values.to_numpy().astype(np.int64, copy=False)
+
+
 def _join(left: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Left join on ``keys``; without keys, ``right``'s single row (or nulls) beside ``left``."""
     if keys:
@@ -205,11 +324,60 @@ def length_summary(requests: Frame, by: By = None,
             x.count().cast(pl.Int64), x.mean(), x.median(), x.quantile(0.9, "linear"),
             x.quantile(0.99, "linear"), x.max(), (x == 0).sum().cast(pl.Int64),
             x.null_count().cast(pl.Int64)), stats, strict=True)]
+    counted = _length_stats(frame, keys, fields)
+    if counted is not None:
+        return counted
     wide = _aggregate(frame, keys, exprs)
     out = pl.concat([wide.select(*keys, pl.lit(field).alias("field"),
                                  *(pl.col(f"{i}_{stat}").alias(stat) for stat in stats))
                      for i, field in enumerate(fields)])
     return out.sort(keys, nulls_last=True, maintain_order=True) if keys else out
+
+
+def _length_stats(frame: pl.DataFrame, keys: list[str], fields: list[str]
+                  ) -> pl.DataFrame | None:
+    """:func:`length_summary` of integer fields by counting (see :class:`_Runs`): the same
+    figures as the Polars aggregation, exactly (sums of integers below 2^53 are exact in
+    Float64 whatever their order); None where it does not apply."""
+    if not all(frame.schema[field].is_integer() for field in fields):
+        return None
+    gid, ids = _dense_groups(frame, keys)
+    n_groups = ids.height
+    parts = []
+    for i, field in enumerate(fields):
+        column = frame[field]
+        values = _integer_values(column)
+        if values is None or (values.size and max(-int(values.min()), int(values.max()))
+                              * values.size >= 2**53):
+            return None
+        g, nulls = gid, np.zeros(n_groups, dtype=np.int64)
+        if column.null_count():
+            known = column.is_not_null().to_numpy()
+            g = None if gid is None else gid[known]
+            nulls = (np.array([column.null_count()]) if gid is None
+                     else np.bincount(gid[~known], minlength=n_groups))
+        runs = _runs(values, g, n_groups)
+        if runs is None:
+            return None
+        n = runs.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = runs.group_sum((runs.value * runs.count).astype(np.float64)) / n
+        top = runs.order_stat(n - 1).astype(np.float64) if len(runs.value) else np.zeros(
+            n_groups)
+        parts.append(pl.DataFrame({
+            "_g": np.arange(n_groups), "_f": np.full(n_groups, i),
+            "field": [field] * n_groups, "n": n, "mean": mean,
+            "median": runs.quantile(0.5, nulls=nulls),
+            "p90": runs.quantile(0.9, nulls=nulls), "p99": runs.quantile(0.99, nulls=nulls),
+            "max": np.where(n > 0, top, np.nan),
+            "zeros": runs.group_sum(np.where(runs.value == 0, runs.count, 0)).astype(np.int64),
+            "nulls": nulls.astype(np.int64)}).fill_nan(None))
+    out = pl.concat(parts)
+    stats = ("n", "mean", "median", "p90", "p99", "max", "zeros", "nulls")
+    if not keys:
+        return out.select("field", *stats)
+    return (out.join(ids, on="_g", how="left").sort([*keys, "_f"], nulls_last=True)
+            .select(*keys, "field", *stats))
 
 
 def ecdf(requests: Frame, field: str = "input_tokens", by: By = None,
@@ -274,6 +442,10 @@ def tail_index(requests: Frame, field: str = "input_tokens", by: By = None,
     _no_overlap(keys, [field], fn)
     frame = _collect(requests, [*keys, field], fn)
     _numeric(frame, field, fn)
+    counted = _tail_counted(frame, field, keys, q)
+    if counted is not None:
+        heads, tails = counted
+        return _tail_frame(heads, tails, keys, field, q)
     x = pl.col("x")
     base = frame.lazy().select(*keys, pl.col(field).cast(pl.Float64).alias("x"))
     ok = x.is_finite() & (x > 0)
@@ -298,12 +470,67 @@ def tail_index(requests: Frame, field: str = "input_tokens", by: By = None,
          + pl.col("k").first() * pl.col("alpha").first() * pl.col("u").first().log()
          - (pl.col("alpha").first() + 1) * x.log().sum()).alias("loglik"),
     ])
+    return _tail_frame(heads, tails, keys, field, q)
+
+
+def _tail_frame(heads: pl.DataFrame, tails: pl.DataFrame, keys: list[str], field: str,
+                q: float) -> pl.DataFrame:
+    """The :func:`tail_index` result from ``heads`` ``[keys..., n, u]`` (every group) and
+    ``tails`` ``[keys..., k, alpha, ks, loglik]`` (groups with a tail)."""
     out = _join(heads, tails, keys)
     return out.select(
         *keys, pl.lit(field).alias("field"), "n", pl.lit(float(q)).alias("q"),
         pl.col("u").alias("threshold"), pl.col("k").fill_null(0), "alpha",
         (pl.col("alpha") / pl.col("k").sqrt()).alias("alpha_se"),
         (1 / pl.col("alpha")).alias("zipf_exponent"), "ks", "loglik")
+
+
+def _tail_counted(frame: pl.DataFrame, field: str, keys: list[str], q: float
+                  ) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """:func:`tail_index`'s per-group threshold and tail figures of an integer field from its
+    value runs (see :class:`_Runs`), or None where counting does not apply. A run of c equal
+    exceedances v ends at rank C within the tail: it adds c·ln(v/u) to Σ ln(x/u), and its
+    largest KS gaps are C/k − F(v) and F(v) − (C − c)/k, the values at its last and first
+    rows."""
+    gid, ids = _dense_groups(frame, keys)
+    values = _integer_values(frame[field])
+    if values is None:
+        return None
+    known = frame[field].is_not_null().to_numpy() if frame[field].null_count() else None
+    if gid is not None and known is not None:
+        gid = gid[known]
+    positive = values > 0
+    if not positive.all():
+        values = values[positive]
+        gid = None if gid is None else gid[positive]
+    runs = _runs(values, gid, ids.height)
+    if runs is None:
+        return None
+    u = runs.quantile(q, "lower")
+    heads = pl.DataFrame({"_g": np.arange(ids.height), "n": runs.n, "u": u}).fill_nan(None)
+    tail = runs.value > u[runs.group]  # NaN u (no values) has no tail
+    group, value = runs.group[tail], runs.value[tail].astype(np.float64)
+    count, u_t = runs.count[tail], u[runs.group[tail]]
+    k = np.bincount(group, weights=count, minlength=ids.height).astype(np.int64)
+    total = np.bincount(group, weights=count * np.log(value / u_t), minlength=ids.height)
+    log_x = np.bincount(group, weights=count * np.log(value), minlength=ids.height)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = k / total
+        end = np.cumsum(count) - (np.cumsum(k) - k)[group]  # rank of each run's last row
+        f = 1 - (value / u_t) ** (-alpha[group])
+        gap = np.maximum(end / k[group] - f, f - (end - count) / k[group])
+        loglik = k * np.log(alpha) + k * alpha * np.log(u) - (alpha + 1) * log_x
+    ks = np.full(ids.height, -np.inf)
+    np.maximum.at(ks, group, gap)
+    has = k > 0
+    tails = pl.DataFrame({"_g": np.flatnonzero(has), "k": k[has], "alpha": alpha[has],
+                          "ks": ks[has], "loglik": loglik[has]})
+    if not keys:
+        return heads.drop("_g"), tails.drop("_g")
+    heads = (heads.join(ids, on="_g", how="left").sort(keys, nulls_last=True)
+             .select(*keys, "n", "u"))
+    return heads, tails.join(ids, on="_g", how="left").select(*keys, "k", "alpha", "ks",
+                                                              "loglik")
 
 
 def fit_lengths(requests: Frame, field: str = "input_tokens", by: By = None,
@@ -415,52 +642,98 @@ def correlation(requests: Frame, by: By = None) -> pl.DataFrame:
     frame = _collect(requests, [*keys, *FIELDS], fn)
     for field in FIELDS:
         _numeric(frame, field, fn)
+    counted = _correlation_counted(frame, keys)
+    if counted is not None:
+        return counted
     both = pl.col("input_tokens").is_not_null() & pl.col("output_tokens").is_not_null()
     x = pl.col("input_tokens").cast(pl.Float64).filter(both)
     y = pl.col("output_tokens").cast(pl.Float64).filter(both)
-    ranked = _counting_ranks(frame, keys)
-    if ranked is not None:
-        frame, spearman = ranked, pl.corr(pl.col("_rx").filter(both), pl.col("_ry").filter(both))
-    else:  # ranks of the columns as they are: integer ranking is cheaper than float ranking
-        spearman = pl.corr(pl.col("input_tokens").filter(both),
-                           pl.col("output_tokens").filter(both), method="spearman")
     return _aggregate(frame, keys, [
         both.sum().cast(pl.Int64).alias("n"),
         pl.corr(x, y).alias("pearson"),
-        spearman.alias("spearman"),
+        pl.corr(pl.col("input_tokens").filter(both), pl.col("output_tokens").filter(both),
+                method="spearman").alias("spearman"),
         pl.corr(x.log1p(), y.log1p()).alias("pearson_log"),
         (~both).sum().cast(pl.Int64).alias("nulls"),
     ])
 
 
-_MAX_RANK_CELLS = 50_000_000  # group × value table of the counting ranks (8 bytes each)
+_CHUNK = 1 << 20  # rows per block of the pairwise sums (temporaries stay in cache)
 
 
-def _counting_ranks(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
-    """``frame`` plus ``_rx``/``_ry``: average ranks of the token counts within each group
-    over the rows where both are known, by counting (ties share the mean of their ranks, as
-    in Spearman's ρ). Token counts are small non-negative integers, so a bincount over
-    (group, value) replaces two sorts; None when they are not, or the table would be large.
-    """
-    both = frame["input_tokens"].is_not_null() & frame["output_tokens"].is_not_null()
-    with_ids, _ = _group_ids(frame, keys)
-    g = with_ids["_g"].to_numpy()
-    ok = both.to_numpy()
-    out = []
-    for field in FIELDS:
-        column = frame[field]
-        if not column.dtype.is_integer():
-            return None
-        v = column.fill_null(0).to_numpy().astype(np.int64, copy=False)
-        top, groups = int(v.max()) + 1, int(g.max()) + 1
-        if v.min() < 0 or top * groups > _MAX_RANK_CELLS:
-            return None
-        cell = g * top + v
-        counts = np.bincount(cell[ok], minlength=top * groups).reshape(groups, top)
-        below = np.cumsum(counts, axis=1) - counts  # values < v within the group
-        average = (below + (counts + 1) / 2.0).ravel()
-        out.append(average[cell])
-    return frame.with_columns(pl.Series("_rx", out[0]), pl.Series("_ry", out[1]))
+def _correlation_counted(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
+    """:func:`correlation` of non-negative integer token counts by counting; None where it
+    does not apply (a column not integer or negative, or a group × value table above
+    :data:`_MAX_CELLS`).
+
+    Each coefficient is Pearson's r of a transform a = f(x), b = h(y) of the two columns:
+    the identity (pearson), the average rank within the group (spearman: values below v
+    plus (c_v + 1)/2 for the c_v ties at v) and ln(1 + ·) (pearson_log). As x and y take few
+    distinct values, f and h are tables over (group, value) built from the counts c_v, and
+    so are the means ā = Σ_v c_v f(v) / n and the sums of squares Σ_v c_v (f(v) − ā)². Only
+    the cross term Σ_i (a_i − ā)(b_i − b̄) needs the rows: two table look-ups per row, in
+    blocks. r = S_ab / √(S_aa S_bb) (two-pass centred sums, as a direct computation)."""
+    columns = [frame[field] for field in FIELDS]
+    if not all(c.dtype.is_integer() for c in columns):
+        return None
+    gid, ids = _dense_groups(frame, keys)
+    n_groups = ids.height
+    both = (columns[0].is_not_null() & columns[1].is_not_null()).to_numpy()
+    every = bool(both.all())
+    if not every:
+        nulls = (np.array([int((~both).sum())]) if gid is None
+                 else np.bincount(gid[~both], minlength=n_groups))
+        gid = None if gid is None else gid[both]
+        columns = [c.filter(pl.Series(both)) for c in columns]
+    else:
+        nulls = np.zeros(n_groups, dtype=np.int64)
+    values = [c.to_numpy().astype(np.int64, copy=False) for c in columns]
+    if values[0].size and min(int(v.min()) for v in values) < 0:
+        return None
+    widths = [int(v.max()) + 1 if v.size else 1 for v in values]
+    if max(widths) * n_groups > _MAX_CELLS // 4:  # a few float tables of this size at once
+        return None
+    cells = [v if gid is None else gid * width + v
+             for v, width in zip(values, widths, strict=True)]
+    counts = [np.bincount(cell, minlength=n_groups * width).reshape(n_groups, width)
+              for cell, width in zip(cells, widths, strict=True)]
+    n = counts[0].sum(1)
+
+    def centred(c: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The table f − ā of one column (flat, indexed by cell) and its Σ c (f − ā)²."""
+        grid = np.arange(c.shape[1], dtype=np.float64)
+        if name == "spearman":
+            table = np.cumsum(c, axis=1) - c + (c + 1) / 2.0
+        else:
+            table = np.broadcast_to(grid if name == "pearson" else np.log1p(grid), c.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = table - ((c * table).sum(1) / n)[:, None]
+        return d.ravel(), (c * d * d).sum(1)
+
+    names = ("pearson", "spearman", "pearson_log")
+    tables = {name: (centred(counts[0], name), centred(counts[1], name)) for name in names}
+    sab = {name: np.zeros(n_groups) for name in names}
+    total = len(values[0])
+    for lo in range(0, total, _CHUNK):  # blocks of rows, not a loop over rows
+        cx, cy = cells[0][lo:lo + _CHUNK], cells[1][lo:lo + _CHUNK]
+        for name, ((da, _), (db, _)) in tables.items():
+            part = da[cx] * db[cy]
+            if gid is None:
+                sab[name][0] += part.sum()
+            else:
+                sab[name] += np.bincount(gid[lo:lo + _CHUNK], weights=part, minlength=n_groups)
+    out: dict[str, np.ndarray] = {}
+    for name, ((_, saa), (_, sbb)) in tables.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = sab[name] / np.sqrt(saa * sbb)
+    result = pl.DataFrame({"_g": np.arange(n_groups), "n": n.astype(np.int64), **out,
+                           "nulls": nulls.astype(np.int64)})
+    if not keys:
+        if total == 0:  # Polars' correlation of no rows is null
+            result = result.with_columns(pl.col(list(out)).fill_nan(None))
+        return result.drop("_g")
+    return (result.join(ids, on="_g", how="left").sort(keys, nulls_last=True)
+            .select(*keys, "n", *out, "nulls"))
 
 
 def _edges(edges: Sequence[float] | None, top: float, fn: str) -> np.ndarray:
@@ -502,6 +775,12 @@ def output_by_input(requests: Frame, by: By = None,
                             "input_lo": cuts, "input_hi": his},
                            schema={"_b": pl.Int64, "input_lo": pl.Float64,
                                    "input_hi": pl.Float64})
+    counted = _output_counted(pairs, keys, cuts)
+    if counted is not None:
+        stats = counted.lazy()
+        return (stats.join(buckets.lazy(), on="_b").sort([*keys, "_b"], nulls_last=True)
+                .select(*keys, "input_lo", "input_hi", "n", "output_p10", "output_p50",
+                        "output_p90", "output_mean").collect())
     out = pl.col("output_tokens").cast(pl.Float64)
     located = pairs.lazy().with_columns(
         pl.lit(pl.Series(cuts)).search_sorted(pl.col("input_tokens").cast(pl.Float64),
@@ -515,6 +794,45 @@ def output_by_input(requests: Frame, by: By = None,
     return (stats.join(buckets.lazy(), on="_b").sort([*keys, "_b"], nulls_last=True)
             .select(*keys, "input_lo", "input_hi", "n", "output_p10", "output_p50",
                     "output_p90", "output_mean").collect())
+
+
+def _output_counted(pairs: pl.DataFrame, keys: list[str], cuts: np.ndarray
+                    ) -> pl.DataFrame | None:
+    """:func:`output_by_input`'s per-bucket figures ``[keys..., _b, n, output_p10, output_p50,
+    output_p90, output_mean]`` (non-empty buckets ``_b`` ≥ 1) from the value runs of the
+    output tokens in each (group, input bucket) (see :class:`_Runs`); None where counting
+    does not apply. ``pairs`` has no nulls."""
+    if not pairs["input_tokens"].dtype.is_integer():
+        return None
+    outputs = _integer_values(pairs["output_tokens"])
+    if outputs is None or (outputs.size and max(-int(outputs.min()), int(outputs.max()))
+                           * outputs.size >= 2**53):
+        return None
+    gid, ids = _dense_groups(pairs, keys)
+    inputs = _integer_values(pairs["input_tokens"])
+    if inputs is None:
+        return None
+    width = len(cuts) + 1  # bucket 0: below the first edge
+    lo, hi = (int(inputs.min()), int(inputs.max())) if inputs.size else (0, 0)
+    if hi - lo < max(1 << 16, inputs.size // 4):  # look the bucket of each value up
+        table = np.searchsorted(cuts, np.arange(lo, hi + 1, dtype=np.float64), side="right")
+        bucket = table[inputs - lo]
+    else:
+        bucket = np.searchsorted(cuts, inputs.astype(np.float64), side="right")
+    runs = _runs(outputs, bucket if gid is None else gid * width + bucket, ids.height * width)
+    if runs is None:
+        return None
+    n = runs.n
+    cell = np.flatnonzero((n > 0) & (np.arange(len(n)) % width > 0))
+    mean = runs.group_sum((runs.value * runs.count).astype(np.float64))[cell] / n[cell]
+    stats = pl.DataFrame({
+        "_g": cell // width, "_b": cell % width, "n": n[cell],
+        "output_p10": runs.quantile(0.1)[cell], "output_p50": runs.quantile(0.5)[cell],
+        "output_p90": runs.quantile(0.9)[cell], "output_mean": mean},
+        schema_overrides={"_g": pl.Int64, "_b": pl.Int64, "n": pl.Int64})
+    if not keys:
+        return stats.drop("_g")
+    return stats.join(ids, on="_g", how="left").drop("_g")
 
 
 # --------------------------------------------------------------------------- time
@@ -547,13 +865,31 @@ def drift(requests: Frame, field: str = "input_tokens", window_s: float = 3600.0
     _no_overlap(keys, [field, "arrival_s"], fn)
     frame = _collect(requests, [*keys, "arrival_s", field], fn)
     _numeric(frame, field, fn)
-    frame, ids = _group_ids(frame, keys)
-    rows = frame.lazy().select(
-        pl.col("_g").cast(pl.Int64).alias("g"),
-        (pl.col("arrival_s") / window_s).floor().cast(pl.Int64).alias("w"),
-        pl.col(field).cast(pl.Float64).alias("v"),
-    ).filter(pl.col("v").is_finite() & pl.col("w").is_not_null()).collect()
-    g, w_first, w_next, n, n_next, wasserstein, ks = _window_distances(rows)
+    if keys:
+        frame, ids = _group_ids(frame, keys)
+    else:
+        ids = pl.DataFrame({"_g": [0]}, schema={"_g": pl.Int64})
+    column = frame[field]
+    known = frame["arrival_s"].is_not_null() & column.is_not_null()
+    if column.dtype.is_float():
+        known = known & column.is_finite()
+    if not known.all():
+        frame, column = frame.filter(known), column.filter(known)
+    t = frame["arrival_s"].cast(pl.Float64).to_numpy()
+    if not np.isfinite(t).all():
+        raise ValueError(f"{fn}: arrival_s has non-finite values")
+    with np.errstate(over="ignore"):
+        scaled = t / window_s
+    np.floor(scaled, out=scaled)
+    if scaled.size and max(-scaled.min(), scaled.max()) >= 2.0**62:
+        raise ValueError(f"{fn}: arrival_s / window_s beyond ±2^62 windows; use a larger "
+                         "window_s")
+    w = scaled.astype(np.int64)
+    del scaled
+    values = _integer_values(column)
+    v = values if values is not None else column.cast(pl.Float64).to_numpy()
+    group = frame["_g"].cast(pl.Int64).to_numpy() if keys else None
+    g, w_first, w_next, n, n_next, wasserstein, ks = _window_distances(group, w, v)
     distances = pl.DataFrame({
         "_g": g, "window_start_s": w_first * window_s, "next_window_start_s": w_next * window_s,
         "n": n, "n_next": n_next, "wasserstein": wasserstein, "ks": ks,
@@ -565,49 +901,80 @@ def drift(requests: Frame, field: str = "input_tokens", window_s: float = 3600.0
             .sort([*keys, "window_start_s"], nulls_last=True))
 
 
-def _window_distances(rows: pl.DataFrame) -> tuple[np.ndarray, ...]:
+def _window_distances(g: np.ndarray | None, w: np.ndarray, v: np.ndarray
+                      ) -> tuple[np.ndarray, ...]:
     """W₁ and KS between consecutive non-empty windows, for all groups at once.
 
-    ``rows``: one per request, ``g`` group id, ``w`` window index, ``v`` value. Each request
-    gets one int64 key ordered by (group, window, value); one sort and a run-length encoding
-    give the counts per (window, value), in order. Pair j compares window j with window j + 1
-    of the same group: window j's counts (side A) and window j + 1's (side B) are two sorted
-    runs keyed (j, value), merged in linear time by a stable sort; cumulative counts within a
-    pair give F and G at every point of the union of their values.
+    One entry per request: ``g`` group id (None: one group), ``w`` window index (overwritten),
+    ``v`` value (int64 or float64, finite). Each request gets one int64 key ordered by
+    (group, window, value rank). With few cells, the full table of counts gives every
+    window's CDF on the common grid of values (:func:`_dense_distances`). Otherwise counting
+    the keys (a bincount when the table fits, else one sort and a run-length encoding) gives
+    the counts per (window, value), in order; pair j compares window j with window j + 1 of
+    the same group: window j's counts (side A) and window j + 1's (side B) are two sorted
+    runs keyed (j, value), merged in linear time by a stable sort; cumulative counts within
+    a pair give F and G at every point of the union of their values.
 
     Returns (group, first window index, next window index, n, n_next, W₁, KS) arrays, one entry
     per pair, ordered by group then window.
     """
     empty = np.zeros(0, dtype=np.int64)
     nothing = (empty, empty, empty, empty, empty, empty.astype(float), empty.astype(float))
-    if rows.height == 0:
+    if w.size == 0:
         return nothing
-    g, w, v = pl.col("g"), pl.col("w"), pl.col("v")
-    lims = rows.select(g.max().alias("g_max"), w.min().alias("w_min"), w.max().alias("w_max"),
-                       v.min().alias("v_min"), v.max().alias("v_max"),
-                       (v == v.floor()).all().alias("integral")).row(0, named=True)
-    w_min, v_min = lims["w_min"], lims["v_min"]
-    n_w = lims["w_max"] - w_min + 1
-    values: pl.Series | None = None  # distinct values, where ranks are not offsets
-    if lims["integral"] and lims["v_max"] - v_min < 2.0**40:
-        rank, n_r = (v - v_min).cast(pl.Int64), int(lims["v_max"] - v_min) + 1
+    g_max = 0 if g is None else int(g.max())
+    w_min = int(w.min())
+    n_w = int(w.max()) - w_min + 1
+    v_min, v_max = v.min(), v.max()
+    integral = v.dtype.kind in "iu" or bool(np.all(v == np.floor(v)))
+    values: np.ndarray | None = None  # distinct values, where ranks are not offsets
+    if integral and v_max - v_min < _MAX_CELLS:
+        # ranks among the distinct values by counting over the value range: the (window,
+        # rank) table then holds no empty value columns
+        base = 0 if v.dtype.kind in "iu" and 0 <= v_min <= v_max // 2 else v_min
+        offset = v if base == 0 else (v - base).astype(np.int64, copy=False)
+        present = np.bincount(offset) > 0
+        values = np.flatnonzero(present) + float(base)
+        rank, n_r = (np.cumsum(present) - 1)[offset], len(values)
+        del offset, present
+    elif integral and v_max - v_min < 2.0**40:
+        rank, n_r = (v - v_min).astype(np.int64), int(v_max - v_min) + 1
     else:
-        values = rows["v"].unique().sort()
-        rank, n_r = pl.lit(values).search_sorted(v).cast(pl.Int64), len(values)
-    window = g * n_w + (w - w_min)  # ordered by group, then time
+        values, rank = np.unique(v.astype(np.float64), return_inverse=True)
+        n_r = len(values)
+    window = w  # by group, then time (in place: w is not used again)
+    window -= w_min
+    if g is not None:
+        window += g * n_w
     window_ids: np.ndarray | None = None  # distinct windows, where ids are not offsets
-    if (lims["g_max"] + 1) * n_w * n_r >= 2**62:  # keys would overflow: dense numbering
+    if (g_max + 1) * n_w * n_r >= 2**62:  # keys would overflow: dense numbering
         if values is None:
-            values = rows["v"].unique().sort()
-            rank, n_r = pl.lit(values).search_sorted(v).cast(pl.Int64), len(values)
-        if (lims["g_max"] + 1) * n_w * n_r >= 2**62:
-            distinct = rows.select(window.unique().sort())["g"]
-            window_ids = distinct.to_numpy()
-            window = pl.lit(distinct).search_sorted(window).cast(pl.Int64)
-    sorted_keys = rows.select((window * n_r + rank).alias("k"))["k"].to_numpy(writable=True)
-    sorted_keys.sort()
-    runs = pl.Series(sorted_keys).rle().struct.unnest()
-    keys, counts = runs["value"].to_numpy(), runs["len"].to_numpy().astype(np.int64)
+            values, rank = np.unique(v.astype(np.float64), return_inverse=True)
+            n_r = len(values)
+        if (g_max + 1) * n_w * n_r >= 2**62:
+            window_ids, window = np.unique(window, return_inverse=True)
+    window *= n_r
+    window += rank
+    key = window
+    del window, rank
+    cells = (g_max + 1) * n_w * n_r if window_ids is None else len(window_ids) * n_r
+    if window_ids is None and cells <= min(_MAX_CELLS // 4, max(1 << 22, key.size)):
+        # few cells: CDFs of every window on the common grid of values, pairs at once
+        table = np.bincount(key, minlength=cells).reshape(-1, n_r)
+        del key
+        grid = values if values is not None else np.arange(n_r) + float(v_min)
+        return _dense_distances(table, grid, n_w, w_min) or nothing
+    if cells <= min(_MAX_CELLS, max(_MAX_CELLS // 4, 8 * key.size)):
+        # counting, not sorting: the non-zero cells of a dense table, in key order
+        table = np.bincount(key, minlength=cells)
+        keys = np.flatnonzero(table)
+        counts = table[keys]
+        del table
+    else:
+        key.sort()
+        first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        keys, counts = key[first], np.diff(np.append(first, key.size))
+    del key
 
     key_window = keys // n_r
     key_rank = keys - key_window * n_r
@@ -647,7 +1014,7 @@ def _window_distances(rows: pl.DataFrame) -> tuple[np.ndarray, ...]:
     gap = np.abs((cum_a - before_a[pair]) / window_n[pair]
                  - (cum_b - before_b[pair]) / window_n[pair + 1])
     del cum_a, cum_b
-    value = rank_m + v_min if values is None else values.to_numpy()[rank_m]
+    value = rank_m + float(v_min) if values is None else values[rank_m]
     same_pair = np.r_[pair[1:] == pair[:-1], False]
     step = np.where(same_pair, np.r_[value[1:], 0.0] - value, 0.0)
     # a value present on both sides appears twice: only its last row has both counts in
@@ -658,6 +1025,28 @@ def _window_distances(rows: pl.DataFrame) -> tuple[np.ndarray, ...]:
     ks = np.maximum.reduceat(np.where(last, gap, 0.0), start)
     return (window_g[pairs], window_w[pairs], window_w[pairs + 1], window_n[pairs],
             window_n[pairs + 1], wasserstein, ks)
+
+
+def _dense_distances(table: np.ndarray, grid: np.ndarray, n_w: int, w_min: int
+                     ) -> tuple[np.ndarray, ...] | None:
+    """:func:`_window_distances` from the full table of counts: row g·n_w + j is window
+    w_min + j of group g, column i the count of value ``grid[i]`` (ascending). Each non-empty
+    window's empirical CDF on the grid is its cumulative counts over n; between two grid
+    points both CDFs are flat, so W₁ = Σ_i |F − G|(grid_i)·(grid_{i+1} − grid_i) and KS is
+    the largest |F − G| on the grid: the same values as on the union of the two windows'
+    values (W₁ up to the rounding of a longer sum). None when no window has a successor."""
+    window_n = table.sum(1)
+    code = np.flatnonzero(window_n)
+    window_g, window_w, window_n = code // n_w, code % n_w + w_min, window_n[code]
+    first = np.flatnonzero(window_g[1:] == window_g[:-1])  # pair j: windows j and j + 1
+    if first.size == 0:
+        return None
+    cdf = np.cumsum(table[code], axis=1) / window_n[:, None]
+    gap = np.abs(cdf[first] - cdf[first + 1])
+    del cdf
+    wasserstein = (gap[:, :-1] * np.diff(grid)).sum(1)
+    return (window_g[first], window_w[first], window_w[first + 1], window_n[first],
+            window_n[first + 1], wasserstein, gap.max(1))
 
 
 def failure_rate(requests: Frame, by: By = None,
@@ -683,6 +1072,10 @@ def failure_rate(requests: Frame, by: By = None,
         frame = frame.with_columns(pl.lit(None, pl.Boolean).alias("failed"))
     elif frame.schema["failed"] != pl.Boolean:
         raise ValueError(f"{fn}: column 'failed' must be Boolean, not {frame.schema['failed']}")
+    if window_s is not None:
+        counted = _failures_counted(frame, keys, window_s)
+        if counted is not None:
+            return counted
     group = list(keys)
     if window_s is not None:
         frame = frame.with_columns(
@@ -695,6 +1088,54 @@ def failure_rate(requests: Frame, by: By = None,
         pl.when(known > 0).then(pl.col("failed").sum() / known).alias("rate"),
         known.alias("n_known"),
     ])
+
+
+def _failures_counted(frame: pl.DataFrame, keys: list[str], window_s: float
+                      ) -> pl.DataFrame | None:
+    """:func:`failure_rate` per window by counting rows per (group, window) cell, or None
+    where counting does not apply (arrival_s not all finite, or too many cells)."""
+    t = frame["arrival_s"].cast(pl.Float64)
+    if t.null_count():
+        return None
+    t = t.to_numpy()
+    if t.size == 0 or not np.isfinite(t).all():
+        return None
+    with np.errstate(over="ignore"):
+        scaled = t / window_s
+    start = np.floor(scaled, out=scaled)  # the window start, in windows (Polars' floor)
+    w_min, w_max = float(start.min()), float(start.max())
+    if not w_max - w_min < _MAX_CELLS:  # also NaN-safe: t / window_s may overflow
+        return None
+    gid, ids = _dense_groups(frame, keys)
+    n_w = int(w_max - w_min) + 1
+    if n_w * ids.height > _MAX_CELLS // 4:  # three count tables of this size
+        return None
+    start -= w_min
+    cell = start.astype(np.int64)
+    del scaled, start
+    if gid is not None:
+        cell += gid * n_w
+    cells = n_w * ids.height
+    n = np.bincount(cell, minlength=cells)
+    failed = frame["failed"]
+    known = failed.is_not_null().to_numpy()
+    n_known = np.bincount(cell[known], minlength=cells) if not known.all() else n
+    n_failed = np.bincount(cell[failed.fill_null(False).to_numpy()], minlength=cells)
+    present = np.flatnonzero(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = n_failed[present] / n_known[present]
+    has = n_known[present] > 0
+    out = pl.DataFrame({
+        "_g": present // n_w,
+        "window_start_s": (present % n_w + w_min) * window_s,
+        "n": n[present], "failed": pl.Series(n_failed[present]).set(~pl.Series(has), None),
+        "rate": pl.Series(rate).set(~pl.Series(has), None), "n_known": n_known[present]},
+        schema_overrides={"_g": pl.Int64, "n": pl.Int64, "failed": pl.Int64,
+                          "n_known": pl.Int64})
+    if not keys:
+        return out.drop("_g")
+    return (out.join(ids, on="_g", how="left").sort([*keys, "window_start_s"], nulls_last=True)
+            .select(*keys, "window_start_s", "n", "failed", "rate", "n_known"))
 
 
 # --------------------------------------------------------------------------- overview

@@ -341,3 +341,31 @@ def test_errors() -> None:
                               "count": [1, 2]}))
     with pytest.raises(ValueError, match="window_s"):
         b.window_counts(pl.DataFrame({"arrival_s": [1.0]}), 0)
+
+
+def test_banded_quantiles_are_numpys_bit_for_bit() -> None:
+    # Inter-arrival percentiles select order statistics inside a narrow band of values
+    # instead of partitioning every gap; the result must be np.quantile's, to the bit, for
+    # ties, sorted input, a strided sample that sees one value only, q at 0 and 1, and
+    # sizes around the threshold of the banded path.
+    rng = np.random.default_rng(12)
+    n0 = b._SELECT_MIN
+    cases = {
+        "exponential": rng.exponential(1.0, n0),
+        "ties": rng.integers(0, 4, n0 + 1).astype(float),
+        "sorted gamma": np.sort(rng.gamma(0.25, 4.0, 3 * n0)),
+        "aliased": np.where(np.arange(4 * n0) % (4 * n0 // b._SELECT_SAMPLE) == 0, 0.0,
+                            rng.exponential(1.0, 4 * n0)),  # the sample sees only zeros
+        "half zeros": np.where(rng.random(2 * n0) < 0.5, 0.0, rng.lognormal(0, 3, 2 * n0)),
+        "cauchy": rng.standard_cauchy(2 * n0 + 3),
+        "small": rng.exponential(1.0, 100),
+    }
+    for name, x in cases.items():
+        for qs in ([0.5, 0.9, 0.99], [0.0, 0.123, 0.5, 0.77, 1.0], rng.random(6).tolist()):
+            got = b._quantiles(x, qs)
+            assert np.array_equal(got, np.quantile(x, qs)), (name, qs)
+    # the public statistic uses it: p50/p90/p99 of the gaps are NumPy's
+    t = np.cumsum(rng.gamma(0.5, 1.0, 3 * n0))
+    got = b.interarrival_stats(pl.DataFrame({"arrival_s": t})).row(0, named=True)
+    assert [got["p50_s"], got["p90_s"], got["p99_s"]] == np.quantile(
+        np.diff(t), [0.5, 0.9, 0.99]).tolist()

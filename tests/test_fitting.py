@@ -76,3 +76,38 @@ def test_distribution_round_trip(family):
     draws = dist.rvs(50_000, seed=4)
     assert np.array_equal(draws, dist.rvs(50_000, seed=4))
     assert draws.mean() == pytest.approx(dist.mean(), rel=0.03)
+
+
+def test_tied_values_score_as_every_value():
+    # Token counts repeat: log-likelihood and KS are taken over the distinct values weighted
+    # by their counts, and the mixture's EM runs on distinct values. They must equal the sums
+    # over every value, and the integer input (subsampled before conversion) must fit exactly
+    # as its float copy does.
+    from analysis.fitting import _ks_runs, _mixture_mle, _ties, fit_family, ks_distance
+
+    rng = np.random.default_rng(5)
+    x = np.round(rng.lognormal(4.0, 1.0, 30_000)).astype(np.int64)
+    x[:40] = 0  # dropped, counted
+    families = ("exponential", "gamma", "weibull", "lognormal", "lognormal_mixture2")
+    fits = fit_distributions(x, families, max_samples=20_000, seed=3)
+    assert fits.equals(fit_distributions(x.astype(float), families, max_samples=20_000, seed=3))
+    assert fits.equals(fit_distributions(pl.Series(x), families, max_samples=20_000, seed=3))
+    assert fits["n_dropped"].to_list() == [40] * 5
+    # the subsample fit_distributions draws, scored value by value
+    sample = np.sort(np.random.default_rng(3).choice(x[x > 0], 20_000, replace=False)
+                     .astype(float))
+    first, weights = _ties(sample)
+    assert weights is not None and weights.sum() == sample.size and first.size < 1000
+    for row in fits.iter_rows(named=True):
+        dist = fit_family(sample, row["family"])
+        assert row["params"] == json.dumps(dist.params)
+        assert row["loglik"] == pytest.approx(float(dist.logpdf(sample).sum()), rel=1e-12)
+        ks = ks_distance(sample, dist)  # the same maximum, bit for bit
+        assert row["ks"] == ks == _ks_runs(sample[first], np.append(first[1:], sample.size),
+                                           sample.size, dist)
+    # the weighted EM is the EM on every value (shuffled input is not recognised as sorted,
+    # so it runs unweighted); continuous values have no ties and run unweighted too
+    weighted = _mixture_mle(sample)
+    plain = _mixture_mle(rng.permutation(sample))
+    assert weighted == pytest.approx(plain, rel=1e-9)
+    assert _ties(np.sort(rng.lognormal(0, 1, 1000)))[1] is None

@@ -403,3 +403,148 @@ def test_counting_ranks_match_scipy_with_groups_ties_and_nulls():
         part = frame.filter(pl.col("tenant") == tenant).drop_nulls()
         want = st.spearmanr(part["input_tokens"], part["output_tokens"]).statistic
         assert got.filter(pl.col("tenant") == tenant)["spearman"][0] == pytest.approx(want)
+
+
+# --------------------------------------------------------------------------- counting paths
+# Integer token counts are summarized from per-(group, value) counts instead of sorts. Each
+# counting path is checked against the sorting path it replaces (forced by allowing no
+# counting table: _MAX_CELLS = 0) and against plain NumPy / SciPy, on random integers with
+# heavy ties, zeros, negative values, nulls, a null key and groups of one row or none.
+
+
+def _tied_frame(seed: int, n: int = 3000) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pl.DataFrame({
+        "g": pl.Series(rng.choice(["a", "b", "c", ""], n).tolist()).replace("", None),
+        "h": rng.integers(0, 2, n).astype(np.int32),
+        "arrival_s": np.sort(rng.uniform(0, 5 * 3600, n)),
+        "input_tokens": np.r_[rng.integers(-3, 40, n // 2),  # ties, zeros, negatives
+                              np.exp(rng.normal(5, 1.5, n - n // 2)).astype(np.int64)],
+        "output_tokens": rng.integers(0, 25, n),
+        "failed": rng.random(n) < 0.1,
+    })
+    rows = pl.int_range(pl.len())
+    return pl.concat([frame.with_columns(  # nulls in both fields, and a one-row group
+        pl.when(rows % 11 == 3).then(None).otherwise(pl.col("input_tokens")).alias(
+            "input_tokens"),
+        pl.when(rows % 13 == 5).then(None).otherwise(pl.col("failed")).alias("failed")),
+        pl.DataFrame({"g": ["solo", "void"], "h": pl.Series([0, 1], dtype=pl.Int32),
+                      "arrival_s": [10.0, 20.0], "input_tokens": [7, None],
+                      "output_tokens": [3, None], "failed": [True, None]})])
+
+
+def _sorting_path(monkeypatch, call):
+    with monkeypatch.context() as patch:
+        patch.setattr(tokens, "_MAX_CELLS", 0)
+        return call()
+
+
+@pytest.mark.parametrize("by", [None, "g", ["g", "h"]])
+def test_counting_summaries_equal_the_sorting_path_exactly(monkeypatch, by):
+    for seed in range(3):
+        frame = _tied_frame(seed)
+        for call in (lambda f: tokens.length_summary(f, by),
+                     lambda f: tokens.output_by_input(f, by),
+                     lambda f: tokens.output_by_input(f, by, edges=[0, 5, 30]),
+                     lambda f: tokens.failure_rate(f, by, window_s=1800.0)):
+            counted = call(frame)
+            assert counted.equals(_sorting_path(monkeypatch, lambda c=call, f=frame: c(f)))
+        for call in (lambda f: tokens.tail_index(f, "input_tokens", by, q=0.8),
+                     lambda f: tokens.correlation(f, by),
+                     lambda f: tokens.drift(f, "input_tokens", 1800.0, by)):
+            # sums of logs, products and |F − G| steps are added in another order
+            counted = call(frame)
+            sorted_ = _sorting_path(monkeypatch, lambda c=call, f=frame: c(f))
+            assert counted.drop(pl.selectors.float()).equals(sorted_.drop(pl.selectors.float()))
+            for column in counted.select(pl.selectors.float()).columns:
+                np.testing.assert_allclose(counted[column].to_numpy(), sorted_[column].to_numpy(),
+                                           rtol=1e-12, atol=1e-15, err_msg=column)
+
+
+def test_counting_quantiles_are_numpys_order_statistics():
+    # Polars' linear rule, x_⌊h⌋ + (h − ⌊h⌋)(x_⌈h⌉ − x_⌊h⌋), h = (n − 1)q: NumPy's definition 7
+    # (its lerp may round the last bit differently); the median of an even count is exact
+    rng = np.random.default_rng(21)
+    for n in (1, 2, 3, 10, 999, 4000):
+        x = rng.integers(0, 6 if n > 100 else 1000, n)  # heavy ties when large
+        got = tokens.length_summary(pl.DataFrame({"input_tokens": x}),
+                                    fields=["input_tokens"]).row(0, named=True)
+        assert got["median"] == np.median(x) and got["max"] == x.max() and got["n"] == n
+        assert got["mean"] == pytest.approx(x.mean(), rel=1e-15)
+        for q, name in ((0.9, "p90"), (0.99, "p99")):
+            assert got[name] == pytest.approx(np.quantile(x, q), rel=1e-15, abs=0)
+    # output_by_input: every bucket's quantiles are NumPy's on that bucket's outputs
+    x, y = rng.integers(0, 3000, 5000), rng.integers(0, 50, 5000)
+    got = tokens.output_by_input(pl.DataFrame({"input_tokens": x, "output_tokens": y}))
+    for row in got.iter_rows(named=True):
+        sub = y[(x >= row["input_lo"]) & (x < row["input_hi"])]
+        want = np.quantile(sub, [0.1, 0.5, 0.9])
+        np.testing.assert_allclose([row["output_p10"], row["output_p50"], row["output_p90"]],
+                                   want, rtol=1e-15, atol=0)
+        assert row["n"] == sub.size and row["output_mean"] == pytest.approx(sub.mean())
+
+
+def test_counting_tail_index_is_the_direct_formula():
+    # Hill on heavily tied values: u the lower q-quantile, k exceedances, and KS over the
+    # sorted exceedances with F = 1 − (x/u)^(−α), at each rank i: max(i/k − F, F − (i−1)/k)
+    rng = np.random.default_rng(22)
+    x = np.floor(10 * (1 + rng.pareto(1.2, 20_000))).astype(np.int64)
+    got = tokens.tail_index(pl.DataFrame({"input_tokens": np.r_[x, 0, 0]}),
+                            q=0.7).row(0, named=True)
+    u = np.quantile(x, 0.7, method="lower")
+    tail = np.sort(x[x > u]).astype(float)
+    k = tail.size
+    alpha = k / np.log(tail / u).sum()
+    f = 1 - (tail / u) ** -alpha
+    i = np.arange(1, k + 1)
+    assert (got["n"], got["threshold"], got["k"]) == (x.size, u, k)
+    assert got["alpha"] == pytest.approx(alpha, rel=1e-12)
+    assert got["ks"] == pytest.approx(max((i / k - f).max(), (f - (i - 1) / k).max()),
+                                      rel=1e-12)
+    assert got["loglik"] == pytest.approx(
+        k * math.log(alpha) + k * alpha * math.log(u) - (alpha + 1) * np.log(tail).sum(),
+        rel=1e-12)
+
+
+def test_counting_correlation_and_failures_match_direct_formulas():
+    rng = np.random.default_rng(23)
+    x = rng.integers(0, 30, 8000)
+    y = np.maximum(x + rng.integers(-10, 10, 8000), 0)  # tied, dependent
+    got = tokens.correlation(pl.DataFrame({"input_tokens": x, "output_tokens": y})).row(
+        0, named=True)
+    assert got["pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-13)
+    assert got["spearman"] == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-13)
+    assert got["pearson_log"] == pytest.approx(np.corrcoef(np.log1p(x), np.log1p(y))[0, 1],
+                                               rel=1e-13)
+    constant = tokens.correlation(pl.DataFrame({"input_tokens": [5, 5, 5],
+                                                "output_tokens": [1, 2, 3]}))
+    assert np.isnan(constant["pearson"][0]) and np.isnan(constant["spearman"][0])
+    t = np.sort(rng.uniform(0, 10_000, 8000))
+    failed = rng.random(8000) < 0.2
+    got = tokens.failure_rate(pl.DataFrame({"arrival_s": t, "failed": failed}),
+                              window_s=1000.0)
+    hour = np.floor(t / 1000.0)
+    assert got["window_start_s"].to_list() == (np.unique(hour) * 1000.0).tolist()
+    assert got["n"].to_list() == np.unique(hour, return_counts=True)[1].tolist()
+    assert got["failed"].to_list() == [int(failed[hour == h].sum()) for h in np.unique(hour)]
+    assert got["rate"].to_list() == [failed[hour == h].mean() for h in np.unique(hour)]
+
+
+@pytest.mark.parametrize("cells", [None, 3000, 0])  # dense CDFs, counted keys, sorted keys
+def test_drift_paths_match_scipy(monkeypatch, cells):
+    rng = np.random.default_rng(24)
+    n = 4000  # 10 windows × 100 values = 1000 cells
+    frame = pl.DataFrame({"arrival_s": np.sort(rng.uniform(0, 10 * 600, n)),
+                          "output_tokens": rng.integers(100, 200, n)})
+    frame = frame.filter(~pl.col("arrival_s").is_between(1800, 2400))  # an empty window
+    if cells is not None:
+        monkeypatch.setattr(tokens, "_MAX_CELLS", cells)
+    got = tokens.drift(frame, "output_tokens", window_s=600.0)
+    assert got.height == 8 and got["next_window_start_s"][2] - got["window_start_s"][2] == 1200
+    window = (pl.col("arrival_s") // 600) * 600
+    for row in got.iter_rows(named=True):
+        a = frame.filter(window == row["window_start_s"])["output_tokens"].to_numpy()
+        b = frame.filter(window == row["next_window_start_s"])["output_tokens"].to_numpy()
+        assert (row["n"], row["n_next"]) == (a.size, b.size)
+        assert row["wasserstein"] == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-12)
+        assert row["ks"] == pytest.approx(stats.ks_2samp(a, b).statistic, rel=1e-12)
