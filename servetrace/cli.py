@@ -472,16 +472,20 @@ def generate_cmd(
 @app.command("compare")
 def compare_cmd(
     real: Annotated[str, typer.Argument(help="real trace: store id or requests .parquet")],
-    synthetic: Annotated[str, typer.Argument(help="synthetic trace: store id or .parquet")],
+    synthetic: Annotated[list[str], typer.Argument(
+        help="synthetic trace(s): store ids or .parquet files; several (e.g. one per seed) "
+             "give mean errors and their spread")],
     seed: Annotated[int, typer.Option(help="seed of the baselines")] = 0,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Fidelity of a synthetic trace to a real one, next to Poisson and gamma baselines."""
+    """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines."""
     from synth.fidelity import fidelity
 
     try:
         s = Store(store)
-        table = fidelity(_trace_or_file(real, s), _trace_or_file(synthetic, s), seed=seed)
+        runs = [_trace_or_file(x, s) for x in synthetic]
+        table = fidelity(_trace_or_file(real, s), runs if len(runs) > 1 else runs[0],
+                         seed=seed)
         _emit(real, {"fidelity (errors; lower is better)": table}, fmt)
     except _ERRORS as exc:
         _fail(exc)

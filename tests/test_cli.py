@@ -240,6 +240,15 @@ def test_compare_reports_the_model_and_both_baselines(env, mirror, tmp_path):
     rows = {r["metric"]: r for r in json.loads(res.stdout)["fidelity (errors; lower is better)"]}
     assert {"model", "poisson", "gamma", "model_best"} <= set(rows["hurst_av"])
     assert rows["hurst_av"]["model"] < rows["hurst_av"]["poisson"]
+    second = tmp_path / "s2.parquet"
+    assert runner.invoke(app, ["generate", str(model), "--duration", "3500", "--seed", "1",
+                               "-o", str(second)]).exit_code == 0
+    res = runner.invoke(app, ["compare", "azure_llm_2023/conv", str(synth), str(second),
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    two = {r["metric"]: r for r in json.loads(res.stdout)["fidelity (errors; lower is better)"]}
+    assert two["hurst_av"]["model_sd"] >= 0  # two runs: means and their spread
+    assert two["hurst_av"]["model"] != rows["hurst_av"]["model"]
 
 
 def test_keepalive_tradeoff_json(env, mirror):
