@@ -284,7 +284,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:1em 0;font-size:12px;display:block;overflow-x:auto}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
-th{background:#f4f4f4}.chart{margin:1em 0}.note{color:#8a5a00}.meta td{text-align:left}
+th{background:#f4f4f4}.chart{margin:1em 0}.note{color:#8a5a00}
+.meta td{text-align:left;white-space:normal;min-width:6em}
 """
 
 
@@ -296,8 +297,9 @@ def render(title: str, sections: Sequence[Section], meta: pl.DataFrame | None = 
     if meta is not None and meta.height:
         cols = [c for c in ("trace", "dataset", "rows", "rejected", "license", "citation")
                 if c in meta.columns]
-        parts.append(table_html(meta.select(cols), "Traces (cite these sources with any "
-                                "result shown here)"))
+        parts.append("<div class='meta'>" + table_html(
+            meta.select(cols), "Traces (cite these sources with any result shown here)")
+            + "</div>")
     parts.append("<ul>" + "".join(f"<li><a href='#s{i}'>{html.escape(s.title)}</a></li>"
                                   for i, s in enumerate(sections)) + "</ul>")
     for i, section in enumerate(sections):
