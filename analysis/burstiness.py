@@ -78,7 +78,7 @@ import polars as pl
 from scipy import special
 
 from analysis import fitting
-from analysis.frames import lazy
+from analysis.frames import columns, lazy
 
 __all__ = [
     "bursts",
@@ -237,19 +237,11 @@ class _Prepared:
         return self.resolution_s
 
 
-def _by(by: By) -> tuple[str, ...]:
-    if by is None:
-        return ()
-    if isinstance(by, str):
-        return (by,)
-    return tuple(by)
-
-
 def _prepare(events: Events, by: By) -> _Prepared:
     """Read the time and group columns, assign group ids, sort, and find the resolution."""
     lf = lazy(events, "events")
     names = lf.collect_schema().names()
-    cols = _by(by)
+    cols = tuple(columns(by))
     missing = [c for c in cols if c not in names]
     if missing:
         raise ValueError(f"by: column {missing[0]!r} is not in events (columns: "

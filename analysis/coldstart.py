@@ -41,6 +41,7 @@ import polars as pl
 from scipy import stats
 
 from analysis.fitting import DEFAULT_FAMILIES, FIT_SCHEMA, fit_distributions
+from analysis.frames import columns as _keys
 from analysis.frames import lazy as _lazy
 
 COMPONENTS = ("pod_alloc_s", "deploy_code_s", "deploy_dep_s", "scheduling_s")
@@ -58,18 +59,6 @@ _ORDER = {c: i for i, c in enumerate((*COMPONENTS, TOTAL, "count"))}
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _keys(by: By) -> list[str]:
-    if by is None:
-        return []
-    keys = [by] if isinstance(by, str) else list(by)
-    for k in keys:
-        if not isinstance(k, str):
-            raise ValueError(f"by: column names must be strings, got {k!r}")
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"by: repeated column in {keys}")
-    return keys
 
 
 def _with_keys(frame: Frame, keys: list[str], functions: Frame | None, *, table: str,

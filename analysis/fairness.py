@@ -96,7 +96,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from analysis.frames import lazy
+from analysis.frames import columns, lazy
 
 Frame = pl.DataFrame | pl.LazyFrame
 By = str | Sequence[str]
@@ -125,14 +125,9 @@ def _keys(by: By | None) -> list[str]:
     if by is None:
         raise ValueError("by: fairness groups requests by tenant; name the column(s), "
                          "e.g. by='tenant'")
-    keys = [by] if isinstance(by, str) else list(by)
+    keys = columns(by)
     if not keys:
         raise ValueError("by: no column given")
-    for k in keys:
-        if not isinstance(k, str):
-            raise ValueError(f"by: column names must be strings, got {k!r}")
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"by: repeated column in {keys}")
     return keys
 
 

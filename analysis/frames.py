@@ -1,4 +1,5 @@
-"""The one check every analysis function makes of its input: a Polars frame, made lazy."""
+"""The checks every analysis function makes of its input: a Polars frame, made lazy, and its
+``by`` columns."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ class NotAFrameError(TypeError, ValueError):
 
 
 def columns(by: str | Sequence[str] | None) -> list[str]:
-    """A ``by`` argument as a list of column names (empty for None)."""
-    return [] if by is None else [by] if isinstance(by, str) else list(by)
+    """A ``by`` argument as a list of column names (empty for None); ``ValueError`` for a name
+    that is not a string or a column named twice."""
+    keys = [] if by is None else [by] if isinstance(by, str) else list(by)
+    for k in keys:
+        if not isinstance(k, str):
+            raise ValueError(f"by: column names must be strings, got {k!r}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"by: repeated column in {keys}")
+    return keys
 
 
 def lazy(frame: pl.DataFrame | pl.LazyFrame, name: str) -> pl.LazyFrame:

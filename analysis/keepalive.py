@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from analysis.frames import columns as _by_list
 from analysis.frames import lazy as _lazy
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -191,17 +192,6 @@ Policy = FixedKeepAlive | HybridHistogram
 
 
 # -- input ------------------------------------------------------------------------------------
-def _by_list(by: str | Sequence[str] | None) -> list[str]:
-    if by is None:
-        return []
-    if isinstance(by, str):
-        return [by]
-    out = list(by)
-    if not all(isinstance(c, str) for c in out):
-        raise ValueError(f"by must be a column name or a sequence of names, got {by!r}")
-    return out
-
-
 def _require(schema: pl.Schema, cols: Sequence[str], name: str) -> None:
     for c in cols:
         if c not in schema:

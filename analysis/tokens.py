@@ -56,6 +56,7 @@ import numpy as np
 import polars as pl
 
 from analysis.fitting import FIT_SCHEMA, fit_distributions
+from analysis.frames import columns as _keys
 from analysis.frames import lazy as as_lazy
 
 FIELDS = ("input_tokens", "output_tokens")
@@ -71,15 +72,6 @@ By = str | Sequence[str] | None
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _keys(by: By) -> list[str]:
-    if by is None:
-        return []
-    keys = [by] if isinstance(by, str) else list(by)
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"by: repeated column in {keys}")
-    return keys
 
 
 def _collect(requests: Frame, columns: Sequence[str], fn: str, *,
