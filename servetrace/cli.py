@@ -571,12 +571,12 @@ def demo_cmd(
         except _ERRORS as exc:
             _fail(exc)
     scores = result.fidelity.filter(pl.col("kind") == "arrivals").with_columns(
-        pl.col("real", "model", "poisson", "gamma").round_sig_figs(3),
-        pl.when(pl.col("model_best")).then(pl.lit("model")).otherwise(pl.lit("")).alias("best"))
+        pl.col("real", "model", "poisson", "gamma").round_sig_figs(3))
     for trace in result.traces:
         _print_frame(scores.filter(pl.col("trace") == trace).select(
-            "metric", "real", "model", "poisson", "gamma", "best"), "table",
-            title=f"{trace}: arrival errors, mean of {demo.RUNS} seeds (lower is better)")
+            "metric", "real", "model", "poisson", "gamma", "verdict"), "table",
+            title=f"{trace}: arrival errors, mean of {demo.RUNS} seeds (lower is better; "
+            "verdict at 2 standard errors)")
     listing = _listing(s).filter(pl.col("trace").is_in(result.traces))
     _print_frame(listing.select("trace", "rows", "rejected", "span_s"), "table",
                  title="Traces (Azure LLM 2023: Patel et al., ISCA'24, CC-BY-4.0; Mooncake: "

@@ -76,7 +76,10 @@ def _fidelity_section(real: dict[str, pl.DataFrame], synthetic: dict[str, pl.Dat
             "burstiness, joint input/output lengths, sessions and prefixes where present) and "
             f"sampled for the same duration; errors are means over {RUNS} seeds. The baselines "
             "are what most benchmarks replay: Poisson arrivals with independently resampled "
-            "lengths, and gamma arrivals with the trace's CV (vLLM's --burstiness).")
+            "lengths, and gamma arrivals with the trace's CV (vLLM's --burstiness). The "
+            "verdict is a win where the model's mean error is below both baselines' by more "
+            "than two standard errors, a loss where it is above either's by as much, and a "
+            "tie otherwise.")
     return report.Section("Synthesis fidelity", lead, tuple(tables), tuple(charts))
 
 

@@ -29,13 +29,17 @@ comparisons are noisy (a peak-to-mean over 60 windows moves by ±20 % between se
 same model). Pass several synthetic traces (samples of one model under different seeds) to
 score each candidate by its *mean* error over as many runs, every run drawing its own
 baselines from seeds that depend only on ``seed`` and the run's index (so two models
-compared with the same ``seed`` meet the same baselines); "the model beats a baseline" then
-means a lower mean error, and the standard deviations over runs are reported beside them.
+compared with the same ``seed`` meet the same baselines). The standard deviations over runs
+are reported beside the means, and the ``verdict`` says whether the model's mean error is
+lower than both baselines' by more than two standard errors of the difference (a win), higher
+than either's by as much (a loss), or neither (a tie: over these runs the comparison is
+within noise).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -55,6 +59,8 @@ MAX_SAMPLE = 200_000
 ARRIVAL_METRICS = ("iat_cv", "idc_max_rel_error", "hurst_av", "peak_to_mean_60s", "iat_ks",
                    "iat_wasserstein")
 BASELINES = ("poisson", "gamma")
+VERDICT_Z = 2.0
+"""Standard errors of a difference of mean errors that make a win or a loss (else a tie)."""
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -204,11 +210,39 @@ def _baseline_seed(seed: int, run: int, k: int) -> int:
     return seed + 10 + 2 * run + k
 
 
-def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None, int]:
     v = np.array([x for x in values if x is not None], dtype=np.float64)
     if v.size == 0:
-        return None, None
-    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
+        return None, None, 0
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None), int(v.size)
+
+
+def verdict(model: tuple[float, float, int], baselines: Sequence[tuple[float, float, int]],
+            z: float = VERDICT_Z) -> str | None:
+    """``"win"``, ``"tie"`` or ``"loss"`` of a model against baselines, each given as (mean
+    error, standard deviation over runs, number of runs).
+
+    The difference of two means of independent runs has the standard error
+    √(s_m²/n_m + s_b²/n_b) (Welch 1947). The model wins when its mean error is below every
+    baseline's by more than ``z`` standard errors, loses when it is above any baseline's by
+    more than ``z``, and ties otherwise. ``None`` when a spread is undefined (fewer than two
+    runs, or a missing error).
+    """
+    m, sm, nm = model
+    if m is None or sm is None or nm < 2:
+        return None
+    gaps = []
+    for b, sb, nb in baselines:
+        if b is None or sb is None or nb < 2:
+            return None
+        se = math.sqrt(sm ** 2 / nm + sb ** 2 / nb)
+        if se > 0:
+            gaps.append((b - m) / se)
+        else:  # no spread at all: any difference is decisive
+            gaps.append(math.copysign(math.inf, b - m) if b != m else 0.0)
+    if any(g < -z for g in gaps):
+        return "loss"
+    return "win" if all(g > z for g in gaps) else "tie"
 
 
 def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
@@ -229,8 +263,10 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     baselines' errors, when ``baselines``), and ``model_best``: the model's error is the
     smallest (null where an error is undefined). With a sequence the errors are means over
     the runs where they are defined, and ``model_sd``, ``poisson_sd``, ``gamma_sd`` (sample
-    standard deviations over the runs) follow. Errors are described in the module docstring;
-    lower is better everywhere.
+    standard deviations over the runs) follow, then ``verdict`` (with baselines): ``win``,
+    ``tie`` or ``loss`` by :func:`verdict`, a difference of more than :data:`VERDICT_Z`
+    standard errors. Errors are described in the module docstring; lower is better
+    everywhere.
     """
     runs = [synthetic] if isinstance(synthetic, pl.DataFrame | pl.LazyFrame) else list(synthetic)
     if not runs:
@@ -255,11 +291,11 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
                 per_run[kind].append(_errors(real, rm, cand, seed, by))
     names = list(per_run["model"][0])
     columns: dict[str, list[float | None]] = {}
+    summary = {k: [_mean_sd([run.get(n) for run in per_run[k]]) for n in names] for k in kinds}
     for k in kinds:
-        pairs = [_mean_sd([run.get(n) for run in per_run[k]]) for n in names]
-        columns[k] = [p[0] for p in pairs]
+        columns[k] = [p[0] for p in summary[k]]
         if not single:
-            columns[f"{k}_sd"] = [p[1] for p in pairs]
+            columns[f"{k}_sd"] = [p[1] for p in summary[k]]
     real_values = {"iat_cv": rm["iat_cv"], "hurst_av": rm["hurst_av"],
                    "peak_to_mean_60s": rm["peak_to_mean_60s"], "spearman": rm["spearman"]}
     means = {k: columns[k] for k in kinds}
@@ -278,6 +314,10 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     if not single:
         frame = frame.with_columns(*(pl.Series(f"{k}_sd", columns[f"{k}_sd"], pl.Float64)
                                      for k in kinds))
+        if baselines:
+            frame = frame.with_columns(pl.Series("verdict", [
+                verdict(summary["model"][i], [summary[b][i] for b in BASELINES])
+                for i in range(len(names))], pl.String))
     return frame
 
 

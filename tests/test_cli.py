@@ -81,6 +81,7 @@ def test_demo_console_script(mirror, tmp_path):
         assert step in proc.stderr  # progress, on stderr
     demo = tmp_path / "s" / "demo"
     assert proc.stdout.strip().splitlines()[-1].endswith(f"report: {demo / 'report.html'}")
+    assert "verdict" in proc.stdout and "win" in proc.stdout
     import duckdb
 
     with duckdb.connect(str(tmp_path / "s" / "servetrace.duckdb"), read_only=True) as con:
@@ -248,6 +249,7 @@ def test_compare_reports_the_model_and_both_baselines(env, mirror, tmp_path):
     assert res.exit_code == 0, res.output
     two = {r["metric"]: r for r in json.loads(res.stdout)["fidelity (errors; lower is better)"]}
     assert two["hurst_av"]["model_sd"] >= 0  # two runs: means and their spread
+    assert two["hurst_av"]["verdict"] in {"win", "tie"}  # conv's H 0.78 against flat renewals
     assert two["hurst_av"]["model"] != rows["hurst_av"]["model"]
 
 
