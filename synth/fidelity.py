@@ -210,15 +210,18 @@ def _baseline_seed(seed: int, run: int, k: int) -> int:
     return seed + 10 + 2 * run + k
 
 
-def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None, int]:
+Summary = tuple[float | None, float | None, int]
+"""Mean error, standard deviation over runs (None under two runs) and number of runs."""
+
+
+def _mean_sd(values: list[float | None]) -> Summary:
     v = np.array([x for x in values if x is not None], dtype=np.float64)
     if v.size == 0:
         return None, None, 0
     return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None), int(v.size)
 
 
-def verdict(model: tuple[float, float, int], baselines: Sequence[tuple[float, float, int]],
-            z: float = VERDICT_Z) -> str | None:
+def verdict(model: Summary, baselines: Sequence[Summary], z: float = VERDICT_Z) -> str | None:
     """``"win"``, ``"tie"`` or ``"loss"`` of a model against baselines, each given as (mean
     error, standard deviation over runs, number of runs).
 
