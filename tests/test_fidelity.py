@@ -142,7 +142,7 @@ def test_verdict_is_a_two_standard_error_comparison_with_every_baseline():
 
 def _switching(duration: float, seed: int) -> pl.DataFrame:
     """Poisson arrivals whose rate switches between 1/s and 9/s every 600 s on average
-    (exponential sojourns): a Cox process with an IDC growing to hundreds at 10 minutes."""
+    (exponential sojourns): a Cox process whose IDC grows from 4 at 1 s to ~1,000 at 10 min."""
     rng = np.random.default_rng(seed)
     edges = np.concatenate([[0.0], np.cumsum(rng.exponential(600.0, int(duration / 300) + 8))])
     edges = edges[: np.searchsorted(edges, duration) + 1]
