@@ -219,11 +219,14 @@ async def _metrics(session: aiohttp.ClientSession, url: str) -> str:
         return ""
 
 
-async def _single(session: aiohttp.ClientSession, url: str, body: bytes,
-                  timeout_s: float) -> tuple[float | None, float | None, int, str | None]:
-    """``(ttft, tpot, tokens, error)`` of one request sent now."""
+async def _single(session: aiohttp.ClientSession, url: str, body: bytes, timeout_s: float,
+                  times: list[float] | None = None
+                  ) -> tuple[float | None, float | None, int, str | None]:
+    """``(ttft, tpot, tokens, error)`` of one request sent now; the arrival time of each
+    streamed chunk is appended to ``times`` as it comes (a caller's list to count tokens in a
+    window, or a fresh one)."""
     loop = asyncio.get_running_loop()
-    times: list[float] = []
+    times = [] if times is None else times
     sent = loop.time()
     _, error, usage_out, _ = await _rp._exchange(session, url, body, times, timeout_s)
     end = loop.time()
@@ -246,12 +249,7 @@ async def _level(session: aiohttp.ClientSession, url: str, body: bytes, concurre
         while loop.time() < stop:
             times: list[float] = []
             chunks.append(times)
-            sent = loop.time()
-            _, error, usage_out, _ = await _rp._exchange(session, url, body, times, timeout_s)
-            end = loop.time()
-            n = usage_out if usage_out is not None else len(times)
-            ttft = times[0] - sent if times and error is None else None
-            tpot = (end - times[0]) / (n - 1) if ttft is not None and n > 1 else None
+            ttft, tpot, _, error = await _single(session, url, body, timeout_s, times)
             done.append((ttft, tpot, error))
 
     tasks = [loop.create_task(client()) for _ in range(concurrency)]
