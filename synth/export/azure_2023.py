@@ -63,16 +63,24 @@ def wall_clock(origin: datetime | str | None, digits: int) -> pl.Expr:
                          pl.lit("."), frac)
 
 
+def write_layout(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, name: str,
+                 origin: datetime | str | None, digits: int) -> Path:
+    """The Azure LLM trace's layout at ``path``: ``TIMESTAMP`` (text, ``digits`` fractional
+    digits), ``ContextTokens``, ``GeneratedTokens`` (Int64), in arrival order; ``name`` is
+    the format named in errors. Returns ``path``."""
+    req = _common.requests(frame, name, REQUIRED)
+    out = req.select(
+        wall_clock(origin, digits).alias("TIMESTAMP"),
+        pl.col("input_tokens").cast(pl.Int64).alias("ContextTokens"),
+        pl.col("output_tokens").cast(pl.Int64).alias("GeneratedTokens"),
+    )
+    return _common.write_csv(out, path)
+
+
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
           origin: datetime | str | None = None) -> Path:
     """Write ``frame`` (canonical ``requests``) as an Azure LLM 2023 CSV at ``path``:
     ``TIMESTAMP`` (text, 7 fractional digits), ``ContextTokens``, ``GeneratedTokens``
     (Int64), in arrival order. Returns ``path``.
     """
-    req = _common.requests(frame, NAME, REQUIRED)
-    out = req.select(
-        wall_clock(origin, 7).alias("TIMESTAMP"),
-        pl.col("input_tokens").cast(pl.Int64).alias("ContextTokens"),
-        pl.col("output_tokens").cast(pl.Int64).alias("GeneratedTokens"),
-    )
-    return _common.write_csv(out, path)
+    return write_layout(frame, path, name=NAME, origin=origin, digits=7)

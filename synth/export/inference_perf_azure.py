@@ -23,8 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common
-from synth.export.azure_2023 import wall_clock
+from synth.export.azure_2023 import write_layout
 
 NAME = "inference-perf-azure"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
@@ -37,10 +36,4 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
     at ``path``: ``TIMESTAMP`` (text, 6 fractional digits), ``ContextTokens``,
     ``GeneratedTokens`` (Int64). Returns ``path``.
     """
-    req = _common.requests(frame, NAME, REQUIRED)
-    out = req.select(
-        wall_clock(origin, 6).alias("TIMESTAMP"),
-        pl.col("input_tokens").cast(pl.Int64).alias("ContextTokens"),
-        pl.col("output_tokens").cast(pl.Int64).alias("GeneratedTokens"),
-    )
-    return _common.write_csv(out, path)
+    return write_layout(frame, path, name=NAME, origin=origin, digits=6)
