@@ -105,6 +105,17 @@ def _no_overlap(keys: list[str], fields: Sequence[str], fn: str) -> None:
             raise ValueError(f"{fn}: by column {key!r} is also an analysed field")
 
 
+def _read(requests: Frame, keys: list[str], fields: Sequence[str], fn: str, *,
+          extra: Sequence[str] = ()) -> pl.DataFrame:
+    """The ``by`` keys, ``extra`` and numeric ``fields`` of ``requests``, eagerly, after
+    checking that no key is also a field or an extra column."""
+    _no_overlap(keys, [*fields, *extra], fn)
+    frame = _collect(requests, [*keys, *extra, *fields], fn)
+    for field in fields:
+        _numeric(frame, field, fn)
+    return frame
+
+
 def _aggregate(frame: pl.DataFrame | pl.LazyFrame, keys: list[str],
                exprs: Sequence[pl.Expr]) -> pl.DataFrame:
     """``group_by(keys).agg(exprs)`` sorted by the keys, or a one-row ``select`` without keys."""
@@ -305,12 +316,10 @@ def length_summary(requests: Frame, by: By = None,
     fields = list(fields)
     if not fields:
         raise ValueError(f"{fn}: fields is empty")
-    _no_overlap(keys, fields, fn)
-    frame = _collect(requests, [*keys, *fields], fn)
+    frame = _read(requests, keys, fields, fn)
     stats = ("n", "mean", "median", "p90", "p99", "max", "zeros", "nulls")
     exprs = []
     for i, field in enumerate(fields):  # one pass over the groups for every field
-        _numeric(frame, field, fn)
         x = pl.col(field).cast(pl.Float64)
         exprs += [e.alias(f"{i}_{stat}") for e, stat in zip((
             x.count().cast(pl.Int64), x.mean(), x.median(), x.quantile(0.9, "linear"),
@@ -387,9 +396,7 @@ def ecdf(requests: Frame, field: str = "input_tokens", by: By = None,
     keys = _keys(by)
     if isinstance(points, bool) or not isinstance(points, int) or points < 1:
         raise ValueError(f"{fn}: points must be a positive integer, got {points!r}")
-    _no_overlap(keys, [field], fn)
-    frame = _collect(requests, [*keys, field], fn)
-    _numeric(frame, field, fn)
+    frame = _read(requests, keys, [field], fn)
     frame, ids = _group_ids(frame.drop_nulls(field), keys)  # integer groups: cheap to sort
     counted = _value_counts(frame, field).lazy().with_columns(
         pl.col("_c").cum_sum().over("_g").alias("cum"),
@@ -431,9 +438,7 @@ def tail_index(requests: Frame, field: str = "input_tokens", by: By = None,
     keys = _keys(by)
     if not (0 < q < 1):
         raise ValueError(f"{fn}: q must be in (0, 1), got {q!r}")
-    _no_overlap(keys, [field], fn)
-    frame = _collect(requests, [*keys, field], fn)
-    _numeric(frame, field, fn)
+    frame = _read(requests, keys, [field], fn)
     counted = _tail_counted(frame, field, keys, q)
     if counted is not None:
         heads, tails = counted
@@ -630,10 +635,7 @@ def correlation(requests: Frame, by: By = None) -> pl.DataFrame:
     """
     fn = "correlation"
     keys = _keys(by)
-    _no_overlap(keys, FIELDS, fn)
-    frame = _collect(requests, [*keys, *FIELDS], fn)
-    for field in FIELDS:
-        _numeric(frame, field, fn)
+    frame = _read(requests, keys, FIELDS, fn)
     counted = _correlation_counted(frame, keys)
     if counted is not None:
         return counted
@@ -755,10 +757,7 @@ def output_by_input(requests: Frame, by: By = None,
     """
     fn = "output_by_input"
     keys = _keys(by)
-    _no_overlap(keys, FIELDS, fn)
-    frame = _collect(requests, [*keys, *FIELDS], fn)
-    for field in FIELDS:
-        _numeric(frame, field, fn)
+    frame = _read(requests, keys, FIELDS, fn)
     pairs = frame.drop_nulls(list(FIELDS))
     top = pairs["input_tokens"].max()
     cuts = _edges(edges, float(top) if top is not None else 0.0, fn)
@@ -854,9 +853,7 @@ def drift(requests: Frame, field: str = "input_tokens", window_s: float = 3600.0
     fn = "drift"
     keys = _keys(by)
     _positive(window_s, "window_s", fn)
-    _no_overlap(keys, [field, "arrival_s"], fn)
-    frame = _collect(requests, [*keys, "arrival_s", field], fn)
-    _numeric(frame, field, fn)
+    frame = _read(requests, keys, [field], fn, extra=["arrival_s"])
     if keys:
         frame, ids = _group_ids(frame, keys)
     else:
