@@ -77,8 +77,8 @@ import numpy as np
 import polars as pl
 from scipy import special
 
-from analysis import fitting
-from analysis.frames import columns, lazy
+from servetrace.analysis import fitting
+from servetrace.analysis.frames import columns, lazy
 
 __all__ = [
     "bursts",

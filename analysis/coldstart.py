@@ -40,9 +40,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.fitting import DEFAULT_FAMILIES, FIT_SCHEMA, fit_distributions
-from analysis.frames import columns as _keys
-from analysis.frames import lazy as _lazy
+from servetrace.analysis.fitting import DEFAULT_FAMILIES, FIT_SCHEMA, fit_distributions
+from servetrace.analysis.frames import columns as _keys
+from servetrace.analysis.frames import lazy as _lazy
 
 COMPONENTS = ("pod_alloc_s", "deploy_code_s", "deploy_dep_s", "scheduling_s")
 TOTAL = "total_s"

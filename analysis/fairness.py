@@ -96,7 +96,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from analysis.frames import columns, lazy
+from servetrace.analysis.frames import columns, lazy
 
 Frame = pl.DataFrame | pl.LazyFrame
 By = str | Sequence[str]

@@ -63,8 +63,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from analysis.frames import columns as _by_list
-from analysis.frames import lazy as _lazy
+from servetrace.analysis.frames import columns as _by_list
+from servetrace.analysis.frames import lazy as _lazy
 
 Frame = pl.DataFrame | pl.LazyFrame
 

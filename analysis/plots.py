@@ -15,8 +15,8 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from analysis.fitting import distribution
-from analysis.frames import columns as _by
+from servetrace.analysis.fitting import distribution
+from servetrace.analysis.frames import columns as _by
 
 WIDTH, HEIGHT = 520, 240
 MAX_POINTS = 2000  # per series; keeps inline SVG small for traces of any length

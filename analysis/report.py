@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import altair as alt
 import polars as pl
 
-from analysis import burstiness, coldstart, fairness, keepalive, plots, tokens
-from analysis.frames import columns as _by
+from servetrace.analysis import burstiness, coldstart, fairness, keepalive, plots, tokens
+from servetrace.analysis.frames import columns as _by
 
 MAX_GROUPS_CHARTED = 10  # beyond this many groups, charts show the whole trace
 MAX_TABLE_ROWS = 25

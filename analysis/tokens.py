@@ -55,9 +55,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from analysis.fitting import FIT_SCHEMA, fit_distributions
-from analysis.frames import columns as _keys
-from analysis.frames import lazy as as_lazy
+from servetrace.analysis.fitting import FIT_SCHEMA, fit_distributions
+from servetrace.analysis.frames import columns as _keys
+from servetrace.analysis.frames import lazy as as_lazy
 
 FIELDS = ("input_tokens", "output_tokens")
 FIT_FAMILIES = ("lognormal", "gamma", "weibull", "pareto", "lognormal_mixture2")

@@ -36,8 +36,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure, report, work_dir
 
-from analysis import burstiness, tokens
-from loaders import schema
+from servetrace.analysis import burstiness, tokens
+from servetrace.loaders import schema
 
 DAY = 86_400.0
 WINDOWS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,

@@ -44,10 +44,9 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "traces"
-sys.path.insert(0, str(ROOT))
 
-from loaders import azure_llm_2023, mooncake  # noqa: E402
-from synth.export import export  # noqa: E402
+from servetrace.loaders import azure_llm_2023, mooncake  # noqa: E402
+from servetrace.synth.export import export  # noqa: E402
 
 PACKAGES = {"guidellm": "guidellm==0.8.1", "aiperf": "aiperf==0.13.0"}
 

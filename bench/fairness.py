@@ -40,7 +40,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure, report
 
-from analysis import fairness as fa
+from servetrace.analysis import fairness as fa
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 SERVER = fa.Server(prefill_tokens_per_s=20_000.0, decode_tokens_per_s=25.0, max_batch=128,

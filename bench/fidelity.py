@@ -25,11 +25,9 @@ from pathlib import Path
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from loaders import azure_llm_2023, burstgpt, mooncake
-from synth.fidelity import ARRIVAL_METRICS, fidelity, holdout
-from synth.model import fit
+from servetrace.loaders import azure_llm_2023, burstgpt, mooncake
+from servetrace.synth.fidelity import ARRIVAL_METRICS, fidelity, holdout
+from servetrace.synth.model import fit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 TRACES = {

@@ -40,14 +40,14 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure
 
-from analysis.keepalive import (
+from servetrace.analysis.keepalive import (
     DEFAULT_KEEP_ALIVES,
     FixedKeepAlive,
     HybridHistogram,
     simulate,
     tradeoff,
 )
-from loaders import azure_functions_2019
+from servetrace.loaders import azure_functions_2019
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 MINUTES = 1440

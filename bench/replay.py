@@ -31,11 +31,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from _measure import measure
 
-from synth import replay as rp
+from servetrace.synth import replay as rp
 
 
 async def _sleep_after_send(self: rp._Run) -> None:
@@ -79,8 +77,9 @@ def main() -> None:
                           "input_tokens": rng.integers(8, 64, n),
                           "output_tokens": np.full(n, args.tokens)})
     server = subprocess.Popen(
-        [sys.executable, "-m", "synth.server", "--port", "0", "--prefill-base-s", "0.0005",
-         "--decode-tokens-per-s", "2000", "--max-concurrent-sequences", "100000"],
+        [sys.executable, "-m", "servetrace.synth.server", "--port", "0",
+         "--prefill-base-s", "0.0005", "--decode-tokens-per-s", "2000",
+         "--max-concurrent-sequences", "100000"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
         assert server.stdout is not None

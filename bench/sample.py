@@ -32,9 +32,9 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure, report
 
-from loaders import azure_llm_2023
-from loaders.schema import conform
-from synth.model import Arrivals, WorkloadModel, _rng, driver, expected_block_vars, fit
+from servetrace.loaders import azure_llm_2023
+from servetrace.loaders.schema import conform
+from servetrace.synth.model import Arrivals, WorkloadModel, _rng, driver, expected_block_vars, fit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 

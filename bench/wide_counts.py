@@ -32,7 +32,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure, report, work_dir
 
-from loaders import Store, ingest
+from servetrace.loaders import Store, ingest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 IDS = ["HashOwner", "HashApp", "HashFunction", "Trigger"]

@@ -1,6 +1,6 @@
 """Loaders for public LLM-serving and serverless traces, and the canonical store."""
 
-from loaders.ingest import ingest
-from loaders.store import Store
+from servetrace.loaders.ingest import ingest
+from servetrace.loaders.store import Store
 
 __all__ = ["Store", "ingest"]

@@ -66,10 +66,10 @@ from pathlib import Path
 
 import polars as pl
 
-from loaders import download
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.schema import empty
-from loaders.source import (
+from servetrace.loaders import download
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.schema import empty
+from servetrace.loaders.source import (
     FormatError,
     csv_rows,
     csv_rows_at,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.schema import validate
-from loaders.source import (
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.schema import validate
+from servetrace.loaders.source import (
     csv_rows,
     expect_header,
     head,

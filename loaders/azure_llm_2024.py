@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loaders.azure_llm_2023 import HEADER, load_azure_csv
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.source import head, header_fields
+from servetrace.loaders.azure_llm_2023 import HEADER, load_azure_csv
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.source import head, header_fields
 
 VERSION = "1"
 _RELEASE = "https://github.com/Azure/AzurePublicDataset/releases/download/dataset-llm-2024/"

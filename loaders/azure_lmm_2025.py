@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loaders.azure_llm_2023 import load_azure_csv
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.source import header_fields
+from servetrace.loaders.azure_llm_2023 import load_azure_csv
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.source import header_fields
 
 VERSION = "1"
 HEADER = ["TIMESTAMP", "NumImages", "ContextTokens", "GeneratedTokens"]

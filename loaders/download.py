@@ -25,8 +25,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from loaders.dataset import RemoteFile
-from loaders.source import FormatError, file_stats
+from servetrace.loaders.dataset import RemoteFile
+from servetrace.loaders.source import FormatError, file_stats
 
 CHUNK = 1 << 20
 

@@ -54,10 +54,10 @@ from pathlib import Path
 
 import polars as pl
 
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.huawei_2023 import read_wide, wide_header
-from loaders.schema import TABLES, empty, validate
-from loaders.source import (
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.huawei_2023 import read_wide, wide_header
+from servetrace.loaders.schema import TABLES, empty, validate
+from servetrace.loaders.source import (
     FormatError,
     csv_files,
     csv_rows,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loaders import download, registry
-from loaders.dataset import Part
-from loaders.store import Provenance, Store, check_trace_id
+from servetrace.loaders import download, registry
+from servetrace.loaders.dataset import Part
+from servetrace.loaders.store import Provenance, Store, check_trace_id
 
 
 def _provenance(mod: Any, part: Part | None, paths: list[Path], urls: tuple[str, ...],

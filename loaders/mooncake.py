@@ -35,9 +35,9 @@ from pathlib import Path
 
 import polars as pl
 
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.schema import validate
-from loaders.source import head, jsonl_rows, parse_number, sort_by
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.schema import validate
+from servetrace.loaders.source import head, jsonl_rows, parse_number, sort_by
 
 VERSION = "1"
 KEYS = ["timestamp", "input_length", "output_length", "hash_ids"]

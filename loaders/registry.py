@@ -9,8 +9,8 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from loaders.dataset import Dataset
-from loaders.source import FormatError, head
+from servetrace.loaders.dataset import Dataset
+from servetrace.loaders.source import FormatError, head
 
 _MODULES = (
     "azure_llm_2023",
@@ -28,7 +28,7 @@ _MODULES = (
 
 def modules() -> dict[str, ModuleType]:
     """Loader modules by dataset name, in registration order."""
-    mods = [importlib.import_module(f"loaders.{m}") for m in _MODULES]
+    mods = [importlib.import_module(f"servetrace.loaders.{m}") for m in _MODULES]
     return {m.DATASET.name: m for m in mods}
 
 

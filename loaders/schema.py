@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from loaders.source import with_raw
+from servetrace.loaders.source import with_raw
 
 
 def _f(name: str, type_: pa.DataType, unit: str = "", *, required: bool = False,

@@ -45,9 +45,9 @@ from pathlib import Path
 
 import polars as pl
 
-from loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from loaders.schema import empty, validate
-from loaders.source import FormatError, csv_rows, head, parse_number, read_lines
+from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
+from servetrace.loaders.schema import empty, validate
+from servetrace.loaders.source import FormatError, csv_rows, head, parse_number, read_lines
 
 VERSION = "1"
 # The CSV has no header: its columns by number and meaning.

@@ -31,8 +31,8 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from loaders import schema
-from loaders.dataset import Loaded
+from servetrace.loaders import schema
+from servetrace.loaders.dataset import Loaded
 
 DB_NAME = "servetrace.duckdb"
 

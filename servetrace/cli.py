@@ -16,10 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loaders import Store, ingest
-from loaders.download import DownloadError
-from loaders.source import FormatError
-from loaders.store import StoreError
+from servetrace import __version__
+from servetrace.extras import MissingExtra
+from servetrace.loaders import Store, ingest
+from servetrace.loaders.download import DownloadError
+from servetrace.loaders.source import FormatError
+from servetrace.loaders.store import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Load, characterize and synthesize LLM-serving and serverless traces.")
@@ -30,7 +32,20 @@ StoreOpt = Annotated[Path | None, typer.Option(
     "--store", help="store folder (default $SERVETRACE_STORE or ./data)")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
 
-_ERRORS = (FormatError, DownloadError, StoreError, KeyError, ValueError, OSError)
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"servetrace {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="print the installed version and exit")] = False) -> None:
+    """Load, characterize and synthesize LLM-serving and serverless traces."""
+
+
+_ERRORS = (FormatError, DownloadError, StoreError, MissingExtra, KeyError, ValueError, OSError)
 
 
 def _fail(exc: BaseException) -> None:
@@ -109,7 +124,7 @@ def sql_cmd(query: Annotated[str, typer.Argument(help="SQL over the store's view
 @app.command("datasets")
 def datasets_cmd(fmt: FormatOpt = "table") -> None:
     """The datasets servetrace can download and load, with their parts and citations."""
-    from loaders import registry
+    from servetrace.loaders import registry
 
     frame = pl.DataFrame([
         {"name": d.name, "title": d.title, "parts": ", ".join(p.name for p in d.parts),
@@ -178,8 +193,8 @@ def analyze_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Characterize arrivals (burstiness) and token lengths of a stored trace."""
-    from analysis import burstiness, plots, tokens
-    from analysis import report as reports
+    from servetrace.analysis import burstiness, plots, tokens
+    from servetrace.analysis import report as reports
 
     if fmt not in ("table", "json"):
         _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
@@ -228,7 +243,7 @@ def report_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Every analysis that applies to a trace's tables, in one self-contained HTML file."""
-    from analysis import report as reports
+    from servetrace.analysis import report as reports
 
     try:
         s = Store(store)
@@ -269,7 +284,7 @@ def coldstart_cmd(
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Cold-start components, per-minute correlations, fits and pod utility (Huawei 2025)."""
-    from analysis import coldstart
+    from servetrace.analysis import coldstart
 
     try:
         s = Store(store)
@@ -304,7 +319,7 @@ def keepalive_cmd(
     """Keep-alive policies (none, fixed, hybrid histogram): cold starts against idle memory."""
     from dataclasses import asdict
 
-    from analysis import keepalive
+    from servetrace.analysis import keepalive
 
     try:
         s = Store(store)
@@ -340,7 +355,7 @@ def fairness_cmd(
     The server options default to analysis.fairness.DEFAULT_SERVER (8,000 prompt tokens/s, 30
     decode iterations/s, 64 sequences: a stand-in for one model replica, not a measurement).
     """
-    from analysis import fairness
+    from servetrace.analysis import fairness
 
     try:
         s = Store(store)
@@ -384,7 +399,7 @@ def export_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Write a trace in a format another tool replays (`--to help` lists them)."""
-    from synth.export import FORMATS, export
+    from servetrace.synth.export import FORMATS, export
 
     if to == "help":
         for name, module in FORMATS.items():
@@ -414,7 +429,7 @@ def fit_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Fit a workload model (arrivals, lengths, sessions, prefixes) to a trace."""
-    from synth.model import fit, from_servegen
+    from servetrace.synth.model import fit, from_servegen
 
     try:
         s = Store(store)
@@ -447,8 +462,8 @@ def generate_cmd(
         "--utilization", help="with --profile: pick the rate scale that offers this load")] = None,
 ) -> None:
     """Sample a synthetic requests trace from a model, scaled as asked, into Parquet."""
-    from synth import scale
-    from synth.model import WorkloadModel
+    from servetrace.synth import scale
+    from servetrace.synth.model import WorkloadModel
 
     try:
         if output.suffix != ".parquet":
@@ -479,7 +494,7 @@ def compare_cmd(
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines."""
-    from synth.fidelity import fidelity
+    from servetrace.synth.fidelity import fidelity
 
     try:
         s = Store(store)
@@ -510,9 +525,9 @@ def replay_cmd(
     """
     from dataclasses import asdict
 
-    from synth.replay import replay_trace
-
     try:
+        from servetrace.synth.replay import replay_trace
+
         result = replay_trace(trace, endpoint, store=Store(store), model=model,
                               time_scale=time_scale, max_concurrency=max_concurrency,
                               ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
@@ -533,9 +548,9 @@ def profile_cmd(
                                            "level of the sweep")] = 10.0,
 ) -> None:
     """Measure an endpoint's prefill and decode throughput and concurrency knee (YAML)."""
-    from synth.profile import profile_endpoint, write_profile
-
     try:
+        from servetrace.synth.profile import profile_endpoint, write_profile
+
         with err.status(f"profiling {endpoint}"):
             profile = profile_endpoint(endpoint, model=model, level_s=level_s)
         write_profile(profile, output)
@@ -557,7 +572,7 @@ def demo_cmd(
     compare, export for vLLM and GuideLLM, and write one HTML report."""
     import time
 
-    from synth import demo
+    from servetrace.synth import demo
 
     s = Store(store)
     folder = output or s.root / "demo"

@@ -1,5 +1,5 @@
 """Workload models fitted to traces, synthetic traces, and exports to other tools."""
 
-from synth.model import WorkloadModel, fit, from_servegen
+from servetrace.synth.model import WorkloadModel, fit, from_servegen
 
 __all__ = ["WorkloadModel", "fit", "from_servegen"]

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis import burstiness, plots, report
-from loaders import Store, ingest
-from synth import fidelity
-from synth.export import export
-from synth.model import fit
+from servetrace.analysis import burstiness, plots, report
+from servetrace.loaders import Store, ingest
+from servetrace.synth import fidelity
+from servetrace.synth.export import export
+from servetrace.synth.model import fit
 
 SOURCES = ("azure_llm_2023", "mooncake/conversation")
 EXPORTS = {"vllm-custom": "jsonl", "guidellm": "jsonl"}

@@ -47,11 +47,11 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis import burstiness, tokens
-from loaders import schema
+from servetrace.analysis import burstiness, tokens
+from servetrace.loaders import schema
 
 if TYPE_CHECKING:
-    from synth.model import WorkloadModel
+    from servetrace.synth.model import WorkloadModel
 
 WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 MIN_WINDOWS = 30  # the IDC of n windows has a sampling SD of about √(2/(n−1)): 0.26 at 30
@@ -343,7 +343,7 @@ def _advance(model: WorkloadModel, offset_s: float) -> WorkloadModel:
     model is stationary and unaffected; ServeGen window tables (:class:`synth.model.Piecewise`)
     are not shifted.
     """
-    from synth.model import Arrivals
+    from servetrace.synth.model import Arrivals
 
     def shift(group):  # one per group
         a = group.arrivals
@@ -364,7 +364,7 @@ def holdout(requests: Frame, *, seed: int = 0, by: str | None = None,
     fitted half in time of day (:func:`advance`). The baselines are built from the first half
     too, so all three candidates know the same past and are judged on the same future.
     """
-    from synth.model import fit
+    from servetrace.synth.model import fit
 
     if runs < 1:
         raise ValueError(f"holdout: runs must be at least 1, got {runs}")

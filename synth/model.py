@@ -88,7 +88,7 @@ import polars as pl
 import pyarrow as pa
 from scipy import optimize, special, stats
 
-from loaders.schema import conform
+from servetrace.loaders.schema import conform
 
 VERSION = "1"
 """Version of the model format; :meth:`WorkloadModel.from_json` refuses other versions."""
@@ -739,7 +739,7 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
 
 def _fit_renewal(u: np.ndarray) -> Renewal:
     """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring)."""
-    from analysis.fitting import fit_distributions
+    from servetrace.analysis.fitting import fit_distributions
 
     u = u[np.isfinite(u) & (u > 0)]
     if len(u) < 20:

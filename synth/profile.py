@@ -56,12 +56,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import yaml
 
-from synth import replay as _rp
-from synth.prompts import prompt as make_prompt
+from servetrace.extras import require
+from servetrace.synth import replay as _rp
+from servetrace.synth.prompts import prompt as make_prompt
+
+aiohttp = require("aiohttp", "replay", "profiling an endpoint")
 
 __all__ = [
     "PROFILE_KEYS",

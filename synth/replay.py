@@ -88,15 +88,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
 import numpy as np
 import polars as pl
-import yarl
 
-from loaders import schema
-from loaders.dataset import Loaded
-from loaders.store import Provenance, Store
-from synth.prompts import prompts as make_prompts
+from servetrace.extras import require
+from servetrace.loaders import schema
+from servetrace.loaders.dataset import Loaded
+from servetrace.loaders.store import Provenance, Store
+from servetrace.synth.prompts import prompts as make_prompts
+
+aiohttp = require("aiohttp", "replay", "replay against an endpoint")
+yarl = require("yarl", "replay", "replay against an endpoint")
 
 __all__ = [
     "RECORD_SCHEMA",

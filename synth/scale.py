@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from synth.model import Arrivals, Piecewise, ScaleRecord, WorkloadModel, fit
+from servetrace.synth.model import Arrivals, Piecewise, ScaleRecord, WorkloadModel, fit
 
 METADATA_KEY = "servetrace:scaling"
 """Parquet key-value metadata key of the scaling records (a JSON list)."""

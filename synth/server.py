@@ -39,7 +39,7 @@ Run it in-process (a background thread with its own event loop)::
     with serve(ServerConfig(decode_tokens_per_s=100)) as url:   # "http://127.0.0.1:PORT"
         ...
 
-or as a process: ``python -m synth.server --port 8000 [--decode-tokens-per-s 50 ...]``
+or as a process: ``python -m servetrace.synth.server --port 8000 [--decode-tokens-per-s 50 ...]``
 (``--port 0`` picks a free port; the first line printed is the base URL).
 """
 
@@ -58,9 +58,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 
-from synth.prompts import VOCABULARY
+from servetrace.extras import require
+from servetrace.synth.prompts import VOCABULARY
+
+web = require("aiohttp.web", "replay", "the local test server")
 
 __all__ = ["Server", "ServerConfig", "serve"]
 
@@ -397,8 +399,8 @@ def serve(config: ServerConfig | None = None, *, port: int = 0) -> Iterator[str]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m synth.server``: serve until interrupted; prints the base URL first."""
-    parser = argparse.ArgumentParser(prog="python -m synth.server", description=__doc__
+    """``python -m servetrace.synth.server``: serve until interrupted; prints the base URL first."""
+    parser = argparse.ArgumentParser(prog="python -m servetrace.synth.server", description=__doc__
                                      .split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")

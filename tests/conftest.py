@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loaders import Store
+from servetrace.loaders import Store
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 

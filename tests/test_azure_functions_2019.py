@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from loaders import azure_functions_2019, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import azure_functions_2019, ingest, registry
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 TRIGGERS = ["event", "http", "orchestration", "others", "queue", "storage", "timer"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from loaders import azure_functions_2021, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import azure_functions_2021, ingest, registry
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 NAME = "AzureFunctionsInvocationTraceForTwoWeeksJan2021"

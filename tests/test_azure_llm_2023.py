@@ -7,7 +7,7 @@ from datetime import datetime
 import polars as pl
 import pytest
 
-from loaders import azure_llm_2023, ingest, registry
+from servetrace.loaders import azure_llm_2023, ingest, registry
 
 
 @pytest.mark.parametrize(("part", "rows", "in_sum", "out_sum", "first", "last", "span"), [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loaders import azure_llm_2023, azure_llm_2024, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import azure_llm_2023, azure_llm_2024, ingest, registry
+from servetrace.loaders.source import FormatError
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 

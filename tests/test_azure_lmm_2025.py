@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from loaders import azure_lmm_2025, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import azure_lmm_2025, ingest, registry
+from servetrace.loaders.source import FormatError
 
 OFFICIAL = "AzureLMMInferenceTrace_multimodal.csv.gz"
 ORIGIN = datetime(2024, 10, 15, 12, 0, 0, 269000)

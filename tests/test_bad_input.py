@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loaders import azure_llm_2023, ingest
-from loaders.source import FormatError
+from servetrace.loaders import azure_llm_2023, ingest
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"

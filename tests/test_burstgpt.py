@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from loaders import burstgpt, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import burstgpt, ingest, registry
+from servetrace.loaders.source import FormatError
 
 V1_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
 V2_HEADER = ("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,"

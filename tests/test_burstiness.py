@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis import burstiness as b
-from loaders import azure_functions_2019, azure_llm_2023, mooncake
+from servetrace.analysis import burstiness as b
+from servetrace.loaders import azure_functions_2019, azure_llm_2023, mooncake
 
 
 def poisson(rate: float, t0: float, t1: float, rng: np.random.Generator) -> np.ndarray:

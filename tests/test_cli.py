@@ -268,7 +268,7 @@ def test_keepalive_tradeoff_json(env, mirror):
 
 
 def test_replay_against_the_local_server(env, mirror, tmp_path):
-    from synth.server import ServerConfig, serve
+    from servetrace.synth.server import ServerConfig, serve
 
     rows = (mirror / "burstgpt_sample" / "sample.jsonl").read_text().splitlines()[:30]
     small = tmp_path / "small.jsonl"

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from analysis import coldstart as cs
-from analysis.coldstart import COMPONENTS
-from loaders import huawei_2025
+from servetrace.analysis import coldstart as cs
+from servetrace.analysis.coldstart import COMPONENTS
+from servetrace.loaders import huawei_2025
 
 SPECIMENS = ("huawei_2025_cold_starts_R2.csv", "huawei_2025_cold_starts_all_regions.csv",
              "huawei_2025_requests_R2.csv", "huawei_2025_runtime_trigger_R2.csv")

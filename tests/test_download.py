@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import pytest
 
-from loaders import download
-from loaders.dataset import RemoteFile
+from servetrace.loaders import download
+from servetrace.loaders.dataset import RemoteFile
 
 PAYLOAD = b"TIMESTAMP,ContextTokens,GeneratedTokens\n" + b"2023-11-16 18:17:03.9799600,1,2\n" * 5000
 

@@ -22,9 +22,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loaders import azure_functions_2019, azure_llm_2023, burstgpt, mooncake
-from synth import prompts
-from synth.export import FORMATS, _common, export, options, vhive
+from servetrace.loaders import azure_functions_2019, azure_llm_2023, burstgpt, mooncake
+from servetrace.synth import prompts
+from servetrace.synth.export import FORMATS, _common, export, options, vhive
 
 NAMES = ["vllm-custom", "vllm-mooncake", "sglang-custom", "sglang-mooncake", "guidellm",
          "guidellm-mooncake", "aiperf-single-turn", "aiperf-multi-turn", "aiperf-mooncake",

@@ -12,9 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis import fairness as fa
-from analysis.fairness import Server
-from loaders import azure_llm_2023, burstgpt, servegen
+from servetrace.analysis import fairness as fa
+from servetrace.analysis.fairness import Server
+from servetrace.loaders import azure_llm_2023, burstgpt, servegen
 
 # --- helpers ----------------------------------------------------------------------------------
 

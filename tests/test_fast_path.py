@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from loaders import burstgpt, ingest, schema
-from loaders.source import csv_rows
+from servetrace.loaders import burstgpt, ingest, schema
+from servetrace.loaders.source import csv_rows
 from tests.conftest import write
 
 HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"

@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loaders import azure_llm_2023, burstgpt, mooncake
-from loaders.schema import conform
-from synth.fidelity import (
+from servetrace.loaders import azure_llm_2023, burstgpt, mooncake
+from servetrace.loaders.schema import conform
+from servetrace.synth.fidelity import (
     ARRIVAL_METRICS,
     _advance,
     baseline,
@@ -31,7 +31,7 @@ from synth.fidelity import (
     split_half,
     verdict,
 )
-from synth.model import fit
+from servetrace.synth.model import fit
 
 RUNS = 6
 
@@ -307,7 +307,7 @@ def test_burstgpt_cv_is_decided_by_the_order_of_its_quiet_and_busy_hours(real_tr
     # the quiet ones and the CV drops by a third, the model's own shortfall. A model whose
     # rate is stationary over the trace draws that order at random; nothing fitted to 17
     # hours can tell a night from a random lull.
-    from synth.model import _expand_sessions, _fit_sessions, _rng
+    from servetrace.synth.model import _expand_sessions, _fit_sessions, _rng
 
     real = real_traces["burstgpt"]
     model = fit(real)

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.fitting import FAMILIES, distribution, fit_distributions
+from servetrace.analysis.fitting import FAMILIES, distribution, fit_distributions
 
 N = 20_000
 
@@ -83,7 +83,7 @@ def test_tied_values_score_as_every_value():
     # by their counts, and the mixture's EM runs on distinct values. They must equal the sums
     # over every value, and the integer input (subsampled before conversion) must fit exactly
     # as its float copy does.
-    from analysis.fitting import _ks_runs, _mixture_mle, _ties, fit_family, ks_distance
+    from servetrace.analysis.fitting import _ks_runs, _mixture_mle, _ties, fit_family, ks_distance
 
     rng = np.random.default_rng(5)
     x = np.round(rng.lognormal(4.0, 1.0, 30_000)).astype(np.int64)

@@ -14,8 +14,8 @@ import zipfile
 import polars as pl
 import pytest
 
-from loaders import huawei_2023, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import huawei_2023, ingest, registry
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 PRIVATE_MIN = "huawei_2023_private_requests_minute_partial.csv"

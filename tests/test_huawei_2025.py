@@ -14,8 +14,8 @@ import json
 import polars as pl
 import pytest
 
-from loaders import huawei_2025, ingest, registry
-from loaders.source import FormatError
+from servetrace.loaders import huawei_2025, ingest, registry
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 

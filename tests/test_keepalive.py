@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.keepalive import (
+from servetrace.analysis.keepalive import (
     TIERS,
     FixedKeepAlive,
     HybridHistogram,
@@ -20,8 +20,8 @@ from analysis.keepalive import (
     simulate,
     tradeoff,
 )
-from loaders import azure_functions_2019, azure_functions_2021, azure_llm_2023, burstgpt
-from loaders.schema import conform
+from servetrace.loaders import azure_functions_2019, azure_functions_2021, azure_llm_2023, burstgpt
+from servetrace.loaders.schema import conform
 
 
 def invocations(times, duration=1.0, app="a") -> pl.DataFrame:
@@ -110,7 +110,7 @@ def test_seed_and_chunking():
     assert not b.equals(simulate(trace, FixedKeepAlive(120), seed=1))
     assert a["app"].to_list() == sorted(a["app"].to_list())
     # rows grouped by chunk with a blockwise counting sort = a stable argsort
-    import analysis.keepalive as ka
+    import servetrace.analysis.keepalive as ka
 
     key = rng.integers(0, 37, 10_001).astype(np.uint16)
     perm, bounds = ka._group_rows(key, 37, block=1000)
@@ -119,7 +119,7 @@ def test_seed_and_chunking():
 
 
 def test_hash_collisions_and_close_times_are_handled(monkeypatch: pytest.MonkeyPatch):
-    import analysis.keepalive as ka
+    import servetrace.analysis.keepalive as ka
 
     rng = np.random.default_rng(5)
     trace = pl.concat([invocations(np.sort(rng.uniform(0, 1e5, 200)), app=f"a{i}")

@@ -18,9 +18,16 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from loaders import azure_llm_2023, burstgpt, mooncake, servegen
-from loaders.schema import REQUESTS, conform
-from synth.model import WorkloadModel, fgn, fit, fit_driver, from_servegen, smoothed_factors
+from servetrace.loaders import azure_llm_2023, burstgpt, mooncake, servegen
+from servetrace.loaders.schema import REQUESTS, conform
+from servetrace.synth.model import (
+    WorkloadModel,
+    fgn,
+    fit,
+    fit_driver,
+    from_servegen,
+    smoothed_factors,
+)
 
 WINDOWS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 

@@ -12,8 +12,8 @@ import re
 import polars as pl
 import pytest
 
-from loaders import ingest, mooncake, registry
-from loaders.source import FormatError
+from servetrace.loaders import ingest, mooncake, registry
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 
@@ -123,6 +123,6 @@ def test_ingest_by_name_verifies_published_hash(store, mirror):
 
 
 def test_tables_fit_schema(conv):
-    from loaders.schema import conform
+    from servetrace.loaders.schema import conform
     out = conform("requests", conv.tables["requests"].with_columns(pl.lit("t").alias("trace")))
     assert out.schema["hash_ids"] == pl.List(pl.Int64)

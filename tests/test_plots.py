@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis import plots
-from analysis.fitting import fit_distributions
+from servetrace.analysis import plots
+from servetrace.analysis.fitting import fit_distributions
 
 
 def _curve() -> pl.DataFrame:

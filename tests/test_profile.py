@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from synth import profile as pf
-from synth.server import ServerConfig, serve
+from servetrace.synth import profile as pf
+from servetrace.synth.server import ServerConfig, serve
 
 CONFIG = ServerConfig(prefill_base_s=0.004, prefill_tokens_per_s=20_000.0,
                       decode_tokens_per_s=200.0, max_concurrent_sequences=4,
@@ -54,7 +54,7 @@ def test_yaml_round_trip(measured, tmp_path):
 
 
 def test_scale_reads_the_written_profile(measured, tmp_path):
-    from synth.scale import HardwareProfile
+    from servetrace.synth.scale import HardwareProfile
 
     hw = HardwareProfile.from_yaml(pf.write_profile(measured, tmp_path / "profile.yaml"))
     assert hw == HardwareProfile(measured.prefill_tokens_per_s, measured.decode_tokens_per_s,

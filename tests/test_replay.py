@@ -26,11 +26,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loaders import azure_llm_2023, schema
-from loaders.dataset import Loaded
-from loaders.store import Provenance
-from synth import replay as rp
-from synth.server import Server, ServerConfig, serve
+from servetrace.loaders import azure_llm_2023, schema
+from servetrace.loaders.dataset import Loaded
+from servetrace.loaders.store import Provenance
+from servetrace.synth import replay as rp
+from servetrace.synth.server import Server, ServerConfig, serve
 
 FAST = ServerConfig(prefill_base_s=0.005, prefill_tokens_per_s=50_000.0,
                     decode_tokens_per_s=200.0)
@@ -402,7 +402,7 @@ def test_server_non_streaming_and_unknown_model():
 
 
 def test_server_runs_as_a_process():
-    proc = subprocess.Popen([sys.executable, "-m", "synth.server", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "servetrace.synth.server", "--port", "0",
                              "--max-concurrent-sequences", "3", "--kv-cache-tokens", "480"],
                             stdout=subprocess.PIPE, text=True)
     try:

@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loaders import azure_llm_2023
-from synth.model import fit
-from synth.scale import (
+from servetrace.loaders import azure_llm_2023
+from servetrace.synth.model import fit
+from servetrace.synth.scale import (
     METADATA_KEY,
     HardwareProfile,
     Scaled,
@@ -157,7 +157,7 @@ def test_offered_load_formula_and_rate_scale(poisson):
 
 
 def test_profile_without_a_kv_cache_size_has_no_kv_limit():
-    from synth.scale import HardwareProfile
+    from servetrace.synth.scale import HardwareProfile
 
     text = ("prefill_tokens_per_s: 8000\ndecode_tokens_per_s: 2000\n"
             "max_concurrent_sequences: 64\nkv_cache_tokens: null\n")

@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from loaders import ingest, registry, servegen
-from loaders.source import FormatError
+from servetrace.loaders import ingest, registry, servegen
+from servetrace.loaders.source import FormatError
 from tests.conftest import write
 
 

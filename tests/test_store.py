@@ -12,9 +12,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from loaders import ingest, schema
-from loaders.dataset import Loaded
-from loaders.store import AccountingError, Provenance, StoreError
+from servetrace.loaders import ingest, schema
+from servetrace.loaders.dataset import Loaded
+from servetrace.loaders.store import AccountingError, Provenance, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROV = Provenance("test", None, "test", (), (), (), "test/1", "CC0", "none")
@@ -95,8 +95,8 @@ def test_killed_ingest_leaves_previous_state(store, mirror):
     ingest("azure_llm_2023/code", store=store)
     script = textwrap.dedent(f"""
         import os
-        from loaders import Store, ingest
-        from loaders.store import Store as S
+        from servetrace.loaders import Store, ingest
+        from servetrace.loaders.store import Store as S
         S._commit = lambda self, record: os._exit(17)
         ingest({str(mirror / 'azure_llm_2023' / 'AzureLLMInferenceTrace_conv.csv')!r},
                trace="azure_llm_2023/code", store=Store({str(store.root)!r}))
@@ -114,7 +114,7 @@ def test_reader_in_another_process_sees_whole_traces(store, mirror):
     """While one process re-ingests in a loop, another only ever counts whole traces."""
     ingest("azure_llm_2023/conv", store=store)
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        from loaders import Store, ingest
+        from servetrace.loaders import Store, ingest
         s = Store({str(store.root)!r})
         for _ in range(3):
             ingest("azure_llm_2023/conv", store=s)

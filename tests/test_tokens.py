@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from analysis import tokens
-from analysis.fitting import distribution
-from loaders import azure_llm_2023, burstgpt
+from servetrace.analysis import tokens
+from servetrace.analysis.fitting import distribution
+from servetrace.loaders import azure_llm_2023, burstgpt
 
 
 @pytest.fixture(scope="module")

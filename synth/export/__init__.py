@@ -39,7 +39,7 @@ from types import ModuleType
 
 import polars as pl
 
-from synth.export import (
+from servetrace.synth.export import (
     aiperf_mooncake,
     aiperf_multi_turn,
     aiperf_single_turn,

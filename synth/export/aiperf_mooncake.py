@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common, mooncake
+from servetrace.synth.export import _common, mooncake
 
 NAME = "aiperf-mooncake"
 REQUIRED = mooncake.REQUIRED

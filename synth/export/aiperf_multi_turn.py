@@ -30,9 +30,9 @@ from pathlib import Path
 
 import polars as pl
 
-from synth import prompts
-from synth.export import _common
-from synth.export.aiperf_single_turn import output_length
+from servetrace.synth import prompts
+from servetrace.synth.export import _common
+from servetrace.synth.export.aiperf_single_turn import output_length
 
 NAME = "aiperf-multi-turn"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")

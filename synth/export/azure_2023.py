@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common
+from servetrace.synth.export import _common
 
 NAME = "azure-2023"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")

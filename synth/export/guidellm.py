@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common
+from servetrace.synth.export import _common
 
 NAME = "guidellm"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")

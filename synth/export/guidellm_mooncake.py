@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common, guidellm
+from servetrace.synth.export import _common, guidellm
 
 NAME = "guidellm-mooncake"
 REQUIRED = guidellm.REQUIRED

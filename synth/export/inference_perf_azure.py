@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export.azure_2023 import write_layout
+from servetrace.synth.export.azure_2023 import write_layout
 
 NAME = "inference-perf-azure"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common
+from servetrace.synth.export import _common
 
 NAME = "mooncake"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")

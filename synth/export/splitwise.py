@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common
+from servetrace.synth.export import _common
 
 NAME = "splitwise"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")

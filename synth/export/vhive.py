@@ -52,7 +52,7 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.export import _common
+from servetrace.synth.export import _common
 
 NAME = "vhive"
 REQUIRED_INVOCATIONS = ("arrival_s", "function")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import polars as pl
 
-from synth import prompts
-from synth.export import _common
+from servetrace.synth import prompts
+from servetrace.synth.export import _common
 
 NAME = "vllm-custom"
 REQUIRED = ("input_tokens", "output_tokens")

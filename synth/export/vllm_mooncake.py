@@ -27,7 +27,7 @@ from typing import Literal
 
 import polars as pl
 
-from synth.export import _common
+from servetrace.synth.export import _common
 
 NAME = "vllm-mooncake"
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
