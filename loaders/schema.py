@@ -18,13 +18,61 @@ import pyarrow as pa
 
 from servetrace.loaders.source import with_raw
 
+# Meanings of the columns that several tables share; a field gives its own ``doc`` otherwise.
+_DOCS = {
+    "tenant": "unit of fairness: owner / user id (Azure Functions HashOwner, Huawei userID)",
+    "app": "application id (Azure Functions HashApp)",
+    "function": "function id (Azure Functions HashFunction, Huawei funcID)",
+    "trigger": "what invokes the function: http, timer, queue, event, ...",
+    "runtime": "language runtime of the function",
+    "region": "cloud region",
+    "cluster": "cluster within the region",
+    "pod": "pod (instance) that served the invocation",
+    "pool": "resource pool the pod came from (Huawei 2025, parsed from podID)",
+    "cpu_limit_m": "CPU limit of the function's pods",
+    "memory_limit_mb": "memory limit of the function's pods",
+    "window_start_s": "start of the window, seconds from the trace's own zero",
+    "window_s": "length of the window",
+    "client": "ServeGen client id (the tenant)",
+    "input_tokens": "prompt length",
+    "output_tokens": "response length",
+    "num_images": "images in the request (Azure multimodal 2025 NumImages)",
+    "memory_mb": "memory allocated to the invocation",
+    "count": "invocations in the window",
+    "invocations": "invocations of the function over the trace",
+    "total_s": "cold-start time, total as recorded",
+    "pod_alloc_s": "cold-start component: pod allocation",
+    "deploy_code_s": "cold-start component: deploying the function's code",
+    "deploy_dep_s": "cold-start component: deploying its dependencies",
+    "scheduling_s": "cold-start component: scheduling",
+    "rate": "request rate of the client in the window",
+    "shape": "shape parameter of the fitted inter-arrival distribution",
+    "scale": "scale parameter of the fitted inter-arrival distribution",
+    "value": "a value of the field (token count)",
+    "prob": "probability of that value in the window's PMF",
+    "reason": "why the row was rejected",
+    "duration_mean_s": "mean execution time",
+    "memory_mean_mb": "mean allocated memory",
+}
+
 
 def _f(name: str, type_: pa.DataType, unit: str = "", *, required: bool = False,
        count: bool = False, doc: str = "") -> pa.Field:
+    doc = doc or _DOCS.get(name) or _percentile_doc(name)
+    if not doc:
+        raise AssertionError(f"schema field {name!r} has no doc")
     meta = {"unit": unit, "doc": doc}
     if count:
         meta["kind"] = "count"
     return pa.field(name, type_, nullable=not required, metadata=meta)
+
+
+def _percentile_doc(name: str) -> str:
+    """``duration_p99_s`` -> "percentile 99 of execution time" (Azure Functions 2019)."""
+    what, _, rest = name.partition("_p")
+    pct = rest.split("_")[0]
+    noun = {"duration": "execution time", "memory": "allocated memory"}.get(what)
+    return f"percentile {pct} of {noun}" if noun and pct.isdigit() else ""
 
 
 _trace = _f("trace", pa.string(), required=True, doc="trace id, e.g. azure_llm_2023/code")
@@ -193,8 +241,42 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+TRACES = pa.schema([
+    _f("trace", pa.string(), required=True, doc="trace id, e.g. azure_llm_2023/code (key)"),
+    _f("dataset", pa.string(), doc="registered dataset name, or the format of a local file"),
+    _f("part", pa.string(), doc="part of the dataset, e.g. code or conv"),
+    _f("format", pa.string(), doc="source format the loader read"),
+    _f("source_urls", pa.list_(pa.string()), doc="official download addresses"),
+    _f("source_files", pa.list_(pa.string()), doc="file names read"),
+    _f("sha256", pa.list_(pa.string()), doc="SHA-256 of each source file, in that order"),
+    _f("origin", pa.timestamp("us", tz="UTC"),
+       doc="absolute time of arrival_s = 0 (UTC); null when the source does not give it"),
+    _f("start_s", pa.float64(), "s", doc="first arrival_s"),
+    _f("end_s", pa.float64(), "s", doc="last arrival_s"),
+    _f("rows_read", pa.int64(), "rows", doc="source rows read (rows_accepted + rejected)"),
+    _f("rows_accepted", pa.int64(), "rows", doc="source rows that passed validation"),
+    _f("rows", pa.int64(), "rows", doc="rows stored over all tables (cells for wide sources)"),
+    _f("rejected", pa.int64(), "rows", doc="source rows sent to rejects"),
+    _f("tables", pa.string(), doc="JSON: rows stored per canonical table"),
+    _f("loader_version", pa.string(), doc="loader module and servetrace version"),
+    _f("license", pa.string(), doc="license of the source data"),
+    _f("citation", pa.string(), doc="paper to cite wherever results built on it are shown"),
+    _f("notes", pa.string(), doc="JSON: checks counted but not rejected, loader remarks"),
+    _f("ingest_id", pa.string(), doc="id of the committed ingest (its Parquet file names)"),
+    _f("ingested_at", pa.timestamp("us", tz="UTC"), doc="when the ingest was committed (UTC)"),
+])
+"""The store's ``traces`` metadata table (one row per ingested trace)."""
+
+
 class SchemaError(ValueError):
     """A frame does not fit its canonical table."""
+
+
+def comment(field: pa.Field) -> str:
+    """The field's meaning and unit as one line, the comment its SQL column carries."""
+    meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+    unit = f" [{meta['unit']}]" if meta.get("unit") else ""
+    return f"{meta['doc']}{unit}"
 
 
 def polars_schema(table: str) -> pl.Schema:

@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from servetrace.loaders import schema
@@ -36,35 +37,54 @@ from servetrace.loaders.dataset import Loaded
 
 DB_NAME = "servetrace.duckdb"
 
-TRACES_DDL = """
-CREATE TABLE IF NOT EXISTS traces (
-    trace VARCHAR PRIMARY KEY,
-    dataset VARCHAR,
-    part VARCHAR,
-    format VARCHAR,
-    source_urls VARCHAR[],
-    source_files VARCHAR[],
-    sha256 VARCHAR[],
-    origin TIMESTAMPTZ,
-    start_s DOUBLE,
-    end_s DOUBLE,
-    rows_read BIGINT,
-    rows_accepted BIGINT,
-    rows BIGINT,
-    rejected BIGINT,
-    tables VARCHAR,
-    loader_version VARCHAR,
-    license VARCHAR,
-    citation VARCHAR,
-    notes VARCHAR,
-    ingest_id VARCHAR,
-    ingested_at TIMESTAMPTZ
-)
-"""
-TRACE_COLUMNS = ("trace", "dataset", "part", "format", "source_urls", "source_files", "sha256",
-                 "origin", "start_s", "end_s", "rows_read", "rows_accepted", "rows", "rejected",
-                 "tables", "loader_version", "license", "citation", "notes", "ingest_id",
-                 "ingested_at")
+STORAGE_VERSION = "v1.0.0"
+"""DuckDB storage format of ``servetrace.duckdb``: the oldest one DuckDB 1.x writes, which
+every DuckDB since 1.0 opens, the command-line tool included (DuckDB 2.0 writes a format that
+1.x cannot read; see https://duckdb.org/docs/stable/internals/storage)."""
+
+LAYOUT = "servetrace store layout 2"
+"""Stamped into each view's comment: views from another layout are rebuilt on the next write."""
+
+TRACE_COLUMNS = tuple(schema.TRACES.names)
+
+
+def _sql_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return f"{_sql_type(t.value_type)}[]"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    return {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT",
+            pa.bool_(): "BOOLEAN"}[t]
+
+
+TRACES_DDL = "CREATE TABLE IF NOT EXISTS traces (\n{}\n)".format(",\n".join(
+    f"    {f.name} {_sql_type(f.type)}{' PRIMARY KEY' if f.name == 'trace' else ''}"
+    for f in schema.TRACES))
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# Where the views find their files. DuckDB resolves a relative path against the working
+# directory, not the database file, and a view cannot call a table function with a subquery,
+# so the views derive the store folder from the one constant that names the database file:
+# ``temp_directory`` defaults to "<database path>.tmp" (DuckDB inserts the ".tmp" before a
+# "?" in the path, which is undone here). The folder is then escaped for DuckDB's glob
+# ("[", "*", "?" become one-character classes), so any folder name works. A connection whose
+# temp_directory names no servetrace.duckdb (a store ATTACHed to another database, or a
+# temp_directory set by hand) gets one error that says what to do instead of wrong rows.
+_DB_FILE = r"regexp_replace(current_setting('temp_directory'), '\.tmp(\?|$)', '\1')"
+_LOCATE_ERROR = ("servetrace: the views of this store read the Parquet files beside the "
+                 "servetrace.duckdb that was opened, but the temp_directory of this connection "
+                 "(' || current_setting('temp_directory') || ') names no servetrace.duckdb. "
+                 "Open <store>/servetrace.duckdb itself (duckdb <store>/servetrace.duckdb, or "
+                 "duckdb.connect(path, read_only=True)) rather than through ATTACH, and leave "
+                 "temp_directory at its default.")
+_ROOT_GLOB = (
+    rf"regexp_replace(CASE WHEN regexp_matches({_DB_FILE}, '(^|[/\\])servetrace\.duckdb$') "
+    rf"THEN regexp_replace({_DB_FILE}, 'servetrace\.duckdb$', '') "
+    rf"ELSE error('{_LOCATE_ERROR}') END, '([\[*?])', '[\1]', 'g')")
 
 
 class StoreError(RuntimeError):
@@ -130,7 +150,8 @@ class Store:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                con = duckdb.connect(str(self.db_path), read_only=read_only, config={} if read_only
+                                     else {"storage_compatibility_version": STORAGE_VERSION})
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -146,6 +167,7 @@ class Store:
             con.execute("SELECT 1")
 
     def _ensure(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create ``traces`` and the views, with a comment on every column, unless current."""
         self.root.mkdir(parents=True, exist_ok=True)
         con.execute(TRACES_DDL)
         for table in schema.TABLES:
@@ -153,13 +175,29 @@ class Store:
             if not empty.exists():
                 empty.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(schema.TABLES[table].empty_table(), empty)
-            pattern = str((self.root / table).resolve() / "*" / "*.parquet").replace("'", "''")
+        current = {name for (name,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND comment LIKE ?",
+            [f"%({LAYOUT})"]).fetchall()}
+        if current >= set(schema.TABLES):
+            return
+        con.execute("BEGIN TRANSACTION")
+        for field in schema.TRACES:
+            con.execute(f"COMMENT ON COLUMN traces.{field.name} IS "
+                        f"{_sql_str(schema.comment(field))}")
+        for table, fields in schema.TABLES.items():
             con.execute(f"""
                 CREATE OR REPLACE VIEW {table} AS
-                SELECT * EXCLUDE (filename) FROM read_parquet('{pattern}',
-                    filename = true, union_by_name = true)
+                SELECT * EXCLUDE (filename) FROM read_parquet(
+                    {_ROOT_GLOB} || '{table}/*/*.parquet', filename = true,
+                    union_by_name = true)
                 WHERE parse_filename(filename, true) IN (SELECT ingest_id FROM traces)
             """)
+            con.execute(f"COMMENT ON VIEW {table} IS "
+                        f"{_sql_str(f'canonical table {table} ({LAYOUT})')}")
+            for field in fields:
+                con.execute(f"COMMENT ON COLUMN {table}.{field.name} IS "
+                            f"{_sql_str(schema.comment(field))}")
+        con.execute("COMMIT")
 
     # -- reading -----------------------------------------------------------------------
     def traces(self) -> pl.DataFrame:
@@ -193,7 +231,8 @@ class Store:
         files = self.files(table, trace)
         if not files:
             return schema.empty(table).lazy()
-        return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore").select(
+        return pl.scan_parquet(files, glob=False, missing_columns="insert",
+                               extra_columns="ignore").select(
             [pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
 
     # -- writing -----------------------------------------------------------------------

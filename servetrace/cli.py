@@ -14,6 +14,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from servetrace import __version__
@@ -50,7 +51,7 @@ _ERRORS = (FormatError, DownloadError, StoreError, MissingExtra, KeyError, Value
 
 def _fail(exc: BaseException) -> None:
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
