@@ -146,6 +146,12 @@ class Store:
         if read_only and not self.db_path.exists():
             self._init()
         if not read_only:
+            if "?" in str(self.db_path.resolve()):
+                # DuckDB cuts the write-ahead log's path at a "?" (as if a URL's query), so a
+                # commit there fails; reading such a store works.
+                raise StoreError(f"{self.db_path}: DuckDB cannot write a database whose path "
+                                 "contains '?'; write the store elsewhere, then copy or move "
+                                 "it here (reading it here works)")
             self.root.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_s
         while True:

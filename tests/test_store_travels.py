@@ -166,3 +166,13 @@ def test_readme_sql_runs_verbatim(mirror: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     printed = dict(re.findall(r"(\w+/\w+)\W+(\d+)", proc.stdout))
     assert printed == expected
+
+
+def test_writing_under_a_question_mark_is_one_clear_error(mirror: Path, tmp_path: Path):
+    """DuckDB cannot commit under a path with '?': the CLI says so in one line."""
+    proc = subprocess.run([str(BIN / "servetrace"), "ingest", "azure_llm_2023/code", "--store",
+                           str(tmp_path / "why?" / "store")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "cannot write a database whose path contains '?'" in proc.stderr
