@@ -16,6 +16,7 @@ Re-ingesting a trace therefore replaces it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,8 +43,12 @@ STORAGE_VERSION = "v1.0.0"
 every DuckDB since 1.0 opens, the command-line tool included (DuckDB 2.0 writes a format that
 1.x cannot read; see https://duckdb.org/docs/stable/internals/storage)."""
 
-LAYOUT = "servetrace store layout 2"
-"""Stamped into each view's comment: views from another layout are rebuilt on the next write."""
+LAYOUT = "servetrace store layout 2, schema " + hashlib.sha256("\n".join(
+    f"{t}.{f.name} {f.type} {schema.comment(f)}"
+    for t, s in {**schema.TABLES, "traces": schema.TRACES}.items() for f in s).encode()
+).hexdigest()[:12]
+"""Stamped into each view's comment: views and comments written by another layout or another
+schema (a column added, a unit changed) are rebuilt on the next write."""
 
 TRACE_COLUMNS = tuple(schema.TRACES.names)
 
