@@ -600,7 +600,7 @@ def demo_cmd(
     for name, path in result.exports.items():
         out.print(f"export {name}: {path}", highlight=False)
     out.print(f"store: {s.db_path}  (try: duckdb {s.db_path} "
-              "\"select trace, count(*) from requests group by 1\")", highlight=False)
+              "\"select trace, count(*) from requests group by 1 order by 1\")", highlight=False)
     out.print(f"done in {time.perf_counter() - started:.0f} s; report: {result.report}",
               highlight=False)
 
