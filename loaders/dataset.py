@@ -90,3 +90,36 @@ class Loaded:
     accepted: int | None = None
     origin: datetime | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def combine(parts: list[tuple[str, Loaded]]) -> Loaded:
+    """Several files' :class:`Loaded`, each named by its file, as one trace.
+
+    Tables of the same name are stacked (sorted by ``arrival_s`` where they have it), rejects
+    kept with their own file and line, counts added, and notes kept per file. The files must
+    share a time origin (all null, or the same instant): their ``arrival_s`` are seconds from
+    it, so other origins would misplace one file's times against the other's.
+    """
+    if len(parts) == 1:
+        return parts[0][1]
+    origins = {lo.origin for _, lo in parts}
+    if len(origins) > 1:
+        shown = ", ".join(f"{name}: {lo.origin}" for name, lo in parts)
+        raise ValueError(f"these files have different time origins ({shown}); ingest them "
+                         "as separate traces")
+    names = {t for _, lo in parts for t in lo.tables}
+    tables = {}
+    for t in sorted(names):
+        frame = pl.concat([lo.tables[t] for _, lo in parts if t in lo.tables],
+                          how="diagonal_relaxed")
+        tables[t] = frame.sort("arrival_s", maintain_order=True) \
+            if "arrival_s" in frame.columns else frame
+    accepted = [lo.accepted if lo.accepted is not None else sum(f.height for f in
+                lo.tables.values()) for _, lo in parts]
+    return Loaded(
+        tables=tables,
+        rejects=pl.concat([lo.rejects for _, lo in parts], how="diagonal_relaxed"),
+        rows_read=sum(lo.rows_read for _, lo in parts),
+        accepted=sum(accepted),
+        origin=origins.pop(),
+        notes={name: lo.notes for name, lo in parts if lo.notes})

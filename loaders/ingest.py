@@ -6,8 +6,27 @@ from pathlib import Path
 from typing import Any
 
 from servetrace.loaders import download, registry
-from servetrace.loaders.dataset import Part
-from servetrace.loaders.store import Provenance, Store, check_trace_id
+from servetrace.loaders.dataset import Part, combine
+from servetrace.loaders.store import Provenance, Store, StoreError, check_trace_id
+
+
+def _merged(provs: list[Provenance]) -> Provenance:
+    """One provenance for several files of one trace: every file, URL and hash, in order."""
+    if len(provs) == 1:
+        return provs[0]
+
+    def joined(values: list[str | None]) -> str:
+        return "+".join(dict.fromkeys(v for v in values if v))
+
+    return Provenance(
+        dataset=joined([p.dataset for p in provs]), part=joined([p.part for p in provs]) or None,
+        format=joined([p.format for p in provs]),
+        source_urls=tuple(u for p in provs for u in p.source_urls),
+        source_files=tuple(f for p in provs for f in p.source_files),
+        sha256=tuple(h for p in provs for h in p.sha256),
+        loader_version=joined([p.loader_version for p in provs]),
+        license=joined([p.license for p in provs]),
+        citation="; ".join(dict.fromkeys(p.citation for p in provs)))
 
 
 def _provenance(mod: Any, part: Part | None, paths: list[Path], urls: tuple[str, ...],
@@ -23,26 +42,41 @@ def _provenance(mod: Any, part: Part | None, paths: list[Path], urls: tuple[str,
         citation=ds.citation)
 
 
-def ingest(source: str | Path, *, as_format: str | None = None, trace: str | None = None,
-           store: Store | None = None, progress: bool = True) -> list[dict[str, Any]]:
+def ingest(source: str | Path | list[str | Path], *, as_format: str | None = None,
+           trace: str | None = None, store: Store | None = None, progress: bool = True,
+           replace: bool = False) -> list[dict[str, Any]]:
     """Ingest ``source`` and return the ``traces`` record of each trace written.
 
     ``source`` is a local path (its format detected from the header unless ``as_format``
     names it) or a dataset name, optionally with a part (``azure_llm_2023/code``); a dataset
     name ingests each of its parts as its own trace ``<dataset>/<part>``. ``trace``
     overrides the trace id (for a whole dataset it becomes the prefix of each part's id).
+    A list of local paths goes into one trace, named by ``trace``, in one commit (for
+    example a Huawei region's cold starts and its requests). ``replace`` lets a re-ingest
+    drop tables the trace holds that this one does not write (see :meth:`Store.write`).
     """
     store = store or Store()
-    path = Path(source)
+    sources = [Path(s) for s in source] if isinstance(source, list | tuple) else [source]
+    if len(sources) > 1:
+        missing = [str(s) for s in sources if not Path(s).exists()]
+        if missing:
+            raise StoreError(f"several sources go into one trace only as local files; not "
+                             f"found: {', '.join(missing)}")
+        if not trace:
+            raise StoreError("name the trace that several files go into with --trace")
+    path = Path(sources[0])
     if path.exists():
-        mod = registry.module(as_format) if as_format else registry.detect(path)
-        part = mod.DATASET.part_for_path(path)
-        stem = Path(path.name.removesuffix(".gz")).stem
-        trace_id = trace or f"{mod.DATASET.name}/{part.name if part else stem}"
-        check_trace_id(trace_id)
-        loaded = mod.load([path], trace_id)
-        urls = tuple(f.url for f in part.files) if part else ()
-        return [store.write(trace_id, loaded, _provenance(mod, part, [path], urls))]
+        loads, provs = [], []
+        for path in map(Path, sources):
+            mod = registry.module(as_format) if as_format else registry.detect(path)
+            part = mod.DATASET.part_for_path(path)
+            stem = Path(path.name.removesuffix(".gz")).stem
+            trace_id = trace or f"{mod.DATASET.name}/{part.name if part else stem}"
+            check_trace_id(trace_id)
+            loads.append((path.name, mod.load([path], trace_id)))
+            urls = tuple(f.url for f in part.files) if part else ()
+            provs.append(_provenance(mod, part, [path], urls))
+        return [store.write(trace_id, combine(loads), _merged(provs), replace=replace)]
 
     name, _, part_name = str(source).partition("/")
     mod = registry.module(name)
@@ -57,5 +91,6 @@ def ingest(source: str | Path, *, as_format: str | None = None, trace: str | Non
         paths = [download.fetch(f, progress=progress) for f in part.files]
         loaded = mod.load(paths, trace_id)
         urls = tuple(f.url for f in part.files)
-        records.append(store.write(trace_id, loaded, _provenance(mod, part, paths, urls)))
+        records.append(store.write(trace_id, loaded, _provenance(mod, part, paths, urls),
+                                   replace=replace))
     return records

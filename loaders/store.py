@@ -16,6 +16,8 @@ Re-ingesting a trace therefore replaces it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +25,7 @@ import shutil
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +135,20 @@ def _quote(trace: str) -> str:
     return urllib.parse.quote(trace, safe="")
 
 
+def _file_problem(path: Path, *, rows: int | None = None, full: bool = False) -> str | None:
+    """Why a committed Parquet file cannot be trusted, or None: missing, unreadable footer,
+    (with ``full``) unreadable data, or a row count other than ``rows``."""
+    if not path.exists():
+        return "committed file is missing"
+    try:
+        n = pq.read_table(path).num_rows if full else pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        return f"committed file cannot be read ({exc})"
+    if rows is not None and n != rows:
+        return f"committed file holds {n} rows, traces records {rows}"
+    return None
+
+
 class Store:
     """A store folder. Cheap to create; opens DuckDB only for the duration of a call."""
 
@@ -149,7 +166,8 @@ class Store:
         retried for up to ``wait_s`` seconds.
         """
         if read_only and not self.db_path.exists():
-            self._init()
+            raise StoreError(f"no store at {self.root} (no {DB_NAME} there): ingest a trace "
+                             "first, or name the store with --store DIR")
         if not read_only:
             if "?" in str(self.db_path.resolve()):
                 # DuckDB cuts the write-ahead log's path at a "?" (as if a URL's query), so a
@@ -173,9 +191,10 @@ class Store:
             self._ensure(con)
         return con
 
-    def _init(self) -> None:
-        with self.connect() as con:
-            con.execute("SELECT 1")
+    def create(self) -> Store:
+        """Create the store folder, its database and its views if they do not exist yet."""
+        self.connect().close()
+        return self
 
     def _ensure(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create ``traces`` and the views, with a comment on every column, unless current."""
@@ -221,21 +240,49 @@ class Store:
         with self.connect(read_only=True) as con:
             return con.sql(query).pl()
 
-    def files(self, table: str, trace: str | None = None) -> list[Path]:
-        """The committed Parquet files of a table, optionally of one trace."""
-        if table not in schema.TABLES:
-            raise StoreError(f"unknown table {table!r}; known: {', '.join(schema.TABLES)}")
+    def committed(self, trace: str | None = None) -> pl.DataFrame:
+        """One row per committed Parquet file: trace, table, path, rows recorded in ``traces``.
+
+        Every trace has a ``rejects`` file and one file per table it stored (even when empty).
+        """
         meta = self.traces()
         if trace is not None:
             meta = meta.filter(pl.col("trace") == trace)
             if meta.is_empty():
                 raise StoreError(f"no trace {trace!r} in store {self.root}")
+        rows = [{"trace": t, "table": table, "rows": n,
+                 "path": str(self.root / table / _quote(t) / f"{ingest_id}.parquet")}
+                for t, ingest_id, tables, rejected in meta.select(
+                    "trace", "ingest_id", "tables", "rejected").iter_rows()
+                for table, n in {**json.loads(tables), "rejects": rejected}.items()]
+        return pl.DataFrame(rows, schema={"trace": pl.String, "table": pl.String,
+                                          "rows": pl.Int64, "path": pl.String})
+
+    def files(self, table: str, trace: str | None = None) -> list[Path]:
+        """The committed Parquet files of a table, optionally of one trace.
+
+        Raises :class:`StoreError` naming a committed file that is missing or whose footer
+        cannot be read (a damaged store: ``servetrace check`` lists every such file).
+        """
+        if table not in schema.TABLES:
+            raise StoreError(f"unknown table {table!r}; known: {', '.join(schema.TABLES)}")
         out = []
-        for t, ingest_id in meta.select("trace", "ingest_id").iter_rows():
-            path = self.root / table / _quote(t) / f"{ingest_id}.parquet"
-            if path.exists():
-                out.append(path)
+        for path in self.committed(trace).filter(pl.col("table") == table)["path"]:
+            problem = _file_problem(Path(path))
+            if problem:
+                raise StoreError(f"{path}: {problem}; the store is damaged (run servetrace "
+                                 "check, then re-ingest the trace)")
+            out.append(Path(path))
         return out
+
+    def check(self, trace: str | None = None, *, full: bool = True) -> pl.DataFrame:
+        """Verify every committed file: it exists, reads (in full, or only its footer with
+        ``full=False``), and holds the rows that ``traces`` records. One row per file, with
+        ``problem`` null where all is well."""
+        files = self.committed(trace)
+        problems = [_file_problem(Path(p), rows=n, full=full)
+                    for p, n in files.select("path", "rows").iter_rows()]
+        return files.with_columns(pl.Series("problem", problems, dtype=pl.String))
 
     def scan(self, table: str, trace: str | None = None) -> pl.LazyFrame:
         """A lazy Polars frame over a committed table (canonical schema even when empty)."""
@@ -247,9 +294,24 @@ class Store:
             [pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
 
     # -- writing -----------------------------------------------------------------------
-    def write(self, trace: str, loaded: Loaded, provenance: Provenance) -> dict[str, Any]:
-        """Commit one trace atomically, replacing any earlier version. Returns its record."""
+    def write(self, trace: str, loaded: Loaded, provenance: Provenance, *,
+              replace: bool = False) -> dict[str, Any]:
+        """Commit one trace atomically, replacing any earlier version. Returns its record.
+
+        Writers of one trace are serialized by a lock file held from the first file written
+        to the sweep after the commit, so concurrent ingests of a trace both succeed, the later
+        commit winning whole. Replacing a trace that holds a table this ingest does not
+        write (cold starts, then a requests file under the same id) needs ``replace=True``.
+        """
         check_trace_id(trace)
+        with self._lock(trace):
+            if not replace:
+                self._check_keeps_tables(trace, set(loaded.tables))
+            record = self._write(trace, loaded, provenance)
+        self._sweep_orphans()
+        return record
+
+    def _write(self, trace: str, loaded: Loaded, provenance: Provenance) -> dict[str, Any]:
         rejected = loaded.rejects.height
         stored = {t: f.height for t, f in loaded.tables.items()}
         accepted = loaded.accepted if loaded.accepted is not None else sum(stored.values())
@@ -320,9 +382,55 @@ class Store:
 
     def remove(self, trace: str) -> None:
         """Drop a trace: its ``traces`` row first (the commit point), then its files."""
-        with self.connect() as con:
-            con.execute("DELETE FROM traces WHERE trace = ?", [trace])
-        self._sweep(trace, keep=None)
+        with self._lock(trace):
+            with self.connect() as con:
+                con.execute("DELETE FROM traces WHERE trace = ?", [trace])
+            self._sweep(trace, keep=None)
+
+    @contextlib.contextmanager
+    def _lock(self, trace: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the trace's writer lock (an advisory ``flock`` on ``_locks/<trace>.lock``).
+
+        With ``wait=False`` it yields False at once when another process holds it.
+        """
+        folder = self.root / "_locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{_quote(trace)}.lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _check_keeps_tables(self, trace: str, tables: set[str]) -> None:
+        if not self.db_path.exists():
+            return
+        old = self.traces().filter(pl.col("trace") == trace)
+        if old.is_empty():
+            return
+        dropped = {t: n for t, n in json.loads(old["tables"][0]).items() if t not in tables}
+        if dropped:
+            held = ", ".join(f"{t} ({n:,} rows)" for t, n in sorted(dropped.items()))
+            raise StoreError(
+                f"trace {trace!r} already holds {held}, which this ingest would drop: ingest "
+                f"all of its files together (servetrace ingest FILE1 FILE2 ... --trace "
+                f"{trace}), or pass --replace (replace=True) to drop them")
+
+    def _sweep_orphans(self) -> None:
+        """Delete files that no commit names (an ingest killed before its commit), in every
+        trace folder whose writer lock is free."""
+        committed = dict(self.traces().select("trace", "ingest_id").iter_rows())
+        folders = {p.name for table in schema.TABLES if (self.root / table).is_dir()
+                   for p in (self.root / table).iterdir() if p.is_dir() and p.name != "_schema"}
+        for name in folders:
+            trace = urllib.parse.unquote(name)
+            with self._lock(trace, wait=False) as mine:
+                if mine:
+                    self._sweep(trace, keep=committed.get(trace))
 
     def _sweep(self, trace: str, keep: str | None) -> None:
         """Delete files of ``trace`` from superseded or uncommitted ingests."""

@@ -74,27 +74,48 @@ def _print_frame(frame: pl.DataFrame, fmt: str, title: str | None = None) -> Non
 
 @app.command("ingest")
 def ingest_cmd(
-    source: Annotated[str, typer.Argument(help="dataset name (e.g. azure_llm_2023 or "
-                                               "azure_llm_2023/code) or a local file/folder")],
+    source: Annotated[list[str], typer.Argument(
+        help="dataset name (e.g. azure_llm_2023 or azure_llm_2023/code) or a local "
+             "file/folder; several local files go into one trace (--trace) in one commit")],
     as_format: Annotated[str | None, typer.Option("--as", help="format (dataset) name, "
                                                   "instead of detecting it")] = None,
     trace: Annotated[str | None, typer.Option("--trace", help="trace id to store under")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="let a re-ingest drop tables the trace holds that it does not "
+                          "write")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Load a trace into the store (replacing an earlier copy of the same trace)."""
     try:
-        with err.status(f"ingesting {source} (download, parse, validate, write)"):
-            records = ingest(source, as_format=as_format, trace=trace, store=Store(store))
+        with err.status(f"ingesting {' '.join(source)} (download, parse, validate, write)"):
+            records = ingest(source if len(source) > 1 else source[0], as_format=as_format,
+                             trace=trace, store=Store(store), replace=replace)
     except _ERRORS as exc:
         _fail(exc)
     for r in records:
-        out.print(f"ingested [bold]{r['trace']}[/]: {r['rows_read']:,} rows read, "
-                  f"{r['rows']:,} stored, {r['rejected']:,} rejected", highlight=False)
+        out.print(f"ingested [bold]{escape(r['trace'])}[/]: {_accounting(r)}", highlight=False)
+    empty = [r["trace"] for r in records if r["rows_read"] and not r["rows_accepted"]]
+    if empty:
+        _fail(ValueError(f"every row of {', '.join(empty)} was rejected (kept in rejects: "
+                         "servetrace sql \"select line, reason from rejects where trace = "
+                         f"'{empty[0]}' limit 20\")"))
+
+
+def _accounting(record: dict) -> str:
+    """Rows read, stored and rejected; for wide sources (one row, many values) the values
+    stored are named as such, so that read = accepted + rejected is visible."""
+    read, accepted, stored, rejected = (record[k] for k in ("rows_read", "rows_accepted",
+                                                            "rows", "rejected"))
+    if stored == accepted:
+        return f"{read:,} rows read, {stored:,} stored, {rejected:,} rejected"
+    return (f"{read:,} rows read, {accepted:,} accepted ({stored:,} rows stored: "
+            f"{record['tables']}), {rejected:,} rejected")
 
 
 def _listing(store: Store) -> pl.DataFrame:
     return store.sql("""
-        SELECT t.trace, k.key AS "table", CAST(k.value AS BIGINT) AS rows, t.rejected,
+        SELECT t.trace, k.key AS "table", CAST(k.value AS BIGINT) AS rows, t.rows_read,
+               t.rejected,
                t.start_s, t.end_s, t.end_s - t.start_s AS span_s, t.origin, t.dataset
         FROM traces t, json_each(t.tables) k
         ORDER BY t.trace, k.key
@@ -105,7 +126,9 @@ def _listing(store: Store) -> pl.DataFrame:
 def list_cmd(store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
     """The traces in the store: table, rows, rejected rows, time span, origin."""
     try:
-        _print_frame(_listing(Store(store)), fmt, title="traces")
+        s = Store(store)
+        _print_frame(_listing(s), fmt, title="traces")
+        _require_intact(s)
     except _ERRORS as exc:
         _fail(exc)
 
@@ -117,9 +140,38 @@ def sql_cmd(query: Annotated[str, typer.Argument(help="SQL over the store's view
     import duckdb
 
     try:
-        _print_frame(Store(store).sql(query), fmt)
+        s = Store(store)
+        _require_intact(s)
+        _print_frame(s.sql(query), fmt)
     except (*_ERRORS, duckdb.Error) as exc:
         _fail(exc)
+
+
+def _require_intact(store: Store) -> None:
+    """Fail naming the first committed file that is missing or unreadable: SQL over a
+    damaged store would otherwise count its rows as absent."""
+    bad = store.check(full=False).drop_nulls("problem")
+    if bad.height:
+        path, problem = bad.row(0)[-2:]
+        raise StoreError(f"{path}: {problem} ({bad.height} damaged file(s): run servetrace "
+                         "check, then re-ingest those traces)")
+
+
+@app.command("check")
+def check_cmd(trace: Annotated[str | None, typer.Option("--trace", help="only this trace")]
+              = None, store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
+    """Verify the store: every committed file exists, reads in full and holds its rows."""
+    try:
+        report = Store(store).check(trace)
+    except _ERRORS as exc:
+        _fail(exc)
+    bad = report.drop_nulls("problem")
+    if fmt != "table" or bad.height:
+        _print_frame(bad if fmt == "table" else report, fmt, title="damaged files")
+    if bad.height:
+        raise typer.Exit(1)
+    err.print(f"{report.height} files of {report['trace'].n_unique()} traces: all present, "
+              "readable and holding the rows traces records", highlight=False)
 
 
 @app.command("datasets")

@@ -232,7 +232,7 @@ def test_wrong_header_names_file_and_line(tmp_path, store):
         burstgpt.load([path], "t")
     assert err.value.line == 1 and err.value.path == str(path)
     assert not burstgpt.detect(path)
-    assert store.traces().height == 0
+    assert not store.db_path.exists()
 
 
 def test_detect_rejects_other_formats(shared):

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from servetrace.cli import app
+from servetrace.loaders import Store
 
 runner = CliRunner()
 
@@ -54,6 +55,7 @@ def test_ingest_with_trace_and_format(env, mirror):
     (["list", "--format", "xml"], "--format must be table, csv or json"),
 ])
 def test_errors_are_one_line(env, args, message):
+    Store(env).create()
     res = runner.invoke(app, args)
     assert res.exit_code == 1
     assert message in res.output

@@ -30,7 +30,14 @@ def _loaded(n: int) -> Loaded:
                   rows_read=n)
 
 
+def test_reading_a_missing_store_neither_creates_it_nor_fakes_rows(store):
+    with pytest.raises(StoreError, match="no store at"):
+        store.traces()
+    assert not store.root.exists()
+
+
 def test_views_exist_before_any_ingest(store):
+    store.create()
     for table in schema.TABLES:
         assert store.sql(f"SELECT count(*) FROM {table}").item() == 0
     assert store.scan("requests").collect().schema == schema.polars_schema("requests")
@@ -54,6 +61,10 @@ def test_reingest_replaces(store):
 def test_accounting_is_checked(store):
     bad = Loaded(tables={"requests": _requests(3)}, rejects=schema.empty("rejects"), rows_read=4)
     with pytest.raises(AccountingError, match=r"rows read \(4\) != rows accepted \(3\)"):
+        store.write("a", bad, PROV)
+    assert not store.db_path.exists()
+    store.create()
+    with pytest.raises(AccountingError):
         store.write("a", bad, PROV)
     assert store.traces().is_empty()
 
