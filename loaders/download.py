@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
+import time
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from servetrace.loaders.dataset import RemoteFile
 from servetrace.loaders.source import FormatError, file_stats
 
 CHUNK = 1 << 20
+STALL_BYTES = 64 << 10
 
 
 class DownloadError(RuntimeError):
@@ -62,8 +66,23 @@ def find_in_mirror(mirror: Path, name: str) -> Path | None:
     return None
 
 
+def source_url(file: RemoteFile) -> str:
+    """The address a file is downloaded from: its official URL, or, with
+    ``SERVETRACE_DOWNLOAD_BASE=http://host:port``, ``<base>/<official host>/<official path>``
+    (a local server in tests, or an HTTP mirror of the official hosts)."""
+    base = os.environ.get("SERVETRACE_DOWNLOAD_BASE")
+    if not base:
+        return file.url
+    url = urllib.parse.urlsplit(file.url)
+    return f"{base.rstrip('/')}/{url.netloc}{url.path}" + (f"?{url.query}" if url.query else "")
+
+
 def fetch(file: RemoteFile, *, progress: bool = True) -> Path:
-    """A local, verified copy of an official file (from the mirror or the cache)."""
+    """A local, verified copy of an official file (from the mirror or the cache).
+
+    A cached copy that fails verification is downloaded again once; a download that fails
+    it is deleted, and the error names the file.
+    """
     mirror = os.environ.get("SERVETRACE_MIRROR")
     if mirror:
         hit = find_in_mirror(Path(mirror), file.name)
@@ -75,46 +94,118 @@ def fetch(file: RemoteFile, *, progress: bool = True) -> Path:
     key = hashlib.sha1(file.url.encode()).hexdigest()[:16]
     target = cache_dir() / key / file.name
     if target.exists():
-        verify(target, file)
-        return target
+        try:
+            verify(target, file)
+            return target
+        except DownloadError:
+            target.unlink()  # a corrupt cached copy: fetch it again below
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     _download(file, part, progress=progress)
     try:
         verify(part, file)
-    except DownloadError:
+    except DownloadError as exc:
         part.unlink(missing_ok=True)
-        raise
+        raise DownloadError(f"{exc} (the download was deleted; run again to fetch it anew)"
+                            ) from exc
     os.replace(part, target)
     return target
 
 
+def _stall_s() -> float:
+    return float(os.environ.get("SERVETRACE_STALL_S") or 120.0)
+
+
 def _download(file: RemoteFile, part: Path, *, progress: bool) -> None:
-    done = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={done}-"} if done else {}
-    try:
-        with httpx.stream("GET", file.url, headers=headers, follow_redirects=True,
-                          timeout=httpx.Timeout(30.0, read=120.0)) as resp:
-            if resp.status_code == 416 and done:  # already complete
-                return
-            if resp.status_code not in (200, 206):
-                raise DownloadError(f"{file.url}: HTTP {resp.status_code}")
-            if resp.status_code == 200:
-                done = 0  # the server ignored the range: start over
-            total = int(resp.headers.get("content-length", 0)) + done or file.size
-            with open(part, "ab" if done else "wb") as out, Progress(
-                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(), disable=not progress,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(file.name, total=total, completed=done)
-                for chunk in resp.iter_bytes(CHUNK):
-                    out.write(chunk)
-                    bar.update(task, advance=len(chunk))
-    except httpx.HTTPError as exc:
-        raise DownloadError(
-            f"cannot download {file.url} ({exc.__class__.__name__}: {exc}); "
-            f"offline? set SERVETRACE_MIRROR=DIR to a folder holding {file.name}") from exc
+    """Download into ``part``, resuming it, until its end is confirmed.
+
+    The end is confirmed by the length the server stated (``Content-Length``, or the total
+    of ``Content-Range``), else by a range request past the last byte answered with 416. A
+    server that states no length and ignores ranges cannot confirm it: that is an error, not
+    a silently truncated file. A 206 reply must start where asked (one that restarts at 0
+    rewrites the file). Fewer than 64 KiB in any ``SERVETRACE_STALL_S`` seconds (default 120)
+    is a stall, and an error; the partial file is kept for the next run to resume.
+    """
+    url = source_url(file)
+    for _ in range(8):
+        done = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={done}-"} if done else {}
+        try:
+            with httpx.stream("GET", url, headers=headers, follow_redirects=True,
+                              timeout=httpx.Timeout(30.0, read=_stall_s())) as resp:
+                if resp.status_code == 416 and done:
+                    return  # nothing past our last byte: complete
+                if resp.status_code not in (200, 206):
+                    raise DownloadError(f"{url}: HTTP {resp.status_code}")
+                start, total = _span(resp, url, done)
+                if resp.status_code == 200 and done:
+                    if total is None:
+                        raise DownloadError(
+                            f"{url}: the server states no length and ignores ranges, so the "
+                            "download cannot be confirmed complete; fetch it by hand and "
+                            "point SERVETRACE_MIRROR at its folder")
+                received = _receive(resp, part, start, total, file.name, progress)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise DownloadError(
+                f"cannot download {url} ({exc.__class__.__name__}: {exc}); offline? set "
+                f"SERVETRACE_MIRROR=DIR to a folder holding {file.name}") from exc
+        except httpx.HTTPError as exc:
+            have = part.stat().st_size if part.exists() else 0
+            raise DownloadError(
+                f"{url}: the connection ended at byte {have:,} ({exc.__class__.__name__}: "
+                f"{exc}); run again to resume ({part})") from exc
+        if total is not None:
+            if received != total:
+                raise DownloadError(f"{url}: the connection ended at byte {received:,} of "
+                                    f"{total:,}; run again to resume ({part})")
+            return
+    raise DownloadError(f"{url}: the end of the file could not be confirmed after 8 requests")
+
+
+def _span(resp: httpx.Response, url: str, done: int) -> tuple[int, int | None]:
+    """(first byte of the body in the file, file length or None) of a 200 or 206 reply."""
+    length = resp.headers.get("content-length")
+    if resp.status_code == 200:
+        return 0, int(length) if length else None
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("content-range", ""))
+    if not m:
+        raise DownloadError(f"{url}: a 206 reply without a valid Content-Range")
+    start = int(m.group(1))
+    if start not in (0, done):
+        raise DownloadError(f"{url}: asked for bytes from {done:,}, the server sent bytes "
+                            f"from {start:,}")
+    if m.group(3) != "*":
+        return start, int(m.group(3))
+    return start, start + int(length) if length else None
+
+
+def _receive(resp: httpx.Response, part: Path, start: int, total: int | None, name: str,
+             progress: bool) -> int:
+    """Write the body at ``start`` of ``part``; returns the file's size after it."""
+    stall = _stall_s()
+    received = start
+    with open(part, "r+b" if start and part.exists() else "wb") as out, Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(), disable=not progress, transient=True,
+    ) as bar:
+        out.seek(start)
+        out.truncate()
+        task = bar.add_task(name, total=total, completed=start)
+        mark_t, mark_b = time.monotonic(), received
+        for chunk in resp.iter_bytes():
+            out.write(chunk)
+            out.flush()  # what arrived is on disk: a killed run resumes from it
+            received += len(chunk)
+            bar.update(task, advance=len(chunk))
+            now = time.monotonic()
+            if now - mark_t >= stall:
+                if received - mark_b < STALL_BYTES:
+                    raise DownloadError(
+                        f"{resp.url}: stalled ({received - mark_b:,} bytes in the last "
+                        f"{now - mark_t:.0f} s; SERVETRACE_STALL_S={stall:g}); run again to "
+                        f"resume from byte {received:,}")
+                mark_t, mark_b = now, received
+    return received
 
 
 def extract(archive: Path, suffix: str = ".csv") -> Path:
