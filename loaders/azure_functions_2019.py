@@ -199,7 +199,7 @@ def _files(paths: list[Path], trace: str) -> list[tuple[str, Path]]:
                                         "ingest the day files or their folder by path")
             folder = download.extract(path)
             day = f".d{m.group(1)}."
-            found = [(k, p) for p in sorted(folder.glob("*.csv"))
+            found = [(k, p) for p in sorted(folder.rglob("*.csv"))
                      if day in p.name and (k := _kind(p))]
             if not found:
                 raise FormatError(path, f"the archive has no files for day {m.group(1)}")

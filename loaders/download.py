@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.progress import (
@@ -208,40 +209,84 @@ def _receive(resp: httpx.Response, part: Path, start: int, total: int | None, na
     return received
 
 
+def _limit(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def _member_path(root: Path, name: str, archive: Path) -> Path:
+    """Where a member lands: its own path under ``root``, never outside it."""
+    parts = [p for p in Path(name.replace("\\", "/")).parts if p not in ("", ".", "/")]
+    if not parts or ".." in parts or Path(name).is_absolute():
+        raise FormatError(archive, f"unsafe member path {name!r} (absolute or with '..')")
+    return root.joinpath(*parts)
+
+
 def extract(archive: Path, suffix: str = ".csv") -> Path:
     """The ``suffix`` files of a zip or tar archive, extracted once into the cache.
 
-    Returns their folder, ``$SERVETRACE_CACHE/extracted/<archive stem>-<hash prefix>``.
-    Extraction goes to a temporary folder renamed into place, so an interrupted one is
-    redone; member paths are flattened to their file names, so nothing is written outside.
+    Returns their folder, ``$SERVETRACE_CACHE/extracted/<archive stem>-<hash prefix>``, where
+    each member keeps its own path (``requests_minute/day_000.csv`` and
+    ``other/day_000.csv`` stay two files); a member path that leaves the folder (absolute,
+    ``..``) or names a file twice is an error. Extraction is capped, against archive bombs,
+    at ``SERVETRACE_EXTRACT_MAX_BYTES`` bytes written (default 256 GiB), a ratio of
+    ``SERVETRACE_EXTRACT_MAX_RATIO`` bytes written per archive byte (default 1,100: above
+    what deflate or xz reach on one level of real CSV) and ``SERVETRACE_EXTRACT_MAX_MEMBERS``
+    members (default 100,000), counted as bytes are written, whatever the headers claim.
+    Extraction goes to a temporary folder renamed into place, so an interrupted one is redone.
     """
     key = file_stats(archive).sha256[:16]
     stem = archive.name.split(".")[0]
     target = cache_dir() / "extracted" / f"{stem}-{key}"
     if (target / ".complete").exists():
         return target
+    max_bytes = min(_limit("SERVETRACE_EXTRACT_MAX_BYTES", 256 * 2**30),
+                    _limit("SERVETRACE_EXTRACT_MAX_RATIO", 1100) * archive.stat().st_size)
+    max_members = _limit("SERVETRACE_EXTRACT_MAX_MEMBERS", 100_000)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    written, members = 0, 0
+
+    def copy(name: str, src: Any) -> None:
+        nonlocal written, members
+        members += 1
+        if members > max_members:
+            raise FormatError(archive, f"more than {max_members:,.0f} members "
+                                       "(SERVETRACE_EXTRACT_MAX_MEMBERS)")
+        dest = _member_path(tmp, name, archive)
+        if dest.exists():
+            raise FormatError(archive, f"member {name!r} appears twice")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as out:
+            while chunk := src.read(CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise FormatError(archive, f"extracting it would write more than "
+                                               f"{max_bytes:,.0f} bytes (SERVETRACE_EXTRACT_"
+                                               "MAX_BYTES, SERVETRACE_EXTRACT_MAX_RATIO)")
+                out.write(chunk)
+
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     if not info.is_dir() and info.filename.endswith(suffix):
-                        with zf.open(info) as src, open(tmp / Path(info.filename).name,
-                                                        "wb") as out:
-                            shutil.copyfileobj(src, out, CHUNK)
+                        with zf.open(info) as src:
+                            copy(info.filename, src)
         else:
             with tarfile.open(archive, "r:*") as tar:
                 for member in tar:
                     src = tar.extractfile(member) if member.isfile() else None
                     if src is None or not member.name.endswith(suffix):
                         continue
-                    with src, open(tmp / Path(member.name).name, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
+                    with src:
+                        copy(member.name, src)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise FormatError(archive, f"cannot extract the archive: {exc}") from exc
+    except FormatError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)

@@ -208,6 +208,6 @@ def test_archive_extracted_per_day(tmp_path, monkeypatch):
     loaded = azure_functions_2019.load([archive], "azure_functions_2019/d02")
     assert loaded.tables["invocation_counts"].select("function", "window_start_s").rows() == [
         ("f2", 86_460.0)]
-    assert len(list((tmp_path / "cache" / "extracted").glob("*/*.csv"))) == 2
+    assert len(list((tmp_path / "cache" / "extracted").rglob("*.csv"))) == 2
     with pytest.raises(FormatError, match="holds 14 days"):
         azure_functions_2019.load([archive], "mine")

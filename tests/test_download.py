@@ -195,3 +195,52 @@ def test_download_base_redirects_to_a_local_server(server, cache, monkeypatch):
     f = RemoteFile(url="https://example.org/x/trace.csv", name="trace.csv")
     assert download.source_url(f) == f"{server}/example.org/x/trace.csv"
     assert download.fetch(f, progress=False).read_bytes() == PAYLOAD
+
+
+def _zip(path, members: dict[str, bytes] | list[tuple[str, bytes]]):
+    import warnings
+    import zipfile
+
+    items = members.items() if isinstance(members, dict) else members
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns on a duplicate name, as intended
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in items:
+                zf.writestr(name, data)
+    return path
+
+
+def test_extract_keeps_member_paths(cache, tmp_path):
+    archive = _zip(tmp_path / "m.zip", {"requests_minute/day_000.csv": b"a\n1\n",
+                                        "other/day_000.csv": b"b\n2\n"})
+    folder = download.extract(archive)
+    assert (folder / "requests_minute" / "day_000.csv").read_bytes() == b"a\n1\n"
+    assert (folder / "other" / "day_000.csv").read_bytes() == b"b\n2\n"
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ({"../evil.csv": b"x\n"}, "unsafe member path"),
+    ({"/etc/evil.csv": b"x\n"}, "unsafe member path"),
+    ([("a/x.csv", b"1\n"), ("a/x.csv", b"2\n")], "appears twice"),
+])
+def test_extract_refuses_unsafe_archives(cache, tmp_path, members, message):
+    archive = _zip(tmp_path / "bad.zip", members)
+    with pytest.raises(download.FormatError, match=message):
+        download.extract(archive)
+    assert not list((cache / "extracted").iterdir())
+    assert not (tmp_path.parent / "evil.csv").exists()
+
+
+def test_extract_caps_bombs(cache, tmp_path, monkeypatch):
+    """5 MB of zeros deflate to ~5 KB (ratio ~1,000): over a cap of 50 it stops, early."""
+    archive = _zip(tmp_path / "bomb.zip", {"z.csv": b"0" * 5_000_000})
+    monkeypatch.setenv("SERVETRACE_EXTRACT_MAX_RATIO", "50")
+    with pytest.raises(download.FormatError, match="would write more than"):
+        download.extract(archive)
+    assert not list((cache / "extracted").iterdir())
+    monkeypatch.setenv("SERVETRACE_EXTRACT_MAX_RATIO", "2000")
+    monkeypatch.setenv("SERVETRACE_EXTRACT_MAX_MEMBERS", "2")
+    many = _zip(tmp_path / "many.zip", {f"{i}.csv": b"1\n" for i in range(3)})
+    with pytest.raises(download.FormatError, match="more than 2 members"):
+        download.extract(many)
+    assert (download.extract(archive) / "z.csv").stat().st_size == 5_000_000
