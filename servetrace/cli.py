@@ -561,35 +561,55 @@ def compare_cmd(
 
 @app.command("replay")
 def replay_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (requests)")],
-    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible base URL")],
+    trace: Annotated[str | None, typer.Argument(help="trace id in the store (requests)")]
+    = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="OpenAI-compatible base "
+                                                 "URL")] = None,
     model: Annotated[str | None, typer.Option("--model", help="model name (default: the "
                                               "server's first)")] = None,
     time_scale: Annotated[float, typer.Option("--time-scale", help="multiply every "
                                               "scheduled time (0.5 = twice the rate)")] = 1.0,
     max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds a request may take "
+                                           "before it is recorded as a timeout")] = 300.0,
     ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="seconds")] = None,
     tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="seconds")] = None,
+    recover: Annotated[bool, typer.Option("--recover", help="only store replays that were "
+                                          "killed before they were stored")] = False,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Replay a trace open-loop against an endpoint; the outcome becomes a new trace.
 
-    The API key is read from $OPENAI_API_KEY and never printed or stored.
+    The API key is read from $OPENAI_API_KEY and never printed or stored. Replays killed
+    before they were stored are stored first (or alone, with --recover). Exits 130 when
+    interrupted (what finished is stored) and 1 when every request failed.
     """
     from dataclasses import asdict
 
     try:
-        from servetrace.synth.replay import replay_trace
+        from servetrace.synth.replay import recover_pending, replay_trace
 
-        result = replay_trace(trace, endpoint, store=Store(store), model=model,
+        s = Store(store)
+        for name in recover_pending(s):
+            err.print(f"stored the finished requests of an interrupted replay as {name}",
+                      highlight=False)
+        if recover:
+            return
+        if trace is None or endpoint is None:
+            raise ValueError("replay needs a TRACE and --endpoint (or --recover alone)")
+        result = replay_trace(trace, endpoint, store=s, model=model,
                               time_scale=time_scale, max_concurrency=max_concurrency,
-                              ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+                              timeout_s=timeout, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
         summary = result.summary(ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
         _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)])}, fmt)
     except (*_ERRORS, ConnectionError) as exc:
         _fail(exc)
     if result.interrupted:
         raise typer.Exit(130)
+    if summary.requests and not summary.succeeded:
+        _fail(ValueError(f"every one of the {summary.requests:,} requests failed (stored as "
+                         f"{result.trace}; see its failed and error columns in the results "
+                         "file)"))
 
 
 @app.command("profile")

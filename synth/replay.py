@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import importlib.metadata
 import itertools
 import json
@@ -82,7 +83,8 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -765,7 +767,14 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
         ready.wait()
         with contextlib.suppress(RuntimeError):  # the loop is closed: it just finished
             box["loop"].call_soon_threadsafe(box["task"].cancel)
-        done.wait()
+        # A second Ctrl-C while the requests in flight are cancelled must not lose what
+        # finished: keep waiting (cancellation takes milliseconds).
+        while True:
+            try:
+                done.wait()
+                break
+            except KeyboardInterrupt:
+                continue
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -780,7 +789,49 @@ def _version() -> str:
 
 
 def _stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    """UTC time and a random suffix: two replays started in the same second differ."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+@contextlib.contextmanager
+def _running(results: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold ``<results>.lock`` while a replay runs and is stored (an advisory ``flock``), so
+    that :func:`recover_pending` never stores a run that is still going; with ``wait=False``
+    yields False at once when another process holds it."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results.with_name(results.name + ".lock"), "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _name_of(results: Path) -> str:
+    return results.name.removesuffix(".jsonl").replace("__", "/")
+
+
+def recover_pending(store: Store) -> list[str]:
+    """Store every replay in ``<store>/replays/`` that was killed before it was stored (its
+    results file is there, its trace is not, and no running replay holds it); returns the
+    names of the traces stored."""
+    folder = store.root / "replays"
+    if not folder.is_dir():
+        return []
+    stored = set(store.traces()["trace"]) if store.db_path.exists() else set()
+    recovered = []
+    for path in sorted(folder.glob("*.jsonl")):
+        name = _name_of(path)
+        if name in stored:
+            continue
+        with _running(path, wait=False) as free:
+            if free:
+                recovered.append(recover(store, path, name=name).trace)
+    return recovered
 
 
 def write_replay(store: Store, result: ReplayResult, *, name: str | None = None,
@@ -847,11 +898,12 @@ def replay_trace(trace: str, endpoint: str, *, store: Store | None = None,
     if frame.is_empty():
         raise ValueError(f"trace {trace!r} has no requests in store {store.root}")
     name = name or f"replay/{trace}/{_stamp()}"
-    options.setdefault("results", store.root / "replays" / (name.replace("/", "__")
-                                                            + ".jsonl"))
-    result = replay(frame, endpoint, source=trace, **options)
+    results = Path(options.setdefault(
+        "results", store.root / "replays" / (name.replace("/", "__") + ".jsonl")))
     meta = store.traces().filter(pl.col("trace") == trace)
     lic, cite = (meta.row(0, named=True)["license"] or "", meta.row(0, named=True)["citation"]
                  or "") if meta.height else ("", "")
-    return write_replay(store, result, name=name, ttft_slo_s=ttft_slo_s,
-                        tpot_slo_s=tpot_slo_s, license=lic, citation=cite)
+    with _running(results):
+        result = replay(frame, endpoint, source=trace, **options)
+        return write_replay(store, result, name=name, ttft_slo_s=ttft_slo_s,
+                            tpot_slo_s=tpot_slo_s, license=lic, citation=cite)

@@ -424,3 +424,59 @@ def test_replay_works_inside_a_running_event_loop(fast):
 
     result = asyncio.run(notebook_cell())
     assert result.records.height == 4 and not result.records["failed"].any()
+
+
+# -- interrupted, killed and failed runs ---------------------------------------------------
+def test_second_ctrl_c_still_returns_what_finished(tmp_path):
+    """Two Ctrl-C 50 ms apart: the replay still returns (and so stores) what finished."""
+    trace = _trace(40, 3.9, max_out=6)
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (1.2, 1.25)]
+    with serve(FAST) as url:
+        for timer in timers:
+            timer.start()
+        result = rp.replay(trace, url, api_key_env=None, results=tmp_path / "r.jsonl")
+    for timer in timers:
+        timer.join()
+    assert result.interrupted and 0 < result.records.height < 40
+
+
+def test_replays_started_in_one_second_get_their_own_names():
+    assert len({rp._stamp() for _ in range(50)}) == 50
+
+
+def test_killed_replays_are_recovered_from_the_command_line(fast, store):
+    """A run whose process died before storing: `servetrace replay --recover` stores it,
+    once; a run still going (its lock held) is left alone."""
+    from typer.testing import CliRunner
+
+    from servetrace.cli import app
+
+    store.create()
+    folder = store.root / "replays"
+    done, going = folder / "replay__a__1.jsonl", folder / "replay__a__2.jsonl"
+    for path in (done, going):
+        rp.replay(_trace(6, 0.25), fast.url, api_key_env=None, results=path, source="a")
+    with rp._running(going):
+        res = CliRunner().invoke(app, ["replay", "--recover", "--store", str(store.root)])
+        assert res.exit_code == 0, res.output
+        assert store.traces()["trace"].to_list() == ["replay/a/1"]
+    assert rp.recover_pending(store) == ["replay/a/2"]
+    assert rp.recover_pending(store) == []
+    assert store.sql("SELECT count(*) FROM requests").item() == 12
+
+
+def test_every_request_failing_exits_non_zero(store):
+    from typer.testing import CliRunner
+
+    from servetrace.cli import app
+
+    prov = Provenance("t", None, "t", (), (), (), "t/1", "", "")
+    store.write("src", Loaded(tables={"requests": _trace(5, 0.2)},
+                              rejects=schema.empty("rejects"), rows_read=5), prov)
+    with serve(ServerConfig(fail_every=1)) as url:
+        res = CliRunner().invoke(app, ["replay", "src", "--endpoint", url, "--store",
+                                       str(store.root), "--timeout", "5"])
+    assert res.exit_code == 1, res.output
+    assert "every one of the 5 requests failed" in " ".join(res.output.split())
+    replays = [t for t in store.traces()["trace"] if t.startswith("replay/src/")]
+    assert len(replays) == 1
