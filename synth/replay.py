@@ -764,15 +764,17 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
-        ready.wait()
-        with contextlib.suppress(RuntimeError):  # the loop is closed: it just finished
-            box["loop"].call_soon_threadsafe(box["task"].cancel)
-        # A second Ctrl-C while the requests in flight are cancelled must not lose what
-        # finished: keep waiting (cancellation takes milliseconds).
-        while True:
+        # Cancel, then wait for what finished. A second Ctrl-C meanwhile must not lose it:
+        # it lands in this loop and the wait goes on (cancellation takes milliseconds).
+        cancelled = False
+        while not done.is_set():
             try:
+                ready.wait()
+                if not cancelled:
+                    cancelled = True
+                    with contextlib.suppress(RuntimeError):  # the loop closed: it finished
+                        box["loop"].call_soon_threadsafe(box["task"].cancel)
                 done.wait()
-                break
             except KeyboardInterrupt:
                 continue
     if "error" in box:
