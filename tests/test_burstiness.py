@@ -80,9 +80,10 @@ def test_mooncake_ticks_are_detected_not_reported_as_subsecond_burstiness(
     assert ia["n"] == 12_031 and ia["n_batches"] == distinct == 1_180
     assert ia["tie_fraction"] == pytest.approx((12_031 - 1_180) / 12_030)
     # gaps are measured between ticks (every tick of the hour carries requests) ...
-    assert ia["mean_s"] == pytest.approx(3.0) and ia["cv"] < 0.05
-    # ... not over the zero gaps inside them, which would look extremely bursty
-    assert ia["cv_request"] > 2.5
+    assert ia["mean_s"] == pytest.approx(3.0) and ia["cv_batch"] < 0.05
+    # ... the CV over all gaps would look extremely bursty, but 10 requests per 3 s tick are
+    # not resolved: the CV is null (issue 17), its raw figure kept for like-for-like compares
+    assert ia["cv"] is None and ia["cv_request"] > 2.5
     curve = b.dispersion_curve(moon)
     windows = curve["window_s"].to_numpy()
     assert windows[0] == 3.0 and np.allclose(windows / 3, np.rint(windows / 3))
@@ -94,17 +95,17 @@ def test_mooncake_ticks_are_detected_not_reported_as_subsecond_burstiness(
     s = b.summary(moon).row(0, named=True)
     assert s["resolution_s"] == 3.0 and s["idc_1s"] == pytest.approx(idc_tick)
     assert s["idc_3600s"] is None                                     # a 1 h trace
-    # fits: the 1,179 gaps between ticks, dequantized with a seeded jitter; ties counted
+    # fits: all 12,030 gaps in whole ticks, ties included (grouped-data likelihood)
     fit = b.fit_interarrivals(moon, seed=1)
-    assert (fit["n"] == 1_179).all() and (fit["n_ties"] == 12_030 - 1_179).all()
+    assert (fit["n"] == 12_030).all() and (fit["n_ties"] == 12_030 - 1_179).all()
     assert (fit["resolution_s"] == 3.0).all()
     assert fit.equals(b.fit_interarrivals(moon, seed=1))
-    gaps = b.interarrival_gaps(moon, seed=1)["gap_s"].to_numpy()      # what was fitted
-    assert gaps.size == 1_179 and gaps.min() > 0 and gaps.max() < 6
-    assert gaps.mean() == pytest.approx(3.0, abs=0.05)
+    gaps = b.interarrival_gaps(moon, seed=1)["gap_s"].to_numpy()      # spread within ticks
+    assert gaps.size == 12_030 and gaps.min() > 0 and gaps.max() < 6
+    assert gaps.mean() == pytest.approx(ia["duration_s"] / 12_030, rel=0.01)
     gamma = json.loads(fit.filter(pl.col("family") == "gamma")["params"][0])
-    assert gamma["shape"] * gamma["scale"] == pytest.approx(gaps.mean())
-    assert not fit.equals(b.fit_interarrivals(moon, seed=2))
+    assert gamma["shape"] * gamma["scale"] == pytest.approx(gaps.mean(), rel=0.05)
+    assert not np.array_equal(gaps, b.interarrival_gaps(moon, seed=2)["gap_s"].to_numpy())
     # windows are snapped, so a tick jittered to 59.999 s still counts in [60, 120)
     wc = b.window_counts(moon, 60.0)
     raw = np.floor(moon["arrival_s"].to_numpy() / 60)
@@ -369,3 +370,36 @@ def test_banded_quantiles_are_numpys_bit_for_bit() -> None:
     got = b.interarrival_stats(pl.DataFrame({"arrival_s": t})).row(0, named=True)
     assert [got["p50_s"], got["p90_s"], got["p99_s"]] == np.quantile(
         np.diff(t), [0.5, 0.9, 0.99]).tolist()
+
+
+# --------------------------------------------------------------------------- issue 17
+
+
+def _gamma_ms(n: int = 100_000, cv: float = 2.0, rate: float = 10.0, seed: int = 17
+              ) -> tuple[pl.DataFrame, np.ndarray]:
+    """A gamma renewal process (shape 1/cv², ``rate`` per s) and its times rounded to 1 ms."""
+    shape = 1 / cv**2
+    t = np.cumsum(np.random.default_rng(seed).gamma(shape, 1 / (rate * shape), n))
+    return pl.DataFrame({"arrival_s": np.round(t, 3)}), t
+
+
+def test_cv_and_fit_hold_with_ties_at_the_timestamp_resolution() -> None:
+    # Gamma renewal, CV 2 (shape 1/4), 10/s, written in whole milliseconds: about 20 % of
+    # the gaps round to 0 ms. Dropping them read CV 1.74 and chose Weibull.
+    ms, exact = _gamma_ms()
+    ia = b.interarrival_stats(ms).row(0, named=True)
+    assert ia["resolution_s"] == 0.001
+    assert ia["tie_fraction"] == pytest.approx(0.197, abs=0.01)
+    assert ia["cv"] == pytest.approx(2.0, rel=0.02)
+    assert ia["cv"] == ia["cv_request"]                  # one CV, the one fidelity compares
+    assert ia["cv_batch"] < 1.9                          # the gaps between distinct ticks
+    s = b.summary(ms).row(0, named=True)
+    assert s["cv"] == ia["cv"] and s["best_fit"] == "gamma"
+    assert b.summary(pl.DataFrame({"arrival_s": exact}))["best_fit"][0] == "gamma"
+    fit = b.fit_interarrivals(ms)
+    gamma = json.loads(fit.filter(pl.col("family") == "gamma")["params"][0])
+    assert 1 / math.sqrt(gamma["shape"]) == pytest.approx(2.0, rel=0.02)
+    assert gamma["shape"] * gamma["scale"] == pytest.approx(0.1, rel=0.02)
+    assert (fit["n"] == ms.height - 1).all()             # ties are fitted, not dropped
+    gaps = b.interarrival_gaps(ms)["gap_s"].to_numpy()   # spread within their tick
+    assert gaps.size == ms.height - 1 and gaps.std() / gaps.mean() == pytest.approx(2, rel=0.02)
