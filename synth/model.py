@@ -655,7 +655,8 @@ def _detect_tick(t: np.ndarray) -> float:
     """The grid the timestamps sit on (s), or 0 when they are continuous.
 
     The candidate grids are the smallest gap between distinct timestamps divided by 1 … 10
-    (a trace with gaps of 2 s and 9 s sits on a 1 s grid); the first that is ≥ 1 ms and of
+    (a trace with gaps of 2 s and 9 s sits on a 1 s grid); the first that is ≥ 1 ms (within
+    2 %: float differences of millisecond stamps read 0.000999999999976) and of
     which every such gap is a whole multiple, within 2 % of the grid, is taken (Mooncake: 3 s
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
@@ -667,7 +668,7 @@ def _detect_tick(t: np.ndarray) -> float:
     q0 = float(np.median(d[d < 1.5 * d.min()]))
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
-        if q < 1e-3:
+        if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
         m = np.maximum(np.rint(d / q), 1.0)
         q = float(d.sum() / m.sum())

@@ -366,3 +366,15 @@ def test_fidelity_holds_on_held_out_time(traces, name):
     e = _fidelity(traces[name], held_out=True)
     for metric in ("idc", "hurst", "ks"):
         assert e["model"][metric] < min(e["poisson"][metric], e["gamma"][metric]), (metric, e)
+
+
+def test_a_millisecond_grid_read_through_float_differences_is_found() -> None:
+    # issue 17, item 9: stamps in whole ms from a non-zero origin differ by
+    # 0.000999999999976 s; the grid test had no tolerance at 1 ms, so it found no grid
+    from servetrace.synth.model import _detect_tick
+
+    rng = np.random.default_rng(9)
+    t = np.round(1000 + np.cumsum(rng.exponential(0.02, 5000)), 3)
+    t = t - t[0]
+    assert np.diff(np.unique(t)).min() < 1e-3
+    assert _detect_tick(t) == _detect_tick(t[:2500]) == 0.001
