@@ -1254,7 +1254,9 @@ def _bursts(ev: _Prepared, window_s: float, k: float, baseline_s: float,
         size = min(size + (size % 2 == 0), n if n % 2 else n - 1 or 1)
         for g0, g1 in _group_chunks(ev.n_groups, n):
             x = _dense(ev, w, k_lo, k_hi, g0, g1)
-            base = _rolling_median(x, size)
+            # floor: the group's mean count per window over the span, so that silence (a
+            # rolling median of 0) does not make every event a burst of infinite height
+            base = np.maximum(_rolling_median(x, size), x.mean(1, keepdims=True))
             hot = (x > k * base) & (x >= min_count)
             pad = np.zeros((x.shape[0], n + 2), dtype=np.int8)
             pad[:, 1:-1] = hot
@@ -1271,8 +1273,7 @@ def _bursts(ev: _Prepared, window_s: float, k: float, baseline_s: float,
             peak = np.maximum.reduceat(xp, idx)[0::2]
             total = np.add.reduceat(xp, idx)[0::2]
             base_mean = np.add.reduceat(bp, idx)[0::2] / (e - s)
-            with np.errstate(divide="ignore"):
-                height = np.where(base_mean > 0, peak / np.maximum(base_mean, 1e-300), np.inf)
+            height = peak / base_mean  # base ≥ the mean > 0 wherever a window is hot
             parts.append(_frame(ev, g0 + gs, {
                 "start_s": ev.origin_s + (k_lo + s) * w, "end_s": ev.origin_s + (k_lo + e) * w,
                 "length_s": (e - s) * w, "peak_rate_per_s": peak / w,
@@ -1291,10 +1292,13 @@ def bursts(events: Events, window_s: float = 60.0, k: float = 2.0, baseline_s: f
     a baseline B_i, the centred rolling median of the counts over ``baseline_s`` (an odd
     number of windows, mirrored at the ends of the span). The median, unlike the mean, is
     not raised by the burst it is measuring as long as the burst lasts less than half of
-    ``baseline_s`` (the idea of Hampel's robust filter). A window is hot when
+    ``baseline_s`` (the idea of Hampel's robust filter), floored at the group's mean count
+    per window over the span, N̄: B_i = max(median_i, N̄). A window is hot when
     N_i > k·B_i and N_i ≥ ``min_count``; a burst is a maximal run of hot windows.
 
-    A burst out of idleness (baseline 0) has ``height`` = inf. With few events per window
+    The floor keeps a trace with long silences (a rolling median of 0) from reporting every
+    active window as a burst of infinite height: a burst out of idleness is measured against
+    the trace's mean rate, so ``height`` is always finite. With few events per window
     Poisson noise alone makes hot windows (P(N > k·λ) for a Poisson λ): choose ``window_s``
     so that windows hold tens of events, or raise ``min_count``. Burstiness of LLM serving
     traffic in these terms is discussed by Wang et al. (2024, BurstGPT).
@@ -1316,7 +1320,7 @@ def bursts(events: Events, window_s: float = 60.0, k: float = 2.0, baseline_s: f
 SUMMARY_COLUMNS = (
     "n", "duration_s", "rate_per_s", "cv", "resolution_s", "idc_1s", "idc_60s", "idc_3600s",
     "peak_to_mean_60s", "hurst_av", "hurst_rs", "hurst_dfa", "best_fit", "dominant_period_s",
-    "n_bursts", "tie_fraction", "dominant_period_strength")
+    "n_bursts", "tie_fraction", "dominant_period_strength", "notes")
 
 
 def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
@@ -1324,15 +1328,16 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
 
     Columns: ``[by..., n, duration_s, rate_per_s, cv, resolution_s, idc_1s, idc_60s,
     idc_3600s, peak_to_mean_60s, hurst_av, hurst_rs, hurst_dfa, best_fit, dominant_period_s,
-    n_bursts, tie_fraction, dominant_period_strength]`` (:data:`SUMMARY_COLUMNS`). ``seed``
-    drives the dequantization of gridded timestamps in the fits.
+    n_bursts, tie_fraction, dominant_period_strength, notes]`` (:data:`SUMMARY_COLUMNS`).
+    ``seed`` is the fits' starting point on gridded timestamps.
 
     * n, duration_s, rate_per_s, cv, tie_fraction: :func:`interarrival_stats` (cv at the
       data's resolution). For counts input: n = Σ counts, duration_s = the span,
       rate_per_s = n / duration_s, cv, tie_fraction and best_fit are null;
     * idc_1s, idc_60s, idc_3600s, peak_to_mean_60s: :func:`dispersion_curve` at 1 s, 60 s and
-      3600 s, each snapped up to a multiple of the resolution (Mooncake: idc_1s is at 3 s;
-      per-minute counts: at 60 s); null with fewer than :data:`MIN_WINDOWS` complete windows;
+      3600 s, each snapped up to a multiple of the resolution; null with fewer than
+      :data:`MIN_WINDOWS` complete windows, and null (with a note) for a window below the
+      resolution (Mooncake's 3 s ticks: idc_1s; per-minute counts: idc_1s);
     * hurst_av, hurst_rs, hurst_dfa: :func:`hurst` with its default base window;
     * best_fit: the family ranked first by AIC in :func:`fit_interarrivals` (fitted on at
       most 50,000 gaps per group, for speed);
@@ -1341,7 +1346,10 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
       the period) at least :data:`DOMINANT_STRENGTH`, else null. Fisher's test alone rejects
       white noise for any non-stationary series (a single burst gives p ≈ 0 at a low
       frequency); the autocorrelation asks that the series actually repeat;
-    * n_bursts: :func:`bursts` with its defaults (60 s windows, k = 2, 1 h baseline).
+    * n_bursts: :func:`bursts` with its defaults (60 s windows, k = 2, 1 h baseline);
+    * notes: why figures are null where the data cannot resolve them (cv and best_fit when
+      the mean gap is under :data:`MIN_GAP_RESOLUTIONS` × the resolution; a window below the
+      resolution; counts input), "; "-separated; null when nothing is left out.
     """
     ev = _prepare(events, by)
     g = ev.n_groups
@@ -1355,7 +1363,9 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
                              "rate_per_s": n / span, "cv": np.full(g, np.nan),
                              "resolution_s": np.full(g, ev.resolution_s),
                              "tie_fraction": np.full(g, np.nan)}).fill_nan(None)
-    d1, d60, d3600 = (_dispersion(ev, _snap(w, ev.unit_s), MIN_WINDOWS)
+    below = {w: w < ev.unit_s * (1 - 1e-9) for w in (1.0, 60.0, 3600.0)}
+    d1, d60, d3600 = ({k: np.where(below[w], np.nan, v) for k, v in
+                       _dispersion(ev, _snap(w, ev.unit_s), MIN_WINDOWS).items()}
                       for w in (1.0, 60.0, 3600.0))
     cols: dict[str, object] = {"idc_1s": d1["idc"], "idc_60s": d60["idc"],
                                "idc_3600s": d3600["idc"],
@@ -1366,7 +1376,10 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
         cols[name] = _per_group(ev, hu.filter(pl.col("method") == method), "h")
     if ev.kind == "arrivals":
         fits = _fit(ev, fitting.DEFAULT_FAMILIES, seed, 50_000, 10)
-        cols["best_fit"] = _per_group(ev, fits.filter(pl.col("rank_aic") == 1), "family")
+        best = _per_group(ev, fits.filter(pl.col("rank_aic") == 1), "family")
+        unresolved = ia["cv"].is_null() & ia["cv_request"].is_not_null()
+        cols["best_fit"] = pl.select(pl.when(unresolved).then(None).otherwise(best))
+        cols["best_fit"] = cols["best_fit"].to_series().alias("best_fit")
     else:
         cols["best_fit"] = pl.Series([None] * g, dtype=pl.String)
     per = _periodicity(ev, None, 1).filter(
@@ -1378,11 +1391,37 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
     nb = _per_group(ev, bu.group_by(list(ev.by)).agg(pl.len().alias("n")) if ev.by
                     else pl.DataFrame({"n": [bu.height]}), "n")
     cols["n_bursts"] = nb.fill_null(0).cast(pl.Int64)
+    cols["notes"] = _summary_notes(ev, ia if ev.kind == "arrivals" else None, below)
     extra = pl.DataFrame(cols)
     extra = extra.with_columns(pl.col(c).fill_nan(None) for c, d in extra.schema.items()
                                if d.is_float())
     body = pl.concat([base, extra], how="horizontal").select(SUMMARY_COLUMNS)
     return pl.concat([ev.keys, body], how="horizontal") if ev.by else body
+
+
+def _summary_notes(ev: _Prepared, ia: pl.DataFrame | None, below: dict[float, bool]
+                   ) -> pl.Series:
+    """Why :func:`summary` leaves a figure null where the data cannot resolve it, per group
+    (null when nothing is left out): "; "-separated, naming the columns."""
+    r = ev.resolution_s
+    parts: list[pl.Expr] = []
+    if ia is None:
+        parts.append(pl.lit("cv, tie_fraction, best_fit: window counts have no arrival times"))
+        frame = pl.DataFrame({"_": np.zeros(ev.n_groups)})
+    else:
+        frame = ia.select(pl.col("cv").is_null() & pl.col("cv_request").is_not_null(),
+                          (pl.col("duration_s") / (pl.col("n") - 1)).alias("gap"))
+        parts.append(pl.when(pl.col("cv")).then(pl.format(
+            f"cv, best_fit: the mean gap ({{}} s) is under {MIN_GAP_RESOLUTIONS} × the "
+            f"resolution ({r:g} s), which hides the gaps", pl.col("gap").round_sig_figs(3))))
+    late = [w for w, b in below.items() if b]
+    if late:
+        names = ", ".join(["idc_1s", "idc_60s, peak_to_mean_60s", "idc_3600s"][i]
+                          for i, w in enumerate(below) if below[w])
+        parts.append(pl.lit(f"{names}: window below the resolution ({r:g} s)"))
+    notes = frame.with_columns(pl.concat_str(parts, separator="; ", ignore_nulls=True)
+                               .alias("notes"))["notes"]
+    return notes.replace("", None)
 
 
 def _per_group(ev: _Prepared, frame: pl.DataFrame, column: str) -> pl.Series:

@@ -93,7 +93,11 @@ def test_mooncake_ticks_are_detected_not_reported_as_subsecond_burstiness(
     one = b.dispersion_curve(moon, [1.0]).row(0, named=True)
     assert not one["on_grid"] and one["idc"] > 5 * idc_tick
     s = b.summary(moon).row(0, named=True)
-    assert s["resolution_s"] == 3.0 and s["idc_1s"] == pytest.approx(idc_tick)
+    # windows and gaps below the 3 s ticks are not resolved: null, with a note (issue 17)
+    assert s["resolution_s"] == 3.0 and s["idc_1s"] is None and idc_tick > 0
+    assert s["cv"] is None and s["best_fit"] is None and s["idc_60s"] is not None
+    assert "cv, best_fit: the mean gap (0.294 s) is under 10 × the resolution (3 s)" in s["notes"]
+    assert "idc_1s: window below the resolution (3 s)" in s["notes"]
     assert s["idc_3600s"] is None                                     # a 1 h trace
     # fits: all 12,030 gaps in whole ticks, ties included (grouped-data likelihood)
     fit = b.fit_interarrivals(moon, seed=1)
@@ -206,14 +210,18 @@ def test_bursts_finds_an_injected_burst() -> None:
     burst = out.row(0, named=True)
     assert (burst["start_s"], burst["end_s"], burst["length_s"]) == (7200, 7800, 600)
     assert burst["n_windows"] == 10
-    assert burst["baseline_rate_per_s"] == pytest.approx(5, rel=0.05)  # median: not inflated
-    assert burst["peak_rate_per_s"] >= 30 and burst["height"] == pytest.approx(6.2, abs=0.4)
+    # the rolling median (5/s) is floored at the trace's mean rate, burst included (6.04/s)
+    assert burst["baseline_rate_per_s"] == pytest.approx(t.size / 14_400, rel=0.01)
+    assert burst["peak_rate_per_s"] >= 30
+    assert burst["height"] == pytest.approx(burst["peak_rate_per_s"]
+                                            / burst["baseline_rate_per_s"])
     assert burst["count"] == pytest.approx(30 * 600, rel=0.03)
-    # out of idleness: baseline 0, height inf; min_count filters single events
+    # out of idleness: the baseline is the floor (52 events / 20,000 s), not 0, and the
+    # height finite (issue 17); min_count filters single events
     idle = pl.DataFrame({"arrival_s": np.concatenate([[0.0], 5000 + rng.uniform(0, 60, 50),
                                                       [20_000.0]])})
     spikes = b.bursts(idle, window_s=60, baseline_s=3600, min_count=5)
-    assert spikes.height == 1 and spikes["height"][0] == math.inf
+    assert spikes.height == 1 and math.isfinite(spikes["height"][0])
     assert spikes["count"][0] == 50
 
 
@@ -307,7 +315,10 @@ def test_counts_input_on_azure_functions(shared: Path) -> None:
     s = b.summary(counts, by="trigger")
     assert s["n"].sum() == counts["count"].sum()
     assert (s["resolution_s"] == 60).all() and s["cv"].null_count() == s.height
-    assert s["idc_1s"].to_list() == s["idc_60s"].to_list()           # both at the base window
+    # a 1 s window cannot be read from per-minute counts: null with a note (issue 17)
+    assert s["idc_1s"].null_count() == s.height and s["idc_60s"].null_count() == 0
+    assert all("idc_1s: window below the resolution (60 s)" in n for n in s["notes"])
+    assert all("window counts have no arrival times" in n for n in s["notes"])
     with pytest.raises(ValueError, match="multiples of its base window"):
         b.dispersion_curve(counts, [90.0])
 
@@ -325,7 +336,8 @@ def test_azure_llm_2023_summary(shared: Path) -> None:
     assert list(s) == ["n", "duration_s", "rate_per_s", "cv", "resolution_s", "idc_1s",
                        "idc_60s", "idc_3600s", "peak_to_mean_60s", "hurst_av", "hurst_rs",
                        "hurst_dfa", "best_fit", "dominant_period_s", "n_bursts",
-                       "tie_fraction", "dominant_period_strength"]
+                       "tie_fraction", "dominant_period_strength", "notes"]
+    assert s["notes"] is None                  # continuous timestamps: everything resolved
 
 
 def test_errors() -> None:
@@ -403,3 +415,33 @@ def test_cv_and_fit_hold_with_ties_at_the_timestamp_resolution() -> None:
     assert (fit["n"] == ms.height - 1).all()             # ties are fitted, not dropped
     gaps = b.interarrival_gaps(ms)["gap_s"].to_numpy()   # spread within their tick
     assert gaps.size == ms.height - 1 and gaps.std() / gaps.mean() == pytest.approx(2, rel=0.02)
+
+
+def test_report_shows_no_fit_the_resolution_cannot_carry(moon: pl.DataFrame) -> None:
+    # Mooncake's 3 s ticks: the inter-arrival chart was one vertical line with invisible fits
+    from servetrace.analysis import report
+
+    section = report.arrivals(moon)
+    titles = [t for t, _ in section.tables]
+    assert not any(t.startswith("Inter-arrival fits") for t in titles)
+    assert any(n.startswith("inter-arrival fits: not shown") for n in section.notes)
+    assert any("idc_1s: window below the resolution (3 s)" in n for n in section.notes)
+    ms, _ = _gamma_ms(20_000)                            # resolved: fits and their chart
+    titles = [t for t, _ in report.arrivals(ms).tables]
+    assert any(t.startswith("Inter-arrival fits") for t in titles)
+
+
+def test_bursts_out_of_long_silences_have_a_finite_height() -> None:
+    # 5 minutes of Poisson arrivals at 1/s every 2 hours, silent in between, for 2 days: the
+    # rolling median is 0 in the silences, so every active minute was a burst of height inf.
+    # Against the floor (the mean count per minute, 300 / 120 = 2.5) each on-period is one
+    # burst of 5 windows whose height is about 60 / 2.5 = 24.
+    rng = np.random.default_rng(4)
+    t = np.concatenate([poisson(1.0, s, s + 300.0, rng) for s in np.arange(24) * 7200.0])
+    t = np.concatenate([[0.0], t, [24 * 7200.0 - 1e-3]])  # the span: the whole 2 days
+    found = b.bursts(pl.DataFrame({"arrival_s": t}))
+    assert found.height == 24 and (found["n_windows"] == 5).all()
+    assert np.isfinite(found["height"].to_numpy()).all()
+    assert found["baseline_rate_per_s"].to_numpy() == pytest.approx(t.size / (24 * 7200.0),
+                                                                    rel=0.01)
+    assert found["height"].median() == pytest.approx(24, rel=0.2)
