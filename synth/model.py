@@ -133,12 +133,17 @@ class Table:
     """A quantile function as a table: ``values[j]`` at probability ``j / (len - 1)``.
 
     With ``log`` the interpolation is linear in ln(value) (positive heavy-tailed quantities:
-    think times); with ``integer`` samples are rounded to whole numbers.
+    think times); with ``integer`` samples are rounded to whole numbers. With ``cdf`` (same
+    length as ``values``, ascending to 1) the table is a discrete distribution instead: the
+    sorted support ``values`` with P(X ≤ values[j]) = cdf[j], sampled exactly by the inverse
+    CDF, Q(u) = the smallest value whose CDF is ≥ u (nothing outside the support, every
+    value at its own probability).
     """
 
     values: tuple[float, ...]
     log: bool = False
     integer: bool = False
+    cdf: tuple[float, ...] = ()
 
     @functools.cached_property
     def _knots(self) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +164,18 @@ class Table:
             self._ppf_into(flat_u[lo:lo + CHUNK], flat_out[lo:lo + CHUNK])
         return out
 
+    @functools.cached_property
+    def _discrete(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(self.values, dtype=np.float64),
+                np.asarray(self.cdf, dtype=np.float64))
+
     def _ppf_into(self, u: np.ndarray, out: np.ndarray) -> None:
+        if self.cdf:
+            v, c = self._discrete
+            i = np.searchsorted(c, u, side="left")
+            np.minimum(i, len(v) - 1, out=i)
+            np.take(v, i, out=out)
+            return
         base, step = self._knots
         np.multiply(u, len(base) - 1, out=out)
         i = out.astype(np.intp)  # u ∈ [0, 1] → i ∈ [0, len − 1]: no clipping needed
@@ -172,8 +188,11 @@ class Table:
             np.rint(out, out=out)
 
     def mean(self) -> float:
-        """Mean of the interpolated quantile function (trapezoid rule over probability)."""
+        """Mean of the interpolated quantile function (trapezoid rule over probability);
+        Σ v·p of a discrete table."""
         v = np.asarray(self.values, dtype=np.float64)
+        if self.cdf:
+            return float((v * np.diff(np.asarray(self.cdf), prepend=0.0)).sum())
         if len(v) == 1:
             return float(v[0])
         if self.log:
@@ -1582,20 +1601,21 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
 # ----------------------------------------------------------------------------- ServeGen
 
 
-SERVEGEN_TABLE_SIZE = 256
-"""Quantiles kept per ServeGen PMF (one per client, window and field: many tables)."""
-
-
-def _pmf_table(values: np.ndarray, probs: np.ndarray, size: int = SERVEGEN_TABLE_SIZE) -> Table:
-    """Quantile table of a discrete PMF: at probability p, the smallest value whose CDF ≥ p."""
-    order = np.argsort(values)
-    v, p = values[order], np.clip(probs[order], 0.0, None)
-    if len(v) == 0 or p.sum() <= 0:
+def _pmf_table(values: np.ndarray, probs: np.ndarray) -> Table:
+    """The discrete :class:`Table` of a PMF: its support (values of positive probability,
+    ascending, duplicates added up) and cumulative probabilities normalized to end at 1,
+    sampled exactly by the inverse CDF (Devroye 1986, *Non-Uniform Random Variate
+    Generation*, §III.2)."""
+    v = np.asarray(values, dtype=np.float64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None)
+    keep = p > 0
+    if not keep.any():
         return Table((0.0, 0.0), integer=True)
+    v, inverse = np.unique(v[keep], return_inverse=True)
+    p = np.bincount(inverse, weights=p[keep])
     cdf = np.cumsum(p) / p.sum()
-    grid = np.linspace(0.0, 1.0, size)
-    idx = np.minimum(np.searchsorted(cdf, grid - 1e-12), len(v) - 1)
-    return Table(tuple(float(x) for x in v[idx]), integer=True)
+    cdf[-1] = 1.0
+    return Table(tuple(float(x) for x in v), integer=True, cdf=tuple(float(c) for c in cdf))
 
 
 def _servegen_lengths(pmfs: pl.DataFrame) -> Lengths:
@@ -1621,8 +1641,9 @@ def from_servegen(client_windows: pl.DataFrame | pl.LazyFrame,
 
     Per client (one group, ``tenant`` = client): :class:`Piecewise` arrivals — the window's
     ``rate``, its ``iat_family`` (Gamma/Weibull, Poisson where null) and ``shape``, windows of
-    ``window_s`` repeating past the last — and per PMF window (6 h) input/output quantile
-    tables from ``length_pmfs`` (``input_tokens``, else ``text_tokens``; ``output_tokens``).
+    ``window_s`` repeating past the last — and per PMF window (6 h) input/output lengths
+    from ``length_pmfs`` (``input_tokens``, else ``text_tokens``; ``output_tokens``), sampled
+    exactly from each PMF (discrete :class:`Table`: inverse CDF over its support).
     ServeGen publishes input and output PMFs separately, with no joint distribution, so the
     copula correlation is 0 here (the only case where they are drawn independently); a
     window whose PMF is empty uses the client's PMF pooled over its windows. ``clients``

@@ -378,3 +378,35 @@ def test_a_millisecond_grid_read_through_float_differences_is_found() -> None:
     t = t - t[0]
     assert np.diff(np.unique(t)).min() < 1e-3
     assert _detect_tick(t) == _detect_tick(t[:2500]) == 0.001
+
+
+def test_servegen_pmfs_are_sampled_exactly(shared):
+    # issue 17, item 7: 256-point interpolated quantile tables drew values outside the PMF's
+    # support and inflated rare extremes (a window whose largest value, 8,193 tokens, has
+    # probability 3e-6 sampled a mean 8x its PMF's). Inverse-CDF sampling over the support:
+    # Q(u) = v_j exactly for u in (F(v_(j-1)), F(v_j)], so every draw is in the support and
+    # each value comes with its own probability.
+    loaded = servegen.load([shared / "servegen" / "language" / "m-small"], "m-small")
+    model = from_servegen(loaded.tables["client_windows"], loaded.tables["length_pmfs"])
+    tables = [t for g in model.groups for lw in g.lengths_by_window
+              for t in (lw.input, lw.output)]
+    assert len(tables) > 4000 and all(t.cdf for t in tables)
+    rng = np.random.default_rng(7)
+    drawn = 0
+    for t in tables:  # one check per client-window table, each vectorized over its support
+        v, c = np.asarray(t.values), np.asarray(t.cdf)
+        p = np.diff(c, prepend=0.0)
+        assert (p > 0).all() and c[-1] == 1.0
+        assert np.array_equal(t.ppf(c), v)                             # right end of each step
+        left = np.nextafter(np.concatenate([[0.0], c[:-1]]), 1.0)
+        assert np.array_equal(t.ppf(left), v)                          # left end
+        mean = float((v * p).sum())
+        assert t.mean() == pytest.approx(mean, rel=1e-12)
+        sd = math.sqrt(float(((v - mean) ** 2 * p).sum()))
+        n = max(10_000, math.ceil((5 * sd / (0.01 * mean)) ** 2))       # 1 % is 5 SE
+        if n <= 40_000:
+            x = t.ppf(rng.random(n))
+            assert x.mean() == pytest.approx(mean, rel=0.01)
+            assert np.isin(x[:1000], v).all()
+            drawn += 1
+    assert drawn > len(tables) // 5
