@@ -410,3 +410,27 @@ def test_servegen_pmfs_are_sampled_exactly(shared):
             assert np.isin(x[:1000], v).all()
             drawn += 1
     assert drawn > len(tables) // 5
+
+
+def test_servegen_iat_shape_follows_the_fit_or_the_published_cv():
+    # issue 17, item 7: a Weibull window carries a fitted shape and a published cv that
+    # disagree; the choice is explicit. Shape 0.7 has CV √(Γ(1 + 2/0.7)/Γ(1 + 1/0.7)² − 1)
+    k = 0.7
+    fitted_cv = math.sqrt(math.gamma(1 + 2 / k) / math.gamma(1 + 1 / k) ** 2 - 1)
+    n_w = 20
+    cw = pl.DataFrame({"client": ["a"] * n_w, "window_start_s": np.arange(n_w) * 600.0,
+                       "window_s": [600.0] * n_w, "rate": [20.0] * n_w,
+                       "cv": [1.2] * n_w, "iat_family": ["Weibull"] * n_w,
+                       "shape": [k] * n_w})
+
+    def sampled_cv(iat: str) -> float:
+        t = from_servegen(cw, iat=iat).sample(600.0 * n_w, 3)["arrival_s"].to_numpy()
+        gaps = np.diff(t)
+        return float(gaps.std() / gaps.mean())
+
+    assert sampled_cv("fitted") == pytest.approx(fitted_cv, rel=0.03)   # ServeGen's default
+    default = from_servegen(cw).groups[0].arrivals
+    assert default == from_servegen(cw, iat="fitted").groups[0].arrivals
+    assert sampled_cv("cv") == pytest.approx(1.2, rel=0.03)
+    with pytest.raises(ValueError, match="iat must be"):
+        from_servegen(cw, iat="nope")
