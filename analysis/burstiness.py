@@ -870,6 +870,13 @@ def _h_aggregated_variance(x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndar
         h = np.clip(1 + fit["slope"] / 2, 0.5, 0.99)[:, None]
         bias = (blocks - blocks ** (2 * h - 1)) / (blocks - 1)
         fit = _loglog(scales, np.where(np.isfinite(h), v / bias, v))
+    # the bend: local H over the upper half of the scales against the lower half (raw
+    # variances, so the correction above cannot straighten it)
+    half = scales.size // 2
+    if half >= 3:
+        lo, hi = _loglog(scales[:half], v[:, :half]), _loglog(scales[half:], v[:, half:])
+        fit["bend"] = (lo["slope"] - hi["slope"]) / 2
+        fit["bend_scale"] = np.full(x.shape[0], scales[half])
     return 1 + fit["slope"] / 2, fit
 
 
@@ -928,6 +935,27 @@ _HURST = {"aggregated_variance": _h_aggregated_variance, "rs": _h_rescaled_range
           "dfa": _h_dfa}
 
 
+#: :func:`hurst` flags short-range dependence when the aggregated-variance curve's local H
+#: over its upper half of scales is this much below that over its lower half.
+HURST_BEND = 0.15
+
+
+def _hurst_notes(method: str, h: np.ndarray, fit: dict[str, np.ndarray], w: float
+                 ) -> pl.Series:
+    """Per group, why an estimate is not to be read as long memory (None: no reason)."""
+    out: list[str | None] = [None] * h.size
+    if method == "dfa":
+        for i in np.flatnonzero(h > 1):  # the few flagged groups, not every row
+            out[i] = ("dfa above 1: the counts are not stationary (trend, cycle or level "
+                      "shifts); not a Hurst exponent")
+    if method == "aggregated_variance" and "bend" in fit:
+        for i in np.flatnonzero(np.isfinite(h) & (fit["bend"] > HURST_BEND)):
+            out[i] = (f"the variance-time curve bends back toward slope -1 above "
+                      f"{fit['bend_scale'][i] * w:g} s (local H falls by "
+                      f"{fit['bend'][i]:.2f}): short-range dependence, not long memory")
+    return pl.Series("note", out, dtype=pl.String)
+
+
 def _hurst(ev: _Prepared, base_window_s: float | None) -> pl.DataFrame:
     if base_window_s is None:
         w = _default_window(ev)
@@ -948,7 +976,8 @@ def _hurst(ev: _Prepared, base_window_s: float | None) -> pl.DataFrame:
                 "method": [method] * rows, "h": h,
                 "min_scale_s": fit["min_scale"] * w, "max_scale_s": fit["max_scale"] * w,
                 "n_scales": fit["n_scales"], "r2": fit["r2"],
-                "window_s": np.full(rows, w), "n_windows": np.full(rows, k_hi - k_lo)}))
+                "window_s": np.full(rows, w), "n_windows": np.full(rows, k_hi - k_lo),
+                "note": _hurst_notes(method, h, fit, w)}))
     out = pl.concat(parts)
     out = out.with_columns(
         pl.when(pl.col("h").is_null()).then(None).otherwise(pl.col(c)).alias(c)
@@ -992,8 +1021,17 @@ def hurst(events: Events, by: By = None, base_window_s: float | None = None) -> 
     scales or fewer than :data:`MIN_HURST_EVENTS` events in the series (a handful of events
     in thousands of windows gives ≈ 0.5 whatever their structure).
 
+    ``note`` says when an estimate is not to be read as long memory: DFA above 1 (non-
+    stationary counts), and short-range dependence, when the aggregated variance curve
+    bends back toward slope −1: the local H (slope of the raw variance-time curve) over the
+    upper half of the scales is more than :data:`HURST_BEND` below that over the lower half.
+    A two-state Markov-modulated Poisson process (20/s and 2/s, 60 s sojourns; H = 0.5
+    asymptotically) over 4 h reads H ≈ 0.95 and falls by about 0.22; fGn-driven counts
+    (H = 0.8) and Poisson fall by under 0.07. The bend shows only when the trace spans many
+    times the correlation time (over 1 h that MMPP is not flagged).
+
     Returns ``[by..., method, h, min_scale_s, max_scale_s, n_scales, r2, window_s,
-    n_windows]``, three rows per group.
+    n_windows, note]``, three rows per group.
     """
     return _hurst(_prepare(events, by), base_window_s)
 
@@ -1391,7 +1429,11 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
     nb = _per_group(ev, bu.group_by(list(ev.by)).agg(pl.len().alias("n")) if ev.by
                     else pl.DataFrame({"n": [bu.height]}), "n")
     cols["n_bursts"] = nb.fill_null(0).cast(pl.Int64)
-    cols["notes"] = _summary_notes(ev, ia if ev.kind == "arrivals" else None, below)
+    notes = _summary_notes(ev, ia if ev.kind == "arrivals" else None, below)
+    hurst_notes = [_per_group(ev, hu.filter(pl.col("method") == m), "note").alias(m)
+                   for m in ("aggregated_variance", "dfa")]
+    cols["notes"] = pl.DataFrame([notes, *hurst_notes]).select(pl.concat_str(
+        pl.all(), separator="; ", ignore_nulls=True).replace("", None))["notes"]
     extra = pl.DataFrame(cols)
     extra = extra.with_columns(pl.col(c).fill_nan(None) for c, d in extra.schema.items()
                                if d.is_float())

@@ -445,3 +445,32 @@ def test_bursts_out_of_long_silences_have_a_finite_height() -> None:
     assert found["baseline_rate_per_s"].to_numpy() == pytest.approx(t.size / (24 * 7200.0),
                                                                     rel=0.01)
     assert found["height"].median() == pytest.approx(24, rel=0.2)
+
+
+def _mmpp(duration: float, seed: int, rates: tuple[float, float] = (20.0, 2.0),
+          sojourn: float = 60.0) -> pl.DataFrame:
+    """Two-state Markov-modulated Poisson arrivals, exponential sojourns (H = 0.5)."""
+    rng = np.random.default_rng(seed)
+    k = int(duration / sojourn * 2) + 10
+    ends = np.cumsum(rng.exponential(sojourn, k))
+    starts = np.concatenate([[0.0], ends[:-1]])
+    lam = np.where(np.arange(k) % 2 == 0, rates[0], rates[1])
+    n = rng.poisson(lam * (ends - starts))
+    t = np.repeat(starts, n) + rng.random(n.sum()) * np.repeat(ends - starts, n)
+    return pl.DataFrame({"arrival_s": np.sort(t[t < duration])})
+
+
+def test_hurst_says_when_it_is_not_long_memory(poisson_trace: pl.DataFrame) -> None:
+    # issue 17, item 2 (part): short memory read as H ≈ 0.95 is flagged, long memory is not
+    mmpp = b.hurst(_mmpp(4 * 3600, 1)).row(0, named=True)
+    assert mmpp["method"] == "aggregated_variance" and mmpp["h"] > 0.85
+    assert "short-range dependence" in mmpp["note"]
+    assert "short-range dependence" in b.summary(_mmpp(4 * 3600, 1))["notes"][0]
+    for ev in (poisson_trace, fgn_counts(0.8, 1), fgn_counts(0.8, 2)):
+        assert b.hurst(ev)["note"].null_count() == 3
+    # level shifts: DFA reads above 1, which is not a Hurst exponent
+    rng = np.random.default_rng(3)
+    shifts = np.concatenate([poisson(r, s, s + 900, rng)
+                             for s, r in zip(np.arange(8) * 900.0, [2, 40] * 4, strict=True)])
+    dfa = b.hurst(pl.DataFrame({"arrival_s": shifts})).row(2, named=True)
+    assert dfa["method"] == "dfa" and dfa["h"] > 1 and "not a Hurst exponent" in dfa["note"]
