@@ -107,6 +107,9 @@ WINDOW_LADDER_S: tuple[float, ...] = (
 MIN_WINDOW_S = 0.1
 #: Fewest complete windows for a default dispersion window or a summary IDC.
 MIN_WINDOWS = 10
+#: A CV (and a best fit) is reported only when the mean gap is at least this many times the
+#: resolution r: rounding then moves E[X²] by at most r²/6 ≤ 0.2 % of the mean's square.
+MIN_GAP_RESOLUTIONS = 10
 #: Fewest events in a group's series for a Hurst estimate (fewer: null).
 MIN_HURST_EVENTS = 100
 #: Longest per-group series for Hurst and periodicity when the window is chosen by default.
@@ -692,38 +695,54 @@ def _interarrival(ev: _Prepared) -> pl.DataFrame:
         q = _group_quantiles(bg, bgap, g, qs)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_req = duration / n_gaps
+        cv_req = np.where(n_gaps > 1, sd_req / mean_req, np.nan)
         return _frame(ev, np.arange(g), {
             "n": n.astype(np.int64), "duration_s": duration,
             "rate_per_s": np.where(duration > 0, n_gaps / duration, np.nan),
-            "mean_s": mean_b, "cv": sd_b / mean_b,
+            "mean_s": mean_b, "cv": np.where(_resolved(mean_req, ev.resolution_s), cv_req,
+                                             np.nan),
             "p50_s": q[:, 0], "p90_s": q[:, 1], "p99_s": q[:, 2], "max_s": max_b,
             "tie_fraction": np.where(n_gaps > 0, n_ties / n_gaps, np.nan),
             "resolution_s": np.full(g, ev.resolution_s),
             "n_batches": n - n_ties, "mean_batch_size": n / (n - n_ties),
-            "cv_request": np.where(n_gaps > 1, sd_req / mean_req, np.nan),
+            "cv_request": cv_req, "cv_batch": sd_b / mean_b,
         })
+
+
+def _resolved(mean_gap: np.ndarray, r: float) -> np.ndarray:
+    """Whether a mean gap is at least :data:`MIN_GAP_RESOLUTIONS` times the resolution r."""
+    return np.asarray(mean_gap) >= MIN_GAP_RESOLUTIONS * r
 
 
 def interarrival_stats(events: Events, by: By = None) -> pl.DataFrame:
     """Inter-arrival times per group: mean, coefficient of variation, percentiles, ties.
 
     Gaps are taken between consecutive arrivals of a group after snapping the times to the
-    data's :func:`resolution`. Ties are handled explicitly: a zero gap (two arrivals on the
-    same tick, or at the identical instant when the timestamps are continuous) is counted in
-    ``tie_fraction`` = zero gaps / all gaps, and the arrivals sharing a timestamp form one
-    *batch*. ``mean_s``, ``cv``, ``p50_s``, ``p90_s``, ``p99_s`` and ``max_s`` describe the
-    gaps between batches (the positive gaps), i.e. the process at the data's resolution: for
-    Mooncake's 3 s ticks they describe the ticks, not the artefactual zero gaps inside them.
-    ``cv_request`` is the CV over all gaps, zeros included, for comparison.
+    data's :func:`resolution` r. A zero gap (two arrivals on the same tick, or at the
+    identical instant when the timestamps are continuous) is a *tie*, counted in
+    ``tie_fraction`` = zero gaps / all gaps; the arrivals sharing a timestamp form one
+    *batch*.
 
-    Formulas (Cox & Lewis 1966): CV = s / x̄ with s the sample standard deviation (n − 1);
-    percentiles interpolate linearly; ``rate_per_s = (n − 1) / duration_s`` = 1 / mean
+    ``cv`` is the one CV of the package (``summary``, ``fidelity`` and the model's calibration
+    use it): s / x̄ over *all* gaps of the group, ties included as zero gaps (Cox & Lewis
+    1966, s with n − 1). Rounding the times to a grid of r adds e_i − e_(i−1) to each gap,
+    with e uniform on (−r/2, r/2): the mean is unchanged and the variance grows by r²/6
+    (Sheppard), so this CV holds at any resolution the gaps are large against: a gamma
+    renewal process of CV 2 at 1 ms (20 % ties) gives 2.00, where dropping the ties gave
+    1.74. It is null (not resolvable) when the mean gap is below
+    :data:`MIN_GAP_RESOLUTIONS` × r (Mooncake's 3 s ticks, 10 requests per tick).
+    ``cv_request`` is the same figure never nulled, for comparing two traces recorded on one
+    grid; ``cv_batch``, ``mean_s``, ``p50_s``, ``p90_s``, ``p99_s`` and ``max_s`` describe the
+    gaps between batches (the positive gaps): the ticks' process (for Mooncake the ticks).
+
+    Percentiles interpolate linearly; ``rate_per_s = (n − 1) / duration_s`` = 1 / mean
     request-level gap, with ``duration_s`` = last − first arrival. A Poisson process has
     CV = 1; a gamma renewal process with shape κ has CV = 1/√κ.
 
     Returns ``[by..., n, duration_s, rate_per_s, mean_s, cv, p50_s, p90_s, p99_s, max_s,
-    tie_fraction, resolution_s, n_batches, mean_batch_size, cv_request]``; statistics that
-    need more gaps than a group has are null. Raises ``ValueError`` for counts input.
+    tie_fraction, resolution_s, n_batches, mean_batch_size, cv_request, cv_batch]``;
+    statistics that need more gaps than a group has are null. Raises ``ValueError`` for
+    counts input.
     """
     ev = _prepare(events, by)
     _require_arrivals(ev, "interarrival_stats")
@@ -851,6 +870,13 @@ def _h_aggregated_variance(x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndar
         h = np.clip(1 + fit["slope"] / 2, 0.5, 0.99)[:, None]
         bias = (blocks - blocks ** (2 * h - 1)) / (blocks - 1)
         fit = _loglog(scales, np.where(np.isfinite(h), v / bias, v))
+    # the bend: local H over the upper half of the scales against the lower half (raw
+    # variances, so the correction above cannot straighten it)
+    half = scales.size // 2
+    if half >= 3:
+        lo, hi = _loglog(scales[:half], v[:, :half]), _loglog(scales[half:], v[:, half:])
+        fit["bend"] = (lo["slope"] - hi["slope"]) / 2
+        fit["bend_scale"] = np.full(x.shape[0], scales[half])
     return 1 + fit["slope"] / 2, fit
 
 
@@ -909,6 +935,27 @@ _HURST = {"aggregated_variance": _h_aggregated_variance, "rs": _h_rescaled_range
           "dfa": _h_dfa}
 
 
+#: :func:`hurst` flags short-range dependence when the aggregated-variance curve's local H
+#: over its upper half of scales is this much below that over its lower half.
+HURST_BEND = 0.15
+
+
+def _hurst_notes(method: str, h: np.ndarray, fit: dict[str, np.ndarray], w: float
+                 ) -> pl.Series:
+    """Per group, why an estimate is not to be read as long memory (None: no reason)."""
+    out: list[str | None] = [None] * h.size
+    if method == "dfa":
+        for i in np.flatnonzero(h > 1):  # the few flagged groups, not every row
+            out[i] = ("dfa above 1: the counts are not stationary (trend, cycle or level "
+                      "shifts); not a Hurst exponent")
+    if method == "aggregated_variance" and "bend" in fit:
+        for i in np.flatnonzero(np.isfinite(h) & (fit["bend"] > HURST_BEND)):
+            out[i] = (f"the variance-time curve bends back toward slope -1 above "
+                      f"{fit['bend_scale'][i] * w:g} s (local H falls by "
+                      f"{fit['bend'][i]:.2f}): short-range dependence, not long memory")
+    return pl.Series("note", out, dtype=pl.String)
+
+
 def _hurst(ev: _Prepared, base_window_s: float | None) -> pl.DataFrame:
     if base_window_s is None:
         w = _default_window(ev)
@@ -929,7 +976,8 @@ def _hurst(ev: _Prepared, base_window_s: float | None) -> pl.DataFrame:
                 "method": [method] * rows, "h": h,
                 "min_scale_s": fit["min_scale"] * w, "max_scale_s": fit["max_scale"] * w,
                 "n_scales": fit["n_scales"], "r2": fit["r2"],
-                "window_s": np.full(rows, w), "n_windows": np.full(rows, k_hi - k_lo)}))
+                "window_s": np.full(rows, w), "n_windows": np.full(rows, k_hi - k_lo),
+                "note": _hurst_notes(method, h, fit, w)}))
     out = pl.concat(parts)
     out = out.with_columns(
         pl.when(pl.col("h").is_null()).then(None).otherwise(pl.col(c)).alias(c)
@@ -973,8 +1021,17 @@ def hurst(events: Events, by: By = None, base_window_s: float | None = None) -> 
     scales or fewer than :data:`MIN_HURST_EVENTS` events in the series (a handful of events
     in thousands of windows gives ≈ 0.5 whatever their structure).
 
+    ``note`` says when an estimate is not to be read as long memory: DFA above 1 (non-
+    stationary counts), and short-range dependence, when the aggregated variance curve
+    bends back toward slope −1: the local H (slope of the raw variance-time curve) over the
+    upper half of the scales is more than :data:`HURST_BEND` below that over the lower half.
+    A two-state Markov-modulated Poisson process (20/s and 2/s, 60 s sojourns; H = 0.5
+    asymptotically) over 4 h reads H ≈ 0.95 and falls by about 0.22; fGn-driven counts
+    (H = 0.8) and Poisson fall by under 0.07. The bend shows only when the trace spans many
+    times the correlation time (over 1 h that MMPP is not flagged).
+
     Returns ``[by..., method, h, min_scale_s, max_scale_s, n_scales, r2, window_s,
-    n_windows]``, three rows per group.
+    n_windows, note]``, three rows per group.
     """
     return _hurst(_prepare(events, by), base_window_s)
 
@@ -984,7 +1041,13 @@ def hurst(events: Events, by: By = None, base_window_s: float | None = None) -> 
 
 
 def _fit_gaps(ev: _Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(gid, gap) of the gaps between distinct timestamps, dequantized when r > 0."""
+    """(gid, gap) of the gaps :func:`fit_interarrivals` describes, in time order per group.
+
+    Continuous timestamps: the positive gaps (exact ties left out). On a grid of r > 0: every
+    arrival moves by an independent uniform offset in (−r/2, r/2) (seeded) and the group is
+    re-sorted, so tied arrivals are spread within their tick as the model's fitting does
+    (:func:`servetrace.synth.model.fit_arrivals`) and every gap, ties included, is kept.
+    """
     ggid, gap = _gaps(ev)
     r = ev.resolution_s
     if r <= 0:
@@ -995,23 +1058,23 @@ def _fit_gaps(ev: _Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
             kept = gap[positive]
             return ev.gid[: kept.size], kept
         return ggid[positive], gap[positive]
-    # dequantize: each distinct timestamp moves uniformly within its tick, ±r/2 (seeded);
-    # gaps between ticks stay positive since ticks are at least r apart
-    same = ev.gid[1:] == ev.gid[:-1]
-    distinct = np.concatenate([[True], ~same | (np.diff(ev.times) > 0)])
-    tt = ev.times[distinct]
-    tg = ev.gid[distinct]
-    tt = tt + np.random.default_rng(seed).uniform(-r / 2, r / 2, tt.size)
+    tt = ev.times + np.random.default_rng(seed).uniform(-r / 2, r / 2, ev.times.size)
+    if ev.n_groups == 1:
+        tt.sort()
+        return ev.gid[1:], np.diff(tt)
+    order = np.lexsort((tt, ev.gid))
+    tt, tg = tt[order], ev.gid[order]
     keep = tg[1:] == tg[:-1]
     return tg[1:][keep], np.diff(tt)[keep]
 
 
 def interarrival_gaps(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
-    """The inter-arrival times that :func:`fit_interarrivals` fits, one row per gap.
+    """The inter-arrival times that :func:`fit_interarrivals` describes, one row per gap.
 
-    Gaps between consecutive distinct timestamps of a group (ties left out), dequantized with
-    ``seed`` when the timestamps lie on a grid (see :func:`fit_interarrivals`): the values to
-    compare with a fitted CDF. Returns ``[by..., gap_s]`` in time order within each group.
+    Continuous timestamps: the gaps between consecutive distinct timestamps of a group (exact
+    ties left out). On a grid of r > 0: every arrival is spread uniformly within its tick
+    (±r/2, with ``seed``) and all gaps are kept, ties included, the values to compare with a
+    fitted CDF at scales above r. Returns ``[by..., gap_s]`` in time order within each group.
     Raises ``ValueError`` for counts input.
     """
     ev = _prepare(events, by)
@@ -1026,14 +1089,21 @@ def _fit(ev: _Prepared, families: Sequence[str], seed: int, max_samples: int,
     n_ties = (np.array([np.count_nonzero(gap == 0)]) if ev.n_groups == 1
               else np.bincount(ggid[gap == 0], minlength=ev.n_groups))
     r = ev.resolution_s
-    ggid, gap = _fit_gaps(ev, seed)
+    if r <= 0:
+        ggid, gap = _fit_gaps(ev, seed)
+    else:  # gaps in whole ticks, ties included: the grouped-data likelihood
+        gap = np.rint(gap / r).astype(np.int64)
     bounds = np.searchsorted(ggid, np.arange(ev.n_groups + 1))
     parts = []
     for g in range(ev.n_groups):  # one fit per group (each vectorized over its gaps)
         a, b = bounds[g], bounds[g + 1]
         if b - a < min_gaps:
             continue
-        fit = fitting.fit_distributions(gap[a:b], families, max_samples=max_samples, seed=seed)
+        if r > 0:
+            fit = fitting.fit_rounded(gap[a:b], r, families, seed=seed)
+        else:
+            fit = fitting.fit_distributions(gap[a:b], families, max_samples=max_samples,
+                                            seed=seed)
         if fit.height == 0:
             continue
         fit = fit.with_columns(pl.lit(r).alias("resolution_s"),
@@ -1052,15 +1122,17 @@ def fit_interarrivals(events: Events, by: By = None,
                       max_samples: int = 200_000, min_gaps: int = 10) -> pl.DataFrame:
     """Maximum-likelihood fits of the inter-arrival times, ranked by AIC and BIC, with KS.
 
-    Uses :func:`analysis.fitting.fit_distributions` (AIC, Akaike 1974; BIC, Schwarz 1978;
-    KS distance) on each group's gaps between consecutive *distinct* timestamps: ties (zero
-    gaps) are not fitted, their number is in ``n_ties``. When the timestamps lie on a grid
-    (:func:`resolution` r > 0), every distinct timestamp is first moved by an independent
-    uniform offset in (−r/2, r/2) drawn with ``seed`` (dequantization, or jittering): a
-    continuous density fitted to gaps that are exact multiples of r would otherwise reward
-    spikes at the lattice (and Mooncake's constant 3 s tick gaps have no finite MLE for
-    gamma or Weibull). The fitted process is then the batch process at the data's resolution.
-    Groups with fewer than ``min_gaps`` gaps are left out.
+    Continuous timestamps: :func:`analysis.fitting.fit_distributions` (AIC, Akaike 1974; BIC,
+    Schwarz 1978; KS distance) on each group's positive gaps (exact ties, zero gaps, are not
+    fitted; their number is in ``n_ties``). Timestamps on a grid (:func:`resolution`
+    r > 0): :func:`analysis.fitting.fit_rounded` on *every* gap in whole ticks, ties
+    included, by the grouped-data likelihood of a continuous gap read through rounded
+    timestamps (Heitjan 1989): ties below the resolution are neither dropped (which biases
+    the CV down and the family towards Weibull; a gamma renewal process of CV 2 at 1 ms has
+    20 % ties) nor invented. ``loglik`` is then that of the tick counts, ``ks`` the discrete
+    KS distance, and ``n`` counts the ties; ``seed`` only drives the search's starting point.
+    The fitted process is the request process at the data's resolution, whose CV is
+    :func:`interarrival_stats`' ``cv``. Groups with fewer than ``min_gaps`` gaps are left out.
 
     Returns ``[by..., family, params, n, n_dropped, n_params, loglik, aic, bic, ks, rank_aic,
     rank_bic, resolution_s, n_ties]``, per group sorted by ``rank_aic``. Raises
@@ -1220,7 +1292,9 @@ def _bursts(ev: _Prepared, window_s: float, k: float, baseline_s: float,
         size = min(size + (size % 2 == 0), n if n % 2 else n - 1 or 1)
         for g0, g1 in _group_chunks(ev.n_groups, n):
             x = _dense(ev, w, k_lo, k_hi, g0, g1)
-            base = _rolling_median(x, size)
+            # floor: the group's mean count per window over the span, so that silence (a
+            # rolling median of 0) does not make every event a burst of infinite height
+            base = np.maximum(_rolling_median(x, size), x.mean(1, keepdims=True))
             hot = (x > k * base) & (x >= min_count)
             pad = np.zeros((x.shape[0], n + 2), dtype=np.int8)
             pad[:, 1:-1] = hot
@@ -1237,8 +1311,7 @@ def _bursts(ev: _Prepared, window_s: float, k: float, baseline_s: float,
             peak = np.maximum.reduceat(xp, idx)[0::2]
             total = np.add.reduceat(xp, idx)[0::2]
             base_mean = np.add.reduceat(bp, idx)[0::2] / (e - s)
-            with np.errstate(divide="ignore"):
-                height = np.where(base_mean > 0, peak / np.maximum(base_mean, 1e-300), np.inf)
+            height = peak / base_mean  # base ≥ the mean > 0 wherever a window is hot
             parts.append(_frame(ev, g0 + gs, {
                 "start_s": ev.origin_s + (k_lo + s) * w, "end_s": ev.origin_s + (k_lo + e) * w,
                 "length_s": (e - s) * w, "peak_rate_per_s": peak / w,
@@ -1257,10 +1330,13 @@ def bursts(events: Events, window_s: float = 60.0, k: float = 2.0, baseline_s: f
     a baseline B_i, the centred rolling median of the counts over ``baseline_s`` (an odd
     number of windows, mirrored at the ends of the span). The median, unlike the mean, is
     not raised by the burst it is measuring as long as the burst lasts less than half of
-    ``baseline_s`` (the idea of Hampel's robust filter). A window is hot when
+    ``baseline_s`` (the idea of Hampel's robust filter), floored at the group's mean count
+    per window over the span, N̄: B_i = max(median_i, N̄). A window is hot when
     N_i > k·B_i and N_i ≥ ``min_count``; a burst is a maximal run of hot windows.
 
-    A burst out of idleness (baseline 0) has ``height`` = inf. With few events per window
+    The floor keeps a trace with long silences (a rolling median of 0) from reporting every
+    active window as a burst of infinite height: a burst out of idleness is measured against
+    the trace's mean rate, so ``height`` is always finite. With few events per window
     Poisson noise alone makes hot windows (P(N > k·λ) for a Poisson λ): choose ``window_s``
     so that windows hold tens of events, or raise ``min_count``. Burstiness of LLM serving
     traffic in these terms is discussed by Wang et al. (2024, BurstGPT).
@@ -1282,7 +1358,7 @@ def bursts(events: Events, window_s: float = 60.0, k: float = 2.0, baseline_s: f
 SUMMARY_COLUMNS = (
     "n", "duration_s", "rate_per_s", "cv", "resolution_s", "idc_1s", "idc_60s", "idc_3600s",
     "peak_to_mean_60s", "hurst_av", "hurst_rs", "hurst_dfa", "best_fit", "dominant_period_s",
-    "n_bursts", "tie_fraction", "dominant_period_strength")
+    "n_bursts", "tie_fraction", "dominant_period_strength", "notes")
 
 
 def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
@@ -1290,15 +1366,16 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
 
     Columns: ``[by..., n, duration_s, rate_per_s, cv, resolution_s, idc_1s, idc_60s,
     idc_3600s, peak_to_mean_60s, hurst_av, hurst_rs, hurst_dfa, best_fit, dominant_period_s,
-    n_bursts, tie_fraction, dominant_period_strength]`` (:data:`SUMMARY_COLUMNS`). ``seed``
-    drives the dequantization of gridded timestamps in the fits.
+    n_bursts, tie_fraction, dominant_period_strength, notes]`` (:data:`SUMMARY_COLUMNS`).
+    ``seed`` is the fits' starting point on gridded timestamps.
 
     * n, duration_s, rate_per_s, cv, tie_fraction: :func:`interarrival_stats` (cv at the
       data's resolution). For counts input: n = Σ counts, duration_s = the span,
       rate_per_s = n / duration_s, cv, tie_fraction and best_fit are null;
     * idc_1s, idc_60s, idc_3600s, peak_to_mean_60s: :func:`dispersion_curve` at 1 s, 60 s and
-      3600 s, each snapped up to a multiple of the resolution (Mooncake: idc_1s is at 3 s;
-      per-minute counts: at 60 s); null with fewer than :data:`MIN_WINDOWS` complete windows;
+      3600 s, each snapped up to a multiple of the resolution; null with fewer than
+      :data:`MIN_WINDOWS` complete windows, and null (with a note) for a window below the
+      resolution (Mooncake's 3 s ticks: idc_1s; per-minute counts: idc_1s);
     * hurst_av, hurst_rs, hurst_dfa: :func:`hurst` with its default base window;
     * best_fit: the family ranked first by AIC in :func:`fit_interarrivals` (fitted on at
       most 50,000 gaps per group, for speed);
@@ -1307,7 +1384,10 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
       the period) at least :data:`DOMINANT_STRENGTH`, else null. Fisher's test alone rejects
       white noise for any non-stationary series (a single burst gives p ≈ 0 at a low
       frequency); the autocorrelation asks that the series actually repeat;
-    * n_bursts: :func:`bursts` with its defaults (60 s windows, k = 2, 1 h baseline).
+    * n_bursts: :func:`bursts` with its defaults (60 s windows, k = 2, 1 h baseline);
+    * notes: why figures are null where the data cannot resolve them (cv and best_fit when
+      the mean gap is under :data:`MIN_GAP_RESOLUTIONS` × the resolution; a window below the
+      resolution; counts input), "; "-separated; null when nothing is left out.
     """
     ev = _prepare(events, by)
     g = ev.n_groups
@@ -1321,7 +1401,9 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
                              "rate_per_s": n / span, "cv": np.full(g, np.nan),
                              "resolution_s": np.full(g, ev.resolution_s),
                              "tie_fraction": np.full(g, np.nan)}).fill_nan(None)
-    d1, d60, d3600 = (_dispersion(ev, _snap(w, ev.unit_s), MIN_WINDOWS)
+    below = {w: w < ev.unit_s * (1 - 1e-9) for w in (1.0, 60.0, 3600.0)}
+    d1, d60, d3600 = ({k: np.where(below[w], np.nan, v) for k, v in
+                       _dispersion(ev, _snap(w, ev.unit_s), MIN_WINDOWS).items()}
                       for w in (1.0, 60.0, 3600.0))
     cols: dict[str, object] = {"idc_1s": d1["idc"], "idc_60s": d60["idc"],
                                "idc_3600s": d3600["idc"],
@@ -1332,7 +1414,10 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
         cols[name] = _per_group(ev, hu.filter(pl.col("method") == method), "h")
     if ev.kind == "arrivals":
         fits = _fit(ev, fitting.DEFAULT_FAMILIES, seed, 50_000, 10)
-        cols["best_fit"] = _per_group(ev, fits.filter(pl.col("rank_aic") == 1), "family")
+        best = _per_group(ev, fits.filter(pl.col("rank_aic") == 1), "family")
+        unresolved = ia["cv"].is_null() & ia["cv_request"].is_not_null()
+        cols["best_fit"] = pl.select(pl.when(unresolved).then(None).otherwise(best))
+        cols["best_fit"] = cols["best_fit"].to_series().alias("best_fit")
     else:
         cols["best_fit"] = pl.Series([None] * g, dtype=pl.String)
     per = _periodicity(ev, None, 1).filter(
@@ -1344,11 +1429,41 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
     nb = _per_group(ev, bu.group_by(list(ev.by)).agg(pl.len().alias("n")) if ev.by
                     else pl.DataFrame({"n": [bu.height]}), "n")
     cols["n_bursts"] = nb.fill_null(0).cast(pl.Int64)
+    notes = _summary_notes(ev, ia if ev.kind == "arrivals" else None, below)
+    hurst_notes = [_per_group(ev, hu.filter(pl.col("method") == m), "note").alias(m)
+                   for m in ("aggregated_variance", "dfa")]
+    cols["notes"] = pl.DataFrame([notes, *hurst_notes]).select(pl.concat_str(
+        pl.all(), separator="; ", ignore_nulls=True).replace("", None))["notes"]
     extra = pl.DataFrame(cols)
     extra = extra.with_columns(pl.col(c).fill_nan(None) for c, d in extra.schema.items()
                                if d.is_float())
     body = pl.concat([base, extra], how="horizontal").select(SUMMARY_COLUMNS)
     return pl.concat([ev.keys, body], how="horizontal") if ev.by else body
+
+
+def _summary_notes(ev: _Prepared, ia: pl.DataFrame | None, below: dict[float, bool]
+                   ) -> pl.Series:
+    """Why :func:`summary` leaves a figure null where the data cannot resolve it, per group
+    (null when nothing is left out): "; "-separated, naming the columns."""
+    r = ev.resolution_s
+    parts: list[pl.Expr] = []
+    if ia is None:
+        parts.append(pl.lit("cv, tie_fraction, best_fit: window counts have no arrival times"))
+        frame = pl.DataFrame({"_": np.zeros(ev.n_groups)})
+    else:
+        frame = ia.select(pl.col("cv").is_null() & pl.col("cv_request").is_not_null(),
+                          (pl.col("duration_s") / (pl.col("n") - 1)).alias("gap"))
+        parts.append(pl.when(pl.col("cv")).then(pl.format(
+            f"cv, best_fit: the mean gap ({{}} s) is under {MIN_GAP_RESOLUTIONS} × the "
+            f"resolution ({r:g} s), which hides the gaps", pl.col("gap").round_sig_figs(3))))
+    late = [w for w, b in below.items() if b]
+    if late:
+        names = ", ".join(["idc_1s", "idc_60s, peak_to_mean_60s", "idc_3600s"][i]
+                          for i, w in enumerate(below) if below[w])
+        parts.append(pl.lit(f"{names}: window below the resolution ({r:g} s)"))
+    notes = frame.with_columns(pl.concat_str(parts, separator="; ", ignore_nulls=True)
+                               .alias("notes"))["notes"]
+    return notes.replace("", None)
 
 
 def _per_group(ev: _Prepared, frame: pl.DataFrame, column: str) -> pl.Series:

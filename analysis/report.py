@@ -73,12 +73,23 @@ def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
     found = burstiness.bursts(events, window_s=window)
     charts.append(plots.rate(counts, window, bursts=found))
     is_events = "arrival_s" in events.columns
+    if "notes" in summary.columns:
+        notes.extend(n for n in summary["notes"].drop_nulls().unique(maintain_order=True)
+                     .head(5))
     if is_events:
-        tables.append(("Inter-arrival times", burstiness.interarrival_stats(events, by=by)))
-        fits = _attempt(notes, "inter-arrival fits", lambda: burstiness.fit_interarrivals(events))
+        stats = burstiness.interarrival_stats(events, by=by)
+        tables.append(("Inter-arrival times", stats))
+        whole = burstiness.interarrival_stats(events) if by else stats
+        if whole["cv"].is_null().all():
+            notes.append("inter-arrival fits: not shown, the timestamps' resolution "
+                         f"({whole['resolution_s'][0]:g} s) is too coarse for the gaps")
+            fits = None
+        else:
+            fits = _attempt(notes, "inter-arrival fits",
+                            lambda: burstiness.fit_interarrivals(events))
         if isinstance(fits, pl.DataFrame) and fits.height:
             tables.append(("Inter-arrival fits (maximum likelihood, ranked by AIC)", fits))
-            gaps = events["arrival_s"].sort().diff().drop_nulls()
+            gaps = burstiness.interarrival_gaps(events)["gap_s"]
             charts.append(plots.fitted_cdf(gaps, fits, "Inter-arrival times: data and fits"))
     tables.append(("Hurst exponent", burstiness.hurst(events, by=by)))
     periods = _attempt(notes, "periodicity", lambda: burstiness.periodicity(events, by=by))

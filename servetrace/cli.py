@@ -544,6 +544,10 @@ def compare_cmd(
         help="synthetic trace(s): store ids or .parquet files; several (e.g. one per seed) "
              "give mean errors and their spread")],
     seed: Annotated[int, typer.Option(help="seed of the baselines")] = 0,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="fit the baselines on this trace (store id or .parquet), e.g. "
+        "the past the model was fitted on, and score every candidate on REAL: a held-out "
+        "comparison (default: the baselines are built from REAL itself)")] = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines."""
@@ -552,8 +556,9 @@ def compare_cmd(
     try:
         s = Store(store)
         runs = [_trace_or_file(x, s) for x in synthetic]
+        ref = None if reference is None else _trace_or_file(reference, s)
         table = fidelity(_trace_or_file(real, s), runs if len(runs) > 1 else runs[0],
-                         seed=seed)
+                         seed=seed, reference=ref)
         _emit(real, {"fidelity (errors; lower is better)": table}, fmt)
     except _ERRORS as exc:
         _fail(exc)

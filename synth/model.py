@@ -133,12 +133,17 @@ class Table:
     """A quantile function as a table: ``values[j]`` at probability ``j / (len - 1)``.
 
     With ``log`` the interpolation is linear in ln(value) (positive heavy-tailed quantities:
-    think times); with ``integer`` samples are rounded to whole numbers.
+    think times); with ``integer`` samples are rounded to whole numbers. With ``cdf`` (same
+    length as ``values``, ascending to 1) the table is a discrete distribution instead: the
+    sorted support ``values`` with P(X ≤ values[j]) = cdf[j], sampled exactly by the inverse
+    CDF, Q(u) = the smallest value whose CDF is ≥ u (nothing outside the support, every
+    value at its own probability).
     """
 
     values: tuple[float, ...]
     log: bool = False
     integer: bool = False
+    cdf: tuple[float, ...] = ()
 
     @functools.cached_property
     def _knots(self) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +164,18 @@ class Table:
             self._ppf_into(flat_u[lo:lo + CHUNK], flat_out[lo:lo + CHUNK])
         return out
 
+    @functools.cached_property
+    def _discrete(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(self.values, dtype=np.float64),
+                np.asarray(self.cdf, dtype=np.float64))
+
     def _ppf_into(self, u: np.ndarray, out: np.ndarray) -> None:
+        if self.cdf:
+            v, c = self._discrete
+            i = np.searchsorted(c, u, side="left")
+            np.minimum(i, len(v) - 1, out=i)
+            np.take(v, i, out=out)
+            return
         base, step = self._knots
         np.multiply(u, len(base) - 1, out=out)
         i = out.astype(np.intp)  # u ∈ [0, 1] → i ∈ [0, len − 1]: no clipping needed
@@ -172,8 +188,11 @@ class Table:
             np.rint(out, out=out)
 
     def mean(self) -> float:
-        """Mean of the interpolated quantile function (trapezoid rule over probability)."""
+        """Mean of the interpolated quantile function (trapezoid rule over probability);
+        Σ v·p of a discrete table."""
         v = np.asarray(self.values, dtype=np.float64)
+        if self.cdf:
+            return float((v * np.diff(np.asarray(self.cdf), prepend=0.0)).sum())
         if len(v) == 1:
             return float(v[0])
         if self.log:
@@ -655,7 +674,8 @@ def _detect_tick(t: np.ndarray) -> float:
     """The grid the timestamps sit on (s), or 0 when they are continuous.
 
     The candidate grids are the smallest gap between distinct timestamps divided by 1 … 10
-    (a trace with gaps of 2 s and 9 s sits on a 1 s grid); the first that is ≥ 1 ms and of
+    (a trace with gaps of 2 s and 9 s sits on a 1 s grid); the first that is ≥ 1 ms (within
+    2 %: float differences of millisecond stamps read 0.000999999999976) and of
     which every such gap is a whole multiple, within 2 % of the grid, is taken (Mooncake: 3 s
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
@@ -667,7 +687,7 @@ def _detect_tick(t: np.ndarray) -> float:
     q0 = float(np.median(d[d < 1.5 * d.min()]))
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
-        if q < 1e-3:
+        if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
         m = np.maximum(np.rint(d / q), 1.0)
         q = float(d.sum() / m.sum())
@@ -1581,20 +1601,21 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
 # ----------------------------------------------------------------------------- ServeGen
 
 
-SERVEGEN_TABLE_SIZE = 256
-"""Quantiles kept per ServeGen PMF (one per client, window and field: many tables)."""
-
-
-def _pmf_table(values: np.ndarray, probs: np.ndarray, size: int = SERVEGEN_TABLE_SIZE) -> Table:
-    """Quantile table of a discrete PMF: at probability p, the smallest value whose CDF ≥ p."""
-    order = np.argsort(values)
-    v, p = values[order], np.clip(probs[order], 0.0, None)
-    if len(v) == 0 or p.sum() <= 0:
+def _pmf_table(values: np.ndarray, probs: np.ndarray) -> Table:
+    """The discrete :class:`Table` of a PMF: its support (values of positive probability,
+    ascending, duplicates added up) and cumulative probabilities normalized to end at 1,
+    sampled exactly by the inverse CDF (Devroye 1986, *Non-Uniform Random Variate
+    Generation*, §III.2)."""
+    v = np.asarray(values, dtype=np.float64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None)
+    keep = p > 0
+    if not keep.any():
         return Table((0.0, 0.0), integer=True)
+    v, inverse = np.unique(v[keep], return_inverse=True)
+    p = np.bincount(inverse, weights=p[keep])
     cdf = np.cumsum(p) / p.sum()
-    grid = np.linspace(0.0, 1.0, size)
-    idx = np.minimum(np.searchsorted(cdf, grid - 1e-12), len(v) - 1)
-    return Table(tuple(float(x) for x in v[idx]), integer=True)
+    cdf[-1] = 1.0
+    return Table(tuple(float(x) for x in v), integer=True, cdf=tuple(float(c) for c in cdf))
 
 
 def _servegen_lengths(pmfs: pl.DataFrame) -> Lengths:
@@ -1612,23 +1633,57 @@ def _servegen_lengths(pmfs: pl.DataFrame) -> Lengths:
     return Lengths(inp, out, 0.0, 0.0)
 
 
+def _shape_for_cv(families: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    """The shape giving coefficient of variation ``cv`` for each window's family (NaN where
+    ``cv`` is missing or not positive, or the family is not Gamma/Weibull): gamma 1/cv²;
+    Weibull k solving Γ(1 + 2/k)/Γ(1 + 1/k)² − 1 = cv² by bisection on ln k in
+    [ln 0.02, ln 100] (the CV falls as k grows), vectorized over windows."""
+    cv = np.asarray(cv, dtype=np.float64)
+    ok = np.isfinite(cv) & (cv > 0)
+    out = np.full(cv.shape, np.nan)
+    gam = ok & (families == "Gamma")
+    out[gam] = 1.0 / cv[gam] ** 2
+    wei = ok & (families == "Weibull")
+    target = cv[wei] ** 2
+    lo, hi = np.full(target.shape, math.log(0.02)), np.full(target.shape, math.log(100.0))
+    for _ in range(60):  # 60 halvings of a bracket of width ln 5000: far below float noise
+        mid = (lo + hi) / 2
+        k = np.exp(mid)
+        cv2 = np.expm1(special.gammaln(1 + 2 / k) - 2 * special.gammaln(1 + 1 / k))
+        high = cv2 > target  # CV too high: the shape must grow
+        lo, hi = np.where(high, mid, lo), np.where(high, hi, mid)
+    out[wei] = np.exp((lo + hi) / 2)
+    return out
+
+
 def from_servegen(client_windows: pl.DataFrame | pl.LazyFrame,
                   length_pmfs: pl.DataFrame | pl.LazyFrame | None = None, *,
                   clients: Sequence[str] | None = None,
-                  source: str | None = None) -> WorkloadModel:
+                  source: str | None = None, iat: str = "fitted") -> WorkloadModel:
     """A :class:`WorkloadModel` of a ServeGen client pool, built directly from its tables.
 
     Per client (one group, ``tenant`` = client): :class:`Piecewise` arrivals — the window's
     ``rate``, its ``iat_family`` (Gamma/Weibull, Poisson where null) and ``shape``, windows of
-    ``window_s`` repeating past the last — and per PMF window (6 h) input/output quantile
-    tables from ``length_pmfs`` (``input_tokens``, else ``text_tokens``; ``output_tokens``).
+    ``window_s`` repeating past the last — and per PMF window (6 h) input/output lengths
+    from ``length_pmfs`` (``input_tokens``, else ``text_tokens``; ``output_tokens``), sampled
+    exactly from each PMF (discrete :class:`Table`: inverse CDF over its support).
     ServeGen publishes input and output PMFs separately, with no joint distribution, so the
     copula correlation is 0 here (the only case where they are drawn independently); a
     window whose PMF is empty uses the client's PMF pooled over its windows. ``clients``
     keeps only those; ``source`` names the pool (default: the ``trace`` column, else
     ``servegen``).
+
+    ``iat`` chooses what sets a window's inter-arrival shape, since ServeGen's tables carry
+    two figures that disagree (on m-small a Weibull window's fitted shape has a CV of a
+    median 0.81 times its published ``cv``): ``"fitted"`` (default, ServeGen's own
+    generator) samples the fitted ``shape``; ``"cv"`` keeps the family and solves for the
+    shape whose CV is the window's ``cv`` column (gamma: shape = 1/cv²; Weibull:
+    Γ(1 + 2/k)/Γ(1 + 1/k)² − 1 = cv²), falling back to the fitted shape where ``cv`` is
+    missing.
     Xiang et al., "ServeGen", NSDI 2026.
     """
+    if iat not in ("fitted", "cv"):
+        raise ValueError(f"from_servegen: iat must be 'fitted' or 'cv', not {iat!r}")
     cw = client_windows.collect() if isinstance(client_windows, pl.LazyFrame) else client_windows
     need = ("client", "window_start_s", "window_s", "rate")
     for c in need:
@@ -1641,10 +1696,15 @@ def from_servegen(client_windows: pl.DataFrame | pl.LazyFrame,
         cw = cw.filter(pl.col("client").is_in(list(clients)))
         if cw.height == 0:
             raise ValueError(f"from_servegen: none of the clients {list(clients)[:5]} found")
-    for c in ("iat_family", "shape"):
+    for c in ("iat_family", "shape", "cv"):
         if c not in cw.columns:
-            cw = cw.with_columns(pl.lit(None, pl.Float64 if c == "shape" else pl.String)
+            cw = cw.with_columns(pl.lit(None, pl.String if c == "iat_family" else pl.Float64)
                                  .alias(c))
+    if iat == "cv":
+        shape = _shape_for_cv(cw["iat_family"].fill_null("").to_numpy(),
+                              cw["cv"].cast(pl.Float64).fill_null(np.nan).to_numpy())
+        cw = cw.with_columns(pl.Series("shape", shape).fill_nan(None)
+                             .fill_null(cw["shape"].cast(pl.Float64)))
     trace = source or (cw["trace"][0] if "trace" in cw.columns else "servegen")
     cw = cw.sort("client", "window_start_s")
     t0 = float(cw["window_start_s"].min())

@@ -288,3 +288,37 @@ def test_replay_against_the_local_server(env, mirror, tmp_path):
     res = runner.invoke(app, ["sql", f"select count(*) as n from requests where trace = "
                               f"'{doc['trace']}'", "--format", "csv"])
     assert res.stdout == "n\n30\n"
+
+
+def test_compare_with_a_reference_is_the_python_holdout(mirror, tmp_path):
+    # issue 17, item 8: `compare` built its baselines from the trace it scored against, so a
+    # held-out comparison through the CLI told the baselines the future
+    from servetrace.loaders import azure_llm_2023
+    from servetrace.synth import fidelity as fid
+    from servetrace.synth.model import fit
+
+    conv = azure_llm_2023.load([mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"],
+                               "azure_llm_2023/conv").tables["requests"]
+    first, second = fid.split_half(conv)
+    model = fid._advance(fit(first, by="tenant", seed=0), fid._span(conv) / 2)
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("first", "second", "synth")}
+    first.write_parquet(paths["first"])
+    second.write_parquet(paths["second"])
+    model.sample(fid._span(second), seed=0).write_parquet(paths["synth"])
+    key = "fidelity (errors; lower is better)"
+
+    def compare(*extra: str) -> dict:
+        res = runner.invoke(app, ["compare", str(paths["second"]), str(paths["synth"]),
+                                  *extra, "--format", "json"])
+        assert res.exit_code == 0, res.output
+        return {r["metric"]: r for r in json.loads(res.stdout)[key]}
+
+    held = compare("--reference", str(paths["first"]))
+    expect = {r["metric"]: r for r in fid.holdout(conv, seed=0).to_dicts()}
+    assert held.keys() == expect.keys()
+    for metric, row in expect.items():
+        for column in ("model", "poisson", "gamma"):
+            assert held[metric][column] == pytest.approx(row[column], nan_ok=True), metric
+    told = compare()                            # baselines fitted on the test half itself
+    assert any(told[m]["gamma"] != held[m]["gamma"] for m in held)
+    assert told["iat_cv"]["model"] == held["iat_cv"]["model"]   # the model's errors agree

@@ -366,3 +366,71 @@ def test_fidelity_holds_on_held_out_time(traces, name):
     e = _fidelity(traces[name], held_out=True)
     for metric in ("idc", "hurst", "ks"):
         assert e["model"][metric] < min(e["poisson"][metric], e["gamma"][metric]), (metric, e)
+
+
+def test_a_millisecond_grid_read_through_float_differences_is_found() -> None:
+    # issue 17, item 9: stamps in whole ms from a non-zero origin differ by
+    # 0.000999999999976 s; the grid test had no tolerance at 1 ms, so it found no grid
+    from servetrace.synth.model import _detect_tick
+
+    rng = np.random.default_rng(9)
+    t = np.round(1000 + np.cumsum(rng.exponential(0.02, 5000)), 3)
+    t = t - t[0]
+    assert np.diff(np.unique(t)).min() < 1e-3
+    assert _detect_tick(t) == _detect_tick(t[:2500]) == 0.001
+
+
+def test_servegen_pmfs_are_sampled_exactly(shared):
+    # issue 17, item 7: 256-point interpolated quantile tables drew values outside the PMF's
+    # support and inflated rare extremes (a window whose largest value, 8,193 tokens, has
+    # probability 3e-6 sampled a mean 8x its PMF's). Inverse-CDF sampling over the support:
+    # Q(u) = v_j exactly for u in (F(v_(j-1)), F(v_j)], so every draw is in the support and
+    # each value comes with its own probability.
+    loaded = servegen.load([shared / "servegen" / "language" / "m-small"], "m-small")
+    model = from_servegen(loaded.tables["client_windows"], loaded.tables["length_pmfs"])
+    tables = [t for g in model.groups for lw in g.lengths_by_window
+              for t in (lw.input, lw.output)]
+    assert len(tables) > 4000 and all(t.cdf for t in tables)
+    rng = np.random.default_rng(7)
+    drawn = 0
+    for t in tables:  # one check per client-window table, each vectorized over its support
+        v, c = np.asarray(t.values), np.asarray(t.cdf)
+        p = np.diff(c, prepend=0.0)
+        assert (p > 0).all() and c[-1] == 1.0
+        assert np.array_equal(t.ppf(c), v)                             # right end of each step
+        left = np.nextafter(np.concatenate([[0.0], c[:-1]]), 1.0)
+        assert np.array_equal(t.ppf(left), v)                          # left end
+        mean = float((v * p).sum())
+        assert t.mean() == pytest.approx(mean, rel=1e-12)
+        sd = math.sqrt(float(((v - mean) ** 2 * p).sum()))
+        n = max(10_000, math.ceil((5 * sd / (0.01 * mean)) ** 2))       # 1 % is 5 SE
+        if n <= 40_000:
+            x = t.ppf(rng.random(n))
+            assert x.mean() == pytest.approx(mean, rel=0.01)
+            assert np.isin(x[:1000], v).all()
+            drawn += 1
+    assert drawn > len(tables) // 5
+
+
+def test_servegen_iat_shape_follows_the_fit_or_the_published_cv():
+    # issue 17, item 7: a Weibull window carries a fitted shape and a published cv that
+    # disagree; the choice is explicit. Shape 0.7 has CV √(Γ(1 + 2/0.7)/Γ(1 + 1/0.7)² − 1)
+    k = 0.7
+    fitted_cv = math.sqrt(math.gamma(1 + 2 / k) / math.gamma(1 + 1 / k) ** 2 - 1)
+    n_w = 20
+    cw = pl.DataFrame({"client": ["a"] * n_w, "window_start_s": np.arange(n_w) * 600.0,
+                       "window_s": [600.0] * n_w, "rate": [20.0] * n_w,
+                       "cv": [1.2] * n_w, "iat_family": ["Weibull"] * n_w,
+                       "shape": [k] * n_w})
+
+    def sampled_cv(iat: str) -> float:
+        t = from_servegen(cw, iat=iat).sample(600.0 * n_w, 3)["arrival_s"].to_numpy()
+        gaps = np.diff(t)
+        return float(gaps.std() / gaps.mean())
+
+    assert sampled_cv("fitted") == pytest.approx(fitted_cv, rel=0.03)   # ServeGen's default
+    default = from_servegen(cw).groups[0].arrivals
+    assert default == from_servegen(cw, iat="fitted").groups[0].arrivals
+    assert sampled_cv("cv") == pytest.approx(1.2, rel=0.03)
+    with pytest.raises(ValueError, match="iat must be"):
+        from_servegen(cw, iat="nope")
