@@ -221,6 +221,9 @@ def _files(paths: list[Path], trace: str) -> list[tuple[str, Path]]:
 
 
 # -- reading and checking one file ------------------------------------------------------------
+_EXACT_LIMIT = float(2**53)  # float64 holds every integer below this, and no more
+
+
 def _fails(ids: list[str], numbers: list[str], integers: list[str]) -> pl.Expr:
     """Whether a row has any fault: cheap horizontal reductions over all rows."""
     conds = [pl.col("reason").is_not_null(), *(pl.col(c).is_null() for c in ids)]
@@ -230,6 +233,8 @@ def _fails(ids: list[str], numbers: list[str], integers: list[str]) -> pl.Expr:
                   pl.min_horizontal(numbers) < 0]
     if integers:
         conds.append(pl.any_horizontal([pl.col(c) != pl.col(c).floor() for c in integers]))
+        # counts are read as float64, exact only below 2^53, and their row sum is stored too
+        conds.append(pl.sum_horizontal(pl.col(integers).abs()) >= _EXACT_LIMIT)
     return pl.any_horizontal(conds).fill_null(True)
 
 
@@ -246,8 +251,14 @@ def _reason(ids: list[str], numbers: list[str], integers: list[str],
                  .when(~v.is_finite()).then(pl.format(f"non-finite {what}: {{}}", t))
                  .when(v < 0).then(pl.format(f"negative {what}: {{}}", t)))
         if c in integers:
-            chain = chain.when(v != v.floor()).then(pl.format(f"non-integer {what}: {{}}", t))
+            chain = (chain.when(v != v.floor()).then(pl.format(f"non-integer {what}: {{}}", t))
+                     .when(v >= _EXACT_LIMIT).then(pl.format(
+                         f"{what} too large to store exactly (2^53 or more): {{}}", t)))
         reasons.append(chain)
+    if integers:
+        total = pl.sum_horizontal([parse_number(pl.col(c)) for c in integers])
+        reasons.append(pl.when(total >= _EXACT_LIMIT).then(pl.lit(
+            "counts of the row sum to 2^53 or more: too large to store exactly")))
     return pl.coalesce(reasons).fill_null(pl.lit("invalid row"))
 
 

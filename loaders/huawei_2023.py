@@ -214,6 +214,9 @@ def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float, counts: 
     if counts:
         checks.append(pl.when(pl.col("value") != pl.col("value").floor()).then(
             pl.format("non-integer count {} for {}", cell, where)))
+        # read as float64, which holds every integer below 2^53 and not all above
+        checks.append(pl.when(pl.col("value") >= float(2**53)).then(
+            pl.format("count {} too large to store exactly (2^53 or more) for {}", cell, where)))
     long = long.with_columns(pl.coalesce(checks).alias("cell_reason"))
     cell_bad = (long.filter(pl.col("cell_reason").is_not_null()).sort("line", "ci")
                 .group_by("line", maintain_order=True).agg(pl.col("cell_reason").first()))

@@ -140,7 +140,8 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
     parses it, ``numeric`` columns straight to Float64, and ``raw`` is left null
     (:func:`with_raw` fills it for the rows that end up rejected). Its result is used only if
     it is what the line-based path would give: a numeric field Polars cannot parse, or a text
-    field that is empty or starts or ends with white space, sends the file down that path.
+    field that is empty or starts or ends with white space, sends the file down that path, and
+    so does a ``numeric`` value of 2^53 or more (float64 cannot hold every integer there).
     A numeric column read as Float64 holds exactly what :func:`parse_number` gives for its
     text; a caller that quotes source text in messages takes the text of those rows from
     :func:`csv_rows_at`. Otherwise every line is read as text and split, so each malformed
@@ -170,6 +171,9 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
     return _split(lines, path, columns, categorical)
 
 
+_EXACT_LIMIT = float(2**53)  # float64 holds every integer below this, and no more
+
+
 def _fast_csv(path: str | Path, columns: list[str], header: bool, numeric: Collection[str],
               categorical: Collection[str]) -> pl.DataFrame | None:
     """Polars' reading of a plain CSV, or None where it may differ from the line-based one."""
@@ -185,6 +189,11 @@ def _fast_csv(path: str | Path, columns: list[str], header: bool, numeric: Colle
         return None
     if fast.width != len(columns):
         return None
+    nums = [c for c in columns if c in numeric]
+    if nums and fast.height and fast.select(
+            pl.max_horizontal(pl.when(pl.col(nums).is_finite()).then(pl.col(nums).abs())
+                              .max()) >= _EXACT_LIMIT).item():
+        return None  # float64 may have rounded an integer there: read the text
     text = [c for c in columns if c not in numeric]
     if text and fast.height:
         # A text field padded with white space (or empty) reads differently on the two paths.
