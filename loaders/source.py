@@ -129,11 +129,12 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
              ) -> pl.DataFrame:
     """Rows of a simple CSV (no quoted separators), numbered by line.
 
-    Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``
-    (empty fields are null): String, except that ``categorical`` columns are Categorical
-    (same values) and, on the fast path only, ``numeric`` columns are already Float64 (see
-    below). ``reason`` is set for a row with the wrong number of fields. With ``header`` the
-    first line is skipped; the caller checks it (:func:`expect_header`).
+    Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``,
+    in that order on either path below (empty fields are null): String, except that
+    ``categorical`` columns are Categorical (same values) and, on the fast path only,
+    ``numeric`` columns are already Float64 (see below). ``reason`` is set for a row with the
+    wrong number of fields. With ``header`` the first line is skipped; the caller checks it
+    (:func:`expect_header`).
 
     Fast path: when the file's comma and line counts prove that every line has exactly
     ``len(columns)`` fields (no blank, short or long lines), Polars' multithreaded CSV reader
@@ -157,18 +158,21 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
         stats = pending.result()
     if (fast is not None and not stats.gzip and stats.size
             and stats.commas == (n - 1) * stats.lines):
-        return fast.with_columns(
+        out = fast.with_columns(
             pl.lit(str(path)).alias("source"),
             pl.int_range(1 + int(header), pl.len() + 1 + int(header),
                          dtype=pl.Int64).alias("line"),
             pl.lit(None, pl.String).alias("raw"),
             pl.lit(None, pl.String).alias("reason"),
         )
-    del fast
-    lines = read_lines(path)
-    if header:
-        lines = lines.slice(1)
-    return _split(lines, path, columns, categorical)
+    else:
+        del fast
+        lines = read_lines(path)
+        if header:
+            lines = lines.slice(1)
+        out = _split(lines, path, columns, categorical)
+    # Both paths give the same columns in the same order, so files read either way concatenate.
+    return out.select("source", "line", "raw", "reason", *columns)
 
 
 _EXACT_LIMIT = float(2**53)  # float64 holds every integer below this, and no more
