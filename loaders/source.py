@@ -1,7 +1,7 @@
 """Reading source files as numbered rows, so every row can be accounted for.
 
-A source file is read as lines (Polars' multithreaded CSV reader with one column), each kept
-with its 1-based line number and its raw text. Splitting into fields is a vectorized string
+A source file is read as lines (decoded once, split by Polars), each kept with its 1-based
+line number and its raw text, byte for byte. Splitting into fields is a vectorized string
 operation, which lets a row with the wrong number of columns or a truncated JSON object be
 rejected with its line instead of aborting the whole file. Gzip is decompressed
 transparently. Blank lines are not rows.
@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 
@@ -34,13 +34,14 @@ class FormatError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-def _bytes(path: Path) -> bytes | Path:
+def _content(path: Path) -> bytes:
+    """The bytes of a file, gunzipped when it starts with the gzip magic."""
     with open(path, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":
         with gzip.open(path, "rb") as fh:
             return fh.read()
-    return path
+    return path.read_bytes()
 
 
 def head(path: str | Path, n: int = 2) -> list[str]:
@@ -60,29 +61,74 @@ def head(path: str | Path, n: int = 2) -> list[str]:
     return out
 
 
+_CHUNK = 1 << 26  # the line reader decodes at most this many bytes at once
+
+
 def read_lines(path: str | Path) -> pl.DataFrame:
-    """All lines of a file as ``line`` (1-based, Int64) and ``raw`` (String), blanks dropped."""
+    """All lines of a file: ``line`` (1-based, Int64), ``raw`` (String) and ``reason``.
+
+    ``raw`` is the line byte for byte, without its ``\\n`` or ``\\r\\n`` (and without a
+    UTF-8 byte order mark at the start of the file); blank lines are dropped. Every byte is
+    data: there is no separator of any kind. A line that is not valid UTF-8 is never
+    silently replaced: its bytes that are not UTF-8 appear in ``raw`` as ``\\xNN`` and
+    ``reason`` says how many there are (null for every valid line), so that the row is
+    rejected. Gzip is decompressed.
+    """
     path = Path(path)
     if not path.exists():
         raise FormatError(path, "no such file")
-    data = _bytes(path)
-    if isinstance(data, bytes):
-        data = io.BytesIO(data)
-    elif path.stat().st_size == 0:
+    data = _content(path)
+    if not data.strip():
         raise FormatError(path, "empty file")
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of line 1
+        data = data[3:]
+    frames = []
+    pos = 0
+    while pos < len(data):  # a loop over 64 MiB chunks cut at line ends, not over rows
+        end = len(data)
+        if pos + _CHUNK < len(data):
+            cut = data.rfind(b"\n", pos, pos + _CHUNK)
+            cut = cut if cut >= 0 else data.find(b"\n", pos + _CHUNK)
+            end = len(data) if cut < 0 else cut + 1
+        frames.append(_decode_lines(data[pos:end]))
+        pos = end
+    del data
+    frame = pl.concat(frames) if len(frames) > 1 else frames[0]
+    bad = pl.col("_bad")
+    reason = (pl.when(bad > 0).then(pl.format(
+        "invalid UTF-8: {} byte{} shown as \\xNN in raw", bad,
+        pl.when(bad == 1).then(pl.lit("")).otherwise(pl.lit("s"))))
+        if frame["_bad"].max() else pl.lit(None, pl.String))  # formatted only where needed
+    frame = frame.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"), "raw",
+                         reason.alias("reason"))
+    return frame.filter(pl.col("raw").str.strip_chars() != "")
+
+
+def _decode_lines(chunk: bytes) -> pl.DataFrame:
+    """Lines of ``chunk`` (whole lines): ``raw`` and ``_bad``, the count of non-UTF-8 bytes.
+
+    Valid UTF-8 (the usual case) is decoded once and split by Polars. Otherwise the chunk is
+    decoded with each invalid byte as ``\\xNN`` (4 bytes for 1, and never a newline), and a
+    line's count of invalid bytes is its growth over its source length divided by 3.
+    """
     try:
-        frame = pl.read_csv(data, has_header=False, separator="\x1f", quote_char=None,
-                            new_columns=["raw"], infer_schema=False, encoding="utf8-lossy",
-                            raise_if_empty=False, truncate_ragged_lines=True)
-    except pl.exceptions.NoDataError as exc:
-        raise FormatError(path, "empty file") from exc
-    if frame.width == 0 or frame.height == 0:
-        raise FormatError(path, "empty file")
-    frame = frame.select(
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"),
-        pl.col("raw").str.strip_chars_end("\r").str.strip_chars_start("\ufeff"),
-    )
-    return frame.filter(pl.col("raw").is_not_null() & (pl.col("raw").str.strip_chars() != ""))
+        text, bad = chunk.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, bad = chunk.decode("utf-8", "backslashreplace"), True
+    lines = pl.Series("raw", [text]).str.split("\n").explode()
+    if chunk.endswith(b"\n"):
+        lines = lines.head(-1)
+    if not bad:
+        return pl.DataFrame([lines.str.strip_suffix("\r")]).with_columns(
+            pl.lit(0, pl.Int64).alias("_bad"))
+    ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+    if len(ends) < len(lines):
+        ends = np.append(ends, len(chunk))
+    source_len = np.diff(np.concatenate([[-1], ends])) - 1
+    frame = pl.DataFrame([lines, pl.Series("_src", source_len, dtype=pl.Int64)])
+    return frame.select(
+        pl.col("raw").str.strip_suffix("\r"),
+        ((pl.col("raw").str.len_bytes().cast(pl.Int64) - pl.col("_src")) // 3).alias("_bad"))
 
 
 @dataclass(frozen=True)
@@ -219,9 +265,9 @@ def _split(lines: pl.DataFrame, path: str | Path, columns: list[str],
     found = pl.col("raw").str.count_matches(",", literal=True) + 1
     out = lines.with_columns(
         pl.lit(str(path)).alias("source"),
-        pl.when(found != n).then(
+        pl.coalesce(pl.col("reason"), pl.when(found != n).then(
             pl.format("wrong number of columns: {} (expected {})", found, pl.lit(n))
-        ).alias("reason"),
+        )).alias("reason"),
     )
     if fields is None:
         parts = [pl.col("raw").alias(columns[0])]
@@ -287,8 +333,9 @@ def jsonl_rows(path: str | Path, keys: list[str]) -> pl.DataFrame:
     is_object = raw.str.starts_with("{") & raw.str.ends_with("}")
     out = lines.with_columns(values).with_columns(
         pl.lit(str(path)).alias("source"),
-        pl.when(~is_object | pl.all_horizontal([pl.col(k).is_null() for k in keys]))
-        .then(pl.lit("malformed JSON line")).alias("reason"),
+        pl.coalesce(pl.col("reason"), pl.when(
+            ~is_object | pl.all_horizontal([pl.col(k).is_null() for k in keys]))
+            .then(pl.lit("malformed JSON line"))).alias("reason"),
     )
     return out
 
