@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import zlib
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,30 +35,69 @@ class FormatError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def _gunzip(path: Path) -> bytes:
+    """A gzip file's content (every member); a truncated or corrupt stream is a FormatError
+    that says where the stream ended. Nothing of such a file is loaded."""
+    data = path.read_bytes()
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            out.append(inflate.decompress(data[pos:]))
+            out.append(inflate.flush())
+        except zlib.error as exc:
+            raise FormatError(path, f"corrupt gzip data in the member starting at compressed "
+                                    f"byte {pos:,} ({exc}); no rows of this file were kept"
+                              ) from exc
+        if not inflate.eof:
+            got = sum(map(len, out))
+            lines = sum(chunk.count(b"\n") for chunk in out)
+            raise FormatError(path, f"gzip stream ends early, at compressed byte {len(data):,} "
+                                    f"of a truncated file (after {got:,} bytes, {lines:,} "
+                                    f"complete lines of content); no rows of this file were "
+                                    f"kept")
+        pos = len(data) - len(inflate.unused_data)
+        if not data[pos:].strip(b"\0"):  # gzip's own reader ignores trailing zero padding
+            break
+    return b"".join(out)
+
+
 def _content(path: Path) -> bytes:
     """The bytes of a file, gunzipped when it starts with the gzip magic."""
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
-    return path.read_bytes()
+    return _gunzip(path) if magic == b"\x1f\x8b" else path.read_bytes()
+
+
+def check_gzip(path: str | Path) -> None:
+    """Raise the :class:`FormatError` of :func:`read_lines` if ``path`` is a broken gzip."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            _gunzip(path)
 
 
 def head(path: str | Path, n: int = 2) -> list[str]:
-    """The first ``n`` non-empty lines of a (possibly gzipped) file, for format detection."""
+    """The first ``n`` non-empty lines of a (possibly gzipped) file, for format detection.
+
+    A gzip stream that ends early just ends the lines here; reading the file says why.
+    """
     path = Path(path)
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open
     out: list[str] = []
-    with opener(path, "rb") as fh:
-        for raw in fh:
-            line = raw.decode("utf-8", errors="replace").strip("\r\n\ufeff")
-            if line.strip():
-                out.append(line)
-            if len(out) >= n:
-                break
+    try:
+        with opener(path, "rb") as fh:
+            for raw in fh:
+                line = raw.decode("utf-8", errors="replace").strip("\r\n\ufeff")
+                if line.strip():
+                    out.append(line)
+                if len(out) >= n:
+                    break
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        pass
     return out
 
 
@@ -72,7 +112,7 @@ def read_lines(path: str | Path) -> pl.DataFrame:
     data: there is no separator of any kind. A line that is not valid UTF-8 is never
     silently replaced: its bytes that are not UTF-8 appear in ``raw`` as ``\\xNN`` and
     ``reason`` says how many there are (null for every valid line), so that the row is
-    rejected. Gzip is decompressed.
+    rejected. Gzip is decompressed; a truncated stream is a :class:`FormatError`.
     """
     path = Path(path)
     if not path.exists():

@@ -5,12 +5,16 @@ clear error. Rows are real rows from ../shared/traces or files in the documented
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from servetrace.cli import app
 from servetrace.loaders import azure_functions_2021, azure_llm_2023, burstgpt, ingest, servegen
-from servetrace.loaders.source import read_lines
+from servetrace.loaders.source import FormatError, read_lines
 
 AZURE = "azure_llm_2023/AzureLLMInferenceTrace_code.csv"
 
@@ -112,3 +116,37 @@ def test_invalid_utf8_reject_is_stored(tmp_path, store):
     assert store.sql("select raw, reason from rejects").rows() == [
         ("5,ChatGPT\\xff\\xfe,472,18,490,Conversation log", INVALID)]
     assert store.sql("select count(*) from requests where model like '%\ufffd%'").item() == 0
+
+
+# -- item 5: truncated gzip ---------------------------------------------------------------------
+def _truncated(shared: Path, tmp_path: Path, keep: float | int) -> Path:
+    data = gzip.compress((shared / AZURE).read_bytes())
+    cut = int(len(data) * keep) if isinstance(keep, float) else keep
+    path = tmp_path / "AzureLLMInferenceTrace_code.csv.gz"
+    path.write_bytes(data[:cut])
+    return path
+
+
+def test_truncated_gzip_is_one_clear_error(shared, tmp_path):
+    path = _truncated(shared, tmp_path, 0.5)
+    size = path.stat().st_size
+    with pytest.raises(FormatError) as info:
+        azure_llm_2023.load([path], "t")
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: ")
+    assert f"gzip stream ends early, at compressed byte {size:,}" in msg
+    assert "no rows of this file were kept" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("keep", [0.5, 30])
+def test_cli_truncated_gzip(shared, tmp_path, monkeypatch, keep):
+    monkeypatch.setenv("SERVETRACE_STORE", str(tmp_path / "store"))
+    path = _truncated(shared, tmp_path, keep)
+    res = CliRunner().invoke(app, ["ingest", str(path)])
+    assert res.exit_code == 1
+    out = " ".join(res.output.split())
+    assert "Aborted" not in out and "Traceback" not in out
+    assert str(path) in out and "gzip stream ends early" in out
+    assert "no rows of this file were kept" in out
+    res = CliRunner().invoke(app, ["list", "--format", "json"])
+    assert json.loads(res.stdout or "[]") == []
