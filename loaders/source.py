@@ -78,10 +78,11 @@ def check_gzip(path: str | Path) -> None:
             _gunzip(path)
 
 
-def head(path: str | Path, n: int = 2) -> list[str]:
+def head(path: str | Path, n: int = 2, *, errors: str = "replace") -> list[str]:
     """The first ``n`` non-empty lines of a (possibly gzipped) file, for format detection.
 
     A gzip stream that ends early just ends the lines here; reading the file says why.
+    ``errors="strict"`` raises UnicodeDecodeError on a line that is not UTF-8.
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -91,7 +92,7 @@ def head(path: str | Path, n: int = 2) -> list[str]:
     try:
         with opener(path, "rb") as fh:
             for raw in fh:
-                line = raw.decode("utf-8", errors="replace").strip("\r\n\ufeff")
+                line = raw.decode("utf-8", errors=errors).strip("\r\n\ufeff")
                 if line.strip():
                     out.append(line)
                 if len(out) >= n:
@@ -353,8 +354,12 @@ def _clean(expr: pl.Expr) -> pl.Expr:
 
 
 def header_fields(path: str | Path) -> list[str]:
-    """The header line of a CSV file split into stripped field names."""
-    first = head(path, 1)
+    """The header line of a CSV file split into stripped field names (UTF-8, never replaced)."""
+    try:
+        first = head(path, 1, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"header is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                                f"at byte {exc.start + 1} of the line)", line=1) from exc
     if not first:
         raise FormatError(path, "empty file")
     return [f.strip().strip('"') for f in first[0].split(",")]

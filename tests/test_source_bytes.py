@@ -118,6 +118,15 @@ def test_invalid_utf8_reject_is_stored(tmp_path, store):
     assert store.sql("select count(*) from requests where model like '%\ufffd%'").item() == 0
 
 
+def test_invalid_utf8_in_a_header_is_named(shared, tmp_path):
+    name = "AzureFunctionsInvocationTraceForTwoWeeksJan2021.csv"
+    lines = (shared / "azure_functions_2021" / name).read_bytes().splitlines()[:3]
+    path = tmp_path / name
+    path.write_bytes(b"\n".join([b"app,func\xff,end_timestamp,duration", *lines[1:]]) + b"\n")
+    with pytest.raises(FormatError, match=r":1: header is not valid UTF-8 \(byte 0xff at byte 9"):
+        azure_functions_2021.load([path], "t")
+
+
 # -- item 5: truncated gzip ---------------------------------------------------------------------
 def _truncated(shared: Path, tmp_path: Path, keep: float | int) -> Path:
     data = gzip.compress((shared / AZURE).read_bytes())
