@@ -15,9 +15,11 @@ Source files (official: one ``tar.xz`` of 40 CSVs, 14 days of July 2019)::
 
 The vHive/InVitro sampler's variant (``vhive-serverless/invitro``, ``data/traces/``) is read
 too: ``invocations.csv`` with any set of minute columns (``480..959`` there),
-``durations.csv`` and ``memory.csv`` per *function* (``HashFunction`` first). A file's kind is
-told from its header, not its name; the day comes from the ``.dNN.`` in its name (day 1 when
-there is none).
+``durations.csv`` and ``memory.csv`` per *function* (``HashFunction`` first, or
+``HashOwner,HashApp,HashFunction,...``). A file's kind is told from its header's column names
+in any order, not from its name, and columns are read by name; a CSV in a folder that fits no
+layout fails the load (it is never skipped while listed as a source). The day comes from the
+``.dNN.`` in its name (day 1 when there is none).
 
 Tables:
 
@@ -144,22 +146,32 @@ DATASET = _Dataset(
 
 # -- which file is which --------------------------------------------------------------------
 def _minutes(header: list[str]) -> list[str] | None:
-    """The minute columns of an invocations header, or None if it is not one."""
-    if header[:4] != ID_COLUMNS or len(header) < 5:
-        return None
-    rest = header[4:]
-    if not all(c.isdigit() and int(c) >= 1 for c in rest) or len(set(rest)) != len(rest):
+    """The minute columns of an invocations header (the four id columns and minute numbers,
+    in any order), or None if it is not one."""
+    rest = [c for c in header if c not in ID_COLUMNS]
+    if (len(header) - len(rest) != len(ID_COLUMNS) or not rest or len(set(header)) != len(header)
+            or not all(c.isdigit() and int(c) >= 1 for c in rest)):
         return None
     return rest
 
 
+_LAYOUTS = {"durations": DURATION_HEADER, "memory_app": MEMORY_APP_HEADER,
+            "memory_function": MEMORY_FUNCTION_HEADER}
+
+
 def _kind(path: Path) -> str | None:
-    """``invocations``, ``durations``, ``memory_app``, ``memory_function`` or None."""
+    """``invocations``, ``durations``, ``memory_app``, ``memory_function`` or None.
+
+    Told by the header's set of column names: the columns of a layout in any order (the
+    InVitro sampler writes the per-function memory file both ``HashFunction`` first and
+    ``HashOwner,HashApp,HashFunction,...``); columns are then read by name.
+    """
     header = header_fields(path)
     if _minutes(header) is not None:
         return "invocations"
-    return {tuple(DURATION_HEADER): "durations", tuple(MEMORY_APP_HEADER): "memory_app",
-            tuple(MEMORY_FUNCTION_HEADER): "memory_function"}.get(tuple(header))
+    if len(set(header)) != len(header):
+        return None
+    return next((k for k, cols in _LAYOUTS.items() if set(header) == set(cols)), None)
 
 
 def _is_archive(path: Path) -> bool:
@@ -186,6 +198,16 @@ def _day(path: Path) -> int:
     return int(m.group(1)) if m else 1
 
 
+def _file_kind(path: Path) -> str:
+    kind = _kind(path)
+    if kind is None:
+        raise FormatError(path, "unexpected header: not an Azure Functions 2019 invocations, "
+                                "durations or memory file (none of their layouts, in any "
+                                "column order); move it out of the folder or fix its header",
+                          line=1)
+    return kind
+
+
 # -- the archive ------------------------------------------------------------------------------
 def _files(paths: list[Path], trace: str) -> list[tuple[str, Path]]:
     """(kind, file) for every input, folders expanded and archives extracted."""
@@ -205,22 +227,21 @@ def _files(paths: list[Path], trace: str) -> list[tuple[str, Path]]:
                 raise FormatError(path, f"the archive has no files for day {m.group(1)}")
             out.extend(found)
         elif path.is_dir():
-            found = [(k, p) for p in sorted(path.iterdir())
-                     if p.suffix == ".csv" and (k := _safe_kind(p))]
-            if not found:
+            csvs = [p for p in sorted(path.iterdir()) if p.suffix == ".csv"]
+            if not any(_safe_kind(p) for p in csvs):
                 raise FormatError(path, "no Azure Functions 2019 files (invocations, durations "
                                         "or memory CSVs) in this folder")
-            out.extend(found)
+            # every CSV of the folder is loaded, or the load fails naming the one it cannot
+            out.extend((_file_kind(p), p) for p in csvs)
         else:
-            kind = _kind(path)
-            if kind is None:
-                raise FormatError(path, "unexpected header: not an Azure Functions 2019 "
-                                        "invocations, durations or memory file", line=1)
-            out.append((kind, path))
+            out.append((_file_kind(path), path))
     return out
 
 
 # -- reading and checking one file ------------------------------------------------------------
+_EXACT_LIMIT = float(2**53)  # float64 holds every integer below this, and no more
+
+
 def _fails(ids: list[str], numbers: list[str], integers: list[str]) -> pl.Expr:
     """Whether a row has any fault: cheap horizontal reductions over all rows."""
     conds = [pl.col("reason").is_not_null(), *(pl.col(c).is_null() for c in ids)]
@@ -230,6 +251,8 @@ def _fails(ids: list[str], numbers: list[str], integers: list[str]) -> pl.Expr:
                   pl.min_horizontal(numbers) < 0]
     if integers:
         conds.append(pl.any_horizontal([pl.col(c) != pl.col(c).floor() for c in integers]))
+        # counts are read as float64, exact only below 2^53, and their row sum is stored too
+        conds.append(pl.sum_horizontal(pl.col(integers).abs()) >= _EXACT_LIMIT)
     return pl.any_horizontal(conds).fill_null(True)
 
 
@@ -246,8 +269,14 @@ def _reason(ids: list[str], numbers: list[str], integers: list[str],
                  .when(~v.is_finite()).then(pl.format(f"non-finite {what}: {{}}", t))
                  .when(v < 0).then(pl.format(f"negative {what}: {{}}", t)))
         if c in integers:
-            chain = chain.when(v != v.floor()).then(pl.format(f"non-integer {what}: {{}}", t))
+            chain = (chain.when(v != v.floor()).then(pl.format(f"non-integer {what}: {{}}", t))
+                     .when(v >= _EXACT_LIMIT).then(pl.format(
+                         f"{what} too large to store exactly (2^53 or more): {{}}", t)))
         reasons.append(chain)
+    if integers:
+        total = pl.sum_horizontal([parse_number(pl.col(c)) for c in integers])
+        reasons.append(pl.when(total >= _EXACT_LIMIT).then(pl.lit(
+            "counts of the row sum to 2^53 or more: too large to store exactly")))
     return pl.coalesce(reasons).fill_null(pl.lit("invalid row"))
 
 
@@ -326,7 +355,7 @@ def _invocations(path: Path, trace: str) -> _Counts:
 
 def _durations(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     numbers = DURATION_HEADER[3:]
-    rows, rejects, read = _read(path, DURATION_HEADER, DURATION_HEADER[:3], numbers,
+    rows, rejects, read = _read(path, header_fields(path), DURATION_HEADER[:3], numbers,
                                 ["Count"], {c: c for c in numbers}, trace)
     return rows.select(
         *(pl.col(c).alias(_RENAME[c]) for c in DURATION_HEADER[:3]),
@@ -338,8 +367,8 @@ def _durations(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int]
 
 def _memory(path: Path, header: list[str], trace: str
             ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    ids = header[:header.index("SampleCount")]
-    numbers = header[len(ids):]
+    ids = [c for c in header if c in _RENAME]
+    numbers = [c for c in header if c not in _RENAME]
     rows, rejects, read = _read(path, header, ids, numbers, ["SampleCount"],
                                 {c: c for c in numbers}, trace)
     return rows.select(

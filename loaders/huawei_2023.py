@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -56,6 +57,7 @@ from servetrace.loaders.source import (
     first_csv,
     header_fields,
     parse_number,
+    parse_timestamp,
     with_raw,
 )
 
@@ -118,15 +120,21 @@ class Wide:
     rejects: pl.DataFrame   # the rejects table
     rows_read: int
     accepted: int           # lines that passed, counted from the checked lines
+    window_s: float         # the step between rows, taken from the data
+    origin: datetime | None = None  # the zero of window_start_s, for the ``date`` layout
 
 
-def wide_header(path: Path, valid: re.Pattern[str], what: str) -> list[str]:
-    """The function columns of a wide ``day,time,<function>...`` file; FormatError if not."""
+def wide_header(path: Path, valid: re.Pattern[str], what: str, *, dated: bool = False
+                ) -> list[str]:
+    """The function columns of a wide ``day,time,<function>...`` file (or, with ``dated``,
+    ``date,<function>...``); FormatError if not."""
     header = header_fields(path)
-    if header[:2] != ["day", "time"] or len(header) < 3:
+    lead = 1 if dated and header[:1] == ["date"] else 2
+    if (lead == 2 and header[:2] != ["day", "time"]) or len(header) <= lead:
+        expected = f"'day,time,<{what}>...'" + (f" or 'date,<{what}>...'" if dated else "")
         raise FormatError(path, f"unexpected header {','.join(header[:4])!r}...; expected "
-                                f"'day,time,<{what}>...'", line=1)
-    funcs = header[2:]
+                                f"{expected}", line=1)
+    funcs = header[lead:]
     bad = [f for f in funcs if not valid.match(f)]
     if bad:
         raise FormatError(path, f"header column {bad[0]!r} is not a {what}", line=1)
@@ -137,8 +145,8 @@ def wide_header(path: Path, valid: re.Pattern[str], what: str) -> list[str]:
     return funcs
 
 
-def read_wide(path: Path, funcs: list[str], trace: str, *, window_s: float,
-              counts: bool) -> Wide:
+def read_wide(path: Path, funcs: list[str], trace: str, *, window_s: float | None,
+              counts: bool, origin: datetime | None = None) -> Wide:
     """A wide per-function time series file in long form, validated line by line.
 
     Polars reads the file (multithreaded, numbers straight to Float64 when the file is
@@ -147,28 +155,65 @@ def read_wide(path: Path, funcs: list[str], trace: str, *, window_s: float,
     must lie on ``day`` and on the ``window_s`` grid. With ``counts`` a cell must be a
     non-negative integer, otherwise a non-negative finite number. Reasons quote the source
     text: lines rejected after the fast path are checked again from their text.
+
+    The ``date,<function>...`` layout (one ``YYYY-MM-DD HH:MM:SS`` per line, as in the
+    per-datacentre series) counts ``window_start_s`` from ``origin``, by default midnight of
+    the file's first date. Either way the step between rows is taken from the data (the
+    smallest gap between accepted times) and returned as ``window_s``: a file whose gaps are
+    not all multiples of that step, or whose step is not the declared ``window_s`` (None: no
+    declaration), is a :class:`FormatError`.
     """
-    cols = ["day", "time", *(f"c{i}" for i in range(len(funcs)))]
-    names = pl.DataFrame({"col": cols[2:], "ci": pl.int_range(len(funcs), eager=True),
+    dated = header_fields(path)[0] == "date"
+    lead = ["date"] if dated else ["day", "time"]
+    cols = [*lead, *(f"c{i}" for i in range(len(funcs)))]
+    names = pl.DataFrame({"col": cols[len(lead):], "ci": pl.int_range(len(funcs), eager=True),
                           "function": pl.Series(funcs, dtype=pl.Categorical)})
-    rows = csv_rows(path, cols, numeric=cols)
-    lines, long = _check(rows, names, window_s=window_s, counts=counts)
+    rows = csv_rows(path, cols, numeric=cols[len(lead) if dated else 0:])
+    if dated and origin is None:
+        first = rows.select(parse_timestamp(pl.col("date")).min()).item()
+        origin = datetime.combine(first.date(), datetime.min.time()) if first else None
+    grid = None if dated else window_s
+    lines, long = _check(rows, names, window_s=grid, counts=counts, origin=origin)
     bad = lines.filter(pl.col("reason").is_not_null())
-    if bad.height and rows.schema["day"] != pl.String:  # fast path: quote the text
+    if bad.height and rows.schema[cols[-1]] != pl.String:  # fast path: quote the text
         text_rows = csv_rows_at(path, cols, bad["line"].to_list())
-        requoted, _ = _check(text_rows, names, window_s=window_s, counts=counts)
+        requoted, _ = _check(text_rows, names, window_s=grid, counts=counts, origin=origin)
         bad = bad.drop("reason").join(requoted.select("line", "reason"), on="line", how="left")
     rejects = with_raw(bad.select(pl.lit(trace).alias("trace"),
                                   pl.lit(str(path)).alias("source"), "line",
                                   pl.col("raw").cast(pl.String), "reason"))
     good = lines.filter(pl.col("reason").is_null()).select("line", "window_start_s")
+    step = _step(path, good["window_start_s"], window_s)
     out = (long.join(good, on="line", how="inner").sort("line", "ci")
            .select("function", "window_start_s", "value"))
-    return Wide(out, rejects, rows.height, good.height)
+    return Wide(out, rejects, rows.height, good.height, step, origin)
 
 
-def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float, counts: bool
-           ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _step(path: Path, times: pl.Series, declared: float | None) -> float:
+    """The step between rows: the smallest gap between distinct times, checked (see
+    :func:`read_wide`)."""
+    gaps = times.unique().sort().diff().drop_nulls()
+    if gaps.is_empty():
+        if declared is None:
+            raise FormatError(path, "one time only: the window length cannot be told from "
+                                    "the data")
+        return declared
+    step = float(gaps.min())
+    ratio = gaps / step
+    odd = gaps.filter((ratio - ratio.round()).abs() > 1e-9)
+    if odd.len():
+        raise FormatError(path, f"irregular time steps: rows {step:g} s and {odd[0]:g} s apart "
+                                f"(every gap must be a multiple of the smallest)")
+    if declared is not None and abs(step - declared) > 1e-9:
+        raise FormatError(path, f"rows are {step:g} s apart, but the file is declared to hold "
+                                f"{declared:g} s windows (by its name, folder or layout); "
+                                f"ingest it as what it is, e.g. in the 'date,<function>...' "
+                                f"layout, whose step is taken from the data")
+    return step
+
+
+def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float | None, counts: bool,
+           origin: datetime | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per line (line, raw, window_start_s, reason or null) and the long non-empty cells."""
     fcols = names["col"].to_list()
 
@@ -178,6 +223,17 @@ def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float, counts: 
     def shown(c: str) -> pl.Expr:
         return pl.col(c).cast(pl.String)
 
+    if "date" in rows.columns:
+        stamp = parse_timestamp(pl.col("date"))
+        time = (stamp - pl.lit(origin)).dt.total_nanoseconds() / 1e9
+        line_reason = pl.coalesce(
+            pl.col("reason"),
+            pl.when(pl.col("date").is_null()).then(pl.lit("missing date")),
+            pl.when(stamp.is_null()).then(pl.format("unparsable date: '{}'", shown("date"))),
+            pl.when(time < 0).then(pl.format("date {} is before the trace origin {}",
+                                             shown("date"), pl.lit(str(origin)))),
+        )
+        return _cells(rows, names, fcols, time, line_reason, counts)
     day, time = num("day"), num("time")
     line_reason = pl.coalesce(
         pl.col("reason"),
@@ -191,10 +247,15 @@ def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float, counts: 
         pl.when((time / DAY_S).floor() != day).then(
             pl.format("time {} s is not on day {} (time counts seconds from the start of "
                       "day 0)", shown("time"), shown("day"))),
-        pl.when((time / window_s) != (time / window_s).floor()).then(
+        *([pl.when((time / window_s) != (time / window_s).floor()).then(
             pl.format("time {} s is not on the {} s window grid", shown("time"),
-                      pl.lit(f"{window_s:g}"))),
+                      pl.lit(f"{window_s:g}")))] if window_s is not None else []),
     )
+    return _cells(rows, names, fcols, time, line_reason, counts)
+
+
+def _cells(rows: pl.DataFrame, names: pl.DataFrame, fcols: list[str], time: pl.Expr,
+           line_reason: pl.Expr, counts: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     lines = rows.select("line", "raw", time.alias("window_start_s"),
                         line_reason.alias("reason"))
     long = rows.select("line", *fcols).unpivot(index="line", variable_name="col",
@@ -214,6 +275,9 @@ def _check(rows: pl.DataFrame, names: pl.DataFrame, *, window_s: float, counts: 
     if counts:
         checks.append(pl.when(pl.col("value") != pl.col("value").floor()).then(
             pl.format("non-integer count {} for {}", cell, where)))
+        # read as float64, which holds every integer below 2^53 and not all above
+        checks.append(pl.when(pl.col("value") >= float(2**53)).then(
+            pl.format("count {} too large to store exactly (2^53 or more) for {}", cell, where)))
     long = long.with_columns(pl.coalesce(checks).alias("cell_reason"))
     cell_bad = (long.filter(pl.col("cell_reason").is_not_null()).sort("line", "ci")
                 .group_by("line", maintain_order=True).agg(pl.col("cell_reason").first()))
@@ -288,7 +352,7 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None,
         accepted += wide.accepted
         rejects.append(wide.rejects)
         seen[(m, res)] = seen.get((m, res), 0) + 1
-        long = wide.long.with_columns(pl.lit(RESOLUTIONS[res]).alias("window_s"))
+        long = wide.long.with_columns(pl.lit(wide.window_s).alias("window_s"))
         if m == "requests":
             counts.append(long.select("function", "window_start_s", "window_s",
                                       pl.col("value").cast(pl.Int64).alias("count")))

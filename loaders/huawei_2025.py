@@ -36,6 +36,12 @@ header:
   every other metric, ``num_cold_starts`` among them, goes to ``function_metrics`` with the
   metric's name, so cold-start counts sit beside the request counts under the same function
   and window keys without mixing two kinds of count in one column.
+- the per-datacentre series published for forecasting research, ``date,<funcID>...`` with
+  ``date`` like ``2016-07-01 00:05:00`` (5-minute steps there): ``window_start_s`` counts
+  from midnight of the first file's first date (``origin``) and ``window_s`` is the step
+  taken from the data. A ``day,time`` file is declared per minute: one whose rows are
+  another step apart (e.g. that series converted to ``day,time``) is an error, as is any
+  file whose gaps are not multiples of its step (``window_s`` in the notes).
 
 Row accounting: one line is one source row (for the wide files too: a line is accepted or
 rejected whole). Rejected: wrong number of columns, an unparsable or negative number, a
@@ -50,12 +56,13 @@ says in its description where its zip is: extract it and ingest the CSVs by path
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
 from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from servetrace.loaders.huawei_2023 import read_wide, wide_header
+from servetrace.loaders.huawei_2023 import Wide, read_wide, wide_header
 from servetrace.loaders.schema import TABLES, empty, validate
 from servetrace.loaders.source import (
     FormatError,
@@ -149,7 +156,7 @@ def _kind(path: Path) -> str | None:
     if header == RUNTIME:
         return "runtime_trigger"
     try:
-        wide_header(path, _FUNC_ID, "funcName---userID---poolName")
+        wide_header(path, _FUNC_ID, "funcName---userID---poolName", dated=True)
     except FormatError:
         return None
     return "timeseries"
@@ -318,8 +325,8 @@ def _ts_metric(path: Path, metric: str | None) -> str:
     m = _TS_NAME.search(stem)
     if m:
         return m.group(1)
-    if re.fullmatch(r"day_\d+", stem):
-        return path.parent.name
+    if re.fullmatch(r"day_\d+", stem) or _unit(path.parent.name) is not None:
+        return path.parent.name  # a day file, or any file in a folder named after a metric
     return re.sub(r"(_minute|_partial)+$", "", stem)
 
 
@@ -330,21 +337,24 @@ def _unit(metric: str) -> str | None:
     return None
 
 
-def _timeseries(path: Path, trace: str, metric: str | None
-                ) -> tuple[str, pl.DataFrame, pl.DataFrame, int, int]:
+def _timeseries(path: Path, trace: str, metric: str | None, origin: datetime | None
+                ) -> tuple[str, pl.DataFrame, pl.DataFrame, int, int, Wide]:
+    """One wide file: ``day,time`` (declared per minute) or ``date`` (step from the data)."""
     name = _ts_metric(path, metric)
-    funcs = wide_header(path, _FUNC_ID, "funcName---userID---poolName")
-    wide = read_wide(path, funcs, trace, window_s=WINDOW_S, counts=name in COUNT_METRICS)
+    funcs = wide_header(path, _FUNC_ID, "funcName---userID---poolName", dated=True)
+    dated = header_fields(path)[0] == "date"
+    wide = read_wide(path, funcs, trace, window_s=None if dated else WINDOW_S,
+                     counts=name in COUNT_METRICS, origin=origin)
     tenant = (pl.col("function").cast(pl.String).str.split("---").list.get(1)
               .cast(pl.Categorical).alias("tenant"))
-    long = wide.long.with_columns(tenant, pl.lit(WINDOW_S).alias("window_s"))
+    long = wide.long.with_columns(tenant, pl.lit(wide.window_s).alias("window_s"))
     if name == "requests":
         long = long.select("tenant", "function", "window_start_s", "window_s",
                            pl.col("value").cast(pl.Int64).alias("count"))
     else:
         long = long.with_columns(pl.lit(name).alias("metric"),
                                  pl.lit(_unit(name), pl.String).alias("unit"))
-    return name, long, wide.rejects, wide.rows_read, wide.accepted
+    return name, long, wide.rejects, wide.rows_read, wide.accepted, wide
 
 
 def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
@@ -361,13 +371,17 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
     rejects = [empty("rejects")]
     rows_read = accepted = 0
     metrics: set[str] = set()
+    steps: set[float] = set()
+    origin: datetime | None = None  # set by the first file in the date layout
     for path in files:
         kind = _kind(path)
         if kind is None:
             raise FormatError(path, f"not a Huawei 2025 file (header "
                                     f"{','.join(header_fields(path)[:4])!r}...)", line=1)
         if kind == "timeseries":
-            name, table, rej, n, ok = _timeseries(path, trace, metric)
+            name, table, rej, n, ok, wide = _timeseries(path, trace, metric, origin)
+            origin = wide.origin or origin
+            steps.add(wide.window_s)
             metrics.add(name)
             target = "invocation_counts" if name == "requests" else "function_metrics"
         else:
@@ -395,5 +409,9 @@ def load(paths: list[Path], trace: str, *, metric: str | None = None) -> Loaded:
         notes["max_abs_residual_s"] = cs["residual_s"].abs().max()
     if metrics:
         notes["timeseries_metrics"] = sorted(metrics)
+        notes["window_s"] = sorted(steps)
+    if origin is not None:
+        notes["time"] = ("time series in the date layout: seconds from midnight of the first "
+                         "file's first date (origin)")
     return Loaded(tables=tables, rejects=rej, rows_read=rows_read,
-                  accepted=accepted, notes=notes)
+                  accepted=accepted, origin=origin, notes=notes)

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from servetrace.loaders.dataset import Dataset
-from servetrace.loaders.source import FormatError, head
+from servetrace.loaders.source import FormatError, check_gzip, head
 
 _MODULES = (
     "azure_llm_2023",
@@ -55,6 +55,8 @@ def detect(path: str | Path) -> ModuleType:
                 return mod
         except (OSError, ValueError):  # FormatError, UnicodeDecodeError, JSON errors
             continue
+    if path.is_file():
+        check_gzip(path)  # a gzip cut off before its first lines says so, not "no format"
     first = head(path, 1) if path.is_file() else []
     shown = repr(first[0][:120]) if first else "nothing"
     raise FormatError(path, f"matches no known format (first line: {shown}); "

@@ -353,8 +353,9 @@ def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]
     """One ``(fails, reason)`` pair per check: where ``fails`` is true, ``reason`` says why.
 
     Checked in order, per column: missing required value, unparsable text, non-finite number,
-    negative or non-integer count. ``text[col]`` names the column holding the source text that
-    ``col`` was parsed from, so a null can be told apart as missing or unparsable. (A text
+    negative, non-integer or out-of-range (2^63 or more) count. ``text[col]`` names the
+    column holding the source text that ``col`` was parsed from, so a null can be told apart
+    as missing or unparsable, and an integer count is stored from its text exactly. (A text
     column already read as a number stands for its text only where it is null; rows that
     fail a check quoting it must be validated again from their text.)
     """
@@ -389,7 +390,21 @@ def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]
             if dtype.is_float():
                 checks.append((col.is_finite() & (col != col.floor()),
                                pl.format("non-integer {}: {}", pl.lit(label), shown)))
+                # Int64 holds less than 2^63; text read exactly (see _exact) is kept up to it.
+                big = col.is_finite() & (col >= _INT64_LIMIT)
+                if is_text:
+                    big = big & _exact(src).is_null()
+                checks.append((big, pl.format("{} out of range (2^63 or more): {}",
+                                              pl.lit(label), shown)))
     return checks
+
+
+_INT64_LIMIT = float(2**63)
+
+
+def _exact(text: pl.Expr) -> pl.Expr:
+    """Integer source text read as Int64 exactly (no float64 in between); null otherwise."""
+    return text.str.strip_chars().str.strip_chars('"').cast(pl.Int64, strict=False)
 
 
 def validate(table: str, frame: pl.DataFrame, *, trace: str,
@@ -441,7 +456,16 @@ def validate(table: str, frame: pl.DataFrame, *, trace: str,
         rejects = with_raw(rejects)
     counts = [f.name for f in TABLES[table]
               if f.metadata and f.metadata.get(b"kind") == b"count" and f.name in good.columns]
-    good = good.with_columns(pl.col(counts).cast(pl.Int64)).drop(
+    # A count whose source text is an integer is read from that text, exactly: float64 holds
+    # integers exactly only below 2^53.
+    exact = {c: text[c] for c in counts
+             if c in text and good.schema[text[c]] == pl.String and good.schema[c].is_float()}
+    good = good.with_columns(
+        # (the float is cast only where the text is not an exact integer: below 2^63, since
+        # rows at or above it were rejected)
+        *(pl.coalesce(_exact(pl.col(t)), pl.col(c).cast(pl.Int64, strict=False)).alias(c)
+          for c, t in exact.items()),
+        pl.col([c for c in counts if c not in exact]).cast(pl.Int64)).drop(
         [c for c in ("source", "line", "raw", "reason", *text.values()) if c in good.columns
          and c not in TABLES[table].names])
     return good, rejects

@@ -1,7 +1,7 @@
 """Reading source files as numbered rows, so every row can be accounted for.
 
-A source file is read as lines (Polars' multithreaded CSV reader with one column), each kept
-with its 1-based line number and its raw text. Splitting into fields is a vectorized string
+A source file is read as lines (decoded once, split by Polars), each kept with its 1-based
+line number and its raw text, byte for byte. Splitting into fields is a vectorized string
 operation, which lets a row with the wrong number of columns or a truncated JSON object be
 rejected with its line instead of aborting the whole file. Gzip is decompressed
 transparently. Blank lines are not rows.
@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
+import zlib
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 
@@ -34,55 +35,141 @@ class FormatError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-def _bytes(path: Path) -> bytes | Path:
+def _gunzip(path: Path) -> bytes:
+    """A gzip file's content (every member); a truncated or corrupt stream is a FormatError
+    that says where the stream ended. Nothing of such a file is loaded."""
+    data = path.read_bytes()
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            out.append(inflate.decompress(data[pos:]))
+            out.append(inflate.flush())
+        except zlib.error as exc:
+            raise FormatError(path, f"corrupt gzip data in the member starting at compressed "
+                                    f"byte {pos:,} ({exc}); no rows of this file were kept"
+                              ) from exc
+        if not inflate.eof:
+            got = sum(map(len, out))
+            lines = sum(chunk.count(b"\n") for chunk in out)
+            raise FormatError(path, f"gzip stream ends early, at compressed byte {len(data):,} "
+                                    f"of a truncated file (after {got:,} bytes, {lines:,} "
+                                    f"complete lines of content); no rows of this file were "
+                                    f"kept")
+        pos = len(data) - len(inflate.unused_data)
+        if not data[pos:].strip(b"\0"):  # gzip's own reader ignores trailing zero padding
+            break
+    return b"".join(out)
+
+
+def _content(path: Path) -> bytes:
+    """The bytes of a file, gunzipped when it starts with the gzip magic."""
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
-    return path
+    return _gunzip(path) if magic == b"\x1f\x8b" else path.read_bytes()
 
 
-def head(path: str | Path, n: int = 2) -> list[str]:
-    """The first ``n`` non-empty lines of a (possibly gzipped) file, for format detection."""
+def check_gzip(path: str | Path) -> None:
+    """Raise the :class:`FormatError` of :func:`read_lines` if ``path`` is a broken gzip."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            _gunzip(path)
+
+
+def head(path: str | Path, n: int = 2, *, errors: str = "replace") -> list[str]:
+    """The first ``n`` non-empty lines of a (possibly gzipped) file, for format detection.
+
+    A gzip stream that ends early just ends the lines here; reading the file says why.
+    ``errors="strict"`` raises UnicodeDecodeError on a line that is not UTF-8.
+    """
     path = Path(path)
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open
     out: list[str] = []
-    with opener(path, "rb") as fh:
-        for raw in fh:
-            line = raw.decode("utf-8", errors="replace").strip("\r\n\ufeff")
-            if line.strip():
-                out.append(line)
-            if len(out) >= n:
-                break
+    try:
+        with opener(path, "rb") as fh:
+            for raw in fh:
+                line = raw.decode("utf-8", errors=errors).strip("\r\n\ufeff")
+                if line.strip():
+                    out.append(line)
+                if len(out) >= n:
+                    break
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        pass
     return out
 
 
+_CHUNK = 1 << 26  # the line reader decodes at most this many bytes at once
+
+
 def read_lines(path: str | Path) -> pl.DataFrame:
-    """All lines of a file as ``line`` (1-based, Int64) and ``raw`` (String), blanks dropped."""
+    """All lines of a file: ``line`` (1-based, Int64), ``raw`` (String) and ``reason``.
+
+    ``raw`` is the line byte for byte, without its ``\\n`` or ``\\r\\n`` (and without a
+    UTF-8 byte order mark at the start of the file); blank lines are dropped. Every byte is
+    data: there is no separator of any kind. A line that is not valid UTF-8 is never
+    silently replaced: its bytes that are not UTF-8 appear in ``raw`` as ``\\xNN`` and
+    ``reason`` says how many there are (null for every valid line), so that the row is
+    rejected. Gzip is decompressed; a truncated stream is a :class:`FormatError`.
+    """
     path = Path(path)
     if not path.exists():
         raise FormatError(path, "no such file")
-    data = _bytes(path)
-    if isinstance(data, bytes):
-        data = io.BytesIO(data)
-    elif path.stat().st_size == 0:
+    data = _content(path)
+    if not data.strip():
         raise FormatError(path, "empty file")
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of line 1
+        data = data[3:]
+    frames = []
+    pos = 0
+    while pos < len(data):  # a loop over 64 MiB chunks cut at line ends, not over rows
+        end = len(data)
+        if pos + _CHUNK < len(data):
+            cut = data.rfind(b"\n", pos, pos + _CHUNK)
+            cut = cut if cut >= 0 else data.find(b"\n", pos + _CHUNK)
+            end = len(data) if cut < 0 else cut + 1
+        frames.append(_decode_lines(data[pos:end]))
+        pos = end
+    del data
+    frame = pl.concat(frames) if len(frames) > 1 else frames[0]
+    bad = pl.col("_bad")
+    reason = (pl.when(bad > 0).then(pl.format(
+        "invalid UTF-8: {} byte{} shown as \\xNN in raw", bad,
+        pl.when(bad == 1).then(pl.lit("")).otherwise(pl.lit("s"))))
+        if frame["_bad"].max() else pl.lit(None, pl.String))  # formatted only where needed
+    frame = frame.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"), "raw",
+                         reason.alias("reason"))
+    return frame.filter(pl.col("raw").str.strip_chars() != "")
+
+
+def _decode_lines(chunk: bytes) -> pl.DataFrame:
+    """Lines of ``chunk`` (whole lines): ``raw`` and ``_bad``, the count of non-UTF-8 bytes.
+
+    Valid UTF-8 (the usual case) is decoded once and split by Polars. Otherwise the chunk is
+    decoded with each invalid byte as ``\\xNN`` (4 bytes for 1, and never a newline), and a
+    line's count of invalid bytes is its growth over its source length divided by 3.
+    """
     try:
-        frame = pl.read_csv(data, has_header=False, separator="\x1f", quote_char=None,
-                            new_columns=["raw"], infer_schema=False, encoding="utf8-lossy",
-                            raise_if_empty=False, truncate_ragged_lines=True)
-    except pl.exceptions.NoDataError as exc:
-        raise FormatError(path, "empty file") from exc
-    if frame.width == 0 or frame.height == 0:
-        raise FormatError(path, "empty file")
-    frame = frame.select(
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"),
-        pl.col("raw").str.strip_chars_end("\r").str.strip_chars_start("\ufeff"),
-    )
-    return frame.filter(pl.col("raw").is_not_null() & (pl.col("raw").str.strip_chars() != ""))
+        text, bad = chunk.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, bad = chunk.decode("utf-8", "backslashreplace"), True
+    lines = pl.Series("raw", [text]).str.split("\n").explode()
+    if chunk.endswith(b"\n"):
+        lines = lines.head(-1)
+    if not bad:
+        return pl.DataFrame([lines.str.strip_suffix("\r")]).with_columns(
+            pl.lit(0, pl.Int64).alias("_bad"))
+    ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+    if len(ends) < len(lines):
+        ends = np.append(ends, len(chunk))
+    source_len = np.diff(np.concatenate([[-1], ends])) - 1
+    frame = pl.DataFrame([lines, pl.Series("_src", source_len, dtype=pl.Int64)])
+    return frame.select(
+        pl.col("raw").str.strip_suffix("\r"),
+        ((pl.col("raw").str.len_bytes().cast(pl.Int64) - pl.col("_src")) // 3).alias("_bad"))
 
 
 @dataclass(frozen=True)
@@ -129,18 +216,20 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
              ) -> pl.DataFrame:
     """Rows of a simple CSV (no quoted separators), numbered by line.
 
-    Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``
-    (empty fields are null): String, except that ``categorical`` columns are Categorical
-    (same values) and, on the fast path only, ``numeric`` columns are already Float64 (see
-    below). ``reason`` is set for a row with the wrong number of fields. With ``header`` the
-    first line is skipped; the caller checks it (:func:`expect_header`).
+    Returns ``source``, ``line``, ``raw``, ``reason`` and one column per name in ``columns``,
+    in that order on either path below (empty fields are null): String, except that
+    ``categorical`` columns are Categorical (same values) and, on the fast path only,
+    ``numeric`` columns are already Float64 (see below). ``reason`` is set for a row with the
+    wrong number of fields. With ``header`` the first line is skipped; the caller checks it
+    (:func:`expect_header`).
 
     Fast path: when the file's comma and line counts prove that every line has exactly
     ``len(columns)`` fields (no blank, short or long lines), Polars' multithreaded CSV reader
     parses it, ``numeric`` columns straight to Float64, and ``raw`` is left null
     (:func:`with_raw` fills it for the rows that end up rejected). Its result is used only if
     it is what the line-based path would give: a numeric field Polars cannot parse, or a text
-    field that is empty or starts or ends with white space, sends the file down that path.
+    field that is empty or starts or ends with white space, sends the file down that path, and
+    so does a ``numeric`` value of 2^53 or more (float64 cannot hold every integer there).
     A numeric column read as Float64 holds exactly what :func:`parse_number` gives for its
     text; a caller that quotes source text in messages takes the text of those rows from
     :func:`csv_rows_at`. Otherwise every line is read as text and split, so each malformed
@@ -156,18 +245,24 @@ def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
         stats = pending.result()
     if (fast is not None and not stats.gzip and stats.size
             and stats.commas == (n - 1) * stats.lines):
-        return fast.with_columns(
+        out = fast.with_columns(
             pl.lit(str(path)).alias("source"),
             pl.int_range(1 + int(header), pl.len() + 1 + int(header),
                          dtype=pl.Int64).alias("line"),
             pl.lit(None, pl.String).alias("raw"),
             pl.lit(None, pl.String).alias("reason"),
         )
-    del fast
-    lines = read_lines(path)
-    if header:
-        lines = lines.slice(1)
-    return _split(lines, path, columns, categorical)
+    else:
+        del fast
+        lines = read_lines(path)
+        if header:
+            lines = lines.slice(1)
+        out = _split(lines, path, columns, categorical)
+    # Both paths give the same columns in the same order, so files read either way concatenate.
+    return out.select("source", "line", "raw", "reason", *columns)
+
+
+_EXACT_LIMIT = float(2**53)  # float64 holds every integer below this, and no more
 
 
 def _fast_csv(path: str | Path, columns: list[str], header: bool, numeric: Collection[str],
@@ -185,6 +280,11 @@ def _fast_csv(path: str | Path, columns: list[str], header: bool, numeric: Colle
         return None
     if fast.width != len(columns):
         return None
+    nums = [c for c in columns if c in numeric]
+    if nums and fast.height and fast.select(
+            pl.max_horizontal(pl.when(pl.col(nums).is_finite()).then(pl.col(nums).abs())
+                              .max()) >= _EXACT_LIMIT).item():
+        return None  # float64 may have rounded an integer there: read the text
     text = [c for c in columns if c not in numeric]
     if text and fast.height:
         # A text field padded with white space (or empty) reads differently on the two paths.
@@ -206,9 +306,9 @@ def _split(lines: pl.DataFrame, path: str | Path, columns: list[str],
     found = pl.col("raw").str.count_matches(",", literal=True) + 1
     out = lines.with_columns(
         pl.lit(str(path)).alias("source"),
-        pl.when(found != n).then(
+        pl.coalesce(pl.col("reason"), pl.when(found != n).then(
             pl.format("wrong number of columns: {} (expected {})", found, pl.lit(n))
-        ).alias("reason"),
+        )).alias("reason"),
     )
     if fields is None:
         parts = [pl.col("raw").alias(columns[0])]
@@ -254,8 +354,12 @@ def _clean(expr: pl.Expr) -> pl.Expr:
 
 
 def header_fields(path: str | Path) -> list[str]:
-    """The header line of a CSV file split into stripped field names."""
-    first = head(path, 1)
+    """The header line of a CSV file split into stripped field names (UTF-8, never replaced)."""
+    try:
+        first = head(path, 1, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"header is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                                f"at byte {exc.start + 1} of the line)", line=1) from exc
     if not first:
         raise FormatError(path, "empty file")
     return [f.strip().strip('"') for f in first[0].split(",")]
@@ -274,8 +378,9 @@ def jsonl_rows(path: str | Path, keys: list[str]) -> pl.DataFrame:
     is_object = raw.str.starts_with("{") & raw.str.ends_with("}")
     out = lines.with_columns(values).with_columns(
         pl.lit(str(path)).alias("source"),
-        pl.when(~is_object | pl.all_horizontal([pl.col(k).is_null() for k in keys]))
-        .then(pl.lit("malformed JSON line")).alias("reason"),
+        pl.coalesce(pl.col("reason"), pl.when(
+            ~is_object | pl.all_horizontal([pl.col(k).is_null() for k in keys]))
+            .then(pl.lit("malformed JSON line"))).alias("reason"),
     )
     return out
 

@@ -211,3 +211,52 @@ def test_archive_extracted_per_day(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "extracted").rglob("*.csv"))) == 2
     with pytest.raises(FormatError, match="holds 14 days"):
         azure_functions_2019.load([archive], "mine")
+
+
+def _reorder(src: Path, dst: Path, order: list[str]) -> Path:
+    """``src`` (a real CSV) with its columns in ``order``, same rows."""
+    pl.read_csv(src, infer_schema=False).select(order).write_csv(dst)
+    return dst
+
+
+def test_memory_file_owner_first_is_loaded_by_header(shared, tmp_path, sample):
+    """The InVitro memory variant that starts HashOwner,HashApp,HashFunction,SampleCount,..."""
+    folder = tmp_path / "azure_functions_2019"
+    folder.mkdir()
+    src = shared / "azure_functions_2019"
+    for name in ("invocations.csv", "durations.csv"):
+        (folder / name).write_bytes((src / name).read_bytes())
+    mem_header = (src / "memory.csv").read_text().splitlines()[0].split(",")
+    assert mem_header[0] == "HashFunction"
+    owner_first = ["HashOwner", "HashApp", "HashFunction", *mem_header[3:]]
+    _reorder(src / "memory.csv", folder / "memory.csv", owner_first)
+    loaded = azure_functions_2019.load([folder], "t")
+    got, want = loaded.tables["functions"], sample.tables["functions"]
+    assert got["memory_mean_mb"].null_count() == want["memory_mean_mb"].null_count() < got.height
+    assert got.equals(want)
+    assert loaded.notes["memory_layout"] == "function"
+
+
+def test_durations_and_invocations_in_another_column_order(shared, tmp_path, sample):
+    src = shared / "azure_functions_2019"
+    dur = src / "durations.csv"
+    header = dur.read_text().splitlines()[0].split(",")
+    d = _reorder(dur, tmp_path / "durations.csv", header[3:] + header[:3][::-1])
+    inv_header = (src / "invocations.csv").read_text().splitlines()[0].split(",")
+    i = _reorder(src / "invocations.csv", tmp_path / "invocations.csv",
+                 inv_header[4:] + inv_header[:4][::-1])
+    m = tmp_path / "memory.csv"
+    m.write_bytes((src / "memory.csv").read_bytes())
+    loaded = azure_functions_2019.load([i, d, m], "t")
+    assert loaded.tables["functions"].equals(sample.tables["functions"])
+    assert loaded.tables["invocation_counts"].equals(sample.tables["invocation_counts"])
+
+
+def test_folder_with_a_file_it_cannot_load_fails(shared, tmp_path, store):
+    folder = tmp_path / "azure_functions_2019"
+    folder.mkdir()
+    for name in ("invocations.csv", "durations.csv"):
+        (folder / name).write_bytes((shared / "azure_functions_2019" / name).read_bytes())
+    write(folder / "memory.csv", "HashApp,SampleCount,AverageAllocatedMb\na,1,2.0\n")
+    with pytest.raises(FormatError, match=r"memory\.csv:1: unexpected header: not an Azure"):
+        ingest(folder, store=store)
