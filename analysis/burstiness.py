@@ -1122,10 +1122,10 @@ def fit_interarrivals(events: Events, by: By = None,
                       max_samples: int = 200_000, min_gaps: int = 10) -> pl.DataFrame:
     """Maximum-likelihood fits of the inter-arrival times, ranked by AIC and BIC, with KS.
 
-    Continuous timestamps: :func:`analysis.fitting.fit_distributions` (AIC, Akaike 1974; BIC,
-    Schwarz 1978; KS distance) on each group's positive gaps (exact ties, zero gaps, are not
+    Continuous timestamps: :func:`servetrace.analysis.fitting.fit_distributions` (AIC, Akaike 1974;
+    BIC, Schwarz 1978; KS distance) on each group's positive gaps (exact ties, zero gaps, are not
     fitted; their number is in ``n_ties``). Timestamps on a grid (:func:`resolution`
-    r > 0): :func:`analysis.fitting.fit_rounded` on *every* gap in whole ticks, ties
+    r > 0): :func:`servetrace.analysis.fitting.fit_rounded` on *every* gap in whole ticks, ties
     included, by the grouped-data likelihood of a continuous gap read through rounded
     timestamps (Heitjan 1989): ties below the resolution are neither dropped (which biases
     the CV down and the family towards Weibull; a gamma renewal process of CV 2 at 1 ms has

@@ -17,8 +17,8 @@ Find Them*, EuroSys 2025 (arXiv 2410.06145), written "the Huawei paper" below:
 * the pod utility ratio ``U = (pod lifetime − keep-alive) / cold-start time`` is the paper's
   measure of a pod's useful life relative to what its cold start cost (:func:`pod_utility`).
 
-Which tables share which keys (see :mod:`loaders.huawei_2025`): a function is the dataset's
-``funcName---userID---poolName`` in the ``function`` column of all three tables, so
+Which tables share which keys (see :mod:`servetrace.loaders.huawei_2025`): a function is the
+dataset's ``funcName---userID---poolName`` in the ``function`` column of all three tables, so
 ``runtime`` and ``trigger`` are joined from ``functions`` on ``function`` alone (the tables
 come from different files, hence different ``trace`` ids). A pod is ``podID`` in the ``pod``
 column of ``cold_starts`` and ``invocations``. The Huawei runtime/trigger table covers the
@@ -290,8 +290,8 @@ def fit_cold_start_times(cold_starts: Frame, by: By = None, functions: Frame | N
                          seed: int = 0) -> pl.DataFrame:
     """Maximum-likelihood fits of the cold-start time ``total_s``, per group.
 
-    :func:`analysis.fitting.fit_distributions` of the positive finite ``total_s`` of each group
-    (the Huawei paper fits cold-start times to compare regions). Groups with fewer than
+    :func:`servetrace.analysis.fitting.fit_distributions` of the positive finite ``total_s`` of
+    each group (the Huawei paper fits cold-start times to compare regions). Groups with fewer than
     two positive values get no rows.
 
     Returns ``[by..., family, params, n, n_dropped, n_params, loglik, aic, bic, ks, rank_aic,

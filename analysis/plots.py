@@ -2,7 +2,7 @@
 
 Each function takes the frame an analysis function returned (its columns are named in the
 docstring) and returns an ``alt.Chart``; nothing here computes a metric. Charts carry their data
-inline, so :mod:`analysis.report` can render them to SVG without a network, and
+inline, so :mod:`servetrace.analysis.report` can render them to SVG without a network, and
 :func:`save_png` writes a PNG through vl-convert.
 """
 
@@ -40,7 +40,7 @@ def _chart(frame: pl.DataFrame, title: str) -> alt.Chart:
 def dispersion(curve: pl.DataFrame, by: str | Sequence[str] | None = None) -> alt.Chart:
     """Index of dispersion of counts against window size (log–log), with the Poisson line IDC = 1.
 
-    ``curve``: the frame of :func:`analysis.burstiness.dispersion_curve` (window_s, idc).
+    ``curve``: the frame of :func:`servetrace.analysis.burstiness.dispersion_curve` (window_s, idc).
     """
     frame, color = _color(curve.filter(pl.col("idc").is_finite() & (pl.col("idc") > 0)), by)
     lines = _chart(frame, "Index of dispersion across time scales").mark_line(point=True).encode(
@@ -75,8 +75,8 @@ def rate(counts: pl.DataFrame, window_s: float, bursts: pl.DataFrame | None = No
          by: str | Sequence[str] | None = None) -> alt.Chart:
     """Arrival rate over time from window counts, with detected bursts shaded.
 
-    ``counts``: :func:`analysis.burstiness.window_counts` (window_start_s, count);
-    ``bursts``: :func:`analysis.burstiness.bursts` (start_s, end_s).
+    ``counts``: :func:`servetrace.analysis.burstiness.window_counts` (window_start_s, count);
+    ``bursts``: :func:`servetrace.analysis.burstiness.bursts` (start_s, end_s).
     """
     cols = _by(by)
     coarse = _coarsen(counts, cols)
@@ -96,7 +96,7 @@ def fitted_cdf(values: np.ndarray | pl.Series, fits: pl.DataFrame, title: str,
                top: int = 3) -> alt.Chart:
     """Empirical CDF of ``values`` against the CDFs of the ``top`` best fits (log x).
 
-    ``fits``: :func:`analysis.fitting.fit_distributions` rows (family, params, rank_aic).
+    ``fits``: :func:`servetrace.analysis.fitting.fit_distributions` rows (family, params, rank_aic).
     """
     x = np.asarray(values, dtype=np.float64)
     x = np.sort(x[np.isfinite(x) & (x > 0)])
@@ -118,7 +118,8 @@ def fitted_cdf(values: np.ndarray | pl.Series, fits: pl.DataFrame, title: str,
 
 
 def ecdf(frame: pl.DataFrame, field: str, by: str | Sequence[str] | None = None) -> alt.Chart:
-    """Token-length ECDF (``value``, ``cdf``) from :func:`analysis.tokens.ecdf`, log x."""
+    """Token-length ECDF, log x: ``value`` and ``cdf`` of
+    :func:`servetrace.analysis.tokens.ecdf`."""
     data, color = _color(frame.filter(pl.col("value") > 0), by)
     return _chart(data, f"ECDF of {field.replace('_', ' ')}").mark_line(interpolate="step-after"
                                                                         ).encode(
@@ -127,7 +128,8 @@ def ecdf(frame: pl.DataFrame, field: str, by: str | Sequence[str] | None = None)
 
 
 def output_by_input(frame: pl.DataFrame) -> alt.Chart:
-    """Output-length quantiles per input bucket (:func:`analysis.tokens.output_by_input`)."""
+    """Output-length quantiles per input bucket
+    (:func:`servetrace.analysis.tokens.output_by_input`)."""
     data = frame.filter(pl.col("n") > 0).with_columns(
         ((pl.col("input_lo") * pl.col("input_hi").clip(lower_bound=1)).sqrt()).alias("input_mid"))
     base = _chart(data, "Output length by input length")
@@ -139,7 +141,8 @@ def output_by_input(frame: pl.DataFrame) -> alt.Chart:
 
 
 def drift(frame: pl.DataFrame, field: str) -> alt.Chart:
-    """Wasserstein distance between consecutive windows (:func:`analysis.tokens.drift`)."""
+    """Wasserstein distance between consecutive windows
+    (:func:`servetrace.analysis.tokens.drift`)."""
     return _chart(frame, f"Drift of {field.replace('_', ' ')} between consecutive windows"
                   ).mark_line(point=True).encode(
         alt.X("next_window_start_s:Q", title="window start (s)"),
@@ -147,7 +150,8 @@ def drift(frame: pl.DataFrame, field: str) -> alt.Chart:
 
 
 def components(breakdown: pl.DataFrame, by: str | Sequence[str] | None = None) -> alt.Chart:
-    """Cold-start time shares per component (:func:`analysis.coldstart.component_breakdown`)."""
+    """Cold-start time shares per component
+    (:func:`servetrace.analysis.coldstart.component_breakdown`)."""
     cols = _by(by)
     data, _ = _color(breakdown, by)
     y = alt.Y("group:N", title="/".join(cols)) if cols else alt.Y("component:N", title=None)
@@ -158,7 +162,8 @@ def components(breakdown: pl.DataFrame, by: str | Sequence[str] | None = None) -
 
 
 def tradeoff(frame: pl.DataFrame) -> alt.Chart:
-    """Cold-start fraction against idle memory wasted (:func:`analysis.keepalive.tradeoff`)."""
+    """Cold-start fraction against idle memory wasted
+    (:func:`servetrace.analysis.keepalive.tradeoff`)."""
     return _chart(frame, "Keep-alive trade-off").mark_line(point=True).encode(
         alt.X("wasted_gb_s:Q", title="idle memory-time wasted (GB·s)"),
         alt.Y("cold_fraction:Q", title="cold-start fraction"),
@@ -173,7 +178,8 @@ def _top_tenants(frame: pl.DataFrame, by: str, value: str) -> pl.DataFrame:
 
 
 def service_over_time(service: pl.DataFrame, by: str = "tenant") -> alt.Chart:
-    """Accumulated service per tenant over time (:class:`analysis.fairness.SimResult.service`)."""
+    """Accumulated service per tenant over time
+    (:class:`servetrace.analysis.fairness.SimResult.service`)."""
     data = _top_tenants(service, by, "service")
     times = data["time_s"].unique().sort()
     if len(times) > MAX_POINTS:
@@ -185,7 +191,7 @@ def service_over_time(service: pl.DataFrame, by: str = "tenant") -> alt.Chart:
 
 
 def lorenz(tenant_service: pl.DataFrame, value: str = "service") -> alt.Chart:
-    """Lorenz curve of per-tenant service (:func:`analysis.fairness.tenant_service`)."""
+    """Lorenz curve of per-tenant service (:func:`servetrace.analysis.fairness.tenant_service`)."""
     v = np.sort(tenant_service[value].drop_nulls().to_numpy().astype(np.float64))
     n = len(v)
     if n == 0:
@@ -202,7 +208,8 @@ def lorenz(tenant_service: pl.DataFrame, value: str = "service") -> alt.Chart:
 
 
 def tenant_latency(frame: pl.DataFrame, by: str = "tenant") -> alt.Chart:
-    """Mean and p99 latency per tenant and scheduler (:func:`analysis.fairness.tenant_latency`)."""
+    """Mean and p99 latency per tenant and scheduler
+    (:func:`servetrace.analysis.fairness.tenant_latency`)."""
     color = {"color": alt.Color("scheduler:N")} if "scheduler" in frame.columns else {}
     data = _top_tenants(frame, by, "n")
     return _chart(data, "Latency per tenant").mark_point(filled=True).encode(

@@ -58,7 +58,8 @@ def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
              title: str = "Arrivals and burstiness",
              summary: pl.DataFrame | None = None) -> Section:
     """Burstiness of ``events`` (``arrival_s`` rows or ``invocation_counts``), per group;
-    ``summary``: :func:`analysis.burstiness.summary` of the same, when already computed."""
+    ``summary``: :func:`servetrace.analysis.burstiness.summary` of the same, when already
+    computed."""
     events = events.lazy().collect()
     notes: list[str] = []
     if summary is None:
@@ -105,7 +106,7 @@ def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
 def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
                   title: str = "Token lengths", summary: pl.DataFrame | None = None) -> Section:
     """Input and output token lengths of ``requests``: summaries, fits, joint shape, drift;
-    ``summary``: :func:`analysis.tokens.summary` of the same, when already computed."""
+    ``summary``: :func:`servetrace.analysis.tokens.summary` of the same, when already computed."""
     requests = requests.lazy().collect()
     notes: list[str] = []
     chart_by = _chart_by(requests, by)

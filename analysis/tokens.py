@@ -2,7 +2,7 @@
 
 Per trace or group (``by``): summaries and ECDFs of input and output tokens, maximum-likelihood
 fits (lognormal, gamma, Weibull, a two-component lognormal mixture, ranked by AIC/BIC with the
-KS distance, see :mod:`analysis.fitting`) and a Pareto/Zipf tail (Hill estimator above a
+KS distance, see :mod:`servetrace.analysis.fitting`) and a Pareto/Zipf tail (Hill estimator above a
 quantile threshold), the joint distribution of input and output (Pearson/Spearman correlation,
 output quantiles by input bucket), drift between consecutive time windows (Wasserstein-1 and
 KS distances) and the failure rate.
@@ -28,7 +28,7 @@ Conventions shared by every function:
 * ``requests`` is a :class:`polars.DataFrame` or :class:`polars.LazyFrame`; only the columns a
   function needs are read (projection pushdown on a scan), and all work is vectorized in
   Polars/NumPy: nothing loops over requests. :func:`fit_lengths` loops over groups, fitting a
-  seeded subsample of each (see :func:`analysis.fitting.fit_distributions`).
+  seeded subsample of each (see :func:`servetrace.analysis.fitting.fit_distributions`).
 * Integer token counts take few distinct values, so summaries, quantiles, the tail, the
   correlations, drift and windowed failure rates are computed from counts per (group, value)
   or (window, value) cell — one bincount, no sort — wherever that table is small (at most
@@ -536,7 +536,7 @@ def fit_lengths(requests: Frame, field: str = "input_tokens", by: By = None,
     """Maximum-likelihood fits of ``field`` per group, ranked by AIC and BIC, with KS.
 
     Whole-distribution families (``lognormal``, ``gamma``, ``weibull``, ``lognormal_mixture2``
-    and ``exponential``) are fitted by :func:`analysis.fitting.fit_distributions` on the
+    and ``exponential``) are fitted by :func:`servetrace.analysis.fitting.fit_distributions` on the
     positive values (zeros — BurstGPT's failed responses — are dropped and counted in
     ``n_dropped``; above ``max_samples`` values a subsample seeded by ``seed`` is fitted), and
     ranked against each other: ``rank_aic``/``rank_bic`` = 1 is the best. The mixture's EM
@@ -547,7 +547,7 @@ def fit_lengths(requests: Frame, field: str = "input_tokens", by: By = None,
     quantile) and Hill's α fitted to the values above it (:func:`tail_index`). Its likelihood
     is conditional on the tail, so it is not ranked (``rank_aic``/``rank_bic`` null): its
     ``n`` is the number of exceedances and ``n_dropped`` the other values; ``params`` is
-    ``{"alpha", "xm"}`` as :func:`analysis.fitting.distribution` reads it (the law of
+    ``{"alpha", "xm"}`` as :func:`servetrace.analysis.fitting.distribution` reads it (the law of
     X given X > threshold). Tail index details (standard error, Zipf exponent) are in
     :func:`tail_index`.
 

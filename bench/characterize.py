@@ -7,10 +7,11 @@ days: gamma-renewal arrivals (CV 2) under a diurnal rate, 1,000 Zipf-weighted te
 and output lengths from a Gaussian copula (lognormal marginals, ρ = 0.5), 5% failed. Then, in
 this one process, it runs the same metrics twice:
 
-- servetrace: ``analysis.burstiness`` (inter-arrival statistics, the dispersion curve, Hurst
-  exponents, inter-arrival fits, periodicity, bursts) and ``analysis.tokens`` (summaries, fits
-  of both lengths, correlation, output by input bucket, hourly drift, failure rate), on the
-  four columns they need, read once from the Parquet file into one contiguous chunk each;
+- servetrace: ``servetrace.analysis.burstiness`` (inter-arrival statistics, the dispersion curve,
+  Hurst exponents, inter-arrival fits, periodicity, bursts) and ``servetrace.analysis.tokens``
+  (summaries, fits of both lengths, correlation, output by input bucket, hourly drift, failure
+  rate), on the four columns they need, read once from the Parquet file into one contiguous
+  chunk each;
 - a straightforward pandas + SciPy implementation of the same metrics: ``read_parquet``,
   ``Series.diff``/``quantile``, per-window ``value_counts`` reindexed to include empty
   windows, ``scipy.stats.<family>.fit`` and ``kstest`` on the same 200,000-value subsample

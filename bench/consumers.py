@@ -6,8 +6,8 @@ GuideLLM (``guidellm`` on PyPI, with ``transformers``, ``datasets`` and ``torch`
 6 GB) and AIPerf (``aiperf``, about 1.2 GB) are too heavy for the test suite, so this script
 installs each into a scratch virtual environment outside the repository (``DIR/guidellm``
 and ``DIR/aiperf``, default ``DIR`` = ``/tmp/servetrace-consumers``; reused when they
-exist), writes real traces from ``../shared/traces`` with :func:`synth.export.export`, and
-has the consumer's own code read them:
+exist), writes real traces from ``../shared/traces`` with :func:`servetrace.synth.export.export`,
+and has the consumer's own code read them:
 
 - ``guidellm`` (GuideLLM ``kind=trace_synthetic``) from the Azure LLM 2023 conversation
   trace and ``guidellm-mooncake`` (GuideLLM ``kind=mooncake``) from the Mooncake

@@ -7,12 +7,12 @@ process of ``R`` requests/s (default 8, about the server's capacity, so queues b
 drain), each from one of ``T`` tenants (default 1,000) drawn with Zipf(1) popularity, with
 (input, output) token pairs resampled jointly from the real Azure LLM inference trace 2023
 (conversation, ``../shared/traces/azure_llm_2023``; Patel et al., Splitwise, ISCA 2024).
-The server (``analysis.fairness.Server``): 20,000 prefill tokens/s, 25 decode tokens/s per
-sequence (40 ms iterations), 128 sequences and 262,144 KV tokens per batch.
+The server (``servetrace.analysis.fairness.Server``): 20,000 prefill tokens/s, 25 decode tokens/s
+per sequence (40 ms iterations), 128 sequences and 262,144 KV tokens per batch.
 
 Measures, in this one process:
 
-- servetrace VTC: ``analysis.fairness.simulate(trace, server, "vtc")`` on all requests;
+- servetrace VTC: ``servetrace.analysis.fairness.simulate(trace, server, "vtc")`` on all requests;
 - servetrace FCFS on all requests (the cheapest policy through the same loop);
 - baseline: a straightforward per-request-object VTC (one Python object per request, one loop
   turn per server iteration, a dict of counters scanned for the smallest; the structure of

@@ -6,10 +6,10 @@ Not a speed benchmark: the quality figures in the README's fidelity table, repro
 each of Azure LLM 2023 code and conversation (Patel et al., ISCA 2024), Mooncake conversation
 (Qin et al., FAST 2025) and the BurstGPT sample (Wang et al., 2024) in ``../shared/traces``:
 
-- whole trace: :func:`synth.model.fit` on the trace, ``runs`` samples of its span (seeds
-  0 … runs − 1) scored by :func:`synth.fidelity.fidelity`;
-- held-out: :func:`synth.fidelity.holdout` (fit on the first half, ``runs`` samples of the
-  second half's span, baselines from the first half).
+- whole trace: :func:`servetrace.synth.model.fit` on the trace, ``runs`` samples of its span (seeds
+  0 … runs − 1) scored by :func:`servetrace.synth.fidelity.fidelity`;
+- held-out: :func:`servetrace.synth.fidelity.holdout` (fit on the first half, ``runs`` samples of
+  the second half's span, baselines from the first half).
 
 Prints the arrival metrics with mean errors, their standard deviations over the runs and the
 verdict (win, tie or loss at two standard errors), then the count of each verdict. With

@@ -7,7 +7,7 @@ Log Type``) whose (request, response) token pairs are resampled jointly from the
 BurstGPT sample in ``../shared/traces/burstgpt_sample`` (about 1 in 20 responses set to 0,
 the failed requests of the raw files), then measures, in this one process:
 
-- servetrace: ``loaders.ingest(path, as_format="burstgpt")`` into a fresh store (parse,
+- servetrace: ``servetrace.loaders.ingest(path, as_format="burstgpt")`` into a fresh store (parse,
   validate every row, SHA-256 the source, write Parquet, commit);
 - DuckDB: ``COPY (SELECT * FROM read_csv(path)) TO 'x.parquet'`` — the practical ceiling;
 - pandas: ``read_csv`` + ``to_parquet`` (pyarrow engine).

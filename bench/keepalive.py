@@ -11,8 +11,8 @@ functions × 480 minutes, 24 % of the minutes non-zero): its 480 minutes repeate
 functions are grouped into ``N / 2`` apps at random (as in ``bench/wide_counts.py``). Then,
 in this one process:
 
-- servetrace: ``analysis.keepalive.simulate`` per app with the ``functions`` table, the fixed
-  10-minute policy and the hybrid histogram policy, on the whole trace (vectorized NumPy /
+- servetrace: ``servetrace.analysis.keepalive.simulate`` per app with the ``functions`` table, the
+  fixed 10-minute policy and the hybrid histogram policy, on the whole trace (vectorized NumPy /
   Polars over chunks of apps, counts spread within their minute by the seeded phase rule);
   then ``tradeoff`` (9 fixed keep-alive lengths and the hybrid policy on one preparation);
 - baseline: a straightforward per-app Python loop over each app's active minutes (one

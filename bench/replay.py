@@ -1,11 +1,11 @@
-"""Dispatch accuracy of ``synth.replay`` at 500 requests/s against the local test server.
+"""Dispatch accuracy of ``servetrace.synth.replay`` at 500 requests/s against the local test server.
 
 Usage: ``python bench/replay.py [--rate 500] [--duration 25] [--tokens 4]``.
 
-The test server (:mod:`synth.server`) runs as a separate process on loopback with a cheap
+The test server (:mod:`servetrace.synth.server`) runs as a separate process on loopback with a cheap
 cost model (short prompts, ``--tokens`` output tokens at 2,000 tokens/s, no concurrency
 limit), so what is measured is the client: a Poisson schedule at ``--rate`` requests/s for
-``--duration`` seconds, replayed twice in this process, once by ``synth.replay``'s
+``--duration`` seconds, replayed twice in this process, once by ``servetrace.synth.replay``'s
 absolute-deadline dispatcher and once by the naive sleep-after-send dispatcher
 (``asyncio.sleep(gap)`` after each send, the rest of the replay identical). Printed per
 dispatcher: send lag (actual send time minus scheduled time) p50 / p99 / max, the target

@@ -2,7 +2,7 @@
 
     python bench/sample.py [--requests N] [--baseline-requests N]
 
-Fits :func:`synth.model.fit` to the real Azure LLM 2023 conversation trace in
+Fits :func:`servetrace.synth.model.fit` to the real Azure LLM 2023 conversation trace in
 ``../shared/traces`` (Patel et al., "Splitwise", ISCA 2024), then, in this one process:
 
 - servetrace: ``model.sample(duration, seed)`` for the duration that holds N requests at the

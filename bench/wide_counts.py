@@ -11,8 +11,8 @@ function is a randomly drawn real function's 480 minutes repeated three times, r
 random offset; owners, apps and functions get fresh 64-hex-digit hashes. Then measures, in
 this one process:
 
-- servetrace: ``loaders.ingest(path)`` into a fresh store (read, validate every cell, unpivot
-  the non-zero cells, SHA-256 the source, write Parquet, commit);
+- servetrace: ``servetrace.loaders.ingest(path)`` into a fresh store (read, validate every cell,
+  unpivot the non-zero cells, SHA-256 the source, write Parquet, commit);
 - pandas: ``read_csv`` + ``melt`` + filter ``count > 0`` + ``to_parquet`` (pyarrow engine).
 
 Prints seconds, million long rows per second and peak RSS per stage, and the targets:

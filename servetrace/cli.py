@@ -46,7 +46,8 @@ def _root(version: Annotated[bool, typer.Option(
     """Load, characterize and synthesize LLM-serving and serverless traces."""
 
 
-_ERRORS = (FormatError, DownloadError, StoreError, MissingExtra, KeyError, ValueError, OSError)
+_ERRORS = (FormatError, DownloadError, StoreError, MissingExtra, KeyError, ValueError, OSError,
+           pl.exceptions.PolarsError)
 
 
 def _fail(exc: BaseException) -> None:
@@ -405,8 +406,9 @@ def fairness_cmd(
 ) -> None:
     """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server.
 
-    The server options default to analysis.fairness.DEFAULT_SERVER (8,000 prompt tokens/s, 30
-    decode iterations/s, 64 sequences: a stand-in for one model replica, not a measurement).
+    The server options default to servetrace.analysis.fairness.DEFAULT_SERVER (8,000 prompt
+    tokens/s, 30 decode iterations/s, 64 sequences: a stand-in for one model replica, not a
+    measurement).
     """
     from servetrace.analysis import fairness
 

@@ -4,12 +4,12 @@ Steps, each reported to ``on_step`` before it runs:
 
 1. ingest the Azure LLM inference 2023 traces (code, conversation) and the Mooncake
    conversation trace into the store (downloaded, or served from ``SERVETRACE_MIRROR``);
-2. characterize each: arrivals and burstiness, token lengths (:mod:`analysis.report`);
-3. fit a :class:`synth.model.WorkloadModel` to each and sample a synthetic trace of the same
-   duration (seed 0), saved as canonical ``requests`` Parquet;
+2. characterize each: arrivals and burstiness, token lengths (:mod:`servetrace.analysis.report`);
+3. fit a :class:`servetrace.synth.model.WorkloadModel` to each and sample a synthetic trace of the
+   same duration (seed 0), saved as canonical ``requests`` Parquet;
 4. compare synthetic traces with the real one next to the Poisson and gamma baselines
-   (:func:`synth.fidelity.fidelity`, mean errors over :data:`RUNS` seeds), and on held-out
-   time (:func:`synth.fidelity.holdout`);
+   (:func:`servetrace.synth.fidelity.fidelity`, mean errors over :data:`RUNS` seeds), and on
+   held-out time (:func:`servetrace.synth.fidelity.holdout`);
 5. export the synthetic traces for vLLM (``custom`` JSONL) and GuideLLM (trace file);
 6. write one self-contained HTML report.
 

@@ -18,7 +18,7 @@ two baselines generated the same way for the same duration:
 
 Errors are relative (|synthetic − real| / |real|) for CV, peak-to-mean at 60 s and the index of
 dispersion (its largest relative error over the windows of :data:`WINDOWS_S`, 1 s to 1 h,
-that are whole multiples of the real trace's time resolution, :func:`analysis.burstiness.
+that are whole multiples of the real trace's time resolution, :func:`servetrace.analysis.burstiness.
 resolution` — structure below the recording grid is an artefact, as in :mod:`analysis.
 burstiness` — and hold at least :data:`MIN_WINDOWS` complete windows in both traces), absolute
 for the Hurst exponent and Spearman's ρ, and distances for the KS and Wasserstein comparisons
@@ -121,7 +121,7 @@ def metrics(requests: pl.DataFrame, windows_s: tuple[float, ...] = WINDOWS_S) ->
 
     ``idc`` maps each window of ``windows_s`` to the index of dispersion, ``idc_windows`` to
     its number of complete windows and ``idc_on_grid`` to whether it is a whole multiple of
-    the trace's resolution (:func:`analysis.burstiness.dispersion_curve`).
+    the trace's resolution (:func:`servetrace.analysis.burstiness.dispersion_curve`).
     """
     stats_row = burstiness.interarrival_stats(requests).row(0, named=True)
     curve = burstiness.dispersion_curve(requests, window_s=list(windows_s))
@@ -339,9 +339,10 @@ def _advance(model: WorkloadModel, offset_s: float) -> WorkloadModel:
     """``model`` with the time of day/week of its sample's zero moved ``offset_s`` later.
 
     A sample's zero is the fitted trace's first arrival for the diurnal and weekly harmonics
-    (:class:`synth.model.Arrivals`); to continue the fitted trace (held-out time starts where
-    the fitted part ends), the harmonics' phase moves by that much. Everything else in the
-    model is stationary and unaffected; ServeGen window tables (:class:`synth.model.Piecewise`)
+    (:class:`servetrace.synth.model.Arrivals`); to continue the fitted trace (held-out time starts
+    where the fitted part ends), the harmonics' phase moves by that much. Everything else in the
+    model is stationary and unaffected; ServeGen window tables
+    (:class:`servetrace.synth.model.Piecewise`)
     are not shifted.
     """
     from servetrace.synth.model import Arrivals

@@ -30,7 +30,7 @@ the integrated rate Λ(t) = ∫ λ(u) du, window by window, with
   are silences the modulation cannot hold; they are cut out, their durations and the ON
   periods between them kept as empirical tables, and put back as an alternating renewal;
 * the renewal (burstiness inside a window): gamma or Weibull unit-mean gaps chosen by AIC
-  (:func:`analysis.fitting.fit_distributions`) on the rescaled gaps, or their empirical
+  (:func:`servetrace.analysis.fitting.fit_distributions`) on the rescaled gaps, or their empirical
   quantile table when the Kolmogorov–Smirnov distance of the best exceeds the 5 % critical
   value ``1.36/√n``. A renewal process alone has a flat index of dispersion (→ CV², Cox &
   Lewis 1966); the modulation makes it grow with the window as in real traces. Its CV is
@@ -411,7 +411,7 @@ class Group:
 
 @dataclass(frozen=True)
 class ScaleRecord:
-    """One scaling step applied to a model or a trace (see :mod:`synth.scale`)."""
+    """One scaling step applied to a model or a trace (see :mod:`servetrace.synth.scale`)."""
 
     op: str
     params: tuple[tuple[str, str], ...]

@@ -1,6 +1,6 @@
 """Hardware profile of an OpenAI-compatible endpoint, measured by a short sweep.
 
-:func:`profile_endpoint` measures what :mod:`synth.scale` needs to fit a workload to the
+:func:`profile_endpoint` measures what :mod:`servetrace.synth.scale` needs to fit a workload to the
 hardware it will run on, and :func:`write_profile` writes it as YAML whose first four keys
 are the ones scaling reads:
 
@@ -36,7 +36,8 @@ are the ones scaling reads:
     ``block_size``) or SGLang's ``sglang:max_total_num_tokens``; else the value given, else
     null (it cannot be measured from outside without filling the cache).
 
-Metadata follows: ``name`` (``model @ server``, the label :class:`synth.scale.HardwareProfile`
+Metadata follows: ``name`` (``model @ server``, the label
+:class:`servetrace.synth.scale.HardwareProfile`
 carries), ``decode_tokens_per_s_per_sequence``, ``prefill_base_s``,
 ``knee_found``, ``kv_cache_source``, ``endpoint`` (without credentials), ``model``,
 ``api``, ``measured_at`` (UTC), ``settings`` and the measured points (``prefill_points``,
@@ -79,7 +80,7 @@ __all__ = [
 
 PROFILE_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s", "max_concurrent_sequences",
                 "kv_cache_tokens")
-"""The keys :mod:`synth.scale` reads, first in the YAML file."""
+"""The keys :mod:`servetrace.synth.scale` reads, first in the YAML file."""
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ def profile_endpoint(endpoint: str, *, model: str | None = None, api: str | None
     """Measure an endpoint's hardware profile (the CLI's ``servetrace profile``).
 
     See the module docstring for the method. ``endpoint``, ``model``, ``api``,
-    ``api_key_env`` as in :func:`synth.replay.replay`; ``prefill_tokens``: prompt lengths
+    ``api_key_env`` as in :func:`servetrace.synth.replay.replay`; ``prefill_tokens``: prompt lengths
     of the prefill phase (``prefill_repeats`` requests each); ``concurrency``: the sweep's
     levels, ``level_s`` seconds each, the first ``warmup`` fraction not counted;
     ``decode_tokens`` and ``sweep_input_tokens``: the sweep requests' output and prompt

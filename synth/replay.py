@@ -29,7 +29,7 @@ Dispatch
     is no longer open loop: a request waits while ``max_concurrency`` others are in flight.
 
 Requests
-    The prompt has ``input_tokens`` words from :mod:`synth.prompts`, exactly that many
+    The prompt has ``input_tokens`` words from :mod:`servetrace.synth.prompts`, exactly that many
     tokens for the ``cl100k_base``/``o200k_base`` BPE vocabularies and an approximation for
     others. Given ``tokenizer`` (a function counting a text's tokens, for instance
     ``lambda s: len(tok.encode(s, add_special_tokens=False))`` for a Hugging Face
@@ -392,7 +392,7 @@ class ReplayResult:
 def _exact_prompts(n_tokens: np.ndarray, seed: int,
                    count: Callable[[str], int]) -> tuple[list[str], np.ndarray]:
     """Prompts whose ``count`` is ``n_tokens`` (or the largest not above it), by adjusting
-    word counts of :mod:`synth.prompts` text; returns the texts and their counts."""
+    word counts of :mod:`servetrace.synth.prompts` text; returns the texts and their counts."""
     long = make_prompts(2 * n_tokens + 8, seed)
     texts, counts = [], np.zeros(n_tokens.size, dtype=np.int64)
     for i, n in enumerate(n_tokens.tolist()):  # one tokenizer call per try: not vectorizable

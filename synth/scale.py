@@ -5,7 +5,7 @@ and superposition, and targeting a hardware profile.
   group's rate λ(t) becomes f·λ(t) (same modulation path in time, same renewal shape, same
   think times); on a trace, f ≤ 1 is independent p-thinning (a p-thinned Cox process is the Cox
   process of intensity p·λ(t), Daley & Vere-Jones 2003 §11.3), f > 1 fits a model
-  (:func:`synth.model.fit`) and samples it at ``rate_scale`` f over the trace's span.
+  (:func:`servetrace.synth.model.fit`) and samples it at ``rate_scale`` f over the trace's span.
 * **Time compression** divides every arrival time by f: the rate grows by f and every time
   scale of the burst shape (burst lengths, think times, the diurnal period) shrinks by f.
 * **Tenant thinning** keeps whole tenants (named, or a seeded random fraction of them);

@@ -1,8 +1,9 @@
 """A small OpenAI-compatible streaming server whose token timing follows a cost model.
 
 It stands in for a real inference server (vLLM, SGLang) wherever servetrace needs one over
-real HTTP: the tests of :mod:`synth.replay` and :mod:`synth.profile`, the demo and the
-notebooks. It generates no text worth reading; what it models is *when* tokens come out.
+real HTTP: the tests of :mod:`servetrace.synth.replay` and :mod:`servetrace.synth.profile`, the
+demo and the notebooks. It generates no text worth reading; what it models is *when* tokens come
+out.
 
 Endpoints: ``POST /v1/completions`` and ``POST /v1/chat/completions`` (``stream`` true or
 false; ``stream_options.include_usage`` adds a final usage chunk, as in the OpenAI API and
@@ -26,7 +27,7 @@ Serving with PagedAttention*, SOSP 2023):
   ``max_tokens`` in all, or fewer when ``ignore_eos`` is false and ``eos_after_tokens`` is
   set (the sequence "meets EOS" after that many tokens);
 - ``input_tokens`` is approximated by the number of whitespace-separated words of the
-  prompt (all message contents for chat), exact for :mod:`synth.prompts` prompts.
+  prompt (all message contents for chat), exact for :mod:`servetrace.synth.prompts` prompts.
 
 Faults: ``fail_every`` (every Nth request, counted from 1 over both generation endpoints,
 answers HTTP 500), ``fail_fraction`` (that fraction at random, seeded), ``stall_every`` /

@@ -1,4 +1,4 @@
-"""synth.model: fit a WorkloadModel, sample it.
+"""servetrace.synth.model: fit a WorkloadModel, sample it.
 
 Ground truth: processes whose statistics are known (Poisson: CV 1, index of dispersion 1; a
 gamma renewal of CV 2: CV 2; fractional Gaussian noise: lag-1 autocorrelation 2^{2H−1} − 1;

@@ -1,4 +1,5 @@
-"""synth.scale: rate rescaling, time compression, tenant thinning, superposition, hardware
+"""servetrace.synth.scale: rate rescaling, time compression, tenant thinning, superposition,
+hardware
 targeting; every step recorded."""
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ def test_fit_lengths_recovers_lognormal_and_gamma_parameters():
         tail = part.filter(pl.col("family") == "pareto").row(0, named=True)
         assert tail["scope"] == "tail" and tail["rank_aic"] is None and tail["n"] < n // 10 + 1
         assert part["family"][-1] == "pareto" and part["nulls"].to_list() == [0] * 5
-    # the tail row is the tail_index fit, usable through analysis.fitting.distribution
+    # the tail row is the tail_index fit, usable through servetrace.analysis.fitting.distribution
     hill = tokens.tail_index(frame, by="g").filter(pl.col("g") == "lognormal").row(0, named=True)
     tail = lognormal.filter(pl.col("family") == "pareto").row(0, named=True)
     assert _params(lognormal, "pareto") == {"alpha": hill["alpha"], "xm": hill["threshold"]}

@@ -27,8 +27,8 @@ name                        target                                         time 
 ==========================  =============================================  ==========
 
 All but ``vhive`` take the canonical ``requests`` table; ``vhive`` takes ``invocations`` or
-``invocation_counts`` plus, optionally, ``functions`` (see :mod:`synth.export.vhive`).
-Formats that carry text get synthetic prompts from :mod:`synth.prompts`.
+``invocation_counts`` plus, optionally, ``functions`` (see :mod:`servetrace.synth.export.vhive`).
+Formats that carry text get synthetic prompts from :mod:`servetrace.synth.prompts`.
 """
 
 from __future__ import annotations

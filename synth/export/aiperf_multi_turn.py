@@ -17,7 +17,7 @@ without the column) is a conversation of its own, named ``request-<row>`` after 
 arrival order (0-based).
 
 Units: ``timestamp`` whole **milliseconds** from the trace zero (``rebase``: from the first
-request); ``text`` synthetic (:mod:`synth.prompts`), ≈ ``input_tokens`` tokens; with
+request); ``text`` synthetic (:mod:`servetrace.synth.prompts`), ≈ ``input_tokens`` tokens; with
 ``delta_inputs`` a turn's text is only what the turn adds, ``input_tokens`` minus the previous
 turn's ``input_tokens + output_tokens`` (at least one word), for traces whose input counts
 include the history that AIPerf resends; ``output_length`` tokens, raised to

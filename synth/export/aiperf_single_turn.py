@@ -11,8 +11,8 @@ written here: every request is its own conversation). One object per line::
     {"text": "data every correct ...", "timestamp": 3021, "output_length": 129}
 
 Units: ``timestamp`` is whole **milliseconds** from the trace zero (``rebase``: from the
-first request); ``text`` is synthetic (:mod:`synth.prompts`) of ≈ ``input_tokens`` tokens,
-at least one word (AIPerf rejects a row without content); ``output_length`` is tokens,
+first request); ``text`` is synthetic (:mod:`servetrace.synth.prompts`) of ≈ ``input_tokens``
+tokens, at least one word (AIPerf rejects a row without content); ``output_length`` is tokens,
 raised to ``min_output_tokens`` (default 1), and null where it would be 0 (AIPerf requires
 > 0; null leaves the length to ``--osl``).
 """

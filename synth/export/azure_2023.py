@@ -14,7 +14,7 @@ its trace zero, so the wall-clock origin is an option (``origin``: a ``datetime`
 UTC, or ISO-8601 text; default the Unix epoch 1970-01-01 00:00:00, since a ``requests``
 frame does not carry its trace's origin: pass ``traces.origin`` to restore the original
 times). ``ContextTokens`` = ``input_tokens``, ``GeneratedTokens`` = ``output_tokens``.
-Reading the file back with :mod:`loaders.azure_llm_2023` gives the same arrivals (to 100
+Reading the file back with :mod:`servetrace.loaders.azure_llm_2023` gives the same arrivals (to 100
 ns, counted from the first request) and lengths.
 """
 

@@ -19,7 +19,7 @@ sum; ``Elapsed time`` = ``latency_s`` in seconds (empty where null); ``Session I
 ``session`` (empty where null). ``Model`` and ``Log Type`` come from ``model`` and
 ``log_type``; where those are null (traces from other sources) they are filled with the
 ``model`` and ``log_type`` options, default ``GPT-4`` (the rows vLLM's reader keeps) and
-``Conversation log``. Reading the file back with :mod:`loaders.burstgpt` gives the same
+``Conversation log``. Reading the file back with :mod:`servetrace.loaders.burstgpt` gives the same
 arrivals, lengths, failures, models, log types, sessions and latencies.
 """
 

@@ -2,8 +2,8 @@
 
 Source of truth: ``vllm-project/guidellm``,
 ``src/guidellm/data/deserializers/trace_mooncake.py``: the ``trace_synthetic`` columns
-(:mod:`synth.export.guidellm`) plus ``hash_ids`` (a list of non-negative ints, each standing
-for ``hash_id_block_size`` = 512 tokens by default); every row must satisfy
+(:mod:`servetrace.synth.export.guidellm`) plus ``hash_ids`` (a list of non-negative ints, each
+standing for ``hash_id_block_size`` = 512 tokens by default); every row must satisfy
 ``ceil(input_length / 512) == len(hash_ids)`` or GuideLLM rejects the file. Prompts are built
 block by block from the ids, so shared ids give shared prefixes. One object per line::
 

@@ -12,7 +12,7 @@ arrival order (they are). Layout, the Azure LLM trace's::
     1970-01-01 00:00:00.000000,374,44
 
 Units: ``TIMESTAMP`` UTC wall-clock time with **6 fractional digits** (microseconds, what
-``%f`` holds), ``origin + arrival_s`` (``origin`` as in :mod:`synth.export.azure_2023`,
+``%f`` holds), ``origin + arrival_s`` (``origin`` as in :mod:`servetrace.synth.export.azure_2023`,
 default the Unix epoch; only offsets matter to inference-perf); token counts are integers.
 """
 

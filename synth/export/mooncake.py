@@ -11,9 +11,9 @@ Units: ``timestamp`` is whole **milliseconds** from the trace start, ``round(arr
 ``input_length`` and ``output_length`` are tokens; ``hash_ids`` are ids of the prompt's
 **512-token** prefix blocks, ``len(hash_ids) = ceil(input_length / 512)``. A request's
 ``hash_ids`` are kept where the frame has them; elsewhere each request gets fresh ids of its
-own (see :func:`synth.export._common.hash_ids`), so no prefix sharing is invented.
+own (see :func:`servetrace.synth.export._common.hash_ids`), so no prefix sharing is invented.
 
-Reading the file back with :mod:`loaders.mooncake` gives the same arrivals (to the
+Reading the file back with :mod:`servetrace.loaders.mooncake` gives the same arrivals (to the
 millisecond), lengths and block ids.
 """
 

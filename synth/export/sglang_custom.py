@@ -10,7 +10,7 @@ tokenizes to fewer than 2 tokens are dropped by SGLang. One object per line::
     {"conversations": [{"role": "user", "content": "..."},
                        {"role": "assistant", "content": "..."}]}
 
-Units: both texts are synthetic (:mod:`synth.prompts`), of ≈ ``input_tokens`` and ≈
+Units: both texts are synthetic (:mod:`servetrace.synth.prompts`), of ≈ ``input_tokens`` and ≈
 ``output_tokens`` tokens (one single-token word per token), raised to 2 words for the prompt
 and to ``min_output_tokens`` (default 2) for the completion so that SGLang keeps every
 request. SGLang re-tokenizes both with the served model's tokenizer, so lengths are

@@ -7,7 +7,7 @@ seconds (times ``--mooncake-slowdown-factor``) before each record, and builds th
 from ``hash_ids`` alone (per id, the id then ``--mooncake-block-size`` repetitions of the
 word "hi"; older versions fix 128), sending ``output_length`` as the output length (256 when
 absent). ``input_length`` is carried but not read. One object per line, the Mooncake
-layout (:mod:`synth.export.mooncake`)::
+layout (:mod:`servetrace.synth.export.mooncake`)::
 
     {"timestamp": 0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1, ...]}
 

@@ -43,7 +43,7 @@ no separate memory sample count). Functions are keyed by (``tenant``, ``app``,
 needs all three hashes) and a null ``trigger`` as ``others`` (Azure's catch-all class).
 Every function of ``invocations.csv`` needs both statistics (InVitro stops otherwise), so a
 missing one is a ``ValueError``. Reading the folder back with
-:mod:`loaders.azure_functions_2019` gives the same non-zero counts and statistics.
+:mod:`servetrace.loaders.azure_functions_2019` gives the same non-zero counts and statistics.
 """
 
 from __future__ import annotations

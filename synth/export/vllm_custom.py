@@ -8,7 +8,7 @@ per line::
 
     {"prompt": "data every correct appear ...", "output_tokens": 129}
 
-Units: ``prompt`` is synthetic text of ≈ ``input_tokens`` tokens (:mod:`synth.prompts`:
+Units: ``prompt`` is synthetic text of ≈ ``input_tokens`` tokens (:mod:`servetrace.synth.prompts`:
 one single-token word per token; at least one word, since a request needs a prompt);
 ``output_tokens`` is tokens, raised to ``min_output_tokens`` (default 1: a request cannot ask
 for 0 tokens). The format has **no arrival times**: vLLM shuffles the rows (unless
