@@ -263,6 +263,16 @@ def _ks_runs(values: np.ndarray, end: np.ndarray, n: int, dist: Distribution) ->
     return float(max((end / n - f).max(), (f - start / n).max()))
 
 
+def _ranked(rows: list[dict]) -> pl.DataFrame:
+    """Fit rows as a :data:`FIT_SCHEMA` frame, ranked by AIC and by BIC, best AIC first."""
+    frame = pl.DataFrame(rows, schema={k: v for k, v in FIT_SCHEMA.items()
+                                       if k not in ("rank_aic", "rank_bic")})
+    return (frame.with_columns(
+        pl.col("aic").rank("ordinal").cast(pl.Int64).alias("rank_aic"),
+        pl.col("bic").rank("ordinal").cast(pl.Int64).alias("rank_bic"))
+        .sort("rank_aic"))
+
+
 def fit_distributions(x: np.ndarray | pl.Series, families: Sequence[str] = DEFAULT_FAMILIES,
                       *, max_samples: int = 200_000, seed: int = 0) -> pl.DataFrame:
     """Fit each family by maximum likelihood and rank them by AIC (and BIC).
@@ -313,12 +323,7 @@ def fit_distributions(x: np.ndarray | pl.Series, families: Sequence[str] = DEFAU
                      "aic": 2 * k - 2 * loglik, "bic": k * math.log(n) - 2 * loglik,
                      "ks": ks_distance(values, dist) if end is None
                      else _ks_runs(distinct, end, n, dist)})
-    frame = pl.DataFrame(rows, schema={k: v for k, v in FIT_SCHEMA.items()
-                                       if k not in ("rank_aic", "rank_bic")})
-    return (frame.with_columns(
-        pl.col("aic").rank("ordinal").cast(pl.Int64).alias("rank_aic"),
-        pl.col("bic").rank("ordinal").cast(pl.Int64).alias("rank_bic"))
-        .sort("rank_aic"))
+    return _ranked(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,9 +462,4 @@ def fit_rounded(steps: np.ndarray, resolution_s: float,
                      "n_dropped": 0, "n_params": kk, "loglik": loglik,
                      "aic": 2 * kk - 2 * loglik, "bic": kk * math.log(n) - 2 * loglik,
                      "ks": ks_dist})
-    frame = pl.DataFrame(rows, schema={k: v for k, v in FIT_SCHEMA.items()
-                                       if k not in ("rank_aic", "rank_bic")})
-    return (frame.with_columns(
-        pl.col("aic").rank("ordinal").cast(pl.Int64).alias("rank_aic"),
-        pl.col("bic").rank("ordinal").cast(pl.Int64).alias("rank_bic"))
-        .sort("rank_aic"))
+    return _ranked(rows)

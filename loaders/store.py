@@ -135,6 +135,24 @@ def _quote(trace: str) -> str:
     return urllib.parse.quote(trace, safe="")
 
 
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an advisory ``flock`` on ``path`` (created with its folder if need be) for the
+    ``with`` block; yields True. With ``wait=False`` it yields False at once when another
+    process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _file_problem(path: Path, *, rows: int | None = None, full: bool = False) -> str | None:
     """Why a committed Parquet file cannot be trusted, or None: missing, unreadable footer,
     (with ``full``) unreadable data, or a row count other than ``rows``."""
@@ -387,24 +405,9 @@ class Store:
                 con.execute("DELETE FROM traces WHERE trace = ?", [trace])
             self._sweep(trace, keep=None)
 
-    @contextlib.contextmanager
-    def _lock(self, trace: str, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the trace's writer lock (an advisory ``flock`` on ``_locks/<trace>.lock``).
-
-        With ``wait=False`` it yields False at once when another process holds it.
-        """
-        folder = self.root / "_locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{_quote(trace)}.lock", "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _lock(self, trace: str, *, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """The trace's writer lock, ``_locks/<trace>.lock`` (see :func:`file_lock`)."""
+        return file_lock(self.root / "_locks" / f"{_quote(trace)}.lock", wait=wait)
 
     def _check_keeps_tables(self, trace: str, tables: set[str]) -> None:
         if not self.db_path.exists():

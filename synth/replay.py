@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import importlib.metadata
 import itertools
 import json
@@ -84,7 +83,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,7 +95,7 @@ import polars as pl
 from servetrace.extras import require
 from servetrace.loaders import schema
 from servetrace.loaders.dataset import Loaded
-from servetrace.loaders.store import Provenance, Store
+from servetrace.loaders.store import Provenance, Store, file_lock
 from servetrace.synth.prompts import prompts as make_prompts
 
 aiohttp = require("aiohttp", "replay", "replay against an endpoint")
@@ -795,22 +794,11 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-@contextlib.contextmanager
-def _running(results: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Hold ``<results>.lock`` while a replay runs and is stored (an advisory ``flock``), so
-    that :func:`recover_pending` never stores a run that is still going; with ``wait=False``
-    yields False at once when another process holds it."""
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results.with_name(results.name + ".lock"), "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _running(results: Path, *, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
+    """``<results>.lock``, held while a replay runs and is stored, so that
+    :func:`recover_pending` never stores a run that is still going (see
+    :func:`~servetrace.loaders.store.file_lock`)."""
+    return file_lock(results.with_name(results.name + ".lock"), wait=wait)
 
 
 def _name_of(results: Path) -> str:
