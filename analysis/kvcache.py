@@ -181,7 +181,7 @@ def _flatten(df: pl.DataFrame, block_tokens: int, scope: str) -> _Flat:
 # --------------------------------------------------------------------------- distances
 
 
-_CHUNK = 1 << 24
+_CHUNK = 1 << 22
 """Block accesses per chunk of the scans (bounds their temporary memory)."""
 
 
@@ -445,37 +445,51 @@ def lru_curve(requests: Frame, capacities_tokens, *, block_tokens: int,
     state, a, b = _scan(key)
     d_head = _head_distances(a, b, state)
     del a, b
+    d_head = np.append(np.minimum(d_head, len(state) + 1), len(state) + 1)
     order = np.argsort(caps, kind="stable")
     sc = caps[order]
     nb = np.zeros(len(sc) + 1, np.int64)
     nt = np.zeros(len(sc) + 1, np.float64)
     t_all = len(state)
     big = t_all + 2
+    bt = block_tokens
+    inp = np.maximum(inp, 0)
     runs_before = 0
-    # request-aligned chunks of about _CHUNK accesses: running maxima never cross a chunk
-    cuts = np.unique(np.searchsorted(starts, np.arange(0, t_all, _CHUNK), side="left"))
-    bounds = [0, *cuts[(cuts > 0) & (cuts < len(lens))].tolist(), len(lens)] if t_all else [0]
+    # Request-aligned chunks of about _CHUNK accesses. Within a request the running maximum of
+    # the distances changes only at *events*: the request's first block, a run head, the first
+    # of consecutive first accesses; a segment from one event to the next has one running
+    # maximum, ``end - start`` blocks and ``min(inp, end*bt) - min(inp, start*bt)`` tokens.
+    cuts = np.searchsorted(starts, np.arange(0, t_all, _CHUNK), side="left")
+    bounds = [0, *np.unique(cuts[(cuts > 0) & (cuts < len(lens))]).tolist(), len(lens)] \
+        if t_all else [0]
     for r0, r1 in itertools.pairwise(bounds):
         t0 = int(starts[r0])
         t1 = int(starts[r1 - 1] + lens[r1 - 1])
         st = state[t0:t1]
-        heads = st == 2
-        run = np.cumsum(heads) - 1 + runs_before
-        runs_before += int(heads.sum())
-        d = np.full(t1 - t0, big - 1, np.int64)
-        has = st > 0
-        d[has] = np.minimum(d_head[run[has]], big - 1)
-        del run, heads, has
-        req = np.repeat(np.arange(r1 - r0, dtype=np.int64), lens[r0:r1])
+        ev = st != 1
+        ev[1:] &= ~((st[1:] == 0) & (st[:-1] == 0))
+        rs = starts[r0:r1][lens[r0:r1] > 0] - t0
+        ev[rs] = True
+        pos = np.flatnonzero(ev)
+        del ev
+        kind = st[pos]
+        run = np.cumsum(kind == 2) - 1 + runs_before
+        runs_before = int(run[-1]) + 1 if len(run) else runs_before
+        d = np.where(kind == 0, big - 1, d_head[run])          # run -1: the padding
+        del run, kind
+        req = np.searchsorted(rs, pos, side="right") - 1          # among non-empty requests
         d += req * big
         np.maximum.accumulate(d, out=d)
-        d -= req * big                                  # running max within the request
-        pos = np.arange(t1 - t0, dtype=np.int64) - (starts[r0:r1] - t0)[req]
-        tok = np.clip(inp[r0:r1][req] - pos * block_tokens, 0, block_tokens)
-        del req, pos
-        bucket = np.searchsorted(sc, d, side="right")   # hits every capacity > d
-        bucket[d >= big - 1] = len(sc)                  # a first access on the way: never
-        nb += np.bincount(bucket, minlength=len(sc) + 1)
+        d -= req * big                                          # running max in the request
+        end = np.append(pos[1:], t1 - t0)
+        first = rs[req]
+        n_in = inp[r0:r1][lens[r0:r1] > 0][req]
+        nblk = end - pos
+        tok = np.minimum(n_in, (end - first) * bt) - np.minimum(n_in, (pos - first) * bt)
+        del req, end, first, n_in, pos
+        bucket = np.searchsorted(sc, d, side="right")           # hits every capacity > d
+        bucket[d >= big - 1] = len(sc)                          # after a first access: never
+        nb += np.bincount(bucket, weights=nblk, minlength=len(sc) + 1).astype(np.int64)
         nt += np.bincount(bucket, weights=tok, minlength=len(sc) + 1)
     hb = np.empty(len(sc), np.float64)
     ht = np.empty(len(sc), np.float64)
