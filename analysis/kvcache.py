@@ -147,8 +147,8 @@ def _columns(df: pl.DataFrame, block_tokens: int, scope: str
     starts = np.zeros(n, np.int64)
     if n:
         np.cumsum(lens[:-1], out=starts[1:])
-    ids = df["hash_ids"].explode().drop_nulls()
-    if ids.len() != int(lens.sum()):
+    ids = pl.Series(df["hash_ids"].to_arrow().flatten())    # the values, zero-copy
+    if ids.null_count() or ids.len() != int(lens.sum()):
         raise ValueError("hash_ids: null ids inside a list")
     if scope == "session":
         sess = df["session"]
@@ -226,15 +226,17 @@ def _scan(key: np.ndarray, chunk: int | None = None
         new = np.empty(n, bool)
         new[0] = True
         np.not_equal(ks[1:], ks[:-1], out=new[1:])
+        ps = np.empty(n, np.int64)                       # previous access, sorted order
+        ps[1:] = order[:-1]
+        ps += t0
+        ps[new] = last[ks[new]]
         prev = np.empty(n, np.int64)
-        inner = ~new[1:]
-        prev[order[1:][inner]] = order[:-1][inner] + t0
-        prev[order[new]] = last[ks[new]]
+        prev[order] = ps
         end = np.empty(n, bool)
         end[-1] = True
         end[:-1] = new[1:]
         last[ks[end]] = order[end] + t0
-        del ks, order, new, end, inner
+        del ks, order, new, end, ps
         has = prev >= 0
         cont = np.empty(n, bool)
         cont[0] = has[0] and carry_has and prev[0] == carry_prev + 1
@@ -251,43 +253,35 @@ def _nested_weights(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     """For links ``i`` given in order of their ends, with starts ``a`` (distinct) and weights
     ``w``: ``W_i = sum of w_j over links j with a_j > a_i and j < i`` (nested in link ``i``).
 
-    In start order the links form a sequence whose values are their end ranks; ``W_i`` sums the
-    weights of later elements with smaller values. Bit by bit from the top, elements sharing the
-    higher bits form a group (kept in start order by a stable partition); an element with the
-    bit set collects the weights of the later elements of its group with the bit clear."""
+    In start order the links form a sequence whose values ``v`` are their end ranks (a
+    permutation of ``0..n-1``); ``W_i`` sums the weights of later elements with smaller values.
+    Bit by bit from the top (a wavelet matrix): the elements sharing the bits above bit ``l``
+    form a group, kept in start order by a stable partition; as ``v`` is a permutation, the
+    group of prefix ``P`` occupies positions ``[P * 2**(l+1), (P+1) * 2**(l+1))`` and holds
+    ``min(2**l, n - P * 2**(l+1))`` elements with bit ``l`` clear. An element with the bit set
+    collects the weights of the later elements of its group with the bit clear; every pair
+    ``j`` after ``i`` with ``v_j < v_i`` is counted once, at their highest differing bit."""
     n = len(a)
     if n == 0:
         return np.zeros(0, np.int64)
-    it = np.int32 if int(w.sum()) + n < np.iinfo(np.int32).max else np.int64
+    it = np.int32 if int(w.sum()) + 2 * n < np.iinfo(np.int32).max else np.int64
     v = pl.Series(a).arg_sort().to_numpy().astype(it)   # end rank, in start order (a distinct)
     wt = w[v].astype(it)
     acc = np.zeros(n, it)
     idx = np.arange(n, dtype=it)
     for level in range(max(1, int(n - 1).bit_length()) - 1, -1, -1):
-        bit = ((v >> level) & 1).astype(bool)
-        pre = v >> (level + 1)
-        first = np.empty(n, bool)
-        first[0] = True
-        np.not_equal(pre[1:], pre[:-1], out=first[1:])
-        del pre
-        g = np.cumsum(first, dtype=it)
-        g -= 1
-        gs = np.flatnonzero(first).astype(it)
-        del first
-        ge = np.append(gs[1:], n).astype(it) - 1          # last element of each group
-        zero = ~bit
-        c = np.cumsum(np.where(zero, wt, 0), dtype=it)
-        acc += np.where(bit, c[ge][g] - c, 0).astype(it)
-        del c
-        cz = np.cumsum(zero, dtype=it)
-        zb = cz - zero                                   # zeros before, whole array
-        zs = zb[gs]
-        nz = cz[ge] - zs                                 # zeros in each group
-        del cz
-        gsg = gs[g]
-        zb -= zs[g]                                      # zeros before, within the group
-        new = np.where(zero, gsg + zb, gsg + nz[g] + (idx - gsg) - zb)
-        del gsg, zb, g, zero, bit
+        half = 1 << level
+        gs = (v >> (level + 1)) << (level + 1)          # first position of the group
+        ge = np.minimum(gs + 2 * half, n) - 1           # last position of the group
+        one = (v & half).astype(bool)
+        c = np.cumsum(np.where(one, 0, wt), dtype=it)   # weights of zeros, inclusive
+        acc += np.where(one, c[ge] - c, 0)
+        del c, ge
+        cz = np.cumsum(~one, dtype=it)
+        cz -= ~one                                      # zeros before, whole array
+        cz -= cz[gs]                                    # zeros before, within the group
+        new = np.where(one, idx + np.minimum(half, n - gs) - cz, gs + cz)
+        del gs, cz, one
         for arr in (v, wt, acc):
             arr[new] = arr.copy()
         del new
@@ -298,10 +292,9 @@ def _head_distances(a: np.ndarray, b: np.ndarray, state: np.ndarray) -> np.ndarr
     """Stack distance of each run head: ``(b - a - 1) - (links nested in (a, b))``; a run's
     links all have its head's distance, and the links of a run lie all inside or all outside
     any link not in the run, so the runs are counted with their lengths as weights."""
-    heads = state == 2
-    run = np.cumsum(heads) - 1
-    m = np.bincount(run[state > 0], minlength=len(b))
-    del run, heads
+    stops = np.append(np.flatnonzero(state != 1), len(state))   # heads and first accesses
+    m = stops[np.searchsorted(stops, b) + 1] - b                 # run lengths
+    del stops
     return (b - a - 1) - _nested_weights(a, m)
 
 

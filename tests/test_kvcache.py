@@ -248,3 +248,25 @@ def test_mooncake_lru_curve_rises_to_the_infinite_cache(conversation):
     got = kv.lru_curve(small, [512 * b for b in (50, 500, 2000)], block_tokens=512)
     for b, hit in zip((50, 500, 2000), got["block_hit_ratio"], strict=True):
         assert hit == pytest.approx(sum(_lru(reqs, b)) / sum(map(len, reqs)), abs=1e-12)
+
+
+def test_null_and_empty_lists_have_no_blocks():
+    df = pl.DataFrame({"hash_ids": [[1, 2], [], None, [1, 2, 3]]},
+                      schema={"hash_ids": pl.List(pl.Int64)})
+    r = kv.prefix_reuse(df.slice(0), block_tokens=16)
+    assert r["input_blocks"].to_list() == [2, 0, 0, 3]
+    assert r["cached_blocks"].to_list() == [0, 0, 0, 2]
+    assert r["cached_tokens"].to_list() == [0, 0, 0, 32]   # no input_tokens: full blocks
+    with pytest.raises(ValueError, match="null ids"):
+        kv.prefix_reuse(pl.DataFrame({"hash_ids": [[1, None]]}), block_tokens=16)
+
+
+def test_session_scope_matches_ordered_dict_on_pairs():
+    rng = np.random.default_rng(5)
+    reqs = _random_trace(rng, 60)
+    sess = [str(x) for x in rng.integers(0, 4, len(reqs))]
+    df = _frame(reqs, session=sess)
+    keyed = [[hash((s, h)) for h in r] for r, s in zip(reqs, sess, strict=True)]
+    for b in (2, 7, 30):
+        got = kv.prefix_reuse(df, block_tokens=16, scope="session", capacity_tokens=16 * b)
+        assert got["cached_blocks"].to_list() == _lru(keyed, b)
