@@ -196,23 +196,24 @@ def _dense(key: np.ndarray) -> np.ndarray:
 
 
 def _scan(key: np.ndarray, chunk: int | None = None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass over the access sequence, in chunks of ``chunk`` accesses.
 
     Returns ``state`` (per access: 0 a first access, 2 the head of a run of links, 1 a link
     continuing the previous one: its previous access is the previous access's previous access
-    plus one) and, per run head in order, its previous access ``a`` and its own position ``b``.
-    Previous accesses come from one sort per chunk of (key, position) packed in an int64 and a
-    table of each key's last position so far."""
+    plus one) and, per run head in order, its previous access ``a``, its own position ``b`` and
+    its run's length ``m`` (int32 when the trace has fewer than 2**31 accesses). Previous
+    accesses come from one sort per chunk of (key, position) packed in an int64 and a table of
+    each key's last position so far."""
     key = _dense(np.asarray(key))
     chunk = chunk or _CHUNK
     t = len(key)
     state = np.zeros(t, np.int8)
+    it = np.int32 if t < np.iinfo(np.int32).max else np.int64
     if t == 0:
-        return state, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    small = t < np.iinfo(np.int32).max
-    last = np.full(int(key.max()) + 1, -1, np.int32 if small else np.int64)
-    heads_a, heads_b = [], []
+        return state, *(np.zeros(0, it) for _ in range(3))
+    last = np.full(int(key.max()) + 1, -1, it)
+    heads_a, heads_b, heads_m = [], [], []
     carry_prev, carry_has = -2, False
     for t0 in range(0, t, chunk):
         t1 = min(t, t0 + chunk)
@@ -242,16 +243,27 @@ def _scan(key: np.ndarray, chunk: int | None = None
         cont[0] = has[0] and carry_has and prev[0] == carry_prev + 1
         cont[1:] = has[1:] & has[:-1] & (prev[1:] == prev[:-1] + 1)
         head = has & ~cont
-        state[t0:t1] = has.view(np.int8) + head.view(np.int8)
-        heads_a.append(prev[head])
-        heads_b.append(np.flatnonzero(head) + t0)
+        st = state[t0:t1]
+        st[:] = has.view(np.int8) + head.view(np.int8)
+        hpos = np.flatnonzero(head)
+        stops = np.append(np.flatnonzero(st != 1), n)    # heads and first accesses
+        if stops[0] > 0:                                 # the last run goes on in this chunk
+            for ms in reversed(heads_m):
+                if len(ms):
+                    ms[-1] += stops[0]
+                    break
+        heads_m.append((stops[np.searchsorted(stops, hpos) + 1] - hpos).astype(it))
+        heads_a.append(prev[head].astype(it))
+        heads_b.append((hpos + t0).astype(it))
         carry_prev, carry_has = int(prev[-1]), bool(has[-1])
-    return state, np.concatenate(heads_a), np.concatenate(heads_b)
+        del prev, has, cont, head, hpos, stops
+    return state, *(np.concatenate(x) for x in (heads_a, heads_b, heads_m))
 
 
-def _nested_weights(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """For links ``i`` given in order of their ends, with starts ``a`` (distinct) and weights
-    ``w``: ``W_i = sum of w_j over links j with a_j > a_i and j < i`` (nested in link ``i``).
+def _nested_weights(starts: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """For links ``i`` given in order of their ends, with starts ``a = starts.pop()`` (distinct;
+    popped to free it early) and weights ``w``: ``W_i = sum of w_j over links j with
+    a_j > a_i and j < i`` (the links nested in link ``i``).
 
     In start order the links form a sequence whose values ``v`` are their end ranks (a
     permutation of ``0..n-1``); ``W_i`` sums the weights of later elements with smaller values.
@@ -261,41 +273,62 @@ def _nested_weights(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     ``min(2**l, n - P * 2**(l+1))`` elements with bit ``l`` clear. An element with the bit set
     collects the weights of the later elements of its group with the bit clear; every pair
     ``j`` after ``i`` with ``v_j < v_i`` is counted once, at their highest differing bit."""
+    a = starts.pop()
     n = len(a)
     if n == 0:
         return np.zeros(0, np.int64)
     it = np.int32 if int(w.sum()) + 2 * n < np.iinfo(np.int32).max else np.int64
     v = pl.Series(a).arg_sort().to_numpy().astype(it)   # end rank, in start order (a distinct)
-    wt = w[v].astype(it)
+    del a
+    wt = w[v].astype(it, copy=False)
+    del w
     acc = np.zeros(n, it)
     idx = np.arange(n, dtype=it)
+    gs, c, x, y = (np.empty(n, it) for _ in range(4))   # scratch, reused at every level
+    one = np.empty(n, bool)
     for level in range(max(1, int(n - 1).bit_length()) - 1, -1, -1):
         half = 1 << level
-        gs = (v >> (level + 1)) << (level + 1)          # first position of the group
-        ge = np.minimum(gs + 2 * half, n) - 1           # last position of the group
-        one = (v & half).astype(bool)
-        c = np.cumsum(np.where(one, 0, wt), dtype=it)   # weights of zeros, inclusive
-        acc += np.where(one, c[ge] - c, 0)
-        del c, ge
-        cz = np.cumsum(~one, dtype=it)
-        cz -= ~one                                      # zeros before, whole array
-        cz -= cz[gs]                                    # zeros before, within the group
-        new = np.where(one, idx + np.minimum(half, n - gs) - cz, gs + cz)
-        del gs, cz, one
+        np.right_shift(v, level + 1, out=gs)
+        np.left_shift(gs, level + 1, out=gs)             # first position of the group
+        np.bitwise_and(v, half, out=x)
+        np.not_equal(x, 0, out=one)
+        np.multiply(wt, ~one, out=x)
+        np.cumsum(x, out=c)                              # weights of zeros, inclusive
+        np.add(gs, 2 * half, out=x)
+        np.minimum(x, n, out=x)
+        x -= 1                                           # last position of the group
+        np.take(c, x, out=y)
+        y -= c
+        y *= one
+        acc += y                                         # later zeros of the group
+        np.logical_not(one, out=one)                     # now: the zeros
+        np.cumsum(one, out=c)
+        c -= one                                         # zeros before, whole array
+        np.take(c, gs, out=x)
+        c -= x                                           # zeros before, within the group
+        np.subtract(n, gs, out=x)
+        np.minimum(x, half, out=x)                       # zeros in the group
+        x += idx
+        x -= c                                           # a one: after the group's zeros
+        gs += c                                          # a zero: its place among them
+        np.copyto(x, gs, where=one)                      # x: the new position
         for arr in (v, wt, acc):
-            arr[new] = arr.copy()
-        del new
+            y[x] = arr
+            arr[:] = y
+    del gs, c, x, y, one
     return acc.astype(np.int64)                          # sorted by end rank now
 
 
-def _head_distances(a: np.ndarray, b: np.ndarray, state: np.ndarray) -> np.ndarray:
-    """Stack distance of each run head: ``(b - a - 1) - (links nested in (a, b))``; a run's
-    links all have its head's distance, and the links of a run lie all inside or all outside
-    any link not in the run, so the runs are counted with their lengths as weights."""
-    stops = np.append(np.flatnonzero(state != 1), len(state))   # heads and first accesses
-    m = stops[np.searchsorted(stops, b) + 1] - b                 # run lengths
-    del stops
-    return (b - a - 1) - _nested_weights(a, m)
+def _head_distances(heads: list[np.ndarray]) -> np.ndarray:
+    """Stack distance of each run head from ``heads = [a, b, m]`` (see :func:`_scan`), which it
+    empties to free them early: ``(b - a - 1) - (links nested in (a, b))``. A run's links all
+    have its head's distance, and the links of a run lie all inside or all outside any link not
+    in the run, so the runs are counted with their lengths ``m`` as weights."""
+    m = heads.pop()
+    span = heads.pop(1)
+    span -= heads[0]
+    span -= 1
+    return span - _nested_weights(heads, m)
 
 
 def stack_distances(key: np.ndarray) -> np.ndarray:
@@ -303,8 +336,8 @@ def stack_distances(key: np.ndarray) -> np.ndarray:
     the number of distinct other keys accessed since the previous access to the same key;
     :data:`INF` for a first access. An access hits an LRU cache of ``B`` entries iff its
     distance is ``< B``. One pass, vectorized (see the module docstring)."""
-    state, a, b = _scan(np.asarray(key))
-    d_head = _head_distances(a, b, state)
+    state, *heads = _scan(np.asarray(key))
+    d_head = _head_distances(heads)
     out = np.full(len(state), INF, np.int64)
     has = state > 0
     out[has] = d_head[(np.cumsum(state == 2) - 1)[has]]
@@ -435,9 +468,8 @@ def lru_curve(requests: Frame, capacities_tokens, *, block_tokens: int,
     caps_tokens = caps_tokens.astype(np.int64)
     df = _ordered(requests, scope, fn)
     lens, starts, key, inp = _columns(df, block_tokens, scope)
-    state, a, b = _scan(key)
-    d_head = _head_distances(a, b, state)
-    del a, b
+    state, *heads = _scan(key)
+    d_head = _head_distances(heads)
     d_head = np.append(np.minimum(d_head, len(state) + 1), len(state) + 1)
     order = np.argsort(caps, kind="stable")
     sc = caps[order]

@@ -17,7 +17,7 @@ Measures, in this one process:
   distances);
 - baseline: a plain Python ``OrderedDict`` LRU (the same model: blocks touched in prompt order,
   cached prefix = hits before the first miss), simulated once per capacity, on the first ``S``
-  requests (default 20,000; it would take hours on all of them), its time extrapolated
+  requests (default 100,000; it would take about an hour on all of them), its time extrapolated
   linearly to ``N`` requests (per-access cost is constant); servetrace runs on the same prefix
   and the two curves are compared capacity by capacity (they must agree exactly). The
   baseline's input is prepared as Python lists beforehand, outside its timing.
@@ -123,7 +123,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=10_000_000)
     ap.add_argument("--capacities", type=int, default=50)
-    ap.add_argument("--subsample", type=int, default=20_000,
+    ap.add_argument("--subsample", type=int, default=100_000,
                     help="requests the OrderedDict baseline runs")
     ap.add_argument("--block-tokens", type=int, default=64)
     args = ap.parse_args()
