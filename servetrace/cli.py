@@ -329,6 +329,55 @@ def _emit(trace: str, parts: dict[str, pl.DataFrame], fmt: str) -> None:
 JsonOpt = Annotated[str, typer.Option("--format", help="table or json")]
 
 
+def _hash_layout(store: Store, trace: str) -> tuple[int | None, str]:
+    """(tokens per hash block, id scope) as ``traces`` records them, else as the dataset
+    documents them (Mooncake: 512 tokens, global), else (None, "global")."""
+    meta = store.traces().filter(pl.col("trace") == trace)
+    if meta.is_empty():
+        raise StoreError(f"no trace {trace!r} in store {store.root}")
+    row = meta.row(0, named=True)
+    if row.get("hash_block_tokens"):
+        return int(row["hash_block_tokens"]), row.get("hash_scope") or "global"
+    return (512 if row["dataset"] == "mooncake" else None), "global"
+
+
+@app.command("kvcache")
+def kvcache_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id whose requests carry hash_ids")],
+    capacity: Annotated[list[int] | None, typer.Option(
+        "--capacity", help="LRU capacity in tokens (repeat for several)")] = None,
+    scope: Annotated[str | None, typer.Option(
+        "--scope", help="global or session (default: the trace's)")] = None,
+    block_tokens: Annotated[int | None, typer.Option(
+        "--block-tokens", help="tokens per hash block (default: the trace's)")] = None,
+    fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """KV-cache prefix reuse: infinite-cache hit ratios and an LRU curve over capacities."""
+    from dataclasses import asdict
+
+    from servetrace.analysis import kvcache
+
+    try:
+        s = Store(store)
+        known_block, known_scope = _hash_layout(s, trace)
+        block = block_tokens or known_block
+        if block is None:
+            raise ValueError(f"{trace}: its block size is not recorded; name it with "
+                             "--block-tokens N")
+        scope = scope or known_scope
+        frame = s.scan("requests", trace).collect()
+        with err.status(f"prefix reuse of {trace}"):
+            ratios = kvcache.hit_ratios(frame, block_tokens=block, scope=scope)
+            parts = {"hit_ratios": pl.DataFrame([{"block_tokens": block, "scope": scope,
+                                                  **asdict(ratios)}])}
+            if capacity:
+                parts["lru"] = kvcache.lru_curve(frame, capacity, block_tokens=block,
+                                                 scope=scope)
+        _emit(trace, parts, fmt)
+    except _ERRORS as exc:
+        _fail(exc)
+
+
 @app.command("coldstart")
 def coldstart_cmd(
     trace: Annotated[str, typer.Argument(help="trace id with a cold_starts table")],

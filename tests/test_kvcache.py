@@ -270,3 +270,27 @@ def test_session_scope_matches_ordered_dict_on_pairs():
     for b in (2, 7, 30):
         got = kv.prefix_reuse(df, block_tokens=16, scope="session", capacity_tokens=16 * b)
         assert got["cached_blocks"].to_list() == _lru(keyed, b)
+
+
+def test_cli_kvcache_reads_the_block_size_and_names_the_ratios(mirror: Path, tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from servetrace.cli import app
+    from servetrace.loaders import Store, ingest
+
+    store = Store(tmp_path / "s")
+    ingest("mooncake/conversation", store=store)
+    runner = CliRunner()
+    res = runner.invoke(app, ["kvcache", "mooncake/conversation", "--store", str(store.root),
+                              "--capacity", "100000000", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    [ratios] = doc["hit_ratios"]
+    assert ratios["block_tokens"] == 512 and ratios["scope"] == "global"
+    assert round(ratios["block_seen_ratio"], 4) == 0.3664
+    assert doc["lru"][0]["block_hit_ratio"] == pytest.approx(ratios["block_hit_ratio"])
+    ingest("azure_llm_2023/code", store=store)
+    res = runner.invoke(app, ["kvcache", "azure_llm_2023/code", "--store", str(store.root)])
+    assert res.exit_code == 1 and "--block-tokens" in res.output
