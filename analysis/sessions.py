@@ -131,14 +131,18 @@ def _session_keys(keys: list[str], present: set[str]) -> list[str]:
     return [c for c in ("trace", "session") if c in present and c not in keys]
 
 
-def _prepare(requests: Frame, fn: str, keys: list[str]) -> tuple[pl.LazyFrame, set[str]]:
+def _prepare(requests: Frame, fn: str, keys: list[str], *, order: bool = True,
+             growth: bool = True) -> tuple[pl.LazyFrame, set[str]]:
     """``requests`` with every optional column (absent ones as typed nulls), the internal
     columns every function uses, and the set of columns the input really has.
 
     Internal columns: ``_row`` (input order), ``_trace``/``_session`` (the trace and session
     keys, "" for a missing trace), ``_sub`` (is a sub-agent request; null where unknown),
     ``_turn`` (source or derived turn), ``_prev_in``/``_prev_out``/``_previous`` (the previous
-    request of :func:`context_growth`), ``growth_tokens`` and ``_end_s`` (arrival + latency)."""
+    request of :func:`context_growth`), ``growth_tokens`` and ``_end_s`` (arrival + latency).
+    Without ``order`` the arrival-order columns (``_turn``, ``_arr_in``, ``_arr_out``) are
+    skipped (no sort); without ``growth`` the parent join and the growth columns are. Rows
+    come back in no particular order: sort by ``_row`` for the input order."""
     lazy = as_lazy(requests, f"{fn}: requests")
     schema = lazy.collect_schema()
     for column in (*REQUIRED, *keys):
@@ -168,12 +172,16 @@ def _prepare(requests: Frame, fn: str, keys: list[str]) -> tuple[pl.LazyFrame, s
     agent = [_T, _S, "_subagent"]
     sub_known = known("_subagent") | known("agent_depth")
     is_sub = pl.col("_subagent").is_not_null() | (pl.col("agent_depth").fill_null(0) > 0)
+    has_session = pl.col(_S).is_not_null()
+    end = pl.col("arrival_s") + pl.coalesce("latency_s", "server_s", pl.lit(0.0))
+    lazy = lazy.with_columns(pl.when(sub_known).then(is_sub).otherwise(None).alias("_sub"),
+                             end.alias("_end_s"))
+    if not order:
+        return lazy, present
     # arrival order within session and agent: one sort, then window shifts
     lazy = lazy.sort(_T, _S, "_subagent", "arrival_s", _ROW, nulls_last=True)
-    has_session = pl.col(_S).is_not_null()
     rank = pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(agent)
     lazy = lazy.with_columns(
-        pl.when(sub_known).then(is_sub).otherwise(None).alias("_sub"),
         pl.when(known("turn")).then(pl.col("turn").cast(pl.Int64))
         .when(has_session).then(rank).otherwise(None).alias("_turn"),
         pl.when(has_session).then(pl.col("input_tokens").shift(1).over(agent))
@@ -182,6 +190,8 @@ def _prepare(requests: Frame, fn: str, keys: list[str]) -> tuple[pl.LazyFrame, s
         .alias("_arr_out"),
         known("_parent_request_id").alias("_by_parent"),
     )
+    if not growth:
+        return lazy, present
     # the parent of each request, where parent links exist: a self-join on the request id
     parents = (lazy.filter(pl.col("_request_id").is_not_null())
                .select(_T, pl.col("_request_id").alias("_parent_request_id"),
@@ -189,7 +199,7 @@ def _prepare(requests: Frame, fn: str, keys: list[str]) -> tuple[pl.LazyFrame, s
                        pl.col("input_tokens").alias("_p_in"),
                        pl.col("output_tokens").alias("_p_out"))
                .unique(subset=[_T, "_parent_request_id"], keep="first", maintain_order=True))
-    lazy = lazy.join(parents, on=[_T, "_parent_request_id"], how="left", maintain_order="left")
+    lazy = lazy.join(parents, on=[_T, "_parent_request_id"], how="left")
     same_agent = (has_session & pl.col(_S).eq_missing(pl.col("_p_session"))
                   & pl.col("_subagent").eq_missing(pl.col("_p_agent")))
     by_parent = pl.col("_by_parent")
@@ -204,9 +214,7 @@ def _prepare(requests: Frame, fn: str, keys: list[str]) -> tuple[pl.LazyFrame, s
         .when(by_parent).then(pl.lit("parent")).otherwise(pl.lit("arrival")).alias("_previous"),
         (pl.col("input_tokens") - pl.col("_prev_in") - pl.col("_prev_out"))
         .alias("growth_tokens"),
-        (pl.col("arrival_s") + pl.coalesce("latency_s", "server_s", pl.lit(0.0)))
-        .alias("_end_s"),
-    ).sort(_ROW)
+    )
     return lazy, present
 
 
@@ -278,7 +286,7 @@ def session_table(requests: Frame, by: By = None) -> pl.DataFrame:
     output_tokens, cached_tokens, reasoning_tokens, think_s, server_s, tool_s]``, sorted.
     """
     keys = _keys(by)
-    lazy, present = _prepare(requests, "session_table", keys)
+    lazy, present = _prepare(requests, "session_table", keys, growth=False)
     return _sessions(lazy, keys, present).collect()
 
 
@@ -306,7 +314,6 @@ def _subagents(lazy: pl.LazyFrame, keys: list[str], present: set[str]) -> pl.Laz
                 & pl.col("_p_agent").ne_missing(pl.col("_subagent")))
     spawner = pl.when(launched).then(pl.col("_parent_request_id"))
     grouped = (lazy.filter(pl.col(_S).is_not_null() & pl.col("_subagent").is_not_null())
-               .sort(_ROW)
                .group_by([*keys, _T, _S, "_subagent"])
                .agg(pl.col("agent_depth").max(),
                     spawner.sort_by("arrival_s", _ROW).first().alias("spawned_by"),
@@ -356,7 +363,7 @@ def context_growth(requests: Frame, by: By = None) -> pl.DataFrame:
     ids = [c for c in ("trace", "session", "subagent", "request_id") if c in present
            and c not in keys]
     turn = [pl.col("_turn").alias("turn")] if "turn" not in keys else []
-    return lazy.select(
+    return lazy.sort(_ROW).select(
         *keys, *ids, *turn, "arrival_s", "input_tokens", "output_tokens",
         pl.col("_prev_in").alias("prev_input_tokens"),
         pl.col("_prev_out").alias("prev_output_tokens"),
@@ -464,7 +471,8 @@ def request_type_mix(requests: Frame, by: By = None) -> pl.DataFrame:
     input_share]`` sorted by the keys and the type (null last).
     """
     keys = _keys(by)
-    lazy, _present = _prepare(requests, "request_type_mix", keys)
+    lazy, _present = _prepare(requests, "request_type_mix", keys, order=False,
+                                  growth=False)
     gkeys = [*keys, "_request_type"]
     counts = lazy.group_by(gkeys).agg(pl.len().cast(pl.Int64).alias("requests"),
                                       pl.col("input_tokens").sum(),

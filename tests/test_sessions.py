@@ -181,3 +181,58 @@ def test_mooncake_has_no_sessions(moon: pl.DataFrame) -> None:
                            moon["output_tokens"].sum(), 1.0)]
     out = sessions.fanout(moon)
     assert out["units"].to_list() == [0, 0]
+
+
+def _weka_rows(path: Path) -> tuple[list[dict], dict]:
+    """The LLM requests of one agentic-coding conversation, flattened by hand (the loader is
+    another module's work): sub-agent requests get the sub-agent's id, depth and its start
+    time added to their own ``t``."""
+    import json
+
+    doc = json.loads(path.read_text())
+    rows: list[dict] = []
+
+    def walk(requests: list[dict], base: float, agent: str | None, depth: int) -> None:
+        for r in requests:
+            if r["type"] == "subagent":
+                walk(r["requests"], base + r["t"], r["agent_id"], depth + 1)
+                continue
+            rows.append({"trace": "weka", "session": doc["id"], "subagent": agent,
+                         "agent_depth": depth, "arrival_s": base + r["t"],
+                         "input_tokens": r["in"], "output_tokens": r["out"],
+                         "think_s": r.get("think_time"), "server_s": r.get("api_time"),
+                         "request_type": r["type"], "model": r["model"]})
+
+    walk(doc["requests"], 0.0, None, 0)
+    return rows, doc["totals"]
+
+
+def test_agentic_coding_sessions(shared: Path) -> None:
+    """The 231 real conversations: the session table agrees with each file's own totals."""
+    rows, totals = [], {}
+    for path in sorted((shared / "agentic_coding_weka").glob("*.json")):
+        more, total = _weka_rows(path)
+        rows += more
+        totals[more[0]["session"]] = total
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    assert frame.height == 5237
+    table = sessions.session_table(frame)
+    assert table.height == 231
+    expected = pl.DataFrame({
+        "session": list(totals),
+        "subagents": [t.get("subagent_count", 0) for t in totals.values()],
+        "input": [t["combined_tokens"]["input"] for t in totals.values()],
+        "output": [t["combined_tokens"]["output"] for t in totals.values()]})
+    joined = table.join(expected, on="session")
+    assert joined["subagents"].to_list() == joined["subagents_right"].to_list()
+    assert joined["input_tokens"].to_list() == joined["input"].to_list()
+    assert joined["output_tokens"].to_list() == joined["output"].to_list()
+    assert table["subagent_requests"].sum() == 5237 - 5136
+    row = sessions.summary(frame).row(0, named=True)
+    assert (row["requests"], row["sessions"]) == (5237, 231)
+    assert row["subagent_share"] == pytest.approx(101 / 5237)
+    # context grows turn by turn: most growth is positive, a few compactions are negative
+    growth = sessions.context_growth(frame)["growth_tokens"].drop_nulls()
+    assert growth.len() == 5237 - 231 - 9
+    assert 0.5 < (growth >= 0).mean() < 1.0
+    assert row["context_growth_p50"] > 0
