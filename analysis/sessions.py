@@ -41,8 +41,9 @@ Conventions shared by every function:
   is no ``trace`` column). Rows with a null session belong to no session: they count as
   requests in :func:`summary` and :func:`request_type_mix`, and are left out of every
   per-session figure. So a trace without sessions gives an empty :func:`session_table`, null
-  per-session figures in :func:`summary` and null context growth (no previous request is
-  known).
+  per-session figures in :func:`summary` and, unless it has parent links, null context
+  growth (no previous request is known). Sessions are not derived from parent links (a
+  Qwen-Bailian trace without a session column has a turn DAG but no session table).
 * Agents. A request is issued by the main agent when its ``subagent`` is null, by the
   sub-agent of that id otherwise; ``agent_depth`` is 0 for the main agent, 1 for its
   sub-agents and so on, and is reported as given (null when absent). A request *is a
@@ -200,7 +201,7 @@ def _prepare(requests: Frame, fn: str, keys: list[str], *, order: bool = True,
                        pl.col("output_tokens").alias("_p_out"))
                .unique(subset=[_T, "_parent_request_id"], keep="first", maintain_order=True))
     lazy = lazy.join(parents, on=[_T, "_parent_request_id"], how="left")
-    same_agent = (has_session & pl.col(_S).eq_missing(pl.col("_p_session"))
+    same_agent = (pl.col(_S).eq_missing(pl.col("_p_session"))
                   & pl.col("_subagent").eq_missing(pl.col("_p_agent")))
     by_parent = pl.col("_by_parent")
     parent_ok = pl.col("_p_in").is_not_null() & same_agent
@@ -345,12 +346,13 @@ def context_growth(requests: Frame, by: By = None) -> pl.DataFrame:
 
     The previous request p: in a trace whose ``parent_request_id`` holds any value (a turn
     DAG), p is the request's parent, found by ``request_id`` within the trace, and only when
-    the parent is in the same session and issued by the same agent (same ``subagent``, both
-    null for the main agent): a root, a parent missing from the input, and the first request
-    of a sub-agent (whose parent is the request of another agent that launched it) have none.
-    In a trace without parent links, p is the previous request of the same session and agent
-    in arrival order (ties in input order). Without a session there is no p. Where there is
-    no p, ``growth_tokens`` is null.
+    the parent is in the same session and issued by the same agent (same ``session`` and
+    ``subagent``, null matching null, so parent links need no session column): a root, a
+    parent missing from the input, and the first request of a sub-agent (whose parent is the
+    request of another agent that launched it) have none. In a trace without parent links, p
+    is the previous request of the same session and agent in arrival order (ties in input
+    order), and a request without a session has none. Where there is no p,
+    ``growth_tokens`` is null.
 
     Returns one row per request, in input order: ``[by..., trace, session, subagent,
     request_id, turn (each where the input has the column), arrival_s, input_tokens,

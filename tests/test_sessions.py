@@ -236,3 +236,14 @@ def test_agentic_coding_sessions(shared: Path) -> None:
     assert growth.len() == 5237 - 231 - 9
     assert 0.5 < (growth >= 0).mean() < 1.0
     assert row["context_growth_p50"] > 0
+
+
+def test_parent_links_need_no_session(dag: pl.DataFrame) -> None:
+    """A Qwen-Bailian-like trace: parent links and turns, no session column."""
+    frame = dag.drop("session", "subagent", "agent_depth")
+    growth = sessions.context_growth(frame)
+    got = dict(zip(growth["request_id"], growth["growth_tokens"], strict=True))
+    # without agent ids a sub-agent's first request follows its launcher r2
+    assert got == {**_GROWTH, "a1": 50 - 170, "b1": 40 - 170}
+    assert sessions.session_table(frame).height == 0
+    assert sessions.summary(frame)["context_growth_p50"].to_list() == [15.0]
