@@ -158,6 +158,10 @@ def test_bad_input(dag: pl.DataFrame) -> None:
         sessions.session_table(dag.drop("input_tokens"))
     with pytest.raises(TypeError):
         sessions.summary([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="result column"):
+        sessions.request_type_mix(dag, by="request_type")
+    with pytest.raises(ValueError, match="result column"):
+        sessions.turn_stats(dag, by="turn")
     with pytest.raises(ValueError, match="quantile"):
         sessions.turn_stats(dag, quantiles=(1.5,))
 
