@@ -378,6 +378,26 @@ def kvcache_cmd(
         _fail(exc)
 
 
+@app.command("sessions")
+def sessions_cmd(
+    trace: Annotated[str, typer.Argument(help="trace id in the store (requests)")],
+    by: ByOpt = None, fmt: JsonOpt = "table", store: StoreOpt = None,
+) -> None:
+    """Sessions, turns and agents: requests and turns per session, think/server/tool time
+    and context growth per turn, sub-agent share, request types."""
+    from servetrace.analysis import sessions
+
+    try:
+        frame = Store(store).scan("requests", trace)
+        with err.status(f"sessions of {trace}"):
+            parts = {"sessions": sessions.summary(frame, by=by),
+                     "turns": sessions.turn_stats(frame, by=by),
+                     "request_types": sessions.request_type_mix(frame, by=by)}
+        _emit(trace, parts, fmt)
+    except _ERRORS as exc:
+        _fail(exc)
+
+
 @app.command("coldstart")
 def coldstart_cmd(
     trace: Annotated[str, typer.Argument(help="trace id with a cold_starts table")],

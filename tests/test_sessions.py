@@ -251,3 +251,23 @@ def test_parent_links_need_no_session(dag: pl.DataFrame) -> None:
     assert got == {**_GROWTH, "a1": 50 - 170, "b1": 40 - 170}
     assert sessions.session_table(frame).height == 0
     assert sessions.summary(frame)["context_growth_p50"].to_list() == [15.0]
+
+
+def test_cli_sessions_on_a_session_trace(shared: Path, tmp_path: Path):
+    """BurstGPT's sample: 1,000 requests in 299 sessions (counted here independently)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from servetrace.cli import app
+    from servetrace.loaders import Store, ingest
+
+    store = Store(tmp_path / "s")
+    ingest(shared / "burstgpt_sample" / "sample.jsonl", store=store)
+    want = store.sql("SELECT count(DISTINCT session) FROM requests").item()
+    res = CliRunner().invoke(app, ["sessions", "burstgpt/sample", "--store", str(store.root),
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    [summary] = json.loads(res.stdout)["sessions"]
+    assert summary["requests"] == 1000 and summary["sessions"] == want == 299
+    assert summary["requests_per_session_mean"] == pytest.approx(1000 / 299)
