@@ -90,6 +90,8 @@ class Loaded:
     accepted: int | None = None
     origin: datetime | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    hash_block_tokens: int | None = None
+    hash_scope: str | None = None
 
 
 def combine(parts: list[tuple[str, Loaded]]) -> Loaded:
@@ -116,10 +118,18 @@ def combine(parts: list[tuple[str, Loaded]]) -> Loaded:
             if "arrival_s" in frame.columns else frame
     accepted = [lo.accepted if lo.accepted is not None else sum(f.height for f in
                 lo.tables.values()) for _, lo in parts]
+    layouts = {(lo.hash_block_tokens, lo.hash_scope) for _, lo in parts}
+    if len(layouts) > 1:
+        shown = ", ".join(f"{name}: {lo.hash_block_tokens} tokens, {lo.hash_scope}"
+                          for name, lo in parts)
+        raise ValueError(f"these files have different hash-id layouts ({shown}); ingest them "
+                         "as separate traces")
+    block_tokens, scope = layouts.pop()
     return Loaded(
         tables=tables,
         rejects=pl.concat([lo.rejects for _, lo in parts], how="diagonal_relaxed"),
         rows_read=sum(lo.rows_read for _, lo in parts),
         accepted=sum(accepted),
         origin=origins.pop(),
-        notes={name: lo.notes for name, lo in parts if lo.notes})
+        notes={name: lo.notes for name, lo in parts if lo.notes},
+        hash_block_tokens=block_tokens, hash_scope=scope)

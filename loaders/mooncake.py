@@ -140,4 +140,5 @@ def load(paths: list[Path], trace: str) -> Loaded:
         "timestamp_unit": "ms from trace start, stored as seconds",
     }
     return Loaded(tables={"requests": valid}, rejects=rejects, rows_read=rows.height,
-                  origin=None, notes=notes)
+                  origin=None, notes=notes, hash_block_tokens=BLOCK_SIZE_TOKENS,
+                  hash_scope="global")

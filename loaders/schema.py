@@ -95,7 +95,24 @@ REQUESTS = pa.schema([
     _f("tpot_s", pa.float64(), "s", doc="time per output token after the first"),
     _f("num_images", pa.int64(), "images", count=True),
     _f("hash_ids", pa.list_(pa.int64()), "block ids",
-       doc="ids of the prompt's prefix blocks (Mooncake: 512-token blocks)"),
+       doc="ids of the prompt's prefix blocks (block size and id scope: traces."
+           "hash_block_tokens, traces.hash_scope; Mooncake: 512-token blocks, global)"),
+    _f("parent_request_id", pa.string(),
+       doc="request_id of the request this one follows in the turn DAG; null for a root"),
+    _f("turn", pa.int64(), "turns", doc="1-based turn index within its session"),
+    _f("subagent", pa.string(), doc="sub-agent id; null for the main agent"),
+    _f("agent_depth", pa.int64(), "levels",
+       doc="0 for the main agent, 1 for its sub-agents, 2 for theirs, ..."),
+    _f("request_type", pa.string(),
+       doc="kind of request as the source names it: text, search, image, file, tool_result, "
+           "thinking, ..."),
+    _f("cached_tokens", pa.int64(), "tokens", count=True,
+       doc="input tokens the source reports as served from cache"),
+    _f("reasoning_tokens", pa.int64(), "tokens", count=True,
+       doc="output tokens spent on reasoning (thinking), as the source reports them"),
+    _f("think_s", pa.float64(), "s", doc="client think time before the request"),
+    _f("server_s", pa.float64(), "s", doc="server (API) time of the request"),
+    _f("tool_s", pa.float64(), "s", doc="tool time before the request, where the source gives it"),
 ])
 
 INVOCATIONS = pa.schema([
@@ -262,6 +279,11 @@ TRACES = pa.schema([
     _f("license", pa.string(), doc="license of the source data"),
     _f("citation", pa.string(), doc="paper to cite wherever results built on it are shown"),
     _f("notes", pa.string(), doc="JSON: checks counted but not rejected, loader remarks"),
+    _f("hash_block_tokens", pa.int64(), "tokens",
+       doc="tokens per hash block of requests.hash_ids; null when the trace has none"),
+    _f("hash_scope", pa.string(),
+       doc="scope of hash ids: 'global' (one namespace for the trace) or 'session' (ids "
+           "local to a session); null when the trace has none"),
     _f("ingest_id", pa.string(), doc="id of the committed ingest (its Parquet file names)"),
     _f("ingested_at", pa.timestamp("us", tz="UTC"), doc="when the ingest was committed (UTC)"),
 ])

@@ -218,6 +218,12 @@ class Store:
         """Create ``traces`` and the views, with a comment on every column, unless current."""
         self.root.mkdir(parents=True, exist_ok=True)
         con.execute(TRACES_DDL)
+        have = {name for (name,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'traces'").fetchall()}
+        for field in schema.TRACES:  # a store made before a column was added gets it (null)
+            if field.name not in have:
+                con.execute(f"ALTER TABLE traces ADD COLUMN {field.name} "
+                            f"{_sql_type(field.type)}")
         for table in schema.TABLES:
             empty = self.root / table / "_schema" / "empty.parquet"
             if not empty.exists():
@@ -379,6 +385,8 @@ class Store:
             "license": provenance.license,
             "citation": provenance.citation,
             "notes": json.dumps(loaded.notes, default=str),
+            "hash_block_tokens": loaded.hash_block_tokens,
+            "hash_scope": loaded.hash_scope,
             "ingest_id": ingest_id,
             "ingested_at": datetime.now(UTC),
         }

@@ -138,3 +138,27 @@ def test_reader_in_another_process_sees_whole_traces(store, mirror):
             pass  # the writer holds the database lock for the instant of its commit
     assert writer.returncode == 0
     assert seen == {19366}  # read at least once, and never a partial count
+
+
+def test_store_made_before_new_traces_columns_takes_them(tmp_path):
+    """A store whose ``traces`` table predates hash_block_tokens/hash_scope gains them (null
+    for the traces already there) on the next write, instead of failing the insert."""
+    import duckdb
+
+    from servetrace.loaders import mooncake
+    from servetrace.loaders.ingest import ingest
+    from servetrace.loaders.store import Store
+
+    src = tmp_path / "m.jsonl"
+    src.write_text('{"timestamp": 0, "input_length": 600, "output_length": 5, '
+                   '"hash_ids": [0, 1]}\n')
+    store = Store(tmp_path / "store")
+    ingest(src, trace="old/one", store=store, progress=False)
+    with duckdb.connect(str(store.db_path)) as con:  # as an older servetrace left it
+        con.execute("ALTER TABLE traces DROP COLUMN hash_block_tokens")
+        con.execute("ALTER TABLE traces DROP COLUMN hash_scope")
+        con.execute("COMMENT ON VIEW requests IS 'older layout'")
+    assert mooncake.BLOCK_SIZE_TOKENS == 512
+    ingest(src, trace="new/one", store=store, progress=False)
+    got = store.sql("SELECT trace, hash_block_tokens, hash_scope FROM traces ORDER BY trace")
+    assert got.rows() == [("new/one", 512, "global"), ("old/one", None, None)]
