@@ -18,6 +18,7 @@ _MODULES = (
     "azure_lmm_2025",
     "burstgpt",
     "mooncake",
+    "agentic_coding_weka",
     "servegen",
     "azure_functions_2019",
     "azure_functions_2021",
