@@ -19,6 +19,7 @@ _MODULES = (
     "burstgpt",
     "mooncake",
     "agentic_coding_weka",
+    "qwen_bailian",
     "servegen",
     "azure_functions_2019",
     "azure_functions_2021",
