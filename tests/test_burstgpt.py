@@ -60,7 +60,9 @@ def test_jsonl_sample(sample):
     assert loaded.rows_read == 1000 and req.height == 1000 and loaded.rejects.height == 0
     assert req["input_tokens"].sum() == 713_848
     assert req["output_tokens"].sum() == 222_586
-    assert req.row(0, named=True) | {"hash_ids": None} == {
+    sessions_cols = ("parent_request_id", "turn", "subagent", "agent_depth", "request_type",
+                     "cached_tokens", "reasoning_tokens", "think_s", "server_s", "tool_s")
+    assert req.row(0, named=True) | {"hash_ids": None} == dict.fromkeys(sessions_cols) | {
         "request_id": "burstgpt-0", "arrival_s": 0.0, "tenant": S1, "session": S1,
         "model": None, "log_type": None, "input_tokens": 906, "output_tokens": 446,
         "failed": False, "latency_s": None, "ttft_s": None, "tpot_s": None,
@@ -154,7 +156,9 @@ def test_v2_csv(tmp_path):
     assert req["tenant"].to_list() == [S1, "ChatGPT/API log", S2, S3, S1]
     # Elapsed time is the request's response time: latency_s; empty stays null
     assert req["latency_s"].to_list() == [43.0, 12.0, 3.0, 20.0, None]
-    assert req.row(0, named=True) | {"hash_ids": None} == {
+    sessions_cols = ("parent_request_id", "turn", "subagent", "agent_depth", "request_type",
+                     "cached_tokens", "reasoning_tokens", "think_s", "server_s", "tool_s")
+    assert req.row(0, named=True) | {"hash_ids": None} == dict.fromkeys(sessions_cols) | {
         "request_id": None, "arrival_s": 19440110.0, "tenant": S1, "session": S1,
         "model": "GPT-4", "log_type": "Conversation log", "input_tokens": 906,
         "output_tokens": 446, "failed": False, "latency_s": 43.0, "ttft_s": None,
