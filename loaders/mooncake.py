@@ -30,14 +30,13 @@ Architecture for Serving LLM Chatbot", FAST 2025 (arXiv 2407.00079).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 
 from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from servetrace.loaders.schema import validate
-from servetrace.loaders.source import head, jsonl_rows, parse_number, sort_by
+from servetrace.loaders.source import first_json, jsonl_rows, parse_number, sort_by
 
 VERSION = "1"
 KEYS = ["timestamp", "input_length", "output_length", "hash_ids"]
@@ -77,16 +76,7 @@ DATASET = Dataset(
 
 def detect(path: Path) -> bool:
     """A JSON-lines file whose first object has exactly the four Mooncake keys."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    first = head(path, 1)
-    if not first:
-        return False
-    try:
-        obj = json.loads(first[0])
-    except ValueError:
-        return False
+    obj = first_json(path)
     return isinstance(obj, dict) and sorted(obj) == sorted(KEYS)
 
 

@@ -33,7 +33,6 @@ KVCache Cache at a Large Cloud Provider. USENIX ATC 2025.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -41,7 +40,7 @@ import polars as pl
 from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from servetrace.loaders.mooncake import _hash_ids
 from servetrace.loaders.schema import validate
-from servetrace.loaders.source import head, jsonl_rows, parse_number, sort_by
+from servetrace.loaders.source import first_json, jsonl_rows, parse_number, sort_by
 
 VERSION = "1"
 KEYS = ["chat_id", "parent_chat_id", "timestamp", "input_length", "output_length", "type",
@@ -69,16 +68,7 @@ DATASET = Dataset(
 
 def detect(path: Path) -> bool:
     """A JSON-lines file whose first object has the Qwen-Bailian keys."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    first = head(path, 1)
-    if not first:
-        return False
-    try:
-        obj = json.loads(first[0])
-    except ValueError:
-        return False
+    obj = first_json(path)
     return isinstance(obj, dict) and {"chat_id", "parent_chat_id", "hash_ids"} <= set(obj)
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import json
 import zlib
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -351,6 +353,21 @@ def with_raw(rejects: pl.DataFrame) -> pl.DataFrame:
 def _clean(expr: pl.Expr) -> pl.Expr:
     expr = expr.str.strip_chars().str.strip_chars('"')
     return pl.when(expr == "").then(None).otherwise(expr)
+
+
+def first_json(path: str | Path) -> Any:
+    """The first line of a file parsed as JSON, or None (no such file, empty, not JSON):
+    what a JSON-lines format's ``detect`` looks at."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    first = head(path, 1)
+    if not first:
+        return None
+    try:
+        return json.loads(first[0])
+    except ValueError:
+        return None
 
 
 def header_fields(path: str | Path) -> list[str]:
