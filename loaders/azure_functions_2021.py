@@ -96,6 +96,12 @@ def _check_readable(path: Path) -> None:
                                 f"{NAME}.txt by path")
 
 
+def stream_header_lines(path: Path) -> int:
+    """Rows stand alone: a large file is read in chunks, each after the header line
+    (:mod:`servetrace.loaders.chunks`)."""
+    return 1
+
+
 def load(paths: list[Path], trace: str) -> Loaded:
     """Read the invocation CSV/TXT file(s) onto ``invocations``, sorted by start time."""
     frames = []

@@ -89,5 +89,11 @@ def load_azure_csv(paths: list[Path], trace: str, header: list[str]) -> Loaded:
                   origin=origin)
 
 
+def stream_header_lines(path: Path) -> int:
+    """Rows stand alone: a large file is read in chunks, each after the header line
+    (:mod:`servetrace.loaders.chunks`)."""
+    return 1
+
+
 def load(paths: list[Path], trace: str) -> Loaded:
     return load_azure_csv(paths, trace, HEADER)

@@ -65,6 +65,12 @@ def detect(path: Path) -> bool:
             and lines[1].split(",")[0].strip().endswith(_ZONES))
 
 
+def stream_header_lines(path: Path) -> int:
+    """Rows stand alone: a large file is read in chunks, each after the header line
+    (:mod:`servetrace.loaders.chunks`)."""
+    return 1
+
+
 def load(paths: list[Path], trace: str) -> Loaded:
     """Read week files onto ``requests`` (shared reader: :func:`load_azure_csv`)."""
     return load_azure_csv(paths, trace, HEADER)

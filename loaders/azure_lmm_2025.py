@@ -53,6 +53,12 @@ def detect(path: Path) -> bool:
     return header_fields(path) == HEADER
 
 
+def stream_header_lines(path: Path) -> int:
+    """Rows stand alone: a large file is read in chunks, each after the header line
+    (:mod:`servetrace.loaders.chunks`)."""
+    return 1
+
+
 def load(paths: list[Path], trace: str) -> Loaded:
     """Read the multimodal file(s) onto ``requests``, ``num_images`` filled."""
     return load_azure_csv(paths, trace, HEADER)

@@ -207,6 +207,12 @@ def _jsonl(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int, int
     return valid, rejects, rows.height, 0
 
 
+def stream_header_lines(path: Path) -> int:
+    """Rows stand alone: a large file is read in chunks, each after the CSV header line (none
+    for JSON lines; :mod:`servetrace.loaders.chunks`)."""
+    return 0 if _is_jsonl(path) else 1
+
+
 def load(paths: list[Path], trace: str) -> Loaded:
     """Read BurstGPT CSV (v1, v2.0) or JSON-lines files onto ``requests``.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from servetrace.loaders import download, registry
-from servetrace.loaders.dataset import Part, combine
+from servetrace.loaders import chunks, download, registry
+from servetrace.loaders.dataset import Loaded, Part, combine
 from servetrace.loaders.store import Provenance, Store, StoreError, check_trace_id
 
 
@@ -42,6 +42,14 @@ def _provenance(mod: Any, part: Part | None, paths: list[Path], urls: tuple[str,
         citation=ds.citation)
 
 
+def _load(mod: Any, paths: list[Path], trace: str) -> Loaded | chunks.Stream:
+    """The loader's reading of ``paths``: streamed in chunks when it is one file larger than a
+    chunk in a format whose rows stand alone (:mod:`servetrace.loaders.chunks`)."""
+    if len(paths) == 1 and chunks.streams(mod, paths[0]):
+        return chunks.Stream(mod, paths[0], trace, chunks.chunk_bytes())
+    return mod.load(paths, trace)
+
+
 def ingest(source: str | Path | list[str | Path], *, as_format: str | None = None,
            trace: str | None = None, store: Store | None = None, progress: bool = True,
            replace: bool = False) -> list[dict[str, Any]]:
@@ -66,17 +74,21 @@ def ingest(source: str | Path | list[str | Path], *, as_format: str | None = Non
             raise StoreError("name the trace that several files go into with --trace")
     path = Path(sources[0])
     if path.exists():
-        loads, provs = [], []
+        reads, provs = [], []
         for path in map(Path, sources):
             mod = registry.module(as_format) if as_format else registry.detect(path)
             part = mod.DATASET.part_for_path(path)
             stem = Path(path.name.removesuffix(".gz")).stem
             trace_id = trace or f"{mod.DATASET.name}/{part.name if part else stem}"
             check_trace_id(trace_id)
-            loads.append((path.name, mod.load([path], trace_id)))
             urls = tuple(f.url for f in part.files) if part else ()
-            provs.append(_provenance(mod, part, [path], urls))
-        return [store.write(trace_id, combine(loads), _merged(provs), replace=replace)]
+            reads.append((mod, part, path, urls))
+        loaded = _load(mod, [path], trace_id) if len(reads) == 1 else combine(
+            [(path.name, mod.load([path], trace_id)) for mod, _, path, _ in reads])
+        # Called after the rows are read, whose reading hashed the files on the way.
+        return [store.write(trace_id, loaded, lambda: _merged(
+            [_provenance(mod, part, [path], urls) for mod, part, path, urls in reads]),
+            replace=replace)]
 
     name, _, part_name = str(source).partition("/")
     mod = registry.module(name)
@@ -89,8 +101,9 @@ def ingest(source: str | Path | list[str | Path], *, as_format: str | None = Non
             trace_id = trace or f"{name}/{part.name}"
         check_trace_id(trace_id)
         paths = [download.fetch(f, progress=progress) for f in part.files]
-        loaded = mod.load(paths, trace_id)
+        loaded = _load(mod, paths, trace_id)
         urls = tuple(f.url for f in part.files)
-        records.append(store.write(trace_id, loaded, _provenance(mod, part, paths, urls),
-                                   replace=replace))
+        records.append(store.write(
+            trace_id, loaded, lambda mod=mod, part=part, paths=paths, urls=urls:
+            _provenance(mod, part, paths, urls), replace=replace))
     return records

@@ -275,6 +275,9 @@ TRACES = pa.schema([
     _f("rows", pa.int64(), "rows", doc="rows stored over all tables (cells for wide sources)"),
     _f("rejected", pa.int64(), "rows", doc="source rows sent to rejects"),
     _f("tables", pa.string(), doc="JSON: rows stored per canonical table"),
+    _f("files", pa.string(),
+       doc="JSON: per table, the rows of each of its Parquet files (file suffix: rows) when "
+           "a streamed ingest wrote several; null when each table is one file"),
     _f("loader_version", pa.string(), doc="loader module and servetrace version"),
     _f("license", pa.string(), doc="license of the source data"),
     _f("citation", pa.string(), doc="paper to cite wherever results built on it are shown"),

@@ -32,7 +32,7 @@ class FormatError(ValueError):
     """
 
     def __init__(self, path: str | Path, message: str, line: int | None = None):
-        self.path, self.line = str(path), line
+        self.path, self.line, self.message = str(path), line, message
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {message}")
 
@@ -207,10 +207,26 @@ def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
     return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n")
 
 
+_SEEN: dict[tuple[str, int, int], FileStats] = {}
+
+
+def _version(path: str | Path) -> tuple[str, int, int]:
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
 def file_stats(path: str | Path) -> FileStats:
     """SHA-256, newline and comma counts of a file, computed once per file version."""
-    st = Path(path).stat()
-    return _stats(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    key = _version(path)
+    return _SEEN.get(key) or _stats(*key)
+
+
+def remember_stats(path: str | Path, stats: FileStats) -> None:
+    """Record the stats of a file computed while reading it some other way (a stream), so
+    :func:`file_stats` does not read it again while it is unchanged."""
+    key = _version(path)
+    if stats.size == key[1]:
+        _SEEN[key] = stats
 
 
 def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,

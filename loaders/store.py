@@ -5,13 +5,19 @@ Layout under the store folder (default ``./data``, else ``--store DIR`` or
 
     servetrace.duckdb                       views over the Parquet files + the `traces` table
     <table>/_schema/empty.parquet           zero rows: keeps the view typed before any ingest
-    <table>/<quoted trace>/<ingest_id>.parquet
+    <table>/<quoted trace>/<ingest_id>.parquet          one file per table, or
+    <table>/<quoted trace>/<ingest_id>.<NNNNN>.parquet  several, in time order (streamed)
 
 A trace is committed by one DuckDB transaction that replaces its row in ``traces``. The views
 only show files whose ``ingest_id`` is committed there, so a reader never sees half a trace:
 an ingest that dies before its commit leaves files nobody sees (swept by the next ingest),
 and the previous version stays visible until the commit, after which its files are deleted.
 Re-ingesting a trace therefore replaces it.
+
+A large source is ingested as a stream of chunks (:mod:`servetrace.loaders.chunks`): each
+chunk's tables are written as their own files before the next chunk is read, so memory stays
+that of one chunk, and the files of a table follow each other in time, each with row-group
+statistics that let a time-range query skip the others.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import shutil
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +52,7 @@ STORAGE_VERSION = "v1.0.0"
 every DuckDB since 1.0 opens, the command-line tool included (DuckDB 2.0 writes a format that
 1.x cannot read; see https://duckdb.org/docs/stable/internals/storage)."""
 
-LAYOUT = "servetrace store layout 2, schema " + hashlib.sha256("\n".join(
+LAYOUT = "servetrace store layout 3, schema " + hashlib.sha256("\n".join(
     f"{t}.{f.name} {f.type} {schema.comment(f)}"
     for t, s in {**schema.TABLES, "traces": schema.TRACES}.items() for f in s).encode()
 ).hexdigest()[:12]
@@ -153,6 +159,11 @@ def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _file_name(ingest_id: str, part: str) -> str:
+    """``<ingest_id>.parquet``, or ``<ingest_id>.<part>.parquet`` for one of several files."""
+    return f"{ingest_id}.{part}.parquet" if part else f"{ingest_id}.parquet"
+
+
 def _file_problem(path: Path, *, rows: int | None = None, full: bool = False) -> str | None:
     """Why a committed Parquet file cannot be trusted, or None: missing, unreadable footer,
     (with ``full``) unreadable data, or a row count other than ``rows``."""
@@ -244,7 +255,8 @@ class Store:
                 SELECT * EXCLUDE (filename) FROM read_parquet(
                     {_ROOT_GLOB} || '{table}/*/*.parquet', filename = true,
                     union_by_name = true)
-                WHERE parse_filename(filename, true) IN (SELECT ingest_id FROM traces)
+                WHERE split_part(parse_filename(filename), '.', 1)
+                      IN (SELECT ingest_id FROM traces)
             """)
             con.execute(f"COMMENT ON VIEW {table} IS "
                         f"{_sql_str(f'canonical table {table} ({LAYOUT})')}")
@@ -274,11 +286,15 @@ class Store:
             meta = meta.filter(pl.col("trace") == trace)
             if meta.is_empty():
                 raise StoreError(f"no trace {trace!r} in store {self.root}")
-        rows = [{"trace": t, "table": table, "rows": n,
-                 "path": str(self.root / table / _quote(t) / f"{ingest_id}.parquet")}
-                for t, ingest_id, tables, rejected in meta.select(
-                    "trace", "ingest_id", "tables", "rejected").iter_rows()
-                for table, n in {**json.loads(tables), "rejects": rejected}.items()]
+        rows = []
+        for t, ingest_id, tables, rejected, files in meta.select(
+                "trace", "ingest_id", "tables", "rejected", "files").iter_rows():
+            per_file = json.loads(files) if files else {
+                table: {"": n} for table, n in {**json.loads(tables),
+                                                 "rejects": rejected}.items()}
+            rows += [{"trace": t, "table": table, "rows": n,
+                      "path": str(self.root / table / _quote(t) / _file_name(ingest_id, part))}
+                     for table, parts in per_file.items() for part, n in parts.items()]
         return pl.DataFrame(rows, schema={"trace": pl.String, "table": pl.String,
                                           "rows": pl.Int64, "path": pl.String})
 
@@ -318,9 +334,16 @@ class Store:
             [pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
 
     # -- writing -----------------------------------------------------------------------
-    def write(self, trace: str, loaded: Loaded, provenance: Provenance, *,
+    def write(self, trace: str, loaded: Loaded | Iterable[Loaded],
+              provenance: Provenance | Callable[[], Provenance], *,
               replace: bool = False) -> dict[str, Any]:
         """Commit one trace atomically, replacing any earlier version. Returns its record.
+
+        ``loaded`` is one :class:`Loaded`, or the chunks of a streamed source (an iterable
+        of them, such as :class:`servetrace.loaders.chunks.Stream`): each chunk's tables are
+        written as soon as it arrives, and all of them are committed together at the end.
+        ``provenance`` may be a function, called once everything is written (a streamed
+        source is hashed while it is read).
 
         Writers of one trace are serialized by a lock file held from the first file written
         to the sweep after the commit, so concurrent ingests of a trace both succeed, the later
@@ -328,43 +351,67 @@ class Store:
         write (cold starts, then a requests file under the same id) needs ``replace=True``.
         """
         check_trace_id(trace)
+        ingest_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         with self._lock(trace):
-            if not replace:
-                self._check_keeps_tables(trace, set(loaded.tables))
-            record = self._write(trace, loaded, provenance)
+            try:
+                record = self._write(trace, ingest_id, loaded, provenance, replace)
+            except BaseException:
+                self._discard(trace, ingest_id)  # files of a failed ingest, at once
+                raise
         self._sweep_orphans()
         return record
 
-    def _write(self, trace: str, loaded: Loaded, provenance: Provenance) -> dict[str, Any]:
-        rejected = loaded.rejects.height
-        stored = {t: f.height for t, f in loaded.tables.items()}
-        accepted = loaded.accepted if loaded.accepted is not None else sum(stored.values())
-        if loaded.rows_read != accepted + rejected:
-            raise AccountingError(
-                f"{trace}: rows read ({loaded.rows_read}) != rows accepted ({accepted}) "
-                f"+ rows rejected ({rejected})")
-        ingest_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
-        tables = dict(loaded.tables)
-        tables["rejects"] = loaded.rejects
-        written: list[Path] = []
-        span = [None, None]
-        for table, frame in tables.items():
-            if table not in schema.TABLES:
-                raise StoreError(f"{trace}: loader produced unknown table {table!r}")
-            out = schema.conform(
-                table, frame.with_columns(pl.lit(trace).cast(pl.Categorical).alias("trace")),
-                categorical=True)
-            if "arrival_s" in frame.columns and frame.height and table != "rejects":
-                lo, hi = frame["arrival_s"].min(), frame["arrival_s"].max()
-                span = [lo if span[0] is None else min(span[0], lo),
-                        hi if span[1] is None else max(span[1], hi)]
-            folder = self.root / table / _quote(trace)
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"{ingest_id}.parquet.tmp"
-            schema.write_parquet(table, out, tmp)
-            final = tmp.with_suffix("")
-            os.replace(tmp, final)
-            written.append(final)
+    def _write(self, trace: str, ingest_id: str, loaded: Loaded | Iterable[Loaded],
+               provenance: Provenance | Callable[[], Provenance], replace: bool
+               ) -> dict[str, Any]:
+        pieces = [loaded] if isinstance(loaded, Loaded) else loaded
+        numbered = not isinstance(loaded, Loaded)
+        files: dict[str, dict[str, int]] = {}
+        span: list[float | None] = [None, None]
+        ordered = True  # every table's files follow each other in arrival_s
+        last: dict[str, float] = {}
+        read = accepted = rejected = 0
+        first: Loaded | None = None
+        for k, piece in enumerate(pieces):
+            first = first or piece
+            n_accepted = piece.accepted if piece.accepted is not None else sum(
+                f.height for f in piece.tables.values())
+            if piece.rows_read != n_accepted + piece.rejects.height:
+                where = f" (chunk {k + 1})" if numbered else ""
+                raise AccountingError(
+                    f"{trace}{where}: rows read ({piece.rows_read}) != rows accepted "
+                    f"({n_accepted}) + rows rejected ({piece.rejects.height})")
+            read, accepted = read + piece.rows_read, accepted + n_accepted
+            rejected += piece.rejects.height
+            part = f"{k:05d}" if numbered else ""
+            for table, frame in {**piece.tables, "rejects": piece.rejects}.items():
+                if table not in schema.TABLES:
+                    raise StoreError(f"{trace}: loader produced unknown table {table!r}")
+                if "arrival_s" in frame.columns and frame.height and table != "rejects":
+                    lo, hi = frame["arrival_s"].min(), frame["arrival_s"].max()
+                    ordered = ordered and lo >= last.get(table, lo)
+                    last[table] = hi
+                    span = [lo if span[0] is None else min(span[0], lo),
+                            hi if span[1] is None else max(span[1], hi)]
+                self._write_file(trace, table, frame, _file_name(ingest_id, part))
+                files.setdefault(table, {})[part] = frame.height
+        if first is None:
+            raise StoreError(f"{trace}: the source gave nothing to ingest")
+        origin, notes = first.origin, first.notes
+        shift = 0.0
+        if numbered:
+            origin = getattr(loaded, "origin", origin)
+            notes = getattr(loaded, "notes", None) or notes
+            shift = getattr(loaded, "shift_s", 0.0)
+            if not ordered or shift:
+                for table in [t for t in files if t in last]:
+                    files[table] = self._sort_files(trace, table, ingest_id, files[table], shift)
+                span = [None if v is None else v + shift for v in span]
+        if not replace:
+            self._check_keeps_tables(trace, set(files) - {"rejects"})
+        stored = {t: sum(parts.values()) for t, parts in files.items() if t != "rejects"}
+        if callable(provenance):
+            provenance = provenance()
         record = {
             "trace": trace,
             "dataset": provenance.dataset,
@@ -373,26 +420,67 @@ class Store:
             "source_urls": list(provenance.source_urls),
             "source_files": list(provenance.source_files),
             "sha256": list(provenance.sha256),
-            "origin": loaded.origin.replace(tzinfo=UTC) if loaded.origin else None,
+            "origin": origin.replace(tzinfo=UTC) if origin else None,
             "start_s": span[0],
             "end_s": span[1],
-            "rows_read": loaded.rows_read,
+            "rows_read": read,
             "rows_accepted": accepted,
             "rows": sum(stored.values()),
             "rejected": rejected,
             "tables": json.dumps(stored),
+            "files": json.dumps(files) if numbered else None,
             "loader_version": provenance.loader_version,
             "license": provenance.license,
             "citation": provenance.citation,
-            "notes": json.dumps(loaded.notes, default=str),
-            "hash_block_tokens": loaded.hash_block_tokens,
-            "hash_scope": loaded.hash_scope,
+            "notes": json.dumps(notes, default=str),
+            "hash_block_tokens": first.hash_block_tokens,
+            "hash_scope": first.hash_scope,
             "ingest_id": ingest_id,
             "ingested_at": datetime.now(UTC),
         }
         self._commit(record)
         self._sweep(trace, keep=ingest_id)
         return record
+
+    def _write_file(self, trace: str, table: str, frame: pl.DataFrame, name: str) -> None:
+        """One Parquet file of a table, written under a temporary name, then renamed."""
+        out = schema.conform(
+            table, frame.with_columns(pl.lit(trace).cast(pl.Categorical).alias("trace")),
+            categorical=True)
+        folder = self.root / table / _quote(trace)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{name}.tmp"
+        schema.write_parquet(table, out, tmp)
+        os.replace(tmp, folder / name)
+
+    def _sort_files(self, trace: str, table: str, ingest_id: str, parts: dict[str, int],
+                    shift_s: float, rows_per_file: int = 2_000_000) -> dict[str, int]:
+        """Rewrite a streamed table's files sorted by ``arrival_s`` (stably: ties keep their
+        file and row order) and shifted by ``shift_s``, with DuckDB's sort, which spills to
+        disk rather than holding the table in memory. Returns the new files' row counts."""
+        folder = self.root / table / _quote(trace)
+        old = [folder / _file_name(ingest_id, p) for p in parts]
+        listed = ", ".join(_sql_str(str(p)) for p in old)
+        with duckdb.connect(config={"memory_limit": "1GB", "preserve_insertion_order": True,
+                                    "temp_directory": str(folder / f"{ingest_id}.sorting")}
+                            ) as con:
+            rel = con.sql(f"""
+                SELECT * EXCLUDE (filename, file_row_number) REPLACE
+                    (arrival_s + {float(shift_s)!r} AS arrival_s)
+                FROM read_parquet([{listed}], filename = true, file_row_number = true)
+                ORDER BY arrival_s, filename, file_row_number""")
+            # to_arrow_reader is fetch_record_batch's name since DuckDB 1.4
+            reader = getattr(rel, "to_arrow_reader", rel.fetch_record_batch)(rows_per_file)
+            out: dict[str, int] = {}
+            for k, batch in enumerate(reader):
+                frame = pl.from_arrow(pa.Table.from_batches([batch]))
+                part = f"s{k:05d}"
+                self._write_file(trace, table, frame, _file_name(ingest_id, part))
+                out[part] = frame.height
+        for path in old:
+            path.unlink()
+        shutil.rmtree(folder / f"{ingest_id}.sorting", ignore_errors=True)
+        return out
 
     def _commit(self, record: dict[str, Any]) -> None:
         """The commit point: one transaction replaces the trace's row in ``traces``."""
@@ -442,6 +530,16 @@ class Store:
             with self._lock(trace, wait=False) as mine:
                 if mine:
                     self._sweep(trace, keep=committed.get(trace))
+
+    def _discard(self, trace: str, ingest_id: str) -> None:
+        """Delete the files of one uncommitted ingest of ``trace``."""
+        for table in schema.TABLES:
+            folder = self.root / table / _quote(trace)
+            for path in folder.glob(f"{ingest_id}.*") if folder.is_dir() else ():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
     def _sweep(self, trace: str, keep: str | None) -> None:
         """Delete files of ``trace`` from superseded or uncommitted ingests."""
