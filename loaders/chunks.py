@@ -190,7 +190,7 @@ def _add_notes(total: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
             out[key] = out[key] + value
         elif out[key] != value:
             seen = out[key] if isinstance(out[key], list) else [out[key]]
-            out[key] = seen + [value] if value not in seen else seen
+            out[key] = [*seen, value] if value not in seen else seen
     return out
 
 

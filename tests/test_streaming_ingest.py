@@ -7,6 +7,7 @@ boundaries; the whole-file ingest of the same bytes is the ground truth.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
@@ -141,4 +142,4 @@ def test_time_range_query_reads_only_the_files_that_hold_it(shared, tmp_path, mo
     spans = [pl.scan_parquet(f).select(pl.col("arrival_s").min().alias("lo"),
                                        pl.col("arrival_s").max().alias("hi")).collect().row(0)
              for f in store.files("requests")]
-    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:], strict=False))
+    assert all(hi <= lo for (_, hi), (lo, _) in itertools.pairwise(spans))
