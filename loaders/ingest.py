@@ -74,7 +74,7 @@ def ingest(source: str | Path | list[str | Path], *, as_format: str | None = Non
             raise StoreError("name the trace that several files go into with --trace")
     path = Path(sources[0])
     if path.exists():
-        reads, _provs = [], []
+        reads = []
         for path in map(Path, sources):
             mod = registry.module(as_format) if as_format else registry.detect(path)
             part = mod.DATASET.part_for_path(path)
