@@ -1,24 +1,34 @@
-"""Ingest benchmark: a 10-million-row BurstGPT CSV through servetrace, DuckDB and pandas.
+"""Ingest benchmark: large BurstGPT or Azure 2024 CSVs through servetrace, DuckDB and pandas.
 
-    python bench/ingest.py [--rows N] [--keep DIR]
+    python bench/ingest.py [--format burstgpt|azure_llm_2024] [--rows N [N ...]]
+                           [--pandas] [--keep DIR]
 
-Generates a BurstGPT v1 CSV (``Timestamp,Model,Request tokens,Response tokens,Total tokens,
-Log Type``) whose (request, response) token pairs are resampled jointly from the real
-BurstGPT sample in ``../shared/traces/burstgpt_sample`` (about 1 in 20 responses set to 0,
-the failed requests of the raw files), then measures, in this one process:
+Generates, block by block, a CSV of each size in the chosen format:
 
-- servetrace: ``servetrace.loaders.ingest(path, as_format="burstgpt")`` into a fresh store (parse,
-  validate every row, SHA-256 the source, write Parquet, commit);
+- ``burstgpt``: BurstGPT v1 (``Timestamp,Model,Request tokens,Response tokens,Total tokens,
+  Log Type``), (request, response) token pairs resampled jointly from the real BurstGPT
+  sample in ``../shared/traces/burstgpt_sample`` (about 1 in 20 responses set to 0, the
+  failed requests of the raw files);
+- ``azure_llm_2024``: ``TIMESTAMP,ContextTokens,GeneratedTokens`` with the week files'
+  ``2024-05-10 00:00:00.009930+00:00`` timestamps (1 in 10 without a fraction, as there),
+  lengths from the same sample;
+
+then measures, in this one process and for each size:
+
+- servetrace: ``servetrace.loaders.ingest(path)`` into a fresh store (parse, validate every
+  row, SHA-256 the source, write Parquet, commit), streamed in chunks
+  (:mod:`servetrace.loaders.chunks`) once the file is larger than one;
 - DuckDB: ``COPY (SELECT * FROM read_csv(path)) TO 'x.parquet'`` — the practical ceiling;
-- pandas: ``read_csv`` + ``to_parquet`` (pyarrow engine).
+- pandas (``--pandas``, sizes up to 20M rows): ``read_csv`` + ``to_parquet``.
 
 Prints seconds, rows/s and peak RSS per stage, and the ratios the project targets:
-servetrace ≥ 0.7× DuckDB's rate, ≥ 5× pandas, peak memory < 4 GB.
+servetrace ≥ 0.7× DuckDB's rate and peak memory under 2 GB at every size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -35,62 +45,94 @@ from servetrace.loaders import Store, ingest
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
 
-def generate(path: Path, rows: int, seed: int = 0) -> None:
-    """Write a BurstGPT-format CSV of ``rows`` rows, lengths from the real sample."""
+def generate(path: Path, rows: int, fmt: str, seed: int = 0, block: int = 5_000_000) -> None:
+    """Write a CSV of ``rows`` rows in format ``fmt``, ``block`` rows at a time."""
     sample = pl.read_ndjson(SHARED / "burstgpt_sample" / "sample.jsonl")
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, sample.height, rows)
-    req = sample["input_length"].to_numpy()[pick]
-    resp = sample["output_length"].to_numpy()[pick]
-    resp = np.where(rng.random(rows) < 0.05, 0, resp)
-    ts = np.cumsum(rng.exponential(0.5, rows)).round(0)
-    model = np.where(rng.random(rows) < 0.8, "ChatGPT", "GPT-4")
-    log = np.where(rng.random(rows) < 0.7, "Conversation log", "API log")
-    pl.DataFrame({
-        "Timestamp": ts.astype(np.int64), "Model": model, "Request tokens": req,
-        "Response tokens": resp, "Total tokens": req + resp, "Log Type": log,
-    }).write_csv(path)
+    t0 = 0.0
+    with open(path, "wb") as fh:
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            pick = rng.integers(0, sample.height, n)
+            req = sample["input_length"].to_numpy()[pick]
+            resp = sample["output_length"].to_numpy()[pick]
+            gaps = rng.exponential(0.5 if fmt == "burstgpt" else 0.02, n)
+            ts = t0 + np.cumsum(gaps)
+            t0 = float(ts[-1])
+            if fmt == "burstgpt":
+                resp = np.where(rng.random(n) < 0.05, 0, resp)
+                frame = pl.DataFrame({
+                    "Timestamp": ts.round(0).astype(np.int64),
+                    "Model": np.where(rng.random(n) < 0.8, "ChatGPT", "GPT-4"),
+                    "Request tokens": req, "Response tokens": resp, "Total tokens": req + resp,
+                    "Log Type": np.where(rng.random(n) < 0.7, "Conversation log", "API log")})
+            else:
+                us = (ts * 1e6).astype(np.int64)
+                us = np.where(rng.random(n) < 0.1, us // 1_000_000 * 1_000_000, us)
+                when = pl.Series(us + 1_715_299_200_000_000).cast(pl.Datetime("us"))  # 05-10
+                text = pl.select(pl.when(when.dt.microsecond() == 0)
+                                 .then(when.dt.strftime("%Y-%m-%d %H:%M:%S+00:00"))
+                                 .otherwise(when.dt.strftime("%Y-%m-%d %H:%M:%S%.6f+00:00"))
+                                 ).to_series()
+                frame = pl.DataFrame({"TIMESTAMP": text, "ContextTokens": req,
+                                      "GeneratedTokens": resp})
+            frame.write_csv(fh, include_header=start == 0)
+
+
+def run(work: Path, rows: int, fmt: str, with_pandas: bool) -> list:
+    name = {"burstgpt": "BurstGPT_1.csv",
+            "azure_llm_2024": "AzureLLMInferenceTrace_conv_1week.csv"}[fmt]
+    csv = work / f"{rows}" / name
+    csv.parent.mkdir(exist_ok=True)
+    if not csv.exists():
+        print(f"generating {rows:,} rows -> {csv}", flush=True)
+        generate(csv, rows, fmt)
+    print(f"{rows:,} rows of {fmt}, {csv.stat().st_size / 1e6:,.0f} MB", flush=True)
+
+    def ours():
+        store_dir = work / "store"
+        shutil.rmtree(store_dir, ignore_errors=True)
+        [rec] = ingest(csv, as_format=fmt, trace="bench", store=Store(store_dir),
+                       progress=False)
+        assert rec["rows"] + rec["rejected"] == rows
+        return rec
+
+    def with_duckdb():
+        out = work / "duckdb.parquet"
+        with duckdb.connect() as con:
+            con.execute(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{out}' (FORMAT parquet)")
+
+    def pandas_copy():
+        import pandas as pd
+
+        pd.read_csv(csv).to_parquet(work / "pandas.parquet", engine="pyarrow")
+
+    stages = [measure("servetrace ingest", ours),
+              measure("duckdb read_csv->parquet", with_duckdb)]
+    if with_pandas and rows <= 20_000_000:
+        stages.append(measure("pandas read_csv+to_parquet", pandas_copy))
+    print(report(rows, stages))
+    s, d = stages[0].seconds, stages[1].seconds
+    files = json.loads(stages[0].result["files"] or "{}").get("requests", {"": 0})
+    print(f"servetrace: {len(files)} Parquet file(s) for requests")
+    print(f"servetrace rate / duckdb rate: {d / s:.2f}x (target >= 0.7)")
+    if len(stages) > 2:
+        print(f"servetrace rate / pandas rate: {stages[2].seconds / s:.2f}x")
+    print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target < 2)", flush=True)
+    csv.unlink()  # the next size needs the disk
+    return stages
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--format", choices=["burstgpt", "azure_llm_2024"], default="burstgpt")
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
+    ap.add_argument("--pandas", action="store_true", help="also time pandas (up to 20M rows)")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     args = ap.parse_args()
     with work_dir(args.keep) as work:
-        csv = work / "BurstGPT_1.csv"
-        if not csv.exists():
-            print(f"generating {args.rows:,} rows -> {csv}", flush=True)
-            generate(csv, args.rows)
-        rows = sum(1 for _ in open(csv, "rb")) - 1
-        print(f"{rows:,} rows, {csv.stat().st_size / 1e6:,.0f} MB", flush=True)
-
-        def ours():
-            store_dir = work / "store"
-            shutil.rmtree(store_dir, ignore_errors=True)
-            [rec] = ingest(csv, as_format="burstgpt", trace="bench", store=Store(store_dir),
-                           progress=False)
-            assert rec["rows"] + rec["rejected"] == rows
-            return rec
-
-        def with_duckdb():
-            out = work / "duckdb.parquet"
-            with duckdb.connect() as con:
-                con.execute(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{out}' (FORMAT parquet)")
-
-        def with_pandas():
-            import pandas as pd
-
-            pd.read_csv(csv).to_parquet(work / "pandas.parquet", engine="pyarrow")
-
-        stages = [measure("servetrace ingest", ours), measure("duckdb read_csv->parquet",
-                                                              with_duckdb),
-                  measure("pandas read_csv+to_parquet", with_pandas)]
-        print(report(rows, stages))
-        s, d, p = (m.seconds for m in stages)
-        print(f"servetrace rate / duckdb rate: {d / s:.2f}x (target >= 0.7)")
-        print(f"servetrace rate / pandas rate: {p / s:.2f}x (target >= 5)")
-        print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target < 4)")
+        for rows in args.rows:
+            run(work, rows, args.format, args.pandas)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,14 @@ from pathlib import Path
 import polars as pl
 
 from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from servetrace.loaders.schema import validate
+from servetrace.loaders.schema import validate_csv
 from servetrace.loaders.source import (
     csv_rows,
     expect_header,
     head,
     header_fields,
     parse_number,
-    parse_timestamp,
+    parse_timestamps,
     to_relative_seconds,
 )
 
@@ -67,25 +67,27 @@ def detect(path: Path) -> bool:
 
 def load_azure_csv(paths: list[Path], trace: str, header: list[str]) -> Loaded:
     """Read Azure LLM/LMM CSV files (``TIMESTAMP``, [``NumImages``,] tokens) onto ``requests``."""
-    frames = []
+    counts = [c for c in header if c != "TIMESTAMP"]
+    text = {"arrival_s": "TIMESTAMP", "input_tokens": "ContextTokens",
+            "output_tokens": "GeneratedTokens", "num_images": "NumImages"}
+    text = {k: v for k, v in text.items() if v in header}
+
+    def parse(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.with_columns(
+            parse_timestamps(rows["TIMESTAMP"]).alias("arrival_s"),
+            *(parse_number(pl.col(v)).alias(k) for k, v in text.items() if v in counts))
+
+    valids, rejects, read = [], [], 0
     for path in paths:
         expect_header(path, header)
-        frames.append(csv_rows(path, header))
-    rows = pl.concat(frames)
-    parsed = rows.with_columns(
-        parse_timestamp(pl.col("TIMESTAMP")).alias("arrival_s"),
-        parse_number(pl.col("ContextTokens")).alias("input_tokens"),
-        parse_number(pl.col("GeneratedTokens")).alias("output_tokens"),
-        *([parse_number(pl.col("NumImages")).alias("num_images")]
-          if "NumImages" in header else []),
-    )
-    text = {"arrival_s": "TIMESTAMP", "input_tokens": "ContextTokens",
-            "output_tokens": "GeneratedTokens"}
-    if "NumImages" in header:
-        text["num_images"] = "NumImages"
-    valid, rejects = validate("requests", parsed, trace=trace, text=text)
-    valid, origin = to_relative_seconds(valid)
-    return Loaded(tables={"requests": valid}, rejects=rejects, rows_read=rows.height,
+        rows = csv_rows(path, header, numeric=counts)
+        valid, bad = validate_csv("requests", path, header, rows, parse, trace=trace,
+                                  text=text)
+        valids.append(valid)
+        rejects.append(bad)
+        read += rows.height
+    valid, origin = to_relative_seconds(pl.concat(valids))
+    return Loaded(tables={"requests": valid}, rejects=pl.concat(rejects), rows_read=read,
                   origin=origin)
 
 

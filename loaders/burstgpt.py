@@ -58,11 +58,10 @@ from pathlib import Path
 import polars as pl
 
 from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
-from servetrace.loaders.schema import REQUESTS, empty, validate
+from servetrace.loaders.schema import REQUESTS, empty, validate, validate_csv
 from servetrace.loaders.source import (
     FormatError,
     csv_rows,
-    csv_rows_at,
     head,
     header_fields,
     jsonl_rows,
@@ -176,13 +175,8 @@ def _csv(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
         )
 
     rows = csv_rows(path, header, numeric=NUMERIC, categorical=CATEGORICAL)
-    typed = rows.schema["Timestamp"] != pl.String
-    valid, rejects = validate("requests", parse(rows), trace=trace, text=text, checks=checks,
-                              fill_raw=not typed)
-    if typed and rejects.height:
-        # Numbers were read as numbers: reasons quoting source text come from the text.
-        again = csv_rows_at(path, header, rejects["line"], categorical=CATEGORICAL)
-        _, rejects = validate("requests", parse(again), trace=trace, text=text, checks=checks)
+    valid, rejects = validate_csv("requests", path, header, rows, parse, trace=trace,
+                                  text=text, checks=checks, categorical=CATEGORICAL)
     total = pl.col("_total")
     mismatch = valid.select((total.is_null() | (
         total != pl.col("input_tokens") + pl.col("output_tokens"))).sum()).item()

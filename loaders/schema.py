@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from servetrace.loaders.source import with_raw
+from servetrace.loaders.source import csv_rows_at, with_raw
 
 # Meanings of the columns that several tables share; a field gives its own ``doc`` otherwise.
 _DOCS = {
@@ -430,6 +430,25 @@ _INT64_LIMIT = float(2**63)
 def _exact(text: pl.Expr) -> pl.Expr:
     """Integer source text read as Int64 exactly (no float64 in between); null otherwise."""
     return text.str.strip_chars().str.strip_chars('"').cast(pl.Int64, strict=False)
+
+
+def validate_csv(table: str, path: str | Path, columns: list[str], rows: pl.DataFrame,
+                 parse: Callable[[pl.DataFrame], pl.DataFrame], *, trace: str,
+                 text: Mapping[str, str], checks: Sequence[tuple[pl.Expr, pl.Expr]] = (),
+                 categorical: Collection[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`validate` of ``parse(rows)``, for ``rows`` read by
+    :func:`~loaders.source.csv_rows`, whose fast path reads numeric columns as numbers.
+
+    Then a rejected row has no source text, so its reason, which quotes that text, is built
+    again from the rejected lines alone read as text (:func:`~loaders.source.csv_rows_at`).
+    """
+    typed = any(rows.schema[c] != pl.String for c in columns if c not in categorical)
+    valid, rejects = validate(table, parse(rows), trace=trace, text=text, checks=checks,
+                              fill_raw=not typed)
+    if typed and rejects.height:
+        again = csv_rows_at(path, columns, rejects["line"], categorical=categorical)
+        _, rejects = validate(table, parse(again), trace=trace, text=text, checks=checks)
+    return valid, rejects
 
 
 def validate(table: str, frame: pl.DataFrame, *, trace: str,

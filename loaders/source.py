@@ -438,6 +438,29 @@ def parse_timestamp(text: pl.Expr) -> pl.Expr:
     )
 
 
+_SPELLINGS = ("%Y-%m-%d %H:%M:%S%.f+00:00", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.fZ",
+              "%Y-%m-%d %H:%M:%S%.fZ", "%Y-%m-%dT%H:%M:%S%.f+00:00")
+
+
+def parse_timestamps(text: pl.Series) -> pl.Series:
+    """:func:`parse_timestamp` of a whole column, faster when the column has one spelling.
+
+    The first value's spelling (one of the Azure ones, ``%.f`` matching no fraction too)
+    is parsed by one strict format over the column; only the values it leaves null go
+    through :func:`parse_timestamp`'s general reading. The result is the same.
+    """
+    first = text.drop_nulls().head(1)
+    for spelling in _SPELLINGS:
+        if first.str.to_datetime(spelling, strict=False).null_count() == 0 and len(first):
+            fast = text.str.to_datetime(spelling, strict=False, time_unit="ns")
+            missed = fast.is_null() & text.is_not_null()
+            if not missed.any():
+                return fast
+            slow = pl.select(parse_timestamp(pl.lit(text.filter(missed)))).to_series()
+            return fast.scatter(missed.arg_true(), slow)
+    return pl.select(parse_timestamp(pl.lit(text))).to_series().alias(text.name)
+
+
 def expect_header(path: str | Path, expected: list[str]) -> None:
     """Raise :class:`FormatError` at line 1 unless the CSV header is exactly ``expected``."""
     found = header_fields(path)
