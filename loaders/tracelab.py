@@ -99,8 +99,14 @@ import polars as pl
 
 from servetrace.loaders.dataset import Dataset, Loaded, Part, RemoteFile
 from servetrace.loaders.schema import validate
-from servetrace.loaders.source import (FormatError, first_json, jsonl_rows, parse_number,
-                                       parse_timestamp, sort_by)
+from servetrace.loaders.source import (
+    FormatError,
+    first_json,
+    jsonl_rows,
+    parse_number,
+    parse_timestamp,
+    sort_by,
+)
 
 VERSION = "1"
 KEYS = ["provider", "session_id", "round_index", "turn_id", "model", "user",
