@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure
 
 from servetrace.synth import replay as rp
+from servetrace.synth import replay_results as rr
 
 
 async def _sleep_after_send(self: rp._Run) -> None:
@@ -51,7 +52,7 @@ async def _sleep_after_send(self: rp._Run) -> None:
         self.dispatched = i + 1
 
 
-def _run(frame: pl.DataFrame, url: str, naive: bool, spin_s: float) -> rp.ReplayResult:
+def _run(frame: pl.DataFrame, url: str, naive: bool, spin_s: float) -> rr.ReplayResult:
     original = rp._Run.dispatch
     if naive:
         rp._Run.dispatch = _sleep_after_send  # type: ignore[method-assign]

@@ -663,7 +663,7 @@ def replay_cmd(
     from dataclasses import asdict
 
     try:
-        from servetrace.synth.replay import recover_pending, replay_trace
+        from servetrace.synth.replay_store import recover_pending, replay_trace
 
         s = Store(store)
         for name in recover_pending(s):

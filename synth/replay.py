@@ -60,31 +60,23 @@ Per request (the *records*, :data:`RECORD_SCHEMA`)
     the dispatch, cancels the requests in flight (not recorded: they did not finish) and
     returns what finished with ``interrupted=True``.
 
-Stored trace (:func:`to_requests`)
-    ``arrival_s`` is the *actual* send time from the replay zero (what the server saw; the
-    schedule stays in the results file), ``input_tokens`` the requested prompt length,
-    ``output_tokens`` the tokens received, ``failed``, ``latency_s``, ``ttft_s``,
-    ``tpot_s`` as measured, ``model`` the model sent, ``tenant``/``session``/
-    ``request_id`` from the source trace. ``traces.origin`` is the replay zero in UTC;
-    ``traces.notes`` holds the settings and the :class:`ReplaySummary`.
+The results become a trace of the store through :mod:`servetrace.synth.replay_store`;
+the records, their summary and the result object are in
+:mod:`servetrace.synth.replay_results`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import itertools
 import json
 import math
 import os
 import re
 import threading
-import time
 import urllib.parse
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -93,54 +85,13 @@ import numpy as np
 import polars as pl
 
 from servetrace.extras import require
-from servetrace.loaders import schema
-from servetrace.loaders.dataset import Loaded
-from servetrace.loaders.store import Provenance, Store, file_lock
 from servetrace.synth.prompts import prompts as make_prompts
+from servetrace.synth.replay_results import RECORD_SCHEMA, ReplayResult, meta_path
 
 aiohttp = require("aiohttp", "replay", "replay against an endpoint")
 yarl = require("yarl", "replay", "replay against an endpoint")
 
-__all__ = [
-    "RECORD_SCHEMA",
-    "ReplayResult",
-    "ReplaySummary",
-    "endpoint_url",
-    "load_results",
-    "recover",
-    "redact_url",
-    "replay",
-    "replay_async",
-    "replay_trace",
-    "schedule",
-    "summarize",
-    "to_requests",
-    "write_replay",
-]
-
-RECORD_SCHEMA = pl.Schema({
-    "index": pl.Int64,            # row of the schedule (0-based, arrival order)
-    "request_id": pl.String,      # source request_id, else the index
-    "tenant": pl.String,
-    "session": pl.String,
-    "scheduled_s": pl.Float64,    # s from the replay zero
-    "sent_s": pl.Float64,         # s from the replay zero
-    "send_lag_s": pl.Float64,     # sent_s - scheduled_s
-    "wait_s": pl.Float64,         # part of the lag spent waiting for a concurrency slot
-    "ttft_s": pl.Float64,         # s from sent_s to the first chunk with text
-    "tpot_s": pl.Float64,         # (latency_s - ttft_s) / (output_tokens - 1)
-    "latency_s": pl.Float64,      # s from sent_s to the end of the response (or the error)
-    "itl_s": pl.List(pl.Float64),  # gaps between chunks with text, s
-    "input_tokens": pl.Int64,     # requested prompt length
-    "max_tokens": pl.Int64,       # requested output length
-    "output_tokens": pl.Int64,    # received
-    "chunks": pl.Int64,           # stream chunks that carried text
-    "prompt_tokens": pl.Int64,    # the server's count of the prompt, where reported
-    "status": pl.Int64,           # HTTP status; null when no response came
-    "error": pl.String,           # null on success
-    "failed": pl.Boolean,
-})
-"""Columns of the per-request results (the results file and :attr:`ReplayResult.records`)."""
+__all__ = ["endpoint_url", "redact_url", "replay", "replay_async", "schedule"]
 
 _API_PATHS = {"completions": "/completions", "chat": "/chat/completions"}
 
@@ -230,161 +181,6 @@ def schedule(requests: pl.DataFrame | pl.LazyFrame, *, time_scale: float = 1.0,
         pl.max_horizontal("output_tokens", pl.lit(min_output_tokens, pl.Int64))
         .alias("max_tokens"),
     )
-
-
-def load_results(path: str | Path) -> pl.DataFrame:
-    """The records of a results file (JSON lines), in :data:`RECORD_SCHEMA`.
-
-    A last line cut short by a crash is ignored; rows come in completion order.
-    """
-    data = Path(path).read_bytes()
-    data = data[: data.rfind(b"\n") + 1]
-    if not data:
-        return pl.DataFrame(schema=RECORD_SCHEMA)
-    return pl.read_ndjson(data, schema=RECORD_SCHEMA)
-
-
-def to_requests(records: pl.DataFrame, *, model: str | None = None,
-                trace: str = "replay") -> pl.DataFrame:
-    """The canonical ``requests`` rows of a replay's records, in send order.
-
-    ``arrival_s`` = ``sent_s`` (the actual send time from the replay zero), ``input_tokens``
-    requested, ``output_tokens`` received, ``failed``, ``latency_s``, ``ttft_s``,
-    ``tpot_s`` measured, ``model`` = ``model``, ``request_id``/``tenant``/``session`` kept.
-    """
-    frame = records.sort("sent_s", "index").select(
-        pl.lit(trace).alias("trace"), "request_id", pl.col("sent_s").alias("arrival_s"),
-        "tenant", "session", pl.lit(model, pl.String).alias("model"), "input_tokens",
-        "output_tokens", "failed", "latency_s", "ttft_s", "tpot_s")
-    return schema.conform("requests", frame)
-
-
-@dataclass(frozen=True)
-class ReplaySummary:
-    """What a replay achieved: dispatch accuracy, latencies, SLO attainment and goodput.
-
-    Rates: ``target_rate = (n - 1) / (max scheduled_s - min scheduled_s)`` and
-    ``achieved_rate = (n - 1) / (max sent_s - min sent_s)``, requests per second (null for
-    fewer than two requests or a zero span), ``rate_error = achieved / target - 1``.
-    ``duration_s`` runs from the replay zero to the last response's end.
-
-    SLO attainment (Zhong et al., *DistServe: Disaggregating Prefill and Decoding for
-    Goodput-optimized Large Language Model Serving*, OSDI 2024): the fraction of the
-    requests sent that succeeded with ``ttft_s <= ttft_slo_s`` and ``tpot_s <= tpot_slo_s``
-    (a threshold left ``None`` is no constraint; a request with one output token has no
-    TPOT and meets any TPOT SLO). Goodput is, as in vLLM's ``benchmark_serving.py``
-    ``--goodput``, those good requests per second of ``duration_s``.
-    Latency percentiles are over successful requests (null when none).
-    """
-
-    requests: int
-    succeeded: int
-    failed: int
-    duration_s: float
-    target_rate: float | None
-    achieved_rate: float | None
-    rate_error: float | None
-    send_lag_p50_s: float
-    send_lag_p99_s: float
-    send_lag_max_s: float
-    ttft_p50_s: float | None
-    ttft_p99_s: float | None
-    tpot_p50_s: float | None
-    tpot_p99_s: float | None
-    latency_p50_s: float | None
-    latency_p99_s: float | None
-    output_tokens: int
-    output_tokens_per_s: float
-    ttft_slo_s: float | None
-    tpot_slo_s: float | None
-    slo_attainment: float
-    goodput_rps: float
-
-
-def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
-              tpot_slo_s: float | None = None) -> ReplaySummary:
-    """Summarize a replay's records (see :class:`ReplaySummary` for every formula).
-
-    Raises ``ValueError`` for empty records or a missing :data:`RECORD_SCHEMA` column.
-    """
-    missing = [c for c in RECORD_SCHEMA if c not in records.columns]
-    if missing:
-        raise ValueError(f"records: missing columns {missing}")
-    if records.is_empty():
-        raise ValueError("records: no requests to summarize")
-    for name, slo in (("ttft_slo_s", ttft_slo_s), ("tpot_slo_s", tpot_slo_s)):
-        if slo is not None and not slo > 0:
-            raise ValueError(f"{name} must be > 0, got {slo}")
-    ok = ~pl.col("failed")
-    good = ok
-    if ttft_slo_s is not None:
-        good = good & (pl.col("ttft_s") <= ttft_slo_s).fill_null(False)
-    if tpot_slo_s is not None:
-        good = good & (pl.col("tpot_s") <= tpot_slo_s).fill_null(True)
-
-    def q(col: str, p: float) -> pl.Expr:
-        return pl.col(col).filter(ok).quantile(p, "linear").alias(f"{col}_{p}")
-
-    row = records.select(
-        pl.len().alias("n"), ok.sum().alias("succeeded"),
-        (pl.col("sent_s") + pl.col("latency_s").fill_null(0.0)).max().alias("end"),
-        (pl.col("scheduled_s").max() - pl.col("scheduled_s").min()).alias("sched_span"),
-        (pl.col("sent_s").max() - pl.col("sent_s").min()).alias("sent_span"),
-        pl.col("send_lag_s").quantile(0.5, "linear").alias("lag50"),
-        pl.col("send_lag_s").quantile(0.99, "linear").alias("lag99"),
-        pl.col("send_lag_s").max().alias("lagmax"),
-        *(q(c, p) for c in ("ttft_s", "tpot_s", "latency_s") for p in (0.5, 0.99)),
-        pl.col("output_tokens").sum().alias("tokens"), good.sum().alias("good"),
-    ).row(0, named=True)
-    n = row["n"]
-    duration = max(float(row["end"]), 0.0)
-    target = (n - 1) / row["sched_span"] if n > 1 and row["sched_span"] > 0 else None
-    achieved = (n - 1) / row["sent_span"] if n > 1 and row["sent_span"] > 0 else None
-    return ReplaySummary(
-        requests=n, succeeded=row["succeeded"], failed=n - row["succeeded"],
-        duration_s=duration, target_rate=target, achieved_rate=achieved,
-        rate_error=achieved / target - 1 if target and achieved else None,
-        send_lag_p50_s=row["lag50"], send_lag_p99_s=row["lag99"], send_lag_max_s=row["lagmax"],
-        ttft_p50_s=row["ttft_s_0.5"], ttft_p99_s=row["ttft_s_0.99"],
-        tpot_p50_s=row["tpot_s_0.5"], tpot_p99_s=row["tpot_s_0.99"],
-        latency_p50_s=row["latency_s_0.5"], latency_p99_s=row["latency_s_0.99"],
-        output_tokens=int(row["tokens"]),
-        output_tokens_per_s=row["tokens"] / duration if duration > 0 else 0.0,
-        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
-        slo_attainment=row["good"] / n,
-        goodput_rps=row["good"] / duration if duration > 0 else 0.0,
-    )
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    """The outcome of a replay.
-
-    ``records``: one row per request that finished (:data:`RECORD_SCHEMA`, completion
-    order). ``meta``: the settings (endpoint without credentials, model, api, time scale,
-    concurrency, timeout, seed, replay zero in UTC, source trace). ``interrupted``: the
-    replay was stopped (Ctrl-C or cancellation) before every request finished;
-    ``cancelled`` requests were in flight then and ``not_sent`` never left. ``trace``: the
-    store trace written (:func:`write_replay`), else ``None``.
-    """
-
-    records: pl.DataFrame
-    meta: dict[str, Any]
-    interrupted: bool = False
-    cancelled: int = 0
-    not_sent: int = 0
-    results_path: Path | None = None
-    trace: str | None = None
-
-    def requests(self) -> pl.DataFrame:
-        """The canonical ``requests`` rows (:func:`to_requests`)."""
-        return to_requests(self.records, model=self.meta.get("model"),
-                           trace=self.trace or "replay")
-
-    def summary(self, *, ttft_slo_s: float | None = None,
-                tpot_slo_s: float | None = None) -> ReplaySummary:
-        """:func:`summarize` of the records."""
-        return summarize(self.records, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
 
 
 # -- prompts ---------------------------------------------------------------------------------
@@ -660,7 +456,7 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
         zero = datetime.now(UTC) + timedelta(seconds=run.t0 - loop.time())
         meta["started_at"] = zero.isoformat()
         if path is not None:
-            _meta_path(path).write_text(json.dumps(meta, indent=2))
+            meta_path(path).write_text(json.dumps(meta, indent=2))
         try:
             await run.dispatch()
             while run.tasks:
@@ -679,10 +475,6 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     return ReplayResult(records=records, meta=meta, interrupted=interrupted,
                         cancelled=cancelled if interrupted else 0,
                         not_sent=plan.height - run.dispatched, results_path=path)
-
-
-def _meta_path(results: Path) -> Path:
-    return results.with_name(results.name + ".meta.json")
 
 
 _DEFAULTS: dict[str, Any] = {
@@ -781,119 +573,3 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     return box["result"]
 
 
-# -- the store -----------------------------------------------------------------------------
-def _version() -> str:
-    try:
-        return importlib.metadata.version("servetrace")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _stamp() -> str:
-    """UTC time and a random suffix: two replays started in the same second differ."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-
-
-def _running(results: Path, *, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
-    """``<results>.lock``, held while a replay runs and is stored, so that
-    :func:`recover_pending` never stores a run that is still going (see
-    :func:`~servetrace.loaders.store.file_lock`)."""
-    return file_lock(results.with_name(results.name + ".lock"), wait=wait)
-
-
-def _name_of(results: Path) -> str:
-    return results.name.removesuffix(".jsonl").replace("__", "/")
-
-
-def recover_pending(store: Store) -> list[str]:
-    """Store every replay in ``<store>/replays/`` that was killed before it was stored (its
-    results file is there, its trace is not, and no running replay holds it); returns the
-    names of the traces stored."""
-    folder = store.root / "replays"
-    if not folder.is_dir():
-        return []
-    stored = set(store.traces()["trace"]) if store.db_path.exists() else set()
-    recovered = []
-    for path in sorted(folder.glob("*.jsonl")):
-        name = _name_of(path)
-        if name in stored:
-            continue
-        with _running(path, wait=False) as free:
-            if free:
-                recovered.append(recover(store, path, name=name).trace)
-    return recovered
-
-
-def write_replay(store: Store, result: ReplayResult, *, name: str | None = None,
-                 ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
-                 license: str = "", citation: str = "") -> ReplayResult:
-    """Store a replay's finished requests as trace ``name`` (default
-    ``replay/<source>/<UTC timestamp>``); returns the result with ``trace`` set.
-
-    ``traces.notes`` holds ``meta`` (the settings), the summary (with the given SLOs),
-    ``interrupted``, ``cancelled`` and ``not_sent``; ``origin`` is the replay zero.
-    An empty replay (nothing finished) is stored as an empty trace.
-    """
-    source = result.meta.get("source") or "frame"
-    name = name or f"replay/{source}/{_stamp()}"
-    trace = result.records
-    summary = (asdict(summarize(trace, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s))
-               if trace.height else None)
-    frame = to_requests(trace, model=result.meta.get("model"), trace=name)
-    started = result.meta.get("started_at")
-    origin = datetime.fromisoformat(started) if started else None
-    notes = {"replay": result.meta, "summary": summary, "interrupted": result.interrupted,
-             "cancelled": result.cancelled, "not_sent": result.not_sent,
-             "results_file": str(result.results_path) if result.results_path else None}
-    loaded = Loaded(tables={"requests": frame}, rejects=schema.empty("rejects"),
-                    rows_read=frame.height, origin=origin, notes=notes)
-    provenance = Provenance(
-        dataset="replay", part=result.meta.get("source"), format="replay",
-        source_urls=(str(result.meta.get("endpoint") or ""),),
-        source_files=(str(result.results_path),) if result.results_path else (),
-        sha256=(), loader_version=f"synth.replay/servetrace {_version()}",
-        license=license, citation=citation)
-    store.write(name, loaded, provenance)
-    return replace(result, trace=name)
-
-
-def recover(store: Store, results: str | Path, *, name: str | None = None,
-            **summary_slos: float | None) -> ReplayResult:
-    """Store the finished requests of a replay that crashed, from its results file and the
-    settings file beside it (``<results>.meta.json``); see :func:`write_replay`."""
-    path = Path(results)
-    meta_file = _meta_path(path)
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    records = load_results(path)
-    result = ReplayResult(records=records, meta=meta, interrupted=True,
-                          not_sent=max(int(meta.get("requests") or 0) - records.height, 0),
-                          results_path=path)
-    return write_replay(store, result, name=name, **summary_slos)
-
-
-def replay_trace(trace: str, endpoint: str, *, store: Store | None = None,
-                 name: str | None = None, ttft_slo_s: float | None = None,
-                 tpot_slo_s: float | None = None, **options: Any) -> ReplayResult:
-    """Replay a store trace and store the outcome as a new trace (the CLI's
-    ``servetrace replay TRACE --endpoint URL``).
-
-    ``name`` defaults to ``replay/<trace>/<UTC timestamp>``; the results file defaults to
-    ``<store>/replays/<name with / as __>.jsonl``. ``options`` go to :func:`replay`.
-    The trace's license and citation are carried over. Also on Ctrl-C the finished
-    requests are stored (``interrupted=True`` in the result and the notes).
-    Raises ``ValueError`` when the trace has no requests.
-    """
-    store = store or Store()
-    frame = store.scan("requests", trace).collect()
-    if frame.is_empty():
-        raise ValueError(f"trace {trace!r} has no requests in store {store.root}")
-    name = name or f"replay/{trace}/{_stamp()}"
-    results = Path(options.setdefault(
-        "results", store.root / "replays" / (name.replace("/", "__") + ".jsonl")))
-    meta = store.traces().filter(pl.col("trace") == trace)
-    lic, cite = (meta.row(0, named=True)["license"] or "", meta.row(0, named=True)["citation"]
-                 or "") if meta.height else ("", "")
-    with _running(results):
-        result = replay(frame, endpoint, source=trace, **options)
-        return write_replay(store, result, name=name, ttft_slo_s=ttft_slo_s,
-                            tpot_slo_s=tpot_slo_s, license=lic, citation=cite)

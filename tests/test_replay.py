@@ -30,6 +30,8 @@ from servetrace.loaders import azure_llm_2023, schema
 from servetrace.loaders.dataset import Loaded
 from servetrace.loaders.store import Provenance
 from servetrace.synth import replay as rp
+from servetrace.synth import replay_results as rr
+from servetrace.synth import replay_store as rs
 from servetrace.synth.server import Server, ServerConfig, serve
 
 FAST = ServerConfig(prefill_base_s=0.005, prefill_tokens_per_s=50_000.0,
@@ -96,8 +98,8 @@ def test_records_follow_the_cost_model(base_run):
 def test_results_file_is_the_records(base_run):
     _, result = base_run
     assert result.results_path is not None
-    written = rp.load_results(result.results_path)
-    assert written.schema == rp.RECORD_SCHEMA
+    written = rr.load_results(result.results_path)
+    assert written.schema == rr.RECORD_SCHEMA
     assert written.sort("index").equals(result.records.sort("index"))
     meta = json.loads(result.results_path.with_name("results.jsonl.meta.json").read_text())
     assert meta["model"] == FAST.model and meta["requests"] == 50
@@ -194,7 +196,7 @@ def test_api_key_is_sent_as_bearer_and_never_written(monkeypatch, tmp_path, stor
         prov = Provenance("test", None, "test", (), (), (), "test/1", "CC0", "none")
         store.write("k/src", Loaded(tables={"requests": trace}, rejects=schema.empty("rejects"),
                                     rows_read=5), prov)
-        ok = rp.replay_trace("k/src", server.url, store=store, name="k/ok",
+        ok = rs.replay_trace("k/src", server.url, store=store, name="k/ok",
                              api_key_env="SERVETRACE_TEST_KEY")
         monkeypatch.setenv("SERVETRACE_TEST_KEY", key + "-wrong")
         denied = rp.replay(trace, server.url, api_key_env="SERVETRACE_TEST_KEY",
@@ -224,8 +226,8 @@ def test_ctrl_c_keeps_finished_requests(tmp_path, store):
     assert result.interrupted and 0 < rec.height < 40
     assert result.not_sent > 0 and rec.height + result.cancelled + result.not_sent == 40
     assert not rec["failed"].any()  # what was kept finished; nothing half-done was recorded
-    assert rp.load_results(path).sort("index").equals(rec.sort("index"))
-    stored = rp.write_replay(store, result, name="replay/cut")
+    assert rr.load_results(path).sort("index").equals(rec.sort("index"))
+    stored = rs.write_replay(store, result, name="replay/cut")
     assert store.sql("SELECT count(*) FROM requests WHERE trace = 'replay/cut'").item() \
         == rec.height
     notes = json.loads(store.traces().filter(pl.col("trace") == stored.trace)["notes"][0])
@@ -246,7 +248,7 @@ def test_async_cancellation_keeps_the_results_file(tmp_path):
 
     with serve(FAST) as url:
         asyncio.run(main(url))
-    kept = rp.load_results(path)
+    kept = rr.load_results(path)
     assert 0 < kept.height < 30 and not kept["failed"].any()
     assert kept["scheduled_s"].max() < 1.0
 
@@ -263,7 +265,7 @@ def test_replay_trace_lands_in_the_store(shared, store):
     span = head["arrival_s"].max() - head["arrival_s"].min()
     config = ServerConfig(prefill_tokens_per_s=500_000.0, decode_tokens_per_s=5_000.0)
     with serve(config) as url:
-        result = rp.replay_trace("azure_llm_2023/conv", url, store=store,
+        result = rs.replay_trace("azure_llm_2023/conv", url, store=store,
                                  time_scale=1.5 / span, api_key_env=None, ttft_slo_s=1.0)
     name = result.trace
     assert name.startswith("replay/azure_llm_2023/conv/")
@@ -293,7 +295,7 @@ def test_recover_after_a_crash(fast, tmp_path, store):
     rp.replay(_trace(6, 0.25), fast.url, api_key_env=None, results=path, source="x/y")
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:4]) + lines[4][:20])  # died while writing line 5
-    result = rp.recover(store, path, name="replay/x/crash")
+    result = rs.recover(store, path, name="replay/x/crash")
     assert result.records.height == 4 and result.not_sent == 2
     assert store.sql("SELECT count(*) FROM requests WHERE trace = 'replay/x/crash'").item() == 4
     assert store.traces()["part"].to_list() == ["x/y"]
@@ -317,11 +319,11 @@ def test_tokenizer_makes_prompt_lengths_exact(fast):
 # -- pure functions --------------------------------------------------------------------------
 def _records(**cols) -> pl.DataFrame:
     n = len(next(iter(cols.values())))
-    base = {c: [None] * n for c in rp.RECORD_SCHEMA}
+    base = {c: [None] * n for c in rr.RECORD_SCHEMA}
     base.update({"index": list(range(n)), "itl_s": [[] for _ in range(n)],
                  "input_tokens": [1] * n, "max_tokens": [1] * n, "chunks": [1] * n})
     base.update(cols)
-    return pl.DataFrame(base, schema=rp.RECORD_SCHEMA)
+    return pl.DataFrame(base, schema=rr.RECORD_SCHEMA)
 
 
 def test_summary_known_answer():
@@ -334,7 +336,7 @@ def test_summary_known_answer():
         latency_s=[1.0, 1.0, 1.0, 0.2, 0.9],
         output_tokens=[10, 10, 10, 0, 1],
         failed=[False, False, False, True, False])
-    s = rp.summarize(rec, ttft_slo_s=0.3, tpot_slo_s=0.02)
+    s = rr.summarize(rec, ttft_slo_s=0.3, tpot_slo_s=0.02)
     assert (s.requests, s.succeeded, s.failed, s.output_tokens) == (5, 4, 1, 31)
     assert s.duration_s == pytest.approx(5.0)  # last end: 4.1 + 0.9
     assert s.target_rate == pytest.approx(1.0)
@@ -346,11 +348,11 @@ def test_summary_known_answer():
     assert s.slo_attainment == pytest.approx(2 / 5)
     assert s.goodput_rps == pytest.approx(2 / 5.0)
     assert s.ttft_p50_s == pytest.approx(0.15)  # over the four that succeeded
-    assert rp.summarize(rec).slo_attainment == pytest.approx(4 / 5)
+    assert rr.summarize(rec).slo_attainment == pytest.approx(4 / 5)
     with pytest.raises(ValueError, match="ttft_slo_s"):
-        rp.summarize(rec, ttft_slo_s=0)
+        rr.summarize(rec, ttft_slo_s=0)
     with pytest.raises(ValueError, match="no requests"):
-        rp.summarize(rec.clear())
+        rr.summarize(rec.clear())
 
 
 def test_schedule():
@@ -419,7 +421,7 @@ def test_server_runs_as_a_process():
 
 
 def test_replay_works_inside_a_running_event_loop(fast):
-    async def notebook_cell() -> rp.ReplayResult:  # Jupyter runs cells inside a loop
+    async def notebook_cell() -> rr.ReplayResult:  # Jupyter runs cells inside a loop
         return rp.replay(_trace(4, 0.1), fast.url, api_key_env=None)
 
     result = asyncio.run(notebook_cell())
@@ -456,7 +458,7 @@ def test_second_ctrl_c_still_returns_what_finished(tmp_path):
 
 
 def test_replays_started_in_one_second_get_their_own_names():
-    assert len({rp._stamp() for _ in range(50)}) == 50
+    assert len({rs._stamp() for _ in range(50)}) == 50
 
 
 def test_killed_replays_are_recovered_from_the_command_line(fast, store):
@@ -471,12 +473,12 @@ def test_killed_replays_are_recovered_from_the_command_line(fast, store):
     done, going = folder / "replay__a__1.jsonl", folder / "replay__a__2.jsonl"
     for path in (done, going):
         rp.replay(_trace(6, 0.25), fast.url, api_key_env=None, results=path, source="a")
-    with rp._running(going):
+    with rs._running(going):
         res = CliRunner().invoke(app, ["replay", "--recover", "--store", str(store.root)])
         assert res.exit_code == 0, res.output
         assert store.traces()["trace"].to_list() == ["replay/a/1"]
-    assert rp.recover_pending(store) == ["replay/a/2"]
-    assert rp.recover_pending(store) == []
+    assert rs.recover_pending(store) == ["replay/a/2"]
+    assert rs.recover_pending(store) == []
     assert store.sql("SELECT count(*) FROM requests").item() == 12
 
 

@@ -1,0 +1,208 @@
+"""What a replay produces: its per-request records, their summary, and the result object.
+
+The records (:data:`RECORD_SCHEMA`) are written as JSON lines while a replay runs
+(:mod:`servetrace.synth.replay`), read back by :func:`load_results`, summarized by
+:func:`summarize` (dispatch accuracy, latency percentiles, SLO attainment, goodput) and turned
+into canonical ``requests`` rows by :func:`to_requests`.
+
+Stored trace (:func:`to_requests`)
+    ``arrival_s`` is the *actual* send time from the replay zero (what the server saw; the
+    schedule stays in the results file), ``input_tokens`` the requested prompt length,
+    ``output_tokens`` the tokens received, ``failed``, ``latency_s``, ``ttft_s``,
+    ``tpot_s`` as measured, ``model`` the model sent, ``tenant``/``session``/
+    ``request_id`` from the source trace. ``traces.origin`` is the replay zero in UTC;
+    ``traces.notes`` holds the settings and the :class:`ReplaySummary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from servetrace.loaders import schema
+
+RECORD_SCHEMA = pl.Schema({
+    "index": pl.Int64,            # row of the schedule (0-based, arrival order)
+    "request_id": pl.String,      # source request_id, else the index
+    "tenant": pl.String,
+    "session": pl.String,
+    "scheduled_s": pl.Float64,    # s from the replay zero
+    "sent_s": pl.Float64,         # s from the replay zero
+    "send_lag_s": pl.Float64,     # sent_s - scheduled_s
+    "wait_s": pl.Float64,         # part of the lag spent waiting for a concurrency slot
+    "ttft_s": pl.Float64,         # s from sent_s to the first chunk with text
+    "tpot_s": pl.Float64,         # (latency_s - ttft_s) / (output_tokens - 1)
+    "latency_s": pl.Float64,      # s from sent_s to the end of the response (or the error)
+    "itl_s": pl.List(pl.Float64),  # gaps between chunks with text, s
+    "input_tokens": pl.Int64,     # requested prompt length
+    "max_tokens": pl.Int64,       # requested output length
+    "output_tokens": pl.Int64,    # received
+    "chunks": pl.Int64,           # stream chunks that carried text
+    "prompt_tokens": pl.Int64,    # the server's count of the prompt, where reported
+    "status": pl.Int64,           # HTTP status; null when no response came
+    "error": pl.String,           # null on success
+    "failed": pl.Boolean,
+})
+"""Columns of the per-request results (the results file and :attr:`ReplayResult.records`)."""
+
+
+def meta_path(results: Path) -> Path:
+    return results.with_name(results.name + ".meta.json")
+
+
+def load_results(path: str | Path) -> pl.DataFrame:
+    """The records of a results file (JSON lines), in :data:`RECORD_SCHEMA`.
+
+    A last line cut short by a crash is ignored; rows come in completion order.
+    """
+    data = Path(path).read_bytes()
+    data = data[: data.rfind(b"\n") + 1]
+    if not data:
+        return pl.DataFrame(schema=RECORD_SCHEMA)
+    return pl.read_ndjson(data, schema=RECORD_SCHEMA)
+
+
+def to_requests(records: pl.DataFrame, *, model: str | None = None,
+                trace: str = "replay") -> pl.DataFrame:
+    """The canonical ``requests`` rows of a replay's records, in send order.
+
+    ``arrival_s`` = ``sent_s`` (the actual send time from the replay zero), ``input_tokens``
+    requested, ``output_tokens`` received, ``failed``, ``latency_s``, ``ttft_s``,
+    ``tpot_s`` measured, ``model`` = ``model``, ``request_id``/``tenant``/``session`` kept.
+    """
+    frame = records.sort("sent_s", "index").select(
+        pl.lit(trace).alias("trace"), "request_id", pl.col("sent_s").alias("arrival_s"),
+        "tenant", "session", pl.lit(model, pl.String).alias("model"), "input_tokens",
+        "output_tokens", "failed", "latency_s", "ttft_s", "tpot_s")
+    return schema.conform("requests", frame)
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What a replay achieved: dispatch accuracy, latencies, SLO attainment and goodput.
+
+    Rates: ``target_rate = (n - 1) / (max scheduled_s - min scheduled_s)`` and
+    ``achieved_rate = (n - 1) / (max sent_s - min sent_s)``, requests per second (null for
+    fewer than two requests or a zero span), ``rate_error = achieved / target - 1``.
+    ``duration_s`` runs from the replay zero to the last response's end.
+
+    SLO attainment (Zhong et al., *DistServe: Disaggregating Prefill and Decoding for
+    Goodput-optimized Large Language Model Serving*, OSDI 2024): the fraction of the
+    requests sent that succeeded with ``ttft_s <= ttft_slo_s`` and ``tpot_s <= tpot_slo_s``
+    (a threshold left ``None`` is no constraint; a request with one output token has no
+    TPOT and meets any TPOT SLO). Goodput is, as in vLLM's ``benchmark_serving.py``
+    ``--goodput``, those good requests per second of ``duration_s``.
+    Latency percentiles are over successful requests (null when none).
+    """
+
+    requests: int
+    succeeded: int
+    failed: int
+    duration_s: float
+    target_rate: float | None
+    achieved_rate: float | None
+    rate_error: float | None
+    send_lag_p50_s: float
+    send_lag_p99_s: float
+    send_lag_max_s: float
+    ttft_p50_s: float | None
+    ttft_p99_s: float | None
+    tpot_p50_s: float | None
+    tpot_p99_s: float | None
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    output_tokens: int
+    output_tokens_per_s: float
+    ttft_slo_s: float | None
+    tpot_slo_s: float | None
+    slo_attainment: float
+    goodput_rps: float
+
+
+def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
+              tpot_slo_s: float | None = None) -> ReplaySummary:
+    """Summarize a replay's records (see :class:`ReplaySummary` for every formula).
+
+    Raises ``ValueError`` for empty records or a missing :data:`RECORD_SCHEMA` column.
+    """
+    missing = [c for c in RECORD_SCHEMA if c not in records.columns]
+    if missing:
+        raise ValueError(f"records: missing columns {missing}")
+    if records.is_empty():
+        raise ValueError("records: no requests to summarize")
+    for name, slo in (("ttft_slo_s", ttft_slo_s), ("tpot_slo_s", tpot_slo_s)):
+        if slo is not None and not slo > 0:
+            raise ValueError(f"{name} must be > 0, got {slo}")
+    ok = ~pl.col("failed")
+    good = ok
+    if ttft_slo_s is not None:
+        good = good & (pl.col("ttft_s") <= ttft_slo_s).fill_null(False)
+    if tpot_slo_s is not None:
+        good = good & (pl.col("tpot_s") <= tpot_slo_s).fill_null(True)
+
+    def q(col: str, p: float) -> pl.Expr:
+        return pl.col(col).filter(ok).quantile(p, "linear").alias(f"{col}_{p}")
+
+    row = records.select(
+        pl.len().alias("n"), ok.sum().alias("succeeded"),
+        (pl.col("sent_s") + pl.col("latency_s").fill_null(0.0)).max().alias("end"),
+        (pl.col("scheduled_s").max() - pl.col("scheduled_s").min()).alias("sched_span"),
+        (pl.col("sent_s").max() - pl.col("sent_s").min()).alias("sent_span"),
+        pl.col("send_lag_s").quantile(0.5, "linear").alias("lag50"),
+        pl.col("send_lag_s").quantile(0.99, "linear").alias("lag99"),
+        pl.col("send_lag_s").max().alias("lagmax"),
+        *(q(c, p) for c in ("ttft_s", "tpot_s", "latency_s") for p in (0.5, 0.99)),
+        pl.col("output_tokens").sum().alias("tokens"), good.sum().alias("good"),
+    ).row(0, named=True)
+    n = row["n"]
+    duration = max(float(row["end"]), 0.0)
+    target = (n - 1) / row["sched_span"] if n > 1 and row["sched_span"] > 0 else None
+    achieved = (n - 1) / row["sent_span"] if n > 1 and row["sent_span"] > 0 else None
+    return ReplaySummary(
+        requests=n, succeeded=row["succeeded"], failed=n - row["succeeded"],
+        duration_s=duration, target_rate=target, achieved_rate=achieved,
+        rate_error=achieved / target - 1 if target and achieved else None,
+        send_lag_p50_s=row["lag50"], send_lag_p99_s=row["lag99"], send_lag_max_s=row["lagmax"],
+        ttft_p50_s=row["ttft_s_0.5"], ttft_p99_s=row["ttft_s_0.99"],
+        tpot_p50_s=row["tpot_s_0.5"], tpot_p99_s=row["tpot_s_0.99"],
+        latency_p50_s=row["latency_s_0.5"], latency_p99_s=row["latency_s_0.99"],
+        output_tokens=int(row["tokens"]),
+        output_tokens_per_s=row["tokens"] / duration if duration > 0 else 0.0,
+        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
+        slo_attainment=row["good"] / n,
+        goodput_rps=row["good"] / duration if duration > 0 else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The outcome of a replay.
+
+    ``records``: one row per request that finished (:data:`RECORD_SCHEMA`, completion
+    order). ``meta``: the settings (endpoint without credentials, model, api, time scale,
+    concurrency, timeout, seed, replay zero in UTC, source trace). ``interrupted``: the
+    replay was stopped (Ctrl-C or cancellation) before every request finished;
+    ``cancelled`` requests were in flight then and ``not_sent`` never left. ``trace``: the
+    store trace written (:func:`write_replay`), else ``None``.
+    """
+
+    records: pl.DataFrame
+    meta: dict[str, Any]
+    interrupted: bool = False
+    cancelled: int = 0
+    not_sent: int = 0
+    results_path: Path | None = None
+    trace: str | None = None
+
+    def requests(self) -> pl.DataFrame:
+        """The canonical ``requests`` rows (:func:`to_requests`)."""
+        return to_requests(self.records, model=self.meta.get("model"),
+                           trace=self.trace or "replay")
+
+    def summary(self, *, ttft_slo_s: float | None = None,
+                tpot_slo_s: float | None = None) -> ReplaySummary:
+        """:func:`summarize` of the records."""
+        return summarize(self.records, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
