@@ -21,6 +21,7 @@ _MODULES = (
     "agentic_coding_weka",
     "qwen_bailian",
     "servegen",
+    "servegen_conversations",
     "servegen_offline",
     "azure_functions_2019",
     "azure_functions_2021",
