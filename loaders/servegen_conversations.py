@@ -178,7 +178,9 @@ def load(paths: list[Path], trace: str) -> Loaded:
         .alias("parent_request_id"),
         (pl.col("pos") + 1).cast(pl.Int64).alias("turn_index"),
         turn.alias("_turn"),
-        pl.lit(1, pl.Int64).alias("line"),
+        # a row number for now, so that the table's own reasons can be told where they are;
+        # the document is one JSON value, and every reject's line becomes 1 below
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"),
     )
     where = pl.format("conversation {}, turn at position {}", pl.col("ci"), pl.col("pos"))
     checks = [
@@ -198,6 +200,11 @@ def load(paths: list[Path], trace: str) -> Loaded:
             "output_tokens": "output_token_count"}
     valid, rejects = validate("requests", parsed, trace=trace, text=text, checks=checks,
                               fill_raw=False)
+    places = parsed.select("line", where.alias("_where"))
+    rejects = rejects.join(places, on="line", how="left", maintain_order="left").select(
+        "trace", "source", pl.lit(1, pl.Int64).alias("line"), "raw",
+        pl.when(pl.col("reason").str.starts_with("conversation ")).then(pl.col("reason"))
+        .otherwise(pl.col("_where") + ": " + pl.col("reason")).alias("reason"))
     notes = _notes(valid, zero)
     valid = sort_by(valid.select(
         "request_id", "arrival_s", "session", "input_tokens", "output_tokens",
