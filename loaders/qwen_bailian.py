@@ -82,8 +82,9 @@ def tree_roots(ids: pl.Series, parents: pl.Series) -> pl.DataFrame:
     ``ids`` are unique node ids, ``parents[i]`` the id of node i's parent (null for a root).
     A parent that is not among ``ids`` makes the node a root of its own (an orphan). Pointer
     jumping (Wyllie's list ranking, as in Hillis & Steele, "Data Parallel Algorithms", CACM
-    1986): ``ptr`` starts at the parent (or the node itself for a root) and each round sets
-    ``ptr = ptr[ptr]`` with one join, so a node at depth d reaches its root after
+    1986): ``ptr`` starts at the parent's row (the node's own for a root; one join maps ids
+    to rows) and each round sets ``ptr = ptr[ptr]`` with one vectorized gather over all
+    nodes, so a node at depth d reaches its root after
     ``ceil(log2(d))`` rounds. A node whose pointer ends on no root (it lies on, or under, a
     cycle of links) gets a null root.
 
@@ -91,24 +92,27 @@ def tree_roots(ids: pl.Series, parents: pl.Series) -> pl.DataFrame:
     but names no node).
     """
     frame = pl.DataFrame({"id": ids.cast(pl.String), "parent": parents.cast(pl.String)})
-    known = frame["parent"].is_in(frame["id"].implode())
+    # one join maps each parent id to its row (a repeated id: its first row stands for it);
+    # after that a round is a gather, ptr[ptr], with no hashing
+    rows = frame.select("id").with_row_index("_row").unique("id", keep="first",
+                                                              maintain_order=True)
+    frame = frame.with_row_index("_self").join(
+        rows.rename({"id": "parent", "_row": "_up"}), on="parent", how="left",
+        maintain_order="left")
     frame = frame.with_columns(
-        (frame["parent"].is_not_null() & ~known).alias("orphan"),
-        pl.when(known).then(pl.col("parent")).otherwise(pl.col("id")).alias("ptr"))
-    starts = frame.filter(pl.col("ptr") == pl.col("id"))["id"]  # the real roots
-    # (a repeated id would multiply rows in the join: its first occurrence stands for it)
-    step = frame.select(pl.col("id").alias("ptr"), pl.col("ptr").alias("_next")).unique(
-        "ptr", keep="first", maintain_order=True)
+        (pl.col("parent").is_not_null() & pl.col("_up").is_null()).alias("orphan"),
+        pl.coalesce("_up", "_self").alias("_ptr"))
+    start = frame["_ptr"]
+    ptr = start
     for _ in range(int(frame.height).bit_length() + 1):
-        nxt = frame.join(step, on="ptr", how="left", maintain_order="left")["_next"]
-        if (nxt == frame["ptr"]).all():
+        nxt = ptr.gather(ptr)
+        if (nxt == ptr).all():
             break
-        frame = frame.with_columns(nxt.alias("ptr"))
-        step = frame.select(pl.col("id").alias("ptr"), pl.col("ptr").alias("_next")).unique(
-            "ptr", keep="first", maintain_order=True)
-    # a pointer left on no real root went round a cycle of links
-    frame = frame.with_columns(pl.when(pl.col("ptr").is_in(starts.implode()))
-                               .then(pl.col("ptr")).alias("ptr"))
+        ptr = nxt
+    # a pointer left on no real root (a row that is its own start) went round a cycle
+    real = start.gather(ptr) == ptr
+    frame = frame.with_columns(
+        pl.when(real.alias("_real")).then(frame["id"].gather(ptr)).alias("ptr"))
     return frame.select("id", pl.col("ptr").alias("root"), "orphan")
 
 

@@ -116,5 +116,5 @@ def test_tree_roots_cycles_and_repeated_ids() -> None:
     ids = pl.Series(["a", "b", "c", "d", "e", "f", "f"])
     parents = pl.Series(["b", "a", "a", None, "d", "e", "x"])  # a <-> b a cycle, c under it
     out = qwen_bailian.tree_roots(ids, parents)
-    assert out["root"].to_list() == [None, None, None, "d", "d", "d", "d"]
+    assert out["root"].to_list() == [None, None, None, "d", "d", "d", "f"]  # by row
     assert out["orphan"].to_list() == [False, False, False, False, False, False, True]
