@@ -163,7 +163,8 @@ def load(paths: list[Path], trace: str) -> Loaded:
         pl.col("session").n_unique().alias("sessions"),
     ).row(0, named=True)
     notes = {**{k: int(v) for k, v in check.items()},
-             "parent_cycles": int(roots["root"].null_count()), "block_size_tokens": BLOCK_SIZE_TOKENS,
+             "parent_cycles": int(roots["root"].null_count()),
+             "block_size_tokens": BLOCK_SIZE_TOKENS,
              "timestamp_unit": "s from the file's start"}
     return Loaded(tables={"requests": valid}, rejects=rejects, rows_read=rows.height,
                   origin=None, notes=notes, hash_block_tokens=BLOCK_SIZE_TOKENS,
