@@ -23,8 +23,9 @@ Mapping, one ``requests`` row per turn:
   count from 1; the source's 0-based ``turn`` is checked against the position, and
   mismatches are counted in ``notes["turn_mismatch"]``); ``parent_request_id`` = the
   previous turn of the conversation (null for its first);
-- ``arrival_s`` = ``timestamp`` (seconds) minus the smallest timestamp of the file: the
-  release does not say what its zero is, so ``origin`` is null and the raw zero is kept in
+- ``arrival_s`` = ``timestamp`` minus the smallest timestamp of the file, read as seconds
+  (the unit is not documented; ServeGen's other files count seconds). The release does not
+  say what its zero is either, so ``origin`` is null and the raw zero is kept in
   ``notes["timestamp_zero"]``;
 - ``input_tokens``/``output_tokens`` = ``input_token_count``/``output_token_count``;
 - ``hash_ids`` = ``input_tokens`` (the hashed input blocks). Neither the block size nor the
