@@ -240,6 +240,21 @@ class _Prepared:
         return self.resolution_s
 
 
+NO_ARRIVALS = ("no arrival times: a batch (offline) trace is submitted as one job, so arrival "
+               "metrics (burstiness, inter-arrival fits, rates) do not apply; token lengths do")
+"""The one-line reason every arrival metric gives for a batch trace (``traces.batch``)."""
+
+
+def has_arrivals(events: pl.DataFrame | pl.LazyFrame) -> bool:
+    """Whether ``events`` has arrival times to analyse: false for a batch (offline) trace,
+    whose ``arrival_s`` is null throughout (ServeGen offline; Yang et al., SOSP'26), true for
+    window counts and for any frame with at least one arrival."""
+    lf = events.lazy()
+    if "arrival_s" not in lf.collect_schema().names():
+        return True
+    return bool(lf.select(pl.col("arrival_s").is_not_null().any()).collect().item())
+
+
 def _prepare(events: Events, by: By) -> _Prepared:
     """Read the time and group columns, assign group ids, sort, and find the resolution."""
     lf = lazy(events, "events")
@@ -250,7 +265,10 @@ def _prepare(events: Events, by: By) -> _Prepared:
         raise ValueError(f"by: column {missing[0]!r} is not in events (columns: "
                          f"{', '.join(names)})")
     if "arrival_s" in names:
-        return _prepare_arrivals(lf.select(*cols, "arrival_s").collect(), cols)
+        df = lf.select(*cols, "arrival_s").collect()
+        if df.height and df["arrival_s"].null_count() == df.height:
+            raise ValueError(NO_ARRIVALS)
+        return _prepare_arrivals(df, cols)
     if {"window_start_s", "window_s", "count"} <= set(names):
         return _prepare_counts(lf.select(*cols, "window_start_s", "window_s", "count")
                                .collect(), cols)

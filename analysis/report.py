@@ -133,6 +133,8 @@ def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str]
             moved = tokens.drift(requests, name, window_s=window)
             tables.append((f"Drift of {name.replace('_', ' ')} ({window:g} s windows)", moved))
             charts.append(plots.drift(moved, name))
+    elif span is None and requests.height:
+        notes.append("drift: not measured, the requests have no arrival times (a batch trace)")
     else:
         notes.append("drift: the trace spans less than two hours, so there are no consecutive "
                      "hour windows to compare")
@@ -229,7 +231,8 @@ def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
               by: str | Sequence[str] | None = None) -> list[Section]:
     """Every section that applies to one trace's canonical ``tables`` (name → frame).
 
-    ``requests``: arrivals, token lengths and, with two tenants or more, per-tenant fairness.
+    ``requests``: arrivals, token lengths and, with two tenants or more, per-tenant fairness;
+    a batch trace (no arrival times) gets a note in place of the arrivals section.
     ``invocations`` (or, lacking them, ``invocation_counts``): arrivals and keep-alive
     policies, per app where the trace names apps, else per function. ``cold_starts``: the
     cold-start components (with ``functions`` and ``invocations`` where present). A section
@@ -242,8 +245,12 @@ def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
     builders: list[tuple[str, Callable[[], Section]]] = []
     if "requests" in frames:
         req = frames["requests"]
-        builders += [("Arrivals and burstiness", lambda: arrivals(req, by=by)),
-                     ("Token lengths", lambda: token_lengths(req, by=by))]
+        if burstiness.has_arrivals(req):
+            builders.append(("Arrivals and burstiness", lambda: arrivals(req, by=by)))
+        else:
+            builders.append(("Arrivals and burstiness", lambda: Section(
+                "Arrivals and burstiness", notes=(burstiness.NO_ARRIVALS,))))
+        builders.append(("Token lengths", lambda: token_lengths(req, by=by)))
         if req["tenant"].drop_nulls().n_unique() >= 2:
             builders.append(("Per-tenant fairness", lambda: tenant_fairness(req)))
     events = frames.get("invocations", frames.get("invocation_counts"))

@@ -92,6 +92,8 @@ class Loaded:
     notes: dict[str, Any] = field(default_factory=dict)
     hash_block_tokens: int | None = None
     hash_scope: str | None = None
+    batch: bool = False
+    """A batch (offline) trace: one job submitted whole, so ``requests.arrival_s`` is null."""
 
 
 def combine(parts: list[tuple[str, Loaded]]) -> Loaded:
@@ -125,6 +127,10 @@ def combine(parts: list[tuple[str, Loaded]]) -> Loaded:
         raise ValueError(f"these files have different hash-id layouts ({shown}); ingest them "
                          "as separate traces")
     block_tokens, scope = layouts.pop()
+    batches = {lo.batch for _, lo in parts}
+    if len(batches) > 1:
+        raise ValueError("these files mix batch traces (no arrival times) with online ones; "
+                         "ingest them as separate traces")
     return Loaded(
         tables=tables,
         rejects=pl.concat([lo.rejects for _, lo in parts], how="diagonal_relaxed"),
@@ -132,4 +138,4 @@ def combine(parts: list[tuple[str, Loaded]]) -> Loaded:
         accepted=sum(accepted),
         origin=origins.pop(),
         notes={name: lo.notes for name, lo in parts if lo.notes},
-        hash_block_tokens=block_tokens, hash_scope=scope)
+        hash_block_tokens=block_tokens, hash_scope=scope, batch=batches.pop())

@@ -48,10 +48,14 @@ KEYS = ["chat_id", "parent_chat_id", "timestamp", "input_length", "output_length
 BLOCK_SIZE_TOKENS = 16
 _BASE = ("https://media.githubusercontent.com/media/alibaba-edu/"
          "qwen-bailian-usagetraces-anon/main/")
-_FILES = (("traceA", "qwen_traceA_blksz_16.jsonl", "to-C (consumer) requests"),
-          ("traceB", "qwen_traceB_blksz_16.jsonl", "to-B (business, API) requests"),
-          ("thinking", "qwen_thinking_blksz_16.jsonl", "requests to reasoning models"),
-          ("coder", "qwen_coder_blksz_16.jsonl", "requests to coder models"))
+# File names as the upstream README lists them; size and SHA-256 from the Git LFS pointers
+# where the pointer could be read (the thinking and coder files, commit 0b4273a).
+_FILES = (("traceA", "qwen_traceA_blksz_16.jsonl", "to-C (consumer) requests", None, None),
+          ("traceB", "qwen_traceB_blksz_16.jsonl", "to-B (business, API) requests", None, None),
+          ("thinking", "qwen_thinking_blksz_16.jsonl", "requests to reasoning models",
+           27901454, "41ac36d9d1b54d084eeb6b05e9d142ba9d02f8bf79cfc9fff418d8ab7cdee906"),
+          ("coder", "qwen_coder_blksz_16.jsonl", "requests to coder models",
+           132054902, "3d74974cebb7bccb69b1ca6ea210a44d9a3033443c0271ed015327284dea1aff"))
 
 DATASET = Dataset(
     name="qwen_bailian",
@@ -61,8 +65,8 @@ DATASET = Dataset(
               "and Optimizing KVCache Cache at a Large Cloud Provider. USENIX ATC 2025."),
     license="Apache-2.0",
     homepage="https://github.com/alibaba-edu/qwen-bailian-usagetraces-anon",
-    parts=tuple(Part(name, (RemoteFile(_BASE + file, file),), desc)
-                for name, file, desc in _FILES),
+    parts=tuple(Part(name, (RemoteFile(_BASE + file, file, size=size, sha256=sha),), desc)
+                for name, file, desc, size, sha in _FILES),
 )
 
 
@@ -70,6 +74,46 @@ def detect(path: Path) -> bool:
     """A JSON-lines file whose first object has the Qwen-Bailian keys."""
     obj = first_json(path)
     return isinstance(obj, dict) and {"chat_id", "parent_chat_id", "hash_ids"} <= set(obj)
+
+
+def tree_roots(ids: pl.Series, parents: pl.Series) -> pl.DataFrame:
+    """The root of each node's tree in a forest given by parent links, vectorized.
+
+    ``ids`` are unique node ids, ``parents[i]`` the id of node i's parent (null for a root).
+    A parent that is not among ``ids`` makes the node a root of its own (an orphan). Pointer
+    jumping (Wyllie's list ranking, as in Hillis & Steele, "Data Parallel Algorithms", CACM
+    1986): ``ptr`` starts at the parent's row (the node's own for a root; one join maps ids
+    to rows) and each round sets ``ptr = ptr[ptr]`` with one vectorized gather over all
+    nodes, so a node at depth d reaches its root after
+    ``ceil(log2(d))`` rounds. A node whose pointer ends on no root (it lies on, or under, a
+    cycle of links) gets a null root.
+
+    Returns ``id``, ``root`` (in the order of ``ids``) and ``orphan`` (the parent was given
+    but names no node).
+    """
+    frame = pl.DataFrame({"id": ids.cast(pl.String), "parent": parents.cast(pl.String)})
+    # one join maps each parent id to its row (a repeated id: its first row stands for it);
+    # after that a round is a gather, ptr[ptr], with no hashing
+    rows = frame.select("id").with_row_index("_row").unique("id", keep="first",
+                                                              maintain_order=True)
+    frame = frame.with_row_index("_self").join(
+        rows.rename({"id": "parent", "_row": "_up"}), on="parent", how="left",
+        maintain_order="left")
+    frame = frame.with_columns(
+        (pl.col("parent").is_not_null() & pl.col("_up").is_null()).alias("orphan"),
+        pl.coalesce("_up", "_self").alias("_ptr"))
+    start = frame["_ptr"]
+    ptr = start
+    for _ in range(int(frame.height).bit_length() + 1):
+        nxt = ptr.gather(ptr)
+        if (nxt == ptr).all():
+            break
+        ptr = nxt
+    # a pointer left on no real root (a row that is its own start) went round a cycle
+    real = start.gather(ptr) == ptr
+    frame = frame.with_columns(
+        pl.when(real.alias("_real")).then(frame["id"].gather(ptr)).alias("ptr"))
+    return frame.select("id", pl.col("ptr").alias("root"), "orphan")
 
 
 def load(paths: list[Path], trace: str) -> Loaded:
@@ -106,6 +150,8 @@ def load(paths: list[Path], trace: str) -> Loaded:
     valid, rejects = validate("requests", parsed, trace=trace, text=text)
     valid = sort_by(valid.drop([c for c in ("chat_id", "parent_chat_id", "type")
                                 if c in valid.columns]))
+    roots = tree_roots(valid["request_id"], valid["parent_request_id"])
+    valid = valid.with_columns(roots["root"].alias("session"))
     blocks = (pl.col("input_tokens") + BLOCK_SIZE_TOKENS - 1) // BLOCK_SIZE_TOKENS
     ids = valid["request_id"]
     check = valid.select(
@@ -114,8 +160,11 @@ def load(paths: list[Path], trace: str) -> Loaded:
         (pl.col("parent_request_id").is_not_null()
          & ~pl.col("parent_request_id").is_in(ids.implode())).sum().alias("orphan_parents"),
         pl.col("parent_request_id").is_null().sum().alias("roots"),
+        pl.col("session").n_unique().alias("sessions"),
     ).row(0, named=True)
-    notes = {**{k: int(v) for k, v in check.items()}, "block_size_tokens": BLOCK_SIZE_TOKENS,
+    notes = {**{k: int(v) for k, v in check.items()},
+             "parent_cycles": int(roots["root"].null_count()),
+             "block_size_tokens": BLOCK_SIZE_TOKENS,
              "timestamp_unit": "s from the file's start"}
     return Loaded(tables={"requests": valid}, rejects=rejects, rows_read=rows.height,
                   origin=None, notes=notes, hash_block_tokens=BLOCK_SIZE_TOKENS,

@@ -22,6 +22,8 @@ _MODULES = (
     "qwen_bailian",
     "tracelab",
     "servegen",
+    "servegen_conversations",
+    "servegen_offline",
     "azure_functions_2019",
     "azure_functions_2021",
     "huawei_2023",

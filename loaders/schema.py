@@ -79,16 +79,26 @@ _trace = _f("trace", pa.string(), required=True, doc="trace id, e.g. azure_llm_2
 _arrival = _f("arrival_s", pa.float64(), "s", required=True,
               doc="seconds from the trace's own zero (traces.origin), ascending")
 
+BATCH_ABSENT = ("arrival_s", "output_tokens")
+"""``requests`` columns that every online trace has but a batch (offline) trace may lack:
+a batch job is submitted whole, so it has no arrival times (ServeGen offline, Yang et al.,
+SOSP'26), and some batch releases give no output lengths. They are nullable in the Arrow
+schema; :func:`validate` requires them unless the loader names them in ``absent``, and the
+store accepts null arrivals only in a trace flagged ``traces.batch``."""
+
 REQUESTS = pa.schema([
     _trace,
     _f("request_id", pa.string(), doc="source request id where the source has one"),
-    _arrival,
+    _f("arrival_s", pa.float64(), "s",
+       doc="seconds from the trace's own zero (traces.origin), ascending; null in a batch "
+           "(offline) trace, which has no arrival times (traces.batch)"),
     _f("tenant", pa.string(), doc="unit of fairness (BurstGPT session/model, ServeGen client)"),
     _f("session", pa.string(), doc="conversation/session id"),
     _f("model", pa.string(), doc="model name as given by the source"),
     _f("log_type", pa.string(), doc="source request class, e.g. BurstGPT 'Conversation log'"),
     _f("input_tokens", pa.int64(), "tokens", required=True, count=True),
-    _f("output_tokens", pa.int64(), "tokens", required=True, count=True),
+    _f("output_tokens", pa.int64(), "tokens", count=True,
+       doc="response length; null only in a batch trace whose source gives none"),
     _f("failed", pa.bool_(), doc="request failed (BurstGPT: Response tokens = 0)"),
     _f("latency_s", pa.float64(), "s", doc="end-to-end latency"),
     _f("ttft_s", pa.float64(), "s", doc="time to first token"),
@@ -287,6 +297,9 @@ TRACES = pa.schema([
     _f("hash_scope", pa.string(),
        doc="scope of hash ids: 'global' (one namespace for the trace) or 'session' (ids "
            "local to a session); null when the trace has none"),
+    _f("batch", pa.bool_(),
+       doc="true for a batch (offline) trace: requests submitted as one job, arrival_s null; "
+           "arrival analyses skip it"),
     _f("ingest_id", pa.string(), doc="id of the committed ingest (its Parquet file names)"),
     _f("ingested_at", pa.timestamp("us", tz="UTC"), doc="when the ingest was committed (UTC)"),
 ])
@@ -373,8 +386,8 @@ def _arrow_schema(table: str) -> str:
     return base64.b64encode(TABLES[table].serialize().to_pybytes()).decode()
 
 
-def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]
-             ) -> list[tuple[pl.Expr, pl.Expr]]:
+def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str],
+             absent: Collection[str] = ()) -> list[tuple[pl.Expr, pl.Expr]]:
     """One ``(fails, reason)`` pair per check: where ``fails`` is true, ``reason`` says why.
 
     Checked in order, per column: missing required value, unparsable text, non-finite number,
@@ -386,6 +399,9 @@ def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]
     """
     checks: list[tuple[pl.Expr, pl.Expr]] = []
     fields = TABLES[table]
+    required = {f.name for f in fields if not f.nullable}
+    if table == "requests":
+        required |= set(BATCH_ABSENT) - set(absent)
     for field in fields:
         name = field.name
         if name not in frame.columns or name == "trace":
@@ -400,7 +416,7 @@ def _reasons(table: str, frame: pl.DataFrame, text: Mapping[str, str]
         else:
             blank = src.is_null()
         label = f"{name} ({text[name]})" if name in text and text[name] != name else name
-        if not field.nullable:
+        if name in required:
             checks.append((col.is_null() & (blank if blank is not None else True),
                            pl.lit(f"missing required field {label}")))
         if src is not None:
@@ -454,7 +470,8 @@ def validate_csv(table: str, path: str | Path, columns: list[str], rows: pl.Data
 def validate(table: str, frame: pl.DataFrame, *, trace: str,
              text: Mapping[str, str] | None = None,
              checks: Sequence[tuple[pl.Expr, pl.Expr]] = (),
-             fill_raw: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+             fill_raw: bool = True,
+             absent: Collection[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split parsed source rows into valid rows and rejected rows with a reason.
 
     ``frame`` holds ``source`` (file name), ``line`` (1-based), ``raw`` (the row as read),
@@ -462,7 +479,9 @@ def validate(table: str, frame: pl.DataFrame, *, trace: str,
     columns), and the table's columns already parsed, null where parsing failed. ``text``
     maps a parsed column to the column of source text it came from. ``checks`` are the
     loader's own ``(fails, reason)`` pairs, tried after ``reason`` and before the table's.
-    A row's reason is the first that applies. With ``fill_raw`` (the default) a rejected
+    A row's reason is the first that applies. ``absent`` names :data:`BATCH_ABSENT` columns
+    the source does not have (a batch trace): they may be null; every other one is required
+    as in an online trace. With ``fill_raw`` (the default) a rejected
     row's missing ``raw`` is read back from its file (:func:`~loaders.source.with_raw`).
 
     Returns ``(valid, rejects)``: ``valid`` keeps every column of ``frame`` except the
@@ -478,7 +497,11 @@ def validate(table: str, frame: pl.DataFrame, *, trace: str,
             raise SchemaError(f"validate: text column {col!r} is not in the frame")
     structural = ([(pl.col("reason").is_not_null(), pl.col("reason"))]
                   if "reason" in frame.columns else [])
-    pairs = [*structural, *checks, *_reasons(table, frame, text)]
+    unknown = set(absent) - set(BATCH_ABSENT)
+    if unknown:
+        raise SchemaError(f"validate: only {', '.join(BATCH_ABSENT)} may be absent, not "
+                          f"{', '.join(sorted(unknown))}")
+    pairs = [*structural, *checks, *_reasons(table, frame, text, absent)]
     reason = (pl.coalesce([pl.when(fails).then(why) for fails, why in pairs]).cast(pl.String)
               if pairs else pl.lit(None, pl.String))
     fails = pl.any_horizontal([f.fill_null(False) for f, _ in pairs]) if pairs else pl.lit(False)

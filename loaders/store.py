@@ -105,6 +105,27 @@ class StoreError(RuntimeError):
     """The store cannot do what was asked (bad trace id, lost rows, locked database)."""
 
 
+def _check_arrivals(trace: str, requests: pl.DataFrame, batch: bool) -> None:
+    """Null ``arrival_s`` belongs to batch traces alone, and a batch trace has no arrivals:
+    a trace is either one or the other, never a mix (``traces.batch`` says which)."""
+    if "arrival_s" not in requests.columns or not requests.height:
+        if not batch and requests.height:
+            raise StoreError(f"{trace}: requests without arrival_s in a trace not flagged batch")
+        return
+    nulls = requests["arrival_s"].null_count()
+    if batch and nulls != requests.height:
+        raise StoreError(f"{trace}: a batch trace has no arrival times, but "
+                         f"{requests.height - nulls} requests have one")
+    if not batch and nulls:
+        raise StoreError(f"{trace}: {nulls} requests have a null arrival_s in a trace not "
+                         "flagged batch")
+    missing = (requests["output_tokens"].null_count() if "output_tokens" in requests.columns
+               else requests.height)
+    if not batch and missing:
+        raise StoreError(f"{trace}: {missing} requests have no output_tokens in a trace not "
+                         "flagged batch")
+
+
 class AccountingError(StoreError):
     """Rows read differ from rows stored plus rows rejected."""
 
@@ -387,7 +408,10 @@ class Store:
             for table, frame in {**piece.tables, "rejects": piece.rejects}.items():
                 if table not in schema.TABLES:
                     raise StoreError(f"{trace}: loader produced unknown table {table!r}")
-                if "arrival_s" in frame.columns and frame.height and table != "rejects":
+                if table == "requests":
+                    _check_arrivals(trace, frame, piece.batch)
+                if ("arrival_s" in frame.columns and table != "rejects"
+                        and frame.height > frame["arrival_s"].null_count()):
                     lo, hi = frame["arrival_s"].min(), frame["arrival_s"].max()
                     ordered = ordered and lo >= last.get(table, lo)
                     last[table] = hi
@@ -435,6 +459,7 @@ class Store:
             "notes": json.dumps(notes, default=str),
             "hash_block_tokens": first.hash_block_tokens,
             "hash_scope": first.hash_scope,
+            "batch": first.batch,
             "ingest_id": ingest_id,
             "ingested_at": datetime.now(UTC),
         }

@@ -260,21 +260,30 @@ def analyze_cmd(
             if by and by not in events.columns:
                 raise ValueError(f"--by {by!r}: table {table} of {trace!r} has no such column; "
                                  f"columns: {', '.join(events.columns)}")
-            arrivals = burstiness.summary(events, by=by)
+            timed = burstiness.has_arrivals(events)
+            arrivals = burstiness.summary(events, by=by) if timed else None
             lengths = tokens.summary(events, by=by) if table == "requests" else None
             sections = []
             if report or png:
-                sections.append(reports.arrivals(events, by=by, summary=arrivals))
+                sections.append(reports.arrivals(events, by=by, summary=arrivals) if timed else
+                                reports.Section("Arrivals and burstiness",
+                                                notes=(burstiness.NO_ARRIVALS,)))
                 if lengths is not None:
                     sections.append(reports.token_lengths(events, by=by, summary=lengths))
     except _ERRORS as exc:
         _fail(exc)
     if fmt == "json":
-        doc = {"trace": trace, "table": table, "by": by, "arrivals": arrivals.to_dicts(),
+        doc = {"trace": trace, "table": table, "by": by,
+               "arrivals": None if arrivals is None else arrivals.to_dicts(),
                "tokens": None if lengths is None else lengths.to_dicts()}
+        if arrivals is None:
+            doc["notes"] = [burstiness.NO_ARRIVALS]
         sys.stdout.write(json.dumps(doc, default=str, indent=2) + "\n")
     else:
-        _show(arrivals, groups, fmt, f"{trace}: arrivals ({table})")
+        if arrivals is None:
+            err.print(f"{trace}: arrivals: {burstiness.NO_ARRIVALS}", highlight=False)
+        else:
+            _show(arrivals, groups, fmt, f"{trace}: arrivals ({table})")
         if lengths is not None:
             _show(lengths, groups, fmt, f"{trace}: token lengths")
     if report:

@@ -1314,6 +1314,9 @@ def _collect(requests: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         frame = frame.with_columns(pl.lit(None, pl.Boolean).alias("failed"))
     if "hash_ids" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, pl.List(pl.Int64)).alias("hash_ids"))
+    if frame.height and frame["arrival_s"].null_count() == frame.height:
+        raise ValueError("fit: the requests have no arrival times (a batch trace): a workload "
+                         "model needs arrivals")
     for c in ("arrival_s", "input_tokens", "output_tokens"):
         if frame[c].null_count():
             raise ValueError(f"fit: column {c!r} has nulls")

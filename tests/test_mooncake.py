@@ -122,6 +122,22 @@ def test_ingest_by_name_verifies_published_hash(store, mirror):
         "conversation", "toolagent", "synthetic", "arxiv"]
 
 
+def test_toolagent_registers_512_token_global_blocks(shared, store, tmp_path):
+    """The toolagent part is the conversation trace's format: its traces row records the
+    same hash layout (512-token blocks, one global namespace) as the conversation part."""
+    lines = (shared / "mooncake_fast25" / "conversation_trace.jsonl").read_text().splitlines()
+    path = write(tmp_path / "toolagent_trace.jsonl", "\n".join(lines[:50]) + "\n")
+    [rec] = ingest(path, store=store, progress=False)
+    ingest(shared / "mooncake_fast25" / "conversation_trace.jsonl", store=store, progress=False)
+    assert rec["trace"] == "mooncake/toolagent"
+    got = store.sql("SELECT trace, hash_block_tokens, hash_scope, batch FROM traces "
+                    "ORDER BY trace").rows()
+    assert got == [("mooncake/conversation", 512, "global", False),
+                   ("mooncake/toolagent", 512, "global", False)]
+    assert mooncake.DATASET.part("toolagent").files[0].url.endswith(
+        "FAST25-release/traces/toolagent_trace.jsonl")
+
+
 def test_tables_fit_schema(conv):
     from servetrace.loaders.schema import conform
     out = conform("requests", conv.tables["requests"].with_columns(pl.lit("t").alias("trace")))

@@ -44,7 +44,9 @@ def test_documented_format_loads(tmp_path: Path) -> None:
     assert req["hash_ids"][3].to_list() == [0, 1, 2, 4, 5, 6]
     assert (lo.hash_block_tokens, lo.hash_scope) == (16, "global")
     assert lo.notes["hash_ids_length_violations"] == 0 and lo.notes["roots"] == 2
-    assert "session" not in req.columns and "think_s" not in req.columns  # null in the store
+    assert req["session"].to_list() == ["0", "1", "0", "0"]  # the root of each tree
+    assert lo.notes["sessions"] == 2 and lo.notes["orphan_parents"] == 0
+    assert "think_s" not in req.columns  # null in the store
 
 
 def test_malformed_rows_are_rejected(tmp_path: Path) -> None:
@@ -76,3 +78,43 @@ def test_ingest_records_16_token_global_blocks(tmp_path: Path) -> None:
 def test_parts_registered(part: str) -> None:
     files = qwen_bailian.DATASET.part(part).files
     assert files[0].name.endswith("_blksz_16.jsonl") and "qwen-bailian" in files[0].url
+    # Git LFS files are served from media.githubusercontent.com, not raw.githubusercontent.com
+    assert files[0].url == ("https://media.githubusercontent.com/media/alibaba-edu/"
+                            f"qwen-bailian-usagetraces-anon/main/{files[0].name}")
+    if part in ("thinking", "coder"):  # the LFS pointers give size and SHA-256
+        assert files[0].size and len(files[0].sha256 or "") == 64
+
+
+def _node(chat: int, parent: int, t: float) -> dict:
+    return {"chat_id": chat, "parent_chat_id": parent, "timestamp": t, "input_length": 16,
+            "output_length": 1, "type": "text", "turn": 1, "hash_ids": [chat]}
+
+
+def test_sessions_are_the_roots_of_a_known_forest(tmp_path: Path) -> None:
+    # Forest (chat_id <- parent): 10 <- 11 <- 12 <- 13 <- 14 (a chain of depth 4, so pointer
+    # jumping needs more than one round), 10 <- 15 <- 16 (a branch), 20 alone,
+    # 30 <- 31 <- 32 with 30's parent 99 absent from the file (an orphan: its own root),
+    # and 40 <- 41 whose parent line is malformed (rejected): 41 becomes an orphan root.
+    rows = [_node(10, -1, 0), _node(11, 10, 1), _node(12, 11, 2), _node(13, 12, 3),
+            _node(14, 13, 4), _node(15, 10, 5), _node(16, 15, 6), _node(20, -1, 7),
+            _node(30, 99, 8), _node(31, 30, 9), _node(32, 31, 10),
+            dict(_node(40, -1, 11), input_length=-1), _node(41, 40, 12)]
+    path = _write(tmp_path / "forest.jsonl", rows)
+    lo = qwen_bailian.load([path], "t")
+    req = lo.tables["requests"]
+    got = dict(zip(req["request_id"].to_list(), req["session"].to_list(), strict=True))
+    assert got == {"10": "10", "11": "10", "12": "10", "13": "10", "14": "10", "15": "10",
+                   "16": "10", "20": "20", "30": "30", "31": "30", "32": "30", "41": "41"}
+    assert lo.rejects.height == 1 and lo.rows_read == 13
+    assert lo.notes["orphan_parents"] == 2 and lo.notes["sessions"] == 4
+    assert lo.notes["parent_cycles"] == 0
+
+
+def test_tree_roots_cycles_and_repeated_ids() -> None:
+    import polars as pl
+
+    ids = pl.Series(["a", "b", "c", "d", "e", "f", "f"])
+    parents = pl.Series(["b", "a", "a", None, "d", "e", "x"])  # a <-> b a cycle, c under it
+    out = qwen_bailian.tree_roots(ids, parents)
+    assert out["root"].to_list() == [None, None, None, "d", "d", "d", "f"]  # by row
+    assert out["orphan"].to_list() == [False, False, False, False, False, False, True]
