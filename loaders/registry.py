@@ -20,6 +20,7 @@ _MODULES = (
     "mooncake",
     "agentic_coding_weka",
     "qwen_bailian",
+    "azure_copilot_agents_2026",
     "servegen",
     "azure_functions_2019",
     "azure_functions_2021",
