@@ -86,7 +86,10 @@ that is not an object); a call that is not an object, with a missing or unparsab
 ``tokens.completion``, a bad ``tokens.cached``, or a negative or non-finite ``duration_ms``;
 a tool batch that is not an object, with a missing or unparsable ``timestamp`` or a missing,
 unparsable, negative or non-finite ``duration_ms``. A call's or batch's ``line`` is its
-session's line and its ``raw`` the entry re-encoded as JSON (the fields read).
+session's line and its ``raw`` the entry re-encoded as JSON (the fields read); a rejected
+line's ``raw`` is its first 2,000 characters. Several shards make one trace as their folder
+(one zero); named one by one, each file has its own zero and ``ingest`` refuses to combine
+them.
 
 Checked, not rejected (``notes``): ``tokens.total`` other than prompt + completion, cached
 above prompt tokens, calls without ``duration_ms``, repeated ``message_id``s, batches whose
@@ -170,6 +173,7 @@ SESSION = {"session_id": _S, "date": _S, "turns": pl.List(_TURN)}
 _NOT_LIST = r'"(turns|llm_calls|tool_batches|function_calls)"\s*:\s*[^\[\sn]'
 _NOT_OBJECT = r'"(tokens)"\s*:\s*[^{\sn]'
 _TURN_KEY = ["_src", "_line", "turn"]
+_RAW_CHARS = 2000  # a session line can run to megabytes; a rejected one keeps its head
 _REJECTS = {"trace": pl.String, "source": pl.String, "line": pl.Int64, "raw": pl.String,
             "reason": pl.String}
 
@@ -225,47 +229,49 @@ def parse_time(text: pl.Expr) -> pl.Expr:
     return pl.coalesce(parse_timestamp(text), shifted)
 
 
+def _decode(lines: pl.DataFrame) -> pl.DataFrame | None:
+    """The JSON lines decoded as :data:`SESSION`, one row per line; None when one of them is
+    not valid JSON (the reader then stops)."""
+    text = lines["raw"].str.join("\n").item() if lines.height else ""
+    try:
+        return pl.read_ndjson(io.BytesIO(text.encode()), schema=SESSION, ignore_errors=True)
+    except pl.exceptions.ComputeError:
+        return None
+
+
 def _sessions(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(session lines decoded, with ``line``; rejected lines) of one shard."""
+    """(session lines decoded, with ``source`` and ``line``; rejected lines) of one shard."""
     lines = read_lines(path).with_columns(pl.lit(str(path)).alias("source"))
-    raw = pl.col("raw")
-    sid = raw.str.json_path_match("$.session_id")
-    lines = lines.with_columns(sid.alias("_sid"))
-    suspect = lines.filter(pl.col("reason").is_not_null() | pl.col("_sid").is_null()
-                           | (pl.col("_sid") == "") | raw.str.contains(_NOT_LIST)
-                           | raw.str.contains(_NOT_OBJECT))
+    ok = lines.filter(pl.col("reason").is_null())
+    decoded = _decode(ok)
+    if decoded is None:  # a line is not JSON: find it (a second, per-line parse)
+        ok = ok.filter(pl.col("raw").str.json_path_match("$").is_not_null())
+        decoded = _decode(ok)
+    if decoded is None or decoded.height != ok.height:
+        raise FormatError(path, f"{ok.height} JSON lines did not decode one row each")
+    cols = ["source", "line", "raw", "reason"]
+    unreadable = lines.filter(~pl.col("line").is_in(ok["line"].implode())).select(
+        "source", "line", "raw", pl.coalesce("reason", pl.lit("malformed JSON line"))
+        .alias("reason"))
+    raw, sid = pl.col("raw"), pl.col("session_id")
     reason = pl.coalesce(
-        pl.col("reason"),
-        pl.when(raw.str.json_path_match("$").is_null()).then(pl.lit("malformed JSON line")),
         pl.when(~raw.str.strip_chars().str.starts_with("{"))
         .then(pl.lit("JSON line that is not an object")),
-        pl.when(pl.col("_sid").is_null() | (pl.col("_sid") == ""))
-        .then(pl.lit("missing session_id")),
+        pl.when(sid.is_null() | (sid == "")).then(pl.lit("missing session_id")),
         pl.when(raw.str.contains(_NOT_LIST)).then(pl.format(
             "{} is not a list", raw.str.extract(_NOT_LIST, 1))),
         pl.when(raw.str.contains(_NOT_OBJECT)).then(pl.format(
-            "{} is not an object", raw.str.extract(_NOT_OBJECT, 1))))
-    bad = suspect.with_columns(reason.alias("reason"))
-    good = lines.join(bad.select("line"), on="line", how="anti")
-    if good.height:
-        text = good["raw"].str.join("\n").item()
-        decoded = pl.read_ndjson(io.BytesIO(text.encode()), schema=SESSION, ignore_errors=True)
-        if decoded.height != good.height:  # read_ndjson keeps one row per line; say if not
-            raise FormatError(path, f"{good.height} JSON lines decoded as {decoded.height}")
-        good = pl.concat([good.select("source", "line", "raw"), decoded], how="horizontal")
-    else:
-        good = good.select("source", "line", "raw").with_columns(
-            *(pl.lit(None, t).alias(k) for k, t in SESSION.items()))
-    turns_bad = pl.col("turns").list.eval(pl.element().is_null()).list.any()
-    late = good.with_columns(pl.when(pl.col("turns").is_null()).then(
-        pl.lit("missing turns list")).when(turns_bad).then(
-        pl.lit("a turn that is not a JSON object")).alias("reason"))
-    bad = pl.concat([bad.select(*_REJECTS.keys() - {"trace"}),
-                     late.filter(pl.col("reason").is_not_null())
-                     .select(*_REJECTS.keys() - {"trace"})], how="diagonal_relaxed")
+            "{} is not an object", raw.str.extract(_NOT_OBJECT, 1))),
+        pl.when(pl.col("turns").is_null()).then(pl.lit("missing turns list")),
+        pl.when(pl.col("turns").list.eval(pl.element().is_null()).list.any())
+        .then(pl.lit("a turn that is not a JSON object")))
+    checked = pl.concat([ok.select("source", "line", "raw"), decoded], how="horizontal") \
+        .with_columns(reason.alias("reason"))
+    bad = pl.concat([unreadable.select(cols),
+                     checked.filter(pl.col("reason").is_not_null()).select(cols)])
     rejects = bad.select(pl.lit(trace).alias("trace"), "source", "line",
-                         pl.col("raw").str.slice(0, 2000), "reason")
-    return late.filter(pl.col("reason").is_null()).drop("reason"), rejects
+                         pl.col("raw").str.slice(0, _RAW_CHARS), "reason")
+    return checked.filter(pl.col("reason").is_null()).drop("reason", "raw"), rejects
 
 
 def _entries(turns: pl.DataFrame, column: str) -> pl.DataFrame:
