@@ -64,8 +64,9 @@ Mapping, one ``requests`` row per LLM call:
   counting only batches with at least one function call (the release's loader drops the
   others, after its KQL filter). 0 when no batch falls in the window; null for a call with no
   earlier call in its turn (no window) and for every call of a turn holding a rejected call
-  or batch (a window could be wrong). Batches after a turn's last call are counted, not
-  attributed (``notes.tool_batches_unattributed``, ``notes.tool_s_unattributed``);
+  or batch (a window could be wrong). Of calls starting at the same instant, the first in
+  source order holds the window and the others get 0. Batches after a turn's last call are
+  counted, not attributed (``notes.tool_batches_unattributed``, ``notes.tool_s_unattributed``);
 - ``parent_request_id``: null. The release links no call to another (a tool batch's
   ``request_id`` names the call whose tools it ran, not the next call), and calls of a turn
   overlap in time (the paper's LLM parallelism), so a "previous call" would be invented;
@@ -94,6 +95,10 @@ them.
 Checked, not rejected (``notes``): ``tokens.total`` other than prompt + completion, cached
 above prompt tokens, calls without ``duration_ms``, repeated ``message_id``s, batches whose
 ``request_id`` names no call of their session, calls per ``result``.
+
+Cost: a shard is decoded in one JSON pass and flattened before the next is read; a written
+shard of 500 sessions (16,000 calls, 14,000 batches, 22 MB of JSON) loads in about 4 s on two
+shared cores, ten of them in 27 s at 440 MB peak memory.
 
 Cite: Banruo Liu, Haoran Qiu, Íñigo Goiri, Rodrigo Fonseca, Ricardo Bianchini, Esha Choukse.
 "Agentic Coding in the Wild: Characterizing GitHub Copilot Traces at Production Scale."
@@ -173,6 +178,8 @@ SESSION = {"session_id": _S, "date": _S, "turns": pl.List(_TURN)}
 _NOT_LIST = r'"(turns|llm_calls|tool_batches|function_calls)"\s*:\s*[^\[\sn]'
 _NOT_OBJECT = r'"(tokens)"\s*:\s*[^{\sn]'
 _TURN_KEY = ["_src", "_line", "turn"]
+_KEEP = ["request_id", "arrival_s", "session", "model", "input_tokens", "output_tokens",
+         "failed", "latency_s", "turn", "request_type", "cached_tokens", "server_s", "tool_s"]
 _RAW_CHARS = 2000  # a session line can run to megabytes; a rejected one keeps its head
 _REJECTS = {"trace": pl.String, "source": pl.String, "line": pl.Int64, "raw": pl.String,
             "reason": pl.String}
@@ -392,44 +399,55 @@ def tool_seconds(calls: pl.DataFrame, windows: pl.DataFrame, batches: pl.DataFra
 
 
 # -- load -------------------------------------------------------------------------------------
-def load(paths: list[Path], trace: str) -> Loaded:
-    """Read Copilot session shards, folders or day archives onto ``requests`` (see the module
-    docstring)."""
-    sessions, rejects = [], []
-    for path in _files(paths):
-        good, bad = _sessions(path, trace)
-        sessions.append(good)
-        rejects.append(bad)
-    session = pl.concat(sessions, how="diagonal_relaxed")
-    turns = _turns(session)
+def _shard(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """One shard: its valid calls (``tool_s`` set, start in ``_ts``), its rejects and its
+    counts. Shards are read one at a time, so a day's nested sessions are never all held."""
+    sessions, line_rejects = _sessions(path, trace)
+    turns = _turns(sessions)
     calls, bad_calls, windows = _calls(turns, trace)
     batches, bad_batches, bad_batch_turns = _batches(turns, trace)
     bad_call_turns = calls.filter(pl.len().over(_TURN_KEY) < pl.col("_k")).select(_TURN_KEY)
     bad_turns = pl.concat([bad_call_turns, bad_batch_turns]).unique()
-    calls, tool_stats = tool_seconds(calls, windows, batches, bad_turns)
-    origin = calls["_ts"].min() if calls.height else None
+    calls, counts = tool_seconds(calls, windows, batches, bad_turns)
+    ids = calls.select("session", "request_id").drop_nulls().unique()
+    counts |= {
+        "turns": turns.height, "tool_batches": batches.height,
+        "lines_rejected": line_rejects.height, "calls_rejected": bad_calls.height,
+        "tool_batches_rejected": bad_batches.height,
+        "tool_batches_unmatched_request_id": batches.filter(
+            pl.col("request_id").is_not_null()).join(ids, on=["session", "request_id"],
+                                                     how="anti").height}
+    rejects = pl.concat([line_rejects, bad_calls, bad_batches], how="diagonal_relaxed")
+    return calls.select(*_KEEP, "_ts", "total", "result", "date"), rejects, counts
+
+
+def load(paths: list[Path], trace: str) -> Loaded:
+    """Read Copilot session shards, folders or day archives onto ``requests`` (see the module
+    docstring)."""
+    calls, rejects, counts = [], [], {}
+    for path in _files(paths):
+        good, bad, n = _shard(path, trace)
+        calls.append(good)
+        rejects.append(bad)
+        counts = {k: counts.get(k, 0) + v for k, v in n.items()}
+    call = pl.concat(calls)
+    origin = call["_ts"].min() if call.height else None
     if origin is not None:
-        calls = calls.with_columns(
+        call = call.with_columns(
             ((pl.col("_ts") - pl.lit(origin)).dt.total_nanoseconds() / 1e9).alias("arrival_s"))
-    keep = ["request_id", "arrival_s", "session", "model", "input_tokens", "output_tokens",
-            "failed", "latency_s", "turn", "request_type", "cached_tokens", "server_s",
-            "tool_s"]
-    line_rejects = sum(r.height for r in rejects)
-    notes = {**_notes(calls, turns, batches), **tool_stats, "lines_rejected": line_rejects,
-             "calls_rejected": bad_calls.height, "tool_batches_rejected": bad_batches.height,
+    notes = {**_notes(call), **counts,
              "timestamp_unit": "s from the earliest accepted call (origin, UTC)"}
-    all_rejects = pl.concat([*rejects, bad_calls, bad_batches], how="diagonal_relaxed") \
+    all_rejects = pl.concat(rejects, how="diagonal_relaxed") \
         .select([pl.col(k).cast(t) for k, t in _REJECTS.items()])
-    read = line_rejects + calls.height + bad_calls.height + batches.height + bad_batches.height
-    return Loaded(tables={"requests": sort_by(calls.select(keep))}, rejects=all_rejects,
-                  rows_read=read, accepted=calls.height + batches.height,
+    accepted = call.height + counts["tool_batches"]
+    return Loaded(tables={"requests": sort_by(call.select(_KEEP))}, rejects=all_rejects,
+                  rows_read=accepted + all_rejects.height, accepted=accepted,
                   origin=origin.replace(tzinfo=UTC) if origin is not None else None,
                   notes=notes)
 
 
-def _notes(calls: pl.DataFrame, turns: pl.DataFrame, batches: pl.DataFrame) -> dict:
-    """Checks counted, not rejected (module docstring), and the trace's shape."""
-    ids = calls.select("session", "request_id").drop_nulls().unique()
+def _notes(calls: pl.DataFrame) -> dict:
+    """Checks of the accepted calls counted, not rejected (module docstring)."""
     stats = calls.select(
         pl.col("session").n_unique().alias("sessions"),
         pl.struct("session", "turn").n_unique().alias("turns_with_calls"),
@@ -442,9 +460,6 @@ def _notes(calls: pl.DataFrame, turns: pl.DataFrame, batches: pl.DataFrame) -> d
         (pl.col("_ts").dt.date().cast(pl.String) != pl.col("date")).sum()
         .alias("timestamp_outside_date"),
     ).row(0, named=True)
-    orphans = batches.filter(pl.col("request_id").is_not_null()).join(
-        ids, on=["session", "request_id"], how="anti").height
     results = dict(calls.group_by(pl.col("result").fill_null("(none)")).len()
                    .sort("result").iter_rows())
-    return {**{k: int(v or 0) for k, v in stats.items()}, "turns": turns.height,
-            "tool_batches_unmatched_request_id": orphans, "results": results}
+    return {**{k: int(v or 0) for k, v in stats.items()}, "results": results}

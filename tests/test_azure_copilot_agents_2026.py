@@ -261,3 +261,20 @@ def test_days_registered_and_listed() -> None:
     res = runner.invoke(app, ["datasets", "--format", "json"])
     [row] = [d for d in json.loads(res.stdout) if d["name"] == "azure_copilot_agents_2026"]
     assert row["license"] == "CC-BY-4.0" and "2608.00101" in row["citation"]
+
+
+def test_shard_of_malformed_lines_only(tmp_path: Path) -> None:
+    lo = copilot.load([_shard(tmp_path / "bad.jsonl.gz", [], MALFORMED)], "t")
+    assert lo.tables["requests"].height == 0 and lo.origin is None
+    assert (lo.rows_read, lo.accepted, lo.rejects.height) == (6, 0, 6)
+
+
+def test_shards_named_one_by_one_have_their_own_zero(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVETRACE_STORE", str(tmp_path / "store"))
+    folder = _day(tmp_path)
+    res = runner.invoke(app, ["ingest", str(folder / "shard-0000.jsonl.gz"),
+                              str(folder / "shard-0001.jsonl.gz"), "--trace", "c/two"])
+    assert res.exit_code == 1 and "different time origins" in res.output
+    res = runner.invoke(app, ["ingest", str(folder), "--trace", "c/two"])
+    assert res.exit_code == 0 and "30 rows read" in res.output
