@@ -21,6 +21,7 @@ _MODULES = (
     "agentic_coding_weka",
     "qwen_bailian",
     "tracelab",
+    "azure_copilot_agents_2026",
     "servegen",
     "servegen_conversations",
     "servegen_offline",

@@ -369,12 +369,17 @@ def kvcache_cmd(
     try:
         s = Store(store)
         known_block, known_scope = _hash_layout(s, trace)
+        frame = s.scan("requests", trace).collect()
+        if frame.height and frame["hash_ids"].null_count() == frame.height:
+            raise ValueError(f"{trace}: its requests carry no hash_ids (the source publishes "
+                             "no prefix block ids), so prefix reuse cannot be computed; the "
+                             "cache hits the source reports, if any, are in "
+                             "requests.cached_tokens (servetrace sql)")
         block = block_tokens or known_block
         if block is None:
             raise ValueError(f"{trace}: its block size is not recorded; name it with "
                              "--block-tokens N")
         scope = scope or known_scope
-        frame = s.scan("requests", trace).collect()
         with err.status(f"prefix reuse of {trace}"):
             ratios = kvcache.hit_ratios(frame, block_tokens=block, scope=scope)
             parts = {"hit_ratios": pl.DataFrame([{"block_tokens": block, "scope": scope,

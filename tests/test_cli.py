@@ -135,9 +135,10 @@ def test_datasets_lists_every_registered_dataset():
     res = runner.invoke(app, ["datasets", "--format", "json"])
     names = [d["name"] for d in json.loads(res.stdout)]
     assert names == ["azure_llm_2023", "azure_llm_2024", "azure_lmm_2025", "burstgpt",
-                     "mooncake", "agentic_coding_weka", "qwen_bailian", "tracelab", "servegen",
-                     "servegen_conversations", "servegen_offline", "azure_functions_2019",
-                     "azure_functions_2021", "huawei_2023", "huawei_2025"]
+                     "mooncake", "agentic_coding_weka", "qwen_bailian", "tracelab",
+                     "azure_copilot_agents_2026", "servegen", "servegen_conversations",
+                     "servegen_offline", "azure_functions_2019", "azure_functions_2021",
+                     "huawei_2023", "huawei_2025"]
 
 
 def test_export_stored_traces(env, mirror, tmp_path):
