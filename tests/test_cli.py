@@ -136,7 +136,8 @@ def test_datasets_lists_every_registered_dataset():
     names = [d["name"] for d in json.loads(res.stdout)]
     assert names == ["azure_llm_2023", "azure_llm_2024", "azure_lmm_2025", "burstgpt",
                      "mooncake", "agentic_coding_weka", "qwen_bailian", "servegen",
-                     "azure_functions_2019", "azure_functions_2021", "huawei_2023", "huawei_2025"]
+                     "azure_functions_2019", "azure_functions_2021", "huawei_2023", "huawei_2025",
+                     "ibm_code_engine"]
 
 
 def test_export_stored_traces(env, mirror, tmp_path):
