@@ -84,7 +84,7 @@ from servetrace.loaders.schema import empty, validate
 from servetrace.loaders.source import FormatError, sort_by
 
 VERSION = "1"
-SLICE_EVENTS = 20_000_000
+SLICE_EVENTS = 5_000_000
 """Requests converted at once from a week frame (bounded memory beside the frame itself)."""
 UNIX_TIME_S = 1e9
 """``InvocationTimes`` at or above this are Unix time (2001-09-09 on); below, trace-relative."""
