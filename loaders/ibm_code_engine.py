@@ -65,6 +65,7 @@ frames written in the exact layout above (the real files are not shipped).
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import itertools
 import pickle
@@ -99,7 +100,8 @@ CONFIG_COLUMNS = [*KEY_COLUMNS, *CONFIG_UNITS]
 
 # (module, name) of every global a trace frame may name: what pickle protocols 2-5 write for
 # a DataFrame of object/int64/float64 blocks with a RangeIndex (pandas 1.x-3.x, NumPy 1.x-2.x
-# spellings). Any other global, however harmless it looks, is refused.
+# spellings; protocol 0-2 names are read in Python 3 terms). Any other global, however
+# harmless it looks, is refused.
 ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame"),
     ("pandas", "Series"), ("pandas.core.series", "Series"),
@@ -113,8 +115,7 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
     ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-    ("builtins", "slice"), ("__builtin__", "slice"),
-    ("builtins", "bytearray"), ("__builtin__", "bytearray"),
+    ("builtins", "slice"), ("builtins", "bytearray"),
     ("_codecs", "encode"),
 })
 
@@ -136,11 +137,15 @@ class FrameUnpickler(pickle.Unpickler):
     allow-list is the defence the Python documentation gives ("Restricting Globals").
     """
 
-    def __init__(self, file: io.BufferedIOBase, path: Path):
+    def __init__(self, file: io.BufferedReader, path: Path):
         super().__init__(file)
         self.path = path
+        head = file.peek(2)[:2]
+        # pickle spells globals the Python 2 way below protocol 3 (its PROTO opcode comes first)
+        self.python2_names = not (len(head) == 2 and head[0] == 0x80 and head[1] >= 3)
 
     def find_class(self, module: str, name: str) -> Any:
+        module, name = _python3_name(module, name) if self.python2_names else (module, name)
         if (module, name) not in ALLOWED:
             raise UnsafePickleError(
                 self.path, f"refused to unpickle the global {module}.{name}: a trace frame "
@@ -153,6 +158,14 @@ class FrameUnpickler(pickle.Unpickler):
                 return super().find_class(module.replace("numpy._core.", "numpy.core.", 1),
                                           name)
         return super().find_class(module, name)
+
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """A protocol 0-2 pickle's Python 2 spelling of a global (``__builtin__.eval``) in Python
+    3 terms, as :mod:`pickle` itself maps it when it loads one."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def read_frame(path: Path, columns: list[str]) -> Any:

@@ -53,14 +53,14 @@ def frame(columns: dict[str, list]) -> pd.DataFrame:
     return out
 
 
-def write_week(path: Path, rows: list[tuple]) -> Path:
+def write_week(path: Path, rows: list[tuple], protocol: int = 5) -> Path:
     """``rows``: (namespace, app, times s, app exec ms, total exec ms, pods[, NumEvents])."""
     cols = {c: [] for c in ibm.TRAFFIC_COLUMNS}
     for ns, app_, times, app_ms, total_ms, pods, *n in rows:
         for c, v in zip(ibm.TRAFFIC_COLUMNS, (ns, app_, n[0] if n else len(times), times,
                                               app_ms, total_ms, pods), strict=True):
             cols[c].append(v)
-    frame(cols).to_pickle(path)
+    frame(cols).to_pickle(path, protocol=protocol)
     return path
 
 
@@ -112,6 +112,16 @@ def test_week_maps_onto_invocations(tmp_path, store):
     assert inv["tenant"].to_list() == [NS[1], NS[0], NS[0], NS[1], NS[0]]
     assert (inv["app"] == inv["function"]).all()
     assert inv["app"].to_list()[:2] == [APPS[1], APPS[0]]
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_older_pickle_protocols_load_alike(tmp_path, protocol):
+    five = write_week(tmp_path / "week_1.pickle", WEEK)
+    (tmp_path / "old").mkdir()
+    other = write_week(tmp_path / "old" / "week_1.pickle", WEEK, protocol)
+    assert other.read_bytes()[:2] == bytes([0x80, protocol])
+    assert ibm.load([other], "t").tables["invocations"].equals(
+        ibm.load([five], "t").tables["invocations"])
 
 
 def test_relative_times_keep_their_zero(tmp_path):
@@ -215,14 +225,15 @@ class Payload:
         return self.target, (self.arg,)
 
 
+@pytest.mark.parametrize("protocol", [0, 2, 5])
 @pytest.mark.parametrize("target", [os.system, eval, subprocess.Popen])
-def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, target):
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, target, protocol):
     sentinel = tmp_path / "pwned"
     command = f"touch {sentinel}"
     arg = f"__import__('os').system({command!r})" if target is eval else \
         ["touch", str(sentinel)] if target is subprocess.Popen else command
     path = tmp_path / "week_5.pickle"
-    path.write_bytes(pickle.dumps(Payload(target, arg)))
+    path.write_bytes(pickle.dumps(Payload(target, arg), protocol=protocol))
     with pytest.raises(ibm.UnsafePickleError) as err:
         ibm.load([path], "t")
     module = {os.system: os.system.__module__, eval: "builtins",
