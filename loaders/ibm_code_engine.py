@@ -70,6 +70,7 @@ import io
 import itertools
 import pickle
 import re
+import reprlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,7 +210,7 @@ def _arrow(values: np.ndarray, type_: pa.DataType, column: str) -> tuple[pa.Arra
             why.append(None)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             cells.append(pa.nulls(1, type_))
-            why.append(f"{column} is not {_kind(type_)}: {str(cell)[:80]!r}")
+            why.append(f"{column} is not {_kind(type_)}: {reprlib.repr(cell)}")
     return pa.concat_arrays(cells), pa.array(why, pa.string())
 
 
@@ -222,15 +223,13 @@ def _kind(type_: pa.DataType) -> str:
 def _columns(frame: Any, lo: int, hi: int, types: dict[str, pa.DataType]) -> pl.DataFrame:
     """Rows ``lo:hi`` of the frame's ``types`` columns as Polars, with ``line`` (1-based) and
     ``_bad`` (the first unconvertible cell's description)."""
-    out, bad = {}, []
+    out, bad = {}, {}
     for column, type_ in types.items():
         arr, why = _arrow(frame[column].to_numpy()[lo:hi], type_, column)
-        out[column] = pl.from_arrow(arr)
-        bad.append(pl.from_arrow(why))
-    frame_ = pl.DataFrame(out).with_columns(
+        out[column], bad[column] = pl.from_arrow(arr), pl.from_arrow(why)
+    return pl.DataFrame(out).with_columns(
         pl.int_range(lo + 1, hi + 1, dtype=pl.Int64).alias("line"),
         pl.DataFrame(bad).select(pl.coalesce(pl.all())).to_series().alias("_bad"))
-    return frame_
 
 
 def slices(num_events: np.ndarray, max_events: int) -> list[tuple[int, int]]:
