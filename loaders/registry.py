@@ -29,6 +29,7 @@ _MODULES = (
     "azure_functions_2021",
     "huawei_2023",
     "huawei_2025",
+    "ibm_code_engine",
 )
 
 

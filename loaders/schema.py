@@ -139,6 +139,9 @@ INVOCATIONS = pa.schema([
     _f("cluster", pa.string()),
     _f("pod", pa.string()),
     _f("request_id", pa.string(), doc="source request id (Huawei 2025 requestID)"),
+    _f("total_exec_s", pa.float64(), "s",
+       doc="total execution time as the platform records it, beside the app's own "
+           "duration_s (IBM Code Engine TotalExecTimes)"),
     _f("frontend_arrival_s", pa.float64(), "s",
        doc="arrival at the frontend, same zero as arrival_s (Huawei 2025 time_frontend)"),
     _f("worker_s", pa.float64(), "s", doc="time spent in the worker (Huawei workerCost)"),

@@ -138,7 +138,7 @@ def test_datasets_lists_every_registered_dataset():
                      "mooncake", "agentic_coding_weka", "qwen_bailian", "tracelab",
                      "azure_copilot_agents_2026", "servegen", "servegen_conversations",
                      "servegen_offline", "azure_functions_2019", "azure_functions_2021",
-                     "huawei_2023", "huawei_2025"]
+                     "huawei_2023", "huawei_2025", "ibm_code_engine"]
 
 
 def test_export_stored_traces(env, mirror, tmp_path):
