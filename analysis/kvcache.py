@@ -131,7 +131,7 @@ def _ordered(requests: Frame, scope: str, fn: str, extra: tuple[str, ...] = ()) 
 class _Flat:
     """The trace flattened into block accesses in serving order."""
 
-    key: np.ndarray        # int64 key of each access (dense within scope)
+    key: np.ndarray        # integer key of each access (dense within scope)
     req: np.ndarray        # request index of each access
     starts: np.ndarray     # first access of each request
     lens: np.ndarray       # blocks of each request
@@ -156,11 +156,13 @@ def _columns(df: pl.DataFrame, block_tokens: int, scope: str
             raise ValueError("scope='session': requests with a null session")
         req = pl.Series(np.repeat(np.arange(n, dtype=np.int64), lens))
         frame = pl.DataFrame({"s": sess.gather(req), "h": ids})
-        key = frame.select(pl.struct("s", "h").rank("dense")).to_series().to_numpy()
-        key = key.astype(np.int64) - 1
+        del req
+        key = frame.select(pl.struct("s", "h").rank("dense") - 1).to_series().to_numpy()
     else:
         key = ids.to_numpy()
-        if key.dtype != np.int64:
+        # Narrow integer ids stay as they are (a zero-copy view): widening 290M ids to int64
+        # would double the trace's largest column; the scans widen chunk by chunk.
+        if key.dtype.kind not in "iu" or key.dtype == np.uint64:
             key = key.astype(np.int64)
     if "input_tokens" in df.columns:
         inp = df["input_tokens"].fill_null(0).to_numpy().astype(np.int64)
@@ -469,6 +471,7 @@ def lru_curve(requests: Frame, capacities_tokens, *, block_tokens: int,
     df = _ordered(requests, scope, fn)
     lens, starts, key, inp = _columns(df, block_tokens, scope)
     state, *heads = _scan(key)
+    del key
     d_head = _head_distances(heads)
     d_head = np.append(np.minimum(d_head, len(state) + 1), len(state) + 1)
     order = np.argsort(caps, kind="stable")

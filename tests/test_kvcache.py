@@ -294,3 +294,22 @@ def test_cli_kvcache_reads_the_block_size_and_names_the_ratios(mirror: Path, tmp
     ingest("azure_llm_2023/code", store=store)
     res = runner.invoke(app, ["kvcache", "azure_llm_2023/code", "--store", str(store.root)])
     assert res.exit_code == 1 and "--block-tokens" in res.output
+
+
+@pytest.mark.parametrize("dtype", [pl.UInt32, pl.Int32, pl.UInt16])
+def test_narrow_ids_are_read_in_place_with_the_same_results(dtype, monkeypatch):
+    """A trace built with uint32 ids (bench/kvcache.py) gives the int64 trace's exact curve,
+    and the global-scope keys are the ids' own buffer, not a widened copy."""
+    rng = np.random.default_rng(4)
+    reqs = _random_trace(rng, 300)
+    wide = _frame(reqs)
+    narrow = wide.with_columns(pl.col("hash_ids").cast(pl.List(dtype)))
+    caps = [16 * b for b in (0, 1, 3, 8, 40, 1000)]
+    monkeypatch.setattr(kv, "_CHUNK", 97)
+    assert kv.lru_curve(narrow, caps, block_tokens=16).equals(
+        kv.lru_curve(wide, caps, block_tokens=16))
+    got = kv.prefix_reuse(narrow, block_tokens=16, capacity_tokens=16 * 5)["cached_blocks"]
+    assert got.to_list() == _lru(reqs, 5)
+    key = kv._columns(narrow, 16, "global")[2]
+    flat = np.asarray(narrow["hash_ids"].to_arrow().flatten())
+    assert key.dtype == flat.dtype and np.shares_memory(key, flat)
