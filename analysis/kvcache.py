@@ -415,10 +415,6 @@ class HitRatios:
     mean_request_token_hit_ratio: float
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den else float("nan")
-
-
 def hit_ratios(requests: Frame, *, block_tokens: int, scope: Scope = "global") -> HitRatios:
     """Infinite-cache ratios of the whole trace:
 
@@ -435,19 +431,20 @@ def hit_ratios(requests: Frame, *, block_tokens: int, scope: Scope = "global") -
     last, a mean of per-request ratios, not the 0.3664 share of blocks; the paper's text does
     not state its definition, so this is our reading, not a quotation."""
     r = prefix_reuse(requests, block_tokens=block_tokens, scope=scope)
-    blocks = int(r["input_blocks"].sum())
-    tokens = int(r["input_tokens"].sum())
+    return hit_ratios_of(r)
+
+
+def hit_ratios_of(reuse: pl.DataFrame) -> HitRatios:
+    """:class:`HitRatios` of a :func:`prefix_reuse` frame already computed (NaN for a ratio
+    without denominator)."""
+    row = reuse_by(reuse).row(0, named=True)
+    nan = float("nan")
     return HitRatios(
-        requests=r.height, input_blocks=blocks, input_tokens=tokens,
-        block_seen_ratio=_ratio(r["seen_blocks"].sum(), blocks),
-        block_hit_ratio=_ratio(r["cached_blocks"].sum(), blocks),
-        token_hit_ratio=_ratio(r["cached_tokens"].sum(), tokens),
-        request_hit_ratio=_ratio((r["cached_blocks"] > 0).sum(), (r["input_blocks"] > 0).sum()),
-        mean_request_token_hit_ratio=float(
-            r.filter(pl.col("input_tokens") > 0)
-            .select((pl.col("cached_tokens") / pl.col("input_tokens")).mean()).item() or 0.0)
-        if (r["input_tokens"] > 0).any() else float("nan"),
-    )
+        requests=row["requests"], input_blocks=row["input_blocks"] or 0,
+        input_tokens=row["input_tokens"] or 0,
+        **{k: nan if row[k] is None else float(row[k]) for k in (
+            "block_seen_ratio", "block_hit_ratio", "token_hit_ratio", "request_hit_ratio",
+            "mean_request_token_hit_ratio")})
 
 
 # --------------------------------------------------------------------------- LRU curve
@@ -532,7 +529,52 @@ def lru_curve(requests: Frame, capacities_tokens, *, block_tokens: int,
     })
 
 
-# --------------------------------------------------------------------------- by turn
+# --------------------------------------------------------------------------- by group
+
+REUSE_COLUMNS = ("requests", "input_blocks", "input_tokens", "cached_blocks", "cached_tokens",
+                 "block_seen_ratio", "block_hit_ratio", "token_hit_ratio", "request_hit_ratio",
+                 "mean_request_token_hit_ratio")
+
+
+def reuse_by(reuse: pl.DataFrame, by: str | list[str] | None = None) -> pl.DataFrame:
+    """The ratios of :func:`hit_ratios` per group of a :func:`prefix_reuse` frame, so that one
+    pass over the trace gives the whole-trace, per-turn and per-session figures.
+
+    Per group of the ``by`` columns (one row for the whole frame without ``by``; a null key is
+    a group of its own, last): ``requests``, Σ ``input_blocks``, Σ ``input_tokens``,
+    Σ ``cached_blocks``, Σ ``cached_tokens``, and over the group's requests
+    ``block_seen_ratio``, ``block_hit_ratio``, ``token_hit_ratio``, ``request_hit_ratio`` and
+    ``mean_request_token_hit_ratio`` as defined in :func:`hit_ratios` (null where the group
+    has no block, no token or no request with input). The cache is the trace's, read off per
+    group: under ``scope="global"`` a session's hits include blocks other sessions cached.
+    Returns ``[by..., *REUSE_COLUMNS]`` sorted by the keys."""
+    keys = [by] if isinstance(by, str) else list(by or [])
+    for c in (*keys, "input_blocks", "seen_blocks", "cached_blocks", "cached_tokens",
+              "input_tokens"):
+        if c not in reuse.columns:
+            raise ValueError(f"reuse_by: the reuse frame has no {c!r} column")
+
+    def share(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+        return pl.when(den > 0).then(num / den)
+
+    blocks, tokens = pl.col("input_blocks").sum(), pl.col("input_tokens").sum()
+    with_input = pl.col("input_tokens") > 0
+    exprs = [
+        pl.len().cast(pl.Int64).alias("requests"), blocks.cast(pl.Int64).alias("input_blocks"),
+        tokens.cast(pl.Int64).alias("input_tokens"),
+        pl.col("cached_blocks").sum().cast(pl.Int64),
+        pl.col("cached_tokens").sum().cast(pl.Int64),
+        share(pl.col("seen_blocks").sum(), blocks).alias("block_seen_ratio"),
+        share(pl.col("cached_blocks").sum(), blocks).alias("block_hit_ratio"),
+        share(pl.col("cached_tokens").sum(), tokens).alias("token_hit_ratio"),
+        share((pl.col("cached_blocks") > 0).sum(), (pl.col("input_blocks") > 0).sum())
+        .alias("request_hit_ratio"),
+        (pl.col("cached_tokens") / pl.col("input_tokens")).filter(with_input).mean()
+        .alias("mean_request_token_hit_ratio"),
+    ]
+    if not keys:
+        return reuse.select(exprs)
+    return reuse.group_by(keys).agg(exprs).sort(keys, nulls_last=True)
 
 
 def hit_ratio_by_turn(requests: Frame, *, block_tokens: int, scope: Scope = "global",
@@ -553,6 +595,37 @@ def hit_ratio_by_turn(requests: Frame, *, block_tokens: int, scope: Scope = "glo
         (pl.col("cached_blocks").sum() / pl.col("input_blocks").sum()).alias("block_hit_ratio"),
         (pl.col("cached_tokens").sum() / pl.col("input_tokens").sum()).alias("token_hit_ratio"),
     ).sort("turn", nulls_last=True))
+
+
+def hit_ratio_by_session(requests: Frame, *, block_tokens: int, scope: Scope = "global",
+                         capacity_tokens: int | None = None) -> pl.DataFrame:
+    """The ratios of :func:`reuse_by` per ``session`` (infinite cache, or LRU at
+    ``capacity_tokens``). With ``scope="session"`` (session-local ids, e.g. WEKA's agentic
+    traces) a session can only hit its own blocks, so its ratio is its own prefix reuse;
+    with ``scope="global"`` it also hits blocks that other sessions cached (shared system
+    prompts). Requests without a session form the null group, last.
+    Returns ``[session, *REUSE_COLUMNS]``."""
+    fn = "hit_ratio_by_session"
+    lf = as_lazy(requests, f"{fn}: requests")
+    if "session" not in lf.collect_schema().names():
+        raise ValueError(f"{fn}: requests has no 'session' column")
+    r = prefix_reuse(lf, block_tokens=block_tokens, scope=scope, capacity_tokens=capacity_tokens)
+    return reuse_by(r, "session")
+
+
+def footprint_blocks(requests: Frame, *, scope: Scope = "global") -> int:
+    """Distinct blocks of the trace (keys of the scope: ids, or (session, id) pairs): the
+    capacity, in blocks, beyond which an LRU cache equals the infinite one."""
+    fn = "footprint_blocks"
+    _check(1, scope, fn)
+    lf = as_lazy(requests, f"{fn}: requests")
+    names = lf.collect_schema().names()
+    need = ["hash_ids"] + (["session"] if scope == "session" else [])
+    for c in need:
+        if c not in names:
+            raise ValueError(f"{fn}: requests has no {c!r} column")
+    return int(lf.select(need).explode("hash_ids").drop_nulls("hash_ids").unique()
+               .select(pl.len()).collect().item())
 
 
 # --------------------------------------------------------------------------- re-chunking
