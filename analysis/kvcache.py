@@ -150,20 +150,23 @@ def _columns(df: pl.DataFrame, block_tokens: int, scope: str
     ids = pl.Series(df["hash_ids"].to_arrow().flatten())    # the values, zero-copy
     if ids.null_count() or ids.len() != int(lens.sum()):
         raise ValueError("hash_ids: null ids inside a list")
+    key = ids.to_numpy()
+    # Narrow integer ids stay as they are (a zero-copy view): widening 290M ids to int64
+    # would double the trace's largest column; the scans widen chunk by chunk.
+    if key.dtype.kind not in "iu" or key.dtype == np.uint64:
+        key = key.astype(np.int64)
     if scope == "session":
         sess = df["session"]
         if sess.null_count():
             raise ValueError("scope='session': requests with a null session")
-        req = pl.Series(np.repeat(np.arange(n, dtype=np.int64), lens))
-        frame = pl.DataFrame({"s": sess.gather(req), "h": ids})
-        del req
-        key = frame.select(pl.struct("s", "h").rank("dense") - 1).to_series().to_numpy()
-    else:
-        key = ids.to_numpy()
-        # Narrow integer ids stay as they are (a zero-copy view): widening 290M ids to int64
-        # would double the trace's largest column; the scans widen chunk by chunk.
-        if key.dtype.kind not in "iu" or key.dtype == np.uint64:
-            key = key.astype(np.int64)
+        code = sess.rank("dense").to_numpy().astype(np.int64) - 1     # per request
+        lo = int(key.min()) if len(key) else 0
+        span = (int(key.max()) - lo + 1) if len(key) else 1
+        if span * (int(code.max(initial=0)) + 1) < 1 << 62:          # (session, id) packed
+            key = np.repeat(code * span, lens) + (key.astype(np.int64) - lo)
+        else:
+            frame = pl.DataFrame({"s": np.repeat(code, lens), "h": key})
+            key = frame.select(pl.struct("s", "h").rank("dense") - 1).to_series().to_numpy()
     if "input_tokens" in df.columns:
         inp = df["input_tokens"].fill_null(0).to_numpy().astype(np.int64)
     else:
