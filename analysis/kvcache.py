@@ -646,29 +646,18 @@ def rechunk(requests: Frame, factor: int) -> pl.DataFrame:
     df = as_lazy(requests, f"{fn}: requests").collect()
     if "hash_ids" not in df.columns:
         raise ValueError(f"{fn}: requests has no 'hash_ids' column")
-    lens = df["hash_ids"].list.len().fill_null(0).to_numpy().astype(np.int64)
     n = df.height
-    ids = df["hash_ids"].explode().drop_nulls().to_numpy().astype(np.int64)
-    req = np.repeat(np.arange(n, dtype=np.int64), lens)
-    starts = np.zeros(n, np.int64)
-    if n:
-        np.cumsum(lens[:-1], out=starts[1:])
-    pos = np.arange(len(ids), dtype=np.int64) - starts[req]
-    chunk = pos // factor
-    slot = pos % factor
-    cells = pl.DataFrame({"r": req, "c": chunk, "s": slot, "h": ids})
-    wide = cells.pivot(on="s", index=["r", "c"], values="h", sort_columns=True) \
-        if len(ids) else pl.DataFrame({"r": [], "c": []}, schema={"r": pl.Int64, "c": pl.Int64})
-    slots = [c for c in wide.columns if c not in ("r", "c")]
-    wide = wide.sort("r", "c")
-    ids_frame = wide.select(slots).unique(maintain_order=True).with_row_index("coarse")
-    coarse = wide.join(ids_frame, on=slots, how="left", nulls_equal=True, maintain_order="left")
+    cells = (df.select("hash_ids").with_row_index("r").explode("hash_ids")
+             .drop_nulls("hash_ids")
+             .with_columns((pl.int_range(pl.len()).over("r") // factor).alias("c")))
+    chunks = cells.group_by("r", "c", maintain_order=True).agg(pl.col("hash_ids").alias("t"))
+    # one coarse id per distinct tuple of fine ids, numbered in order of first appearance
+    names = chunks.select("t").unique(maintain_order=True).with_row_index("coarse")
+    coarse = chunks.join(names, on="t", how="left", maintain_order="left")
     lists = coarse.group_by("r", maintain_order=True).agg(pl.col("coarse").cast(pl.Int64))
-    full = pl.DataFrame({"r": np.arange(n, dtype=np.int64)}).join(
+    full = pl.DataFrame({"r": pl.int_range(n, dtype=pl.UInt32, eager=True)}).join(
         lists, on="r", how="left", maintain_order="left")
-    col = full["coarse"]
-    col = pl.select(pl.when(pl.Series(lens) == 0).then(pl.lit([], pl.List(pl.Int64)))
-                    .otherwise(col)).to_series()
-    nulls = df["hash_ids"].is_null()
-    col = pl.select(pl.when(nulls).then(None).otherwise(col)).to_series()
+    empty = pl.lit([], pl.List(pl.Int64))
+    col = pl.select(pl.when(df["hash_ids"].is_null()).then(None)
+                    .otherwise(full["coarse"].fill_null(empty))).to_series()
     return df.with_columns(col.alias("hash_ids"))
