@@ -284,8 +284,8 @@ def session_structure(requests: pl.DataFrame | pl.LazyFrame,
     requests = requests.lazy().collect()
     notes: list[str] = []
     head = sessions.summary(requests).row(0, named=True)
-    tables: list[tuple[str, pl.DataFrame]] = [("Key figures (medians over sessions or requests)",
-                                               _figures(head))]
+    tables: list[tuple[str, pl.DataFrame]] = [
+        ("Key figures (per session; times and growth per request)", _figures(head))]
     charts: list[alt.TopLevelMixin] = []
     table = sessions.session_table(requests)
     if table.height:
@@ -300,8 +300,8 @@ def session_structure(requests: pl.DataFrame | pl.LazyFrame,
             .pivot(on="metric", index=["turn", "requests"], values="p50", sort_columns=False))
     if wide.height:
         ordered = [m for m in TURN_TABLE_METRICS if m in wide.columns]
-        tables.append(("Per turn index: medians of think, server and tool time (s) and context "
-                       "growth (tokens)", wide.sort("turn", nulls_last=True).select(
+        tables.append(("Per turn index: medians (times in s, context growth in tokens)",
+                       wide.sort("turn", nulls_last=True).select(
                            "turn", "requests", *(pl.col(m).alias(f"{m}_p50") for m in ordered))))
     for what, build in (("think/server/tool time by turn", lambda: plots.turn_times(stats)),
                         ("context growth by turn", lambda: plots.growth_by_turn(stats)),
