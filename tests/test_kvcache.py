@@ -350,3 +350,20 @@ def test_reuse_by_whole_frame_is_hit_ratios():
                  "mean_request_token_hit_ratio"):
         assert whole[name] == pytest.approx(getattr(h, name))
     assert whole["cached_blocks"] == int(r["cached_blocks"].sum())
+
+
+def test_session_scope_with_ids_too_wide_to_pack():
+    """(session, id) keys are packed into one int64 when the id range allows; ids spanning
+    most of int64 take the other path, with the same answers."""
+    rng = np.random.default_rng(6)
+    reqs = _random_trace(rng, 60)
+    wide = [[h * 2 * 10**17 - 4 * 10**18 for h in r] for r in reqs]
+    sess = [str(x) for x in rng.integers(0, 4, len(reqs))]
+    flat = [h for r in wide for h in r]
+    assert (max(flat) - min(flat) + 1) * len(set(sess)) >= 1 << 62      # the unpacked path
+    keyed = [[hash((s, h)) for h in r] for r, s in zip(reqs, sess, strict=True)]
+    for ids in (reqs, wide):
+        df = _frame(ids, session=sess)
+        for b in (3, 30):
+            got = kv.prefix_reuse(df, block_tokens=16, scope="session", capacity_tokens=16 * b)
+            assert got["cached_blocks"].to_list() == _lru(keyed, b)
