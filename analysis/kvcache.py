@@ -65,6 +65,10 @@ Ratios (each a sum over the trace, or over a group)
   a partial last block weighs its tokens). This is the share of prefill a prefix cache saves.
 * ``request_hit_ratio`` = requests with at least one cached block / requests with a block.
 
+:func:`reuse_by` pools these sums per group (turn index, session) of one :func:`prefix_reuse`
+pass; the cache stays the trace's, so under global scope a session's hits include blocks other
+sessions cached (:func:`hit_ratio_by_session`).
+
 Qin et al., "Mooncake: Trading More Storage for Less Computation — A KVCache-centric
 Architecture for Serving LLM Chatbot", FAST'25, Table 2, quote a "cache ratio" of 40% for the
 conversation trace (average input 12,035 and output 343 tokens, which this trace reproduces).

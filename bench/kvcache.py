@@ -8,7 +8,8 @@ turns by exponential think times (mean 60 s), all interleaved in arrival order. 
 of 500 system prompts (Zipf(1) popularity, 4 blocks) followed by the session's context: every
 turn appends 1 + Poisson(4) new blocks to it, so a prompt re-reads the previous turn's blocks
 and adds new ones (the structure of the Mooncake and agentic traces); about 30 blocks per
-request, ``B`` tokens per block (default 64).
+request, ``B`` tokens per block (default 64). The ids are one flat ``uint32`` buffer under the
+list column, which ``lru_curve`` reads in place (int64 ids would double the trace's size).
 
 Measures, in this one process:
 
