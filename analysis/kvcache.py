@@ -65,6 +65,10 @@ Ratios (each a sum over the trace, or over a group)
   a partial last block weighs its tokens). This is the share of prefill a prefix cache saves.
 * ``request_hit_ratio`` = requests with at least one cached block / requests with a block.
 
+:func:`reuse_by` pools these sums per group (turn index, session) of one :func:`prefix_reuse`
+pass; the cache stays the trace's, so under global scope a session's hits include blocks other
+sessions cached (:func:`hit_ratio_by_session`).
+
 Qin et al., "Mooncake: Trading More Storage for Less Computation — A KVCache-centric
 Architecture for Serving LLM Chatbot", FAST'25, Table 2, quote a "cache ratio" of 40% for the
 conversation trace (average input 12,035 and output 343 tokens, which this trace reproduces).
@@ -131,7 +135,7 @@ def _ordered(requests: Frame, scope: str, fn: str, extra: tuple[str, ...] = ()) 
 class _Flat:
     """The trace flattened into block accesses in serving order."""
 
-    key: np.ndarray        # int64 key of each access (dense within scope)
+    key: np.ndarray        # integer key of each access (dense within scope)
     req: np.ndarray        # request index of each access
     starts: np.ndarray     # first access of each request
     lens: np.ndarray       # blocks of each request
@@ -150,18 +154,23 @@ def _columns(df: pl.DataFrame, block_tokens: int, scope: str
     ids = pl.Series(df["hash_ids"].to_arrow().flatten())    # the values, zero-copy
     if ids.null_count() or ids.len() != int(lens.sum()):
         raise ValueError("hash_ids: null ids inside a list")
+    key = ids.to_numpy()
+    # Narrow integer ids stay as they are (a zero-copy view): widening 290M ids to int64
+    # would double the trace's largest column; the scans widen chunk by chunk.
+    if key.dtype.kind not in "iu" or key.dtype == np.uint64:
+        key = key.astype(np.int64)
     if scope == "session":
         sess = df["session"]
         if sess.null_count():
             raise ValueError("scope='session': requests with a null session")
-        req = pl.Series(np.repeat(np.arange(n, dtype=np.int64), lens))
-        frame = pl.DataFrame({"s": sess.gather(req), "h": ids})
-        key = frame.select(pl.struct("s", "h").rank("dense")).to_series().to_numpy()
-        key = key.astype(np.int64) - 1
-    else:
-        key = ids.to_numpy()
-        if key.dtype != np.int64:
-            key = key.astype(np.int64)
+        code = sess.rank("dense").to_numpy().astype(np.int64) - 1     # per request
+        lo = int(key.min()) if len(key) else 0
+        span = (int(key.max()) - lo + 1) if len(key) else 1
+        if span * (int(code.max(initial=0)) + 1) < 1 << 62:          # (session, id) packed
+            key = np.repeat(code * span, lens) + (key.astype(np.int64) - lo)
+        else:
+            frame = pl.DataFrame({"s": np.repeat(code, lens), "h": key})
+            key = frame.select(pl.struct("s", "h").rank("dense") - 1).to_series().to_numpy()
     if "input_tokens" in df.columns:
         inp = df["input_tokens"].fill_null(0).to_numpy().astype(np.int64)
     else:
@@ -413,10 +422,6 @@ class HitRatios:
     mean_request_token_hit_ratio: float
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den else float("nan")
-
-
 def hit_ratios(requests: Frame, *, block_tokens: int, scope: Scope = "global") -> HitRatios:
     """Infinite-cache ratios of the whole trace:
 
@@ -433,19 +438,20 @@ def hit_ratios(requests: Frame, *, block_tokens: int, scope: Scope = "global") -
     last, a mean of per-request ratios, not the 0.3664 share of blocks; the paper's text does
     not state its definition, so this is our reading, not a quotation."""
     r = prefix_reuse(requests, block_tokens=block_tokens, scope=scope)
-    blocks = int(r["input_blocks"].sum())
-    tokens = int(r["input_tokens"].sum())
+    return hit_ratios_of(r)
+
+
+def hit_ratios_of(reuse: pl.DataFrame) -> HitRatios:
+    """:class:`HitRatios` of a :func:`prefix_reuse` frame already computed (NaN for a ratio
+    without denominator)."""
+    row = reuse_by(reuse).row(0, named=True)
+    nan = float("nan")
     return HitRatios(
-        requests=r.height, input_blocks=blocks, input_tokens=tokens,
-        block_seen_ratio=_ratio(r["seen_blocks"].sum(), blocks),
-        block_hit_ratio=_ratio(r["cached_blocks"].sum(), blocks),
-        token_hit_ratio=_ratio(r["cached_tokens"].sum(), tokens),
-        request_hit_ratio=_ratio((r["cached_blocks"] > 0).sum(), (r["input_blocks"] > 0).sum()),
-        mean_request_token_hit_ratio=float(
-            r.filter(pl.col("input_tokens") > 0)
-            .select((pl.col("cached_tokens") / pl.col("input_tokens")).mean()).item() or 0.0)
-        if (r["input_tokens"] > 0).any() else float("nan"),
-    )
+        requests=row["requests"], input_blocks=row["input_blocks"] or 0,
+        input_tokens=row["input_tokens"] or 0,
+        **{k: nan if row[k] is None else float(row[k]) for k in (
+            "block_seen_ratio", "block_hit_ratio", "token_hit_ratio", "request_hit_ratio",
+            "mean_request_token_hit_ratio")})
 
 
 # --------------------------------------------------------------------------- LRU curve
@@ -469,6 +475,7 @@ def lru_curve(requests: Frame, capacities_tokens, *, block_tokens: int,
     df = _ordered(requests, scope, fn)
     lens, starts, key, inp = _columns(df, block_tokens, scope)
     state, *heads = _scan(key)
+    del key
     d_head = _head_distances(heads)
     d_head = np.append(np.minimum(d_head, len(state) + 1), len(state) + 1)
     order = np.argsort(caps, kind="stable")
@@ -529,7 +536,52 @@ def lru_curve(requests: Frame, capacities_tokens, *, block_tokens: int,
     })
 
 
-# --------------------------------------------------------------------------- by turn
+# --------------------------------------------------------------------------- by group
+
+REUSE_COLUMNS = ("requests", "input_blocks", "input_tokens", "cached_blocks", "cached_tokens",
+                 "block_seen_ratio", "block_hit_ratio", "token_hit_ratio", "request_hit_ratio",
+                 "mean_request_token_hit_ratio")
+
+
+def reuse_by(reuse: pl.DataFrame, by: str | list[str] | None = None) -> pl.DataFrame:
+    """The ratios of :func:`hit_ratios` per group of a :func:`prefix_reuse` frame, so that one
+    pass over the trace gives the whole-trace, per-turn and per-session figures.
+
+    Per group of the ``by`` columns (one row for the whole frame without ``by``; a null key is
+    a group of its own, last): ``requests``, Σ ``input_blocks``, Σ ``input_tokens``,
+    Σ ``cached_blocks``, Σ ``cached_tokens``, and over the group's requests
+    ``block_seen_ratio``, ``block_hit_ratio``, ``token_hit_ratio``, ``request_hit_ratio`` and
+    ``mean_request_token_hit_ratio`` as defined in :func:`hit_ratios` (null where the group
+    has no block, no token or no request with input). The cache is the trace's, read off per
+    group: under ``scope="global"`` a session's hits include blocks other sessions cached.
+    Returns ``[by..., *REUSE_COLUMNS]`` sorted by the keys."""
+    keys = [by] if isinstance(by, str) else list(by or [])
+    for c in (*keys, "input_blocks", "seen_blocks", "cached_blocks", "cached_tokens",
+              "input_tokens"):
+        if c not in reuse.columns:
+            raise ValueError(f"reuse_by: the reuse frame has no {c!r} column")
+
+    def share(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+        return pl.when(den > 0).then(num / den)
+
+    blocks, tokens = pl.col("input_blocks").sum(), pl.col("input_tokens").sum()
+    with_input = pl.col("input_tokens") > 0
+    exprs = [
+        pl.len().cast(pl.Int64).alias("requests"), blocks.cast(pl.Int64).alias("input_blocks"),
+        tokens.cast(pl.Int64).alias("input_tokens"),
+        pl.col("cached_blocks").sum().cast(pl.Int64),
+        pl.col("cached_tokens").sum().cast(pl.Int64),
+        share(pl.col("seen_blocks").sum(), blocks).alias("block_seen_ratio"),
+        share(pl.col("cached_blocks").sum(), blocks).alias("block_hit_ratio"),
+        share(pl.col("cached_tokens").sum(), tokens).alias("token_hit_ratio"),
+        share((pl.col("cached_blocks") > 0).sum(), (pl.col("input_blocks") > 0).sum())
+        .alias("request_hit_ratio"),
+        (pl.col("cached_tokens") / pl.col("input_tokens")).filter(with_input).mean()
+        .alias("mean_request_token_hit_ratio"),
+    ]
+    if not keys:
+        return reuse.select(exprs)
+    return reuse.group_by(keys).agg(exprs).sort(keys, nulls_last=True)
 
 
 def hit_ratio_by_turn(requests: Frame, *, block_tokens: int, scope: Scope = "global",
@@ -552,6 +604,37 @@ def hit_ratio_by_turn(requests: Frame, *, block_tokens: int, scope: Scope = "glo
     ).sort("turn", nulls_last=True))
 
 
+def hit_ratio_by_session(requests: Frame, *, block_tokens: int, scope: Scope = "global",
+                         capacity_tokens: int | None = None) -> pl.DataFrame:
+    """The ratios of :func:`reuse_by` per ``session`` (infinite cache, or LRU at
+    ``capacity_tokens``). With ``scope="session"`` (session-local ids, e.g. WEKA's agentic
+    traces) a session can only hit its own blocks, so its ratio is its own prefix reuse;
+    with ``scope="global"`` it also hits blocks that other sessions cached (shared system
+    prompts). Requests without a session form the null group, last.
+    Returns ``[session, *REUSE_COLUMNS]``."""
+    fn = "hit_ratio_by_session"
+    lf = as_lazy(requests, f"{fn}: requests")
+    if "session" not in lf.collect_schema().names():
+        raise ValueError(f"{fn}: requests has no 'session' column")
+    r = prefix_reuse(lf, block_tokens=block_tokens, scope=scope, capacity_tokens=capacity_tokens)
+    return reuse_by(r, "session")
+
+
+def footprint_blocks(requests: Frame, *, scope: Scope = "global") -> int:
+    """Distinct blocks of the trace (keys of the scope: ids, or (session, id) pairs): the
+    capacity, in blocks, beyond which an LRU cache equals the infinite one."""
+    fn = "footprint_blocks"
+    _check(1, scope, fn)
+    lf = as_lazy(requests, f"{fn}: requests")
+    names = lf.collect_schema().names()
+    need = ["hash_ids"] + (["session"] if scope == "session" else [])
+    for c in need:
+        if c not in names:
+            raise ValueError(f"{fn}: requests has no {c!r} column")
+    return int(lf.select(need).explode("hash_ids").drop_nulls("hash_ids").unique()
+               .select(pl.len()).collect().item())
+
+
 # --------------------------------------------------------------------------- re-chunking
 
 
@@ -567,29 +650,18 @@ def rechunk(requests: Frame, factor: int) -> pl.DataFrame:
     df = as_lazy(requests, f"{fn}: requests").collect()
     if "hash_ids" not in df.columns:
         raise ValueError(f"{fn}: requests has no 'hash_ids' column")
-    lens = df["hash_ids"].list.len().fill_null(0).to_numpy().astype(np.int64)
     n = df.height
-    ids = df["hash_ids"].explode().drop_nulls().to_numpy().astype(np.int64)
-    req = np.repeat(np.arange(n, dtype=np.int64), lens)
-    starts = np.zeros(n, np.int64)
-    if n:
-        np.cumsum(lens[:-1], out=starts[1:])
-    pos = np.arange(len(ids), dtype=np.int64) - starts[req]
-    chunk = pos // factor
-    slot = pos % factor
-    cells = pl.DataFrame({"r": req, "c": chunk, "s": slot, "h": ids})
-    wide = cells.pivot(on="s", index=["r", "c"], values="h", sort_columns=True) \
-        if len(ids) else pl.DataFrame({"r": [], "c": []}, schema={"r": pl.Int64, "c": pl.Int64})
-    slots = [c for c in wide.columns if c not in ("r", "c")]
-    wide = wide.sort("r", "c")
-    ids_frame = wide.select(slots).unique(maintain_order=True).with_row_index("coarse")
-    coarse = wide.join(ids_frame, on=slots, how="left", nulls_equal=True, maintain_order="left")
+    cells = (df.select("hash_ids").with_row_index("r").explode("hash_ids")
+             .drop_nulls("hash_ids")
+             .with_columns((pl.int_range(pl.len()).over("r") // factor).alias("c")))
+    chunks = cells.group_by("r", "c", maintain_order=True).agg(pl.col("hash_ids").alias("t"))
+    # one coarse id per distinct tuple of fine ids, numbered in order of first appearance
+    names = chunks.select("t").unique(maintain_order=True).with_row_index("coarse")
+    coarse = chunks.join(names, on="t", how="left", maintain_order="left")
     lists = coarse.group_by("r", maintain_order=True).agg(pl.col("coarse").cast(pl.Int64))
-    full = pl.DataFrame({"r": np.arange(n, dtype=np.int64)}).join(
+    full = pl.DataFrame({"r": pl.int_range(n, dtype=pl.UInt32, eager=True)}).join(
         lists, on="r", how="left", maintain_order="left")
-    col = full["coarse"]
-    col = pl.select(pl.when(pl.Series(lens) == 0).then(pl.lit([], pl.List(pl.Int64)))
-                    .otherwise(col)).to_series()
-    nulls = df["hash_ids"].is_null()
-    col = pl.select(pl.when(nulls).then(None).otherwise(col)).to_series()
+    empty = pl.lit([], pl.List(pl.Int64))
+    col = pl.select(pl.when(df["hash_ids"].is_null()).then(None)
+                    .otherwise(full["coarse"].fill_null(empty))).to_series()
     return df.with_columns(col.alias("hash_ids"))

@@ -232,3 +232,121 @@ def save_png(chart: alt.TopLevelMixin, path: str | Path, scale: float = 2.0) -> 
     path = Path(path)
     path.write_bytes(vl_convert.vegalite_to_png(chart.to_dict(), scale=scale))
     return path
+
+
+TOP_SESSIONS = 8
+MIN_TURN_REQUESTS = 5  # later turns of a handful of sessions are noise on a per-turn chart
+
+
+def turn_times(stats: pl.DataFrame, statistic: str = "p50") -> alt.Chart:
+    """Think, server and tool time per turn index, one line per metric (log y).
+
+    ``stats``: :func:`servetrace.analysis.sessions.turn_stats` (turn, metric, n, ``statistic``);
+    turns with fewer than :data:`MIN_TURN_REQUESTS` values and non-positive values are left
+    out."""
+    data = stats.filter(pl.col("metric").is_in(["think_s", "server_s", "tool_s"])
+                        & (pl.col("n") >= MIN_TURN_REQUESTS) & pl.col("turn").is_not_null()
+                        & (pl.col(statistic) > 0))
+    if data.is_empty():
+        raise ValueError("turn_times: no think, server or tool time in the turn stats")
+    return _chart(data, f"Think, server and tool time by turn ({statistic}; turns with ≥ "
+                  f"{MIN_TURN_REQUESTS} requests)").mark_line(
+        point=True).encode(
+        alt.X("turn:Q", title="turn index"),
+        alt.Y(f"{statistic}:Q", title=f"time per request, {statistic} (s)").scale(type="log"),
+        alt.Color("metric:N", title=None), tooltip=["turn", "metric", "n", "mean", statistic])
+
+
+def growth_by_turn(stats: pl.DataFrame) -> alt.Chart:
+    """Context growth per turn index: median and mean ``growth_tokens`` (symmetric log y, as
+    compaction makes growth negative), turns with at least :data:`MIN_TURN_REQUESTS` values.
+    ``stats``: :func:`servetrace.analysis.sessions.turn_stats` rows of metric
+    ``growth_tokens``."""
+    rows = stats.filter((pl.col("metric") == "growth_tokens")
+                        & (pl.col("n") >= MIN_TURN_REQUESTS) & pl.col("turn").is_not_null())
+    if rows.is_empty():
+        raise ValueError("growth_by_turn: no request has a previous request to grow from")
+    data = pl.concat([rows.select("turn", "n", pl.col(s).alias("tokens"),
+                                  pl.lit(s).alias("statistic")) for s in ("p50", "mean")])
+    return _chart(data, "Context growth per turn (new tokens since the previous request; "
+                  f"turns with ≥ {MIN_TURN_REQUESTS} requests)"
+                  ).mark_line(point=True).encode(
+        alt.X("turn:Q", title="turn index"),
+        alt.Y("tokens:Q", title="growth (tokens, symlog)").scale(type="symlog"),
+        alt.Color("statistic:N", title=None), tooltip=["turn", "statistic", "tokens", "n"])
+
+
+def context_by_turn(growth: pl.DataFrame, top: int = TOP_SESSIONS) -> alt.Chart:
+    """Prompt (context) size per turn of the ``top`` sessions with the most main-agent turns.
+
+    ``growth``: :func:`servetrace.analysis.sessions.context_growth` rows (session, turn,
+    input_tokens; ``subagent`` where present: sub-agent requests are left out, they start
+    contexts of their own)."""
+    data = growth.filter(pl.col("session").is_not_null() & pl.col("turn").is_not_null())
+    if "subagent" in data.columns:
+        data = data.filter(pl.col("subagent").is_null())
+    if data.is_empty():
+        raise ValueError("context_by_turn: no session has turns")
+    keep = (data.group_by("session").agg(pl.len()).sort(["len", "session"], descending=[True,
+                                                                                     False])
+            .head(top)["session"])
+    data = data.filter(pl.col("session").is_in(keep.implode())).select(
+        "session", "turn", "input_tokens")
+    return _chart(data, f"Context size by turn, {len(keep)} longest sessions").mark_line().encode(
+        alt.X("turn:Q", title="turn index"),
+        alt.Y("input_tokens:Q", title="prompt size (input tokens)"),
+        alt.Color("session:N"), tooltip=["session", "turn", "input_tokens"])
+
+
+def lru_curve(curve: pl.DataFrame, infinite: float | None = None) -> alt.Chart:
+    """LRU prefix-cache hit ratio against capacity (log x), token- and block-weighted, with
+    the infinite cache's token hit ratio as a dashed line.
+
+    ``curve``: :func:`servetrace.analysis.kvcache.lru_curve` (capacity_tokens,
+    block_hit_ratio, token_hit_ratio)."""
+    data = curve.filter(pl.col("capacity_tokens") > 0).unpivot(
+        ["token_hit_ratio", "block_hit_ratio"], index=["capacity_tokens", "capacity_blocks"],
+        variable_name="ratio", value_name="hit_ratio")
+    lines = _chart(data, "LRU prefix cache: hit ratio by capacity").mark_line(point=True).encode(
+        alt.X("capacity_tokens:Q", title="cache capacity (tokens, log scale)").scale(type="log"),
+        alt.Y("hit_ratio:Q", title="hit ratio (cached share of input)").scale(domain=[0, 1]),
+        alt.Color("ratio:N", title=None), alt.StrokeDash("ratio:N", title=None),
+        tooltip=["capacity_tokens", "capacity_blocks", "ratio", "hit_ratio"])
+    if infinite is None:
+        return lines
+    rule = alt.Chart(pl.DataFrame({"hit_ratio": [infinite]})).mark_rule(
+        strokeDash=[4, 4], color="gray").encode(y="hit_ratio:Q")
+    return lines + rule
+
+
+def hit_by_turn(frame: pl.DataFrame) -> alt.Chart:
+    """Prefix-cache token hit ratio per turn index, turns with at least
+    :data:`MIN_TURN_REQUESTS` requests.
+
+    ``frame``: :func:`servetrace.analysis.kvcache.reuse_by` per ``turn``."""
+    data = frame.filter(pl.col("turn").is_not_null() & pl.col("token_hit_ratio").is_not_null()
+                        & (pl.col("requests") >= MIN_TURN_REQUESTS))
+    if data.is_empty():
+        raise ValueError("hit_by_turn: no turn with input tokens")
+    return _chart(data, f"Prefix-cache hit ratio by turn (turns with ≥ {MIN_TURN_REQUESTS} "
+                  "requests)").mark_line(point=True).encode(
+        alt.X("turn:Q", title="turn index"),
+        alt.Y("token_hit_ratio:Q", title="token hit ratio (cached / input tokens)"
+              ).scale(domain=[0, 1]),
+        tooltip=["turn", "requests", "input_tokens", "token_hit_ratio", "block_hit_ratio"])
+
+
+def session_hit_ratios(frame: pl.DataFrame) -> alt.Chart:
+    """Per-session token hit ratio against the session's input tokens (log x), one point per
+    session. ``frame``: :func:`servetrace.analysis.kvcache.reuse_by` per ``session``."""
+    data = frame.filter(pl.col("session").is_not_null() & (pl.col("input_tokens") > 0)).select(
+        "session", "requests", "input_tokens", "token_hit_ratio")
+    if data.is_empty():
+        raise ValueError("session_hit_ratios: no session with input tokens")
+    if data.height > MAX_POINTS:
+        data = data.sort("input_tokens").gather_every(int(np.ceil(data.height / MAX_POINTS)))
+    return _chart(data, "Prefix-cache hit ratio per session").mark_point(filled=True).encode(
+        alt.X("input_tokens:Q", title="session input (tokens, log scale)").scale(type="log"),
+        alt.Y("token_hit_ratio:Q", title="token hit ratio (cached / input tokens)"
+              ).scale(domain=[0, 1]),
+        tooltip=["session", "requests", "input_tokens", "token_hit_ratio"])

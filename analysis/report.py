@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import altair as alt
+import numpy as np
 import polars as pl
 
-from servetrace.analysis import burstiness, coldstart, fairness, keepalive, plots, tokens
+from servetrace.analysis import (
+    burstiness,
+    coldstart,
+    fairness,
+    keepalive,
+    kvcache,
+    plots,
+    sessions,
+    tokens,
+)
 from servetrace.analysis.frames import columns as _by
 
 MAX_GROUPS_CHARTED = 10  # beyond this many groups, charts show the whole trace
@@ -227,12 +237,179 @@ def keep_alive(trace: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | Non
     return Section(title, lead, (("Trade-off", curve),), (plots.tradeoff(curve),))
 
 
+def _figures(row: Mapping[str, object], definitions: Mapping[str, str] | None = None
+             ) -> pl.DataFrame:
+    """One row of figures as a two- or three-column table (figure, value[, definition]), so
+    a wide summary reads down the page instead of overflowing it."""
+    names = [k for k, v in row.items() if v is not None]
+    out = {"figure": names, "value": [_text(row[k]) for k in names]}
+    if definitions is not None:
+        out["definition"] = [definitions.get(k, "") for k in names]
+    return pl.DataFrame(out)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def has_sessions(requests: pl.DataFrame) -> bool:
+    """Whether ``requests`` names sessions or links turns (a non-null ``session`` or
+    ``parent_request_id``): the traces :func:`session_structure` applies to."""
+    return any(c in requests.columns and requests[c].null_count() < requests.height
+               for c in ("session", "parent_request_id"))
+
+
+def has_hash_ids(requests: pl.DataFrame) -> bool:
+    """Whether some request of ``requests`` carries prefix-block ids (a non-empty
+    ``hash_ids``): the traces :func:`kv_cache` applies to."""
+    return "hash_ids" in requests.columns and bool(
+        (requests["hash_ids"].list.len().fill_null(0) > 0).any())
+
+
+SESSION_TABLE_COLUMNS = ("session", "requests", "turns", "subagents", "subagent_requests",
+                         "max_depth", "duration_s", "input_tokens", "output_tokens", "think_s",
+                         "server_s", "tool_s")
+TURN_TABLE_METRICS = ("think_s", "server_s", "tool_s", "growth_tokens")
+
+
+def session_structure(requests: pl.DataFrame | pl.LazyFrame,
+                      title: str = "Sessions and agents") -> Section:
+    """Sessions, turns and agents (:mod:`servetrace.analysis.sessions`) of the whole trace:
+    the headline figures, one row per session (largest first), think, server and tool time
+    and context growth per turn index, sub-agent fan-out and depth, and the request-type
+    mix. Columns ending in ``_s`` are seconds; per-session times are sums over the
+    session's requests."""
+    requests = requests.lazy().collect()
+    notes: list[str] = []
+    head = sessions.summary(requests).row(0, named=True)
+    tables: list[tuple[str, pl.DataFrame]] = [
+        ("Key figures (per session; times and growth per request)", _figures(head))]
+    charts: list[alt.TopLevelMixin] = []
+    table = sessions.session_table(requests)
+    if table.height:
+        cols = [c for c in SESSION_TABLE_COLUMNS if table[c].null_count() < table.height]
+        tables.append(("Sessions, most requests first (times: sums over the session's "
+                       "requests, s)", table.sort(["requests", "session"],
+                                                  descending=[True, False]).select(cols)))
+    else:
+        notes.append("session table: the trace links turns but names no sessions")
+    stats = sessions.turn_stats(requests)
+    wide = (stats.filter(pl.col("metric").is_in(TURN_TABLE_METRICS) & (pl.col("n") > 0))
+            .pivot(on="metric", index=["turn", "requests"], values="p50", sort_columns=False))
+    if wide.height:
+        ordered = [m for m in TURN_TABLE_METRICS if m in wide.columns]
+        tables.append(("Per turn index: medians (times in s, context growth in tokens)",
+                       wide.sort("turn", nulls_last=True).select(
+                           "turn", "requests", *(pl.col(m).alias(f"{m}_p50") for m in ordered))))
+    for what, build in (("think/server/tool time by turn", lambda: plots.turn_times(stats)),
+                        ("context growth by turn", lambda: plots.growth_by_turn(stats)),
+                        ("context size by turn", lambda: plots.context_by_turn(
+                            sessions.context_growth(requests)))):
+        chart = _attempt(notes, what, build)
+        if chart is not None:
+            charts.append(chart)
+    fan = sessions.fanout(requests)
+    if fan["units"].sum():
+        tables.append(("Sub-agent fan-out (sub-agents per session and per launching request) "
+                       "and depth", fan))
+    mix = sessions.request_type_mix(requests)
+    if mix["request_type"].null_count() < mix.height:
+        tables.append(("Request types, most requests first", mix.sort(
+            ["requests", "request_type"], descending=[True, False], nulls_last=True)))
+    n_sessions = head["sessions"]
+    lead = (f"{requests.height:,} requests in {n_sessions:,} sessions. A turn is a request of "
+            "a session's main agent in order (sub-agents count their own turns); think time "
+            "is the client's delay before a request, server time the server's time on it; "
+            "context growth is a request's input minus the previous request's input and "
+            "output in the same session and agent (negative: the context was compacted).")
+    return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+HIT_RATIO_DEFINITIONS = {
+    "block_seen_ratio": "blocks whose key was accessed before / input blocks (no prefix rule)",
+    "block_hit_ratio": "blocks in the cached prefix / input blocks",
+    "token_hit_ratio": "cached-prefix tokens / input tokens (the prefill a cache saves)",
+    "request_hit_ratio": "requests with a cached block / requests with a block",
+    "mean_request_token_hit_ratio": "mean over requests of cached / input tokens",
+}
+LRU_POINTS = 20
+
+
+def kv_cache(requests: pl.DataFrame | pl.LazyFrame, *, block_tokens: int,
+             scope: kvcache.Scope = "global", title: str = "KV-cache prefix reuse",
+             points: int = LRU_POINTS) -> Section:
+    """Prefix (KV-cache) reuse of the trace's ``hash_ids`` (:mod:`servetrace.analysis.kvcache`):
+    infinite-cache hit ratios with their definitions, the LRU hit ratio at ``points``
+    capacities from one block to the trace's footprint (every block fits), the hit ratio by
+    turn index and per session (both read off the one infinite cache of the trace).
+    ``block_tokens`` and ``scope``: the trace's ``hash_block_tokens`` and ``hash_scope``."""
+    requests = requests.lazy().collect()
+    notes: list[str] = []
+    reuse = kvcache.prefix_reuse(requests, block_tokens=block_tokens, scope=scope)
+    whole = kvcache.reuse_by(reuse).row(0, named=True)
+    ratios = {k: whole[k] for k in HIT_RATIO_DEFINITIONS}
+    tables: list[tuple[str, pl.DataFrame]] = [(
+        "Infinite cache (every block ever accessed stays cached)",
+        _figures(ratios, HIT_RATIO_DEFINITIONS))]
+    charts: list[alt.TopLevelMixin] = []
+    # distinct blocks = first accesses = input blocks never seen before (no second pass)
+    footprint = int(reuse["input_blocks"].sum() - reuse["seen_blocks"].sum())
+    caps = np.unique(np.geomspace(1, max(footprint, 1), points).round().astype(np.int64))
+    curve = kvcache.lru_curve(requests, (caps * block_tokens).tolist(),
+                              block_tokens=block_tokens, scope=scope)
+    charts.append(plots.lru_curve(curve, whole["token_hit_ratio"]))
+    tables.append((f"LRU cache by capacity (the footprint, {footprint:,} blocks, holds every "
+                   "block: the infinite cache)", curve))
+    if "turn" in reuse.columns and reuse["turn"].null_count() < reuse.height:
+        turns = kvcache.reuse_by(reuse, "turn")
+        chart = _attempt(notes, "hit ratio by turn", lambda: plots.hit_by_turn(turns))
+        if chart is not None:
+            charts.append(chart)
+        tables.append(("Hit ratio by turn index", turns.select(
+            "turn", "requests", "input_tokens", "block_hit_ratio", "token_hit_ratio",
+            "request_hit_ratio")))
+    if "session" in reuse.columns and reuse["session"].null_count() < reuse.height:
+        per = kvcache.reuse_by(reuse, "session").filter(pl.col("session").is_not_null())
+        chart = _attempt(notes, "per-session hit ratios", lambda: plots.session_hit_ratios(per))
+        if chart is not None:
+            charts.append(chart)
+        where = ("its own blocks only (session-scoped ids)" if scope == "session" else
+                 "blocks any session cached (global ids)")
+        tables.append((f"Per session, most input first: a session hits {where}",
+                       per.sort(["input_tokens", "session"], descending=[True, False]).select(
+                           "session", "requests", "input_blocks", "input_tokens",
+                           "block_hit_ratio",
+                           "token_hit_ratio", "request_hit_ratio",
+                           "mean_request_token_hit_ratio")))
+    else:
+        notes.append("per-session hit ratios: the trace names no sessions")
+    per_what = "session" if scope == "session" else "trace (global)"
+    lead = (f"{whole['requests']:,} requests, {whole['input_blocks']:,} blocks of "
+            f"{block_tokens} tokens, ids scoped per {per_what}. "
+            "A block is usable only with its whole prefix (a request's cached prefix ends at "
+            "its first miss). Infinite cache: token hit ratio = Σ cached-prefix tokens / Σ "
+            f"input tokens = {_text(whole['token_hit_ratio'])}; block hit ratio = "
+            f"{_text(whole['block_hit_ratio'])}. LRU: a cache of capacity C holds "
+            "floor(C / block size) blocks, every capacity from one pass of stack distances "
+            "(Mattson et al. 1970).")
+    return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
 def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
-              by: str | Sequence[str] | None = None) -> list[Section]:
+              by: str | Sequence[str] | None = None, *, hash_block_tokens: int | None = None,
+              hash_scope: kvcache.Scope = "global") -> list[Section]:
     """Every section that applies to one trace's canonical ``tables`` (name → frame).
 
     ``requests``: arrivals, token lengths and, with two tenants or more, per-tenant fairness;
-    a batch trace (no arrival times) gets a note in place of the arrivals section.
+    a batch trace (no arrival times) gets a note in place of the arrivals section;
+    with sessions or turn links, sessions and agents (:func:`session_structure`); with
+    ``hash_ids``, KV-cache prefix reuse (:func:`kv_cache`) with blocks of
+    ``hash_block_tokens`` tokens and ids of scope ``hash_scope`` (the trace's
+    ``hash_block_tokens`` and ``hash_scope``; without a block size the section is a note).
     ``invocations`` (or, lacking them, ``invocation_counts``): arrivals and keep-alive
     policies, per app where the trace names apps, else per function. ``cold_starts``: the
     cold-start components (with ``functions`` and ``invocations`` where present). A section
@@ -253,6 +430,14 @@ def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
         builders.append(("Token lengths", lambda: token_lengths(req, by=by)))
         if req["tenant"].drop_nulls().n_unique() >= 2:
             builders.append(("Per-tenant fairness", lambda: tenant_fairness(req)))
+        if has_sessions(req):
+            builders.append(("Sessions and agents", lambda: session_structure(req)))
+        if has_hash_ids(req):
+            def prefixes() -> Section:
+                if hash_block_tokens is None:
+                    raise ValueError("the trace's tokens per hash block are not recorded")
+                return kv_cache(req, block_tokens=hash_block_tokens, scope=hash_scope)
+            builders.append(("KV-cache prefix reuse", prefixes))
     events = frames.get("invocations", frames.get("invocation_counts"))
     if events is not None:
         unit = "app" if events["app"].null_count() < events.height else "function"

@@ -8,7 +8,8 @@ turns by exponential think times (mean 60 s), all interleaved in arrival order. 
 of 500 system prompts (Zipf(1) popularity, 4 blocks) followed by the session's context: every
 turn appends 1 + Poisson(4) new blocks to it, so a prompt re-reads the previous turn's blocks
 and adds new ones (the structure of the Mooncake and agentic traces); about 30 blocks per
-request, ``B`` tokens per block (default 64).
+request, ``B`` tokens per block (default 64). The ids are one flat ``uint32`` buffer under the
+list column, which ``lru_curve`` reads in place (int64 ids would double the trace's size).
 
 Measures, in this one process:
 
@@ -22,12 +23,13 @@ Measures, in this one process:
   and the two curves are compared capacity by capacity (they must agree exactly). The
   baseline's input is prepared as Python lists beforehand, outside its timing.
 
-Prints seconds and peak RSS per stage and the ratio.
+Prints seconds and peak RSS per stage, the whole process's peak RSS and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -46,7 +48,11 @@ SYS_BLOCKS = 4
 
 
 def generate(n: int, seed: int = 0) -> pl.DataFrame:
-    """``n`` requests of multi-turn sessions (see the module docstring), in arrival order."""
+    """``n`` requests of multi-turn sessions (see the module docstring), in arrival order.
+
+    The hash ids are built as one flat ``uint32`` buffer with ``int64`` offsets, filled in
+    chunks, and become the ``hash_ids`` list column without a copy; per-request temporaries
+    are freed as soon as they are used, so the trace is the only large thing left."""
     rng = np.random.default_rng(seed)
     turns = rng.geometric(1 / 5, n)                      # more sessions than needed
     cut = int(np.searchsorted(np.cumsum(turns), n)) + 1
@@ -59,22 +65,31 @@ def generate(n: int, seed: int = 0) -> pl.DataFrame:
     new = 1 + rng.poisson(4, n)
     ctx = np.cumsum(new)
     ctx -= (ctx - new)[first][sess]                      # context blocks at this turn
+    del new
     start = rng.uniform(0, 86_400, cut)
-    gap = rng.exponential(60.0, n)
-    gap[first] = 0.0
-    t = np.cumsum(gap)
-    t = t - t[first][sess] + start[sess]
+    t = rng.exponential(60.0, n)
+    t[first] = 0.0
+    np.cumsum(t, out=t)
+    t -= t[first][sess]
+    t += start[sess]
+    del start
     p = 1.0 / np.arange(1, SYS_PROMPTS + 1)
     sysp = rng.choice(SYS_PROMPTS, cut, p=p / p.sum())[sess]
     span = np.zeros(cut, np.int64)                       # each session's block id range
     np.cumsum(ctx[first + turns - 1][:-1], out=span[1:])
     base = SYS_PROMPTS * SYS_BLOCKS + span[sess]
+    top = SYS_PROMPTS * SYS_BLOCKS + int(span[-1] + ctx[first[-1] + turns[-1] - 1])
+    if top > np.iinfo(np.uint32).max:
+        raise ValueError(f"{n:,} requests need {top:,} block ids, more than uint32 holds")
+    del span, first, turns
     order = np.argsort(t, kind="stable")
     t, ctx, base, sysp, sess, turn = (x[order] for x in (t, ctx, base, sysp, sess, turn))
+    del order
     lens = SYS_BLOCKS + ctx
+    del ctx
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
-    values = np.empty(int(offsets[-1]), np.int64)
+    values = np.empty(int(offsets[-1]), np.uint32)
     step = 1 << 20
     for r0 in range(0, n, step):                         # fill in chunks: bounded temporaries
         r1 = min(n, r0 + step)
@@ -83,7 +98,9 @@ def generate(n: int, seed: int = 0) -> pl.DataFrame:
         pos = np.arange(o0, o1) - offsets[req]
         values[o0:o1] = np.where(pos < SYS_BLOCKS, sysp[req] * SYS_BLOCKS + pos,
                                  base[req] + pos - SYS_BLOCKS)
+    del base, sysp, req, pos
     ids = pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)))
+    del offsets, values                                  # the list column holds them now
     return pl.DataFrame({
         "arrival_s": t,
         "session": sess,
@@ -171,6 +188,8 @@ def main() -> None:
     print(f"peak RSS during lru_curve: {curve.peak_gb:.2f} GB "
           f"(+{(curve.peak_bytes - curve.base_bytes) / 1e9:.2f} GB over the "
           f"{curve.base_bytes / 1e9:.2f} GB before, which holds the trace)")
+    print(f"peak RSS of the whole process (generation, curve, baseline): "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9:.2f} GB")
     c = curve.result
     for i in np.linspace(0, c.height - 1, 6).astype(int):
         row = c.row(int(i), named=True)

@@ -312,7 +312,9 @@ def report_cmd(
         s = Store(store)
         rows = _rows(s, trace)
         with err.status(f"analysing {trace} ({', '.join(rows)})"):
-            sections = reports.for_trace({t: s.scan(t, trace) for t in rows}, by=by)
+            block, scope = _hash_layout(s, trace)
+            sections = reports.for_trace({t: s.scan(t, trace) for t in rows}, by=by,
+                                         hash_block_tokens=block, hash_scope=scope)
             page = reports.render(f"servetrace report: {trace}", sections,
                                   meta=s.traces().filter(pl.col("trace") == trace))
         output.parent.mkdir(parents=True, exist_ok=True)

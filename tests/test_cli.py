@@ -116,7 +116,8 @@ def test_report_writes_every_analysis_that_applies(env, mirror, tmp_path):
         assert runner.invoke(app, ["ingest", str(path)]).exit_code == 0
     traces = json.loads(runner.invoke(app, ["list", "--format", "json"]).stdout)
     ids = sorted({t["trace"] for t in traces})
-    expected = {"burstgpt": ("Arrivals and burstiness", "Token lengths", "Per-tenant fairness"),
+    expected = {"burstgpt": ("Arrivals and burstiness", "Token lengths", "Per-tenant fairness",
+                             "Sessions and agents"),   # its sample has sessions, no hash ids
                 "azure_functions_2019": ("Invocations and burstiness", "Keep-alive policies"),
                 "huawei_2025": ("Cold starts",)}
     assert [i.split("/")[0] for i in ids] == sorted(expected)

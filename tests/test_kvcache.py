@@ -294,3 +294,76 @@ def test_cli_kvcache_reads_the_block_size_and_names_the_ratios(mirror: Path, tmp
     ingest("azure_llm_2023/code", store=store)
     res = runner.invoke(app, ["kvcache", "azure_llm_2023/code", "--store", str(store.root)])
     assert res.exit_code == 1 and "--block-tokens" in res.output
+
+
+@pytest.mark.parametrize("dtype", [pl.UInt32, pl.Int32, pl.UInt16])
+def test_narrow_ids_are_read_in_place_with_the_same_results(dtype, monkeypatch):
+    """A trace built with uint32 ids (bench/kvcache.py) gives the int64 trace's exact curve,
+    and the global-scope keys are the ids' own buffer, not a widened copy."""
+    rng = np.random.default_rng(4)
+    reqs = _random_trace(rng, 300)
+    wide = _frame(reqs)
+    narrow = wide.with_columns(pl.col("hash_ids").cast(pl.List(dtype)))
+    caps = [16 * b for b in (0, 1, 3, 8, 40, 1000)]
+    monkeypatch.setattr(kv, "_CHUNK", 97)
+    assert kv.lru_curve(narrow, caps, block_tokens=16).equals(
+        kv.lru_curve(wide, caps, block_tokens=16))
+    got = kv.prefix_reuse(narrow, block_tokens=16, capacity_tokens=16 * 5)["cached_blocks"]
+    assert got.to_list() == _lru(reqs, 5)
+    key = kv._columns(narrow, 16, "global")[2]
+    flat = np.asarray(narrow["hash_ids"].to_arrow().flatten())
+    assert key.dtype == flat.dtype and np.shares_memory(key, flat)
+
+
+def test_hit_ratio_by_session_and_footprint_by_scope():
+    """Session-local ids never hit another session's blocks; global ids do."""
+    df = _frame([[0, 1], [0, 1], [0, 1, 2], [5]], session=["a", "b", "a", None])
+    local = kv.hit_ratio_by_session(df.head(3), block_tokens=16, scope="session")
+    assert local["session"].to_list() == ["a", "b"]
+    assert local["cached_blocks"].to_list() == [2, 0]
+    assert local["block_hit_ratio"].to_list() == pytest.approx([2 / 5, 0])
+    assert local["request_hit_ratio"].to_list() == pytest.approx([1 / 2, 0])
+    shared = kv.hit_ratio_by_session(df, block_tokens=16)
+    assert shared["session"].to_list() == ["a", "b", None]
+    assert shared["block_hit_ratio"].to_list() == pytest.approx([2 / 5, 1, 0])
+    # token-weighted: a's second prompt is 40 tokens, its cached 2 blocks are 32 of them
+    tok = _frame([[0, 1], [0, 1, 2]], tokens=[32, 40], session=["a", "a"])
+    row = kv.hit_ratio_by_session(tok, block_tokens=16, scope="session").row(0, named=True)
+    assert row["token_hit_ratio"] == pytest.approx(32 / 72)
+    assert row["mean_request_token_hit_ratio"] == pytest.approx((0 + 32 / 40) / 2)
+    lru = kv.hit_ratio_by_session(df, block_tokens=16, capacity_tokens=32)   # two blocks
+    assert _lru([[0, 1], [0, 1], [0, 1, 2], [5]], 2) == [0, 2, 2, 0]
+    assert lru["cached_blocks"].to_list() == [0 + 2, 2, 0]
+    assert kv.footprint_blocks(df.head(3), scope="session") == 5
+    assert kv.footprint_blocks(df) == 4
+    with pytest.raises(ValueError, match="session"):
+        kv.hit_ratio_by_session(_frame([[1]]), block_tokens=16)
+
+
+def test_reuse_by_whole_frame_is_hit_ratios():
+    rng = np.random.default_rng(3)
+    df = _frame(_random_trace(rng, 120))
+    r = kv.prefix_reuse(df, block_tokens=16)
+    whole = kv.reuse_by(r).row(0, named=True)
+    h = kv.hit_ratios(df, block_tokens=16)
+    for name in ("block_seen_ratio", "block_hit_ratio", "token_hit_ratio", "request_hit_ratio",
+                 "mean_request_token_hit_ratio"):
+        assert whole[name] == pytest.approx(getattr(h, name))
+    assert whole["cached_blocks"] == int(r["cached_blocks"].sum())
+
+
+def test_session_scope_with_ids_too_wide_to_pack():
+    """(session, id) keys are packed into one int64 when the id range allows; ids spanning
+    most of int64 take the other path, with the same answers."""
+    rng = np.random.default_rng(6)
+    reqs = _random_trace(rng, 60)
+    wide = [[h * 2 * 10**17 - 4 * 10**18 for h in r] for r in reqs]
+    sess = [str(x) for x in rng.integers(0, 4, len(reqs))]
+    flat = [h for r in wide for h in r]
+    assert (max(flat) - min(flat) + 1) * len(set(sess)) >= 1 << 62      # the unpacked path
+    keyed = [[hash((s, h)) for h in r] for r, s in zip(reqs, sess, strict=True)]
+    for ids in (reqs, wide):
+        df = _frame(ids, session=sess)
+        for b in (3, 30):
+            got = kv.prefix_reuse(df, block_tokens=16, scope="session", capacity_tokens=16 * b)
+            assert got["cached_blocks"].to_list() == _lru(keyed, b)

@@ -98,11 +98,36 @@ def _synthesize(t: dict[str, Any], text: str) -> None:
     assert f"{t['replay_requests']} succeeded" in text
 
 
+def _agentic(t: dict[str, Any], text: str) -> None:
+    # the 231 real conversations, every request accounted for (sub-agents included)
+    assert (t["weka_requests"], t["weka_rejected"], t["weka_sessions"]) == (5237, 0, 231)
+    assert t["weka_subagent_requests"] == 101
+    assert (t["weka_block_tokens"], t["weka_scope"]) == (64, "session")
+    # the upstream README's medians per request: think 10 s, API time 6.5 s
+    assert t["weka_think_s_p50"] == 10.0
+    assert abs(t["weka_server_s_p50"] - 6.5) < 1.0
+    assert t["weka_context_growth_p50"] > 0          # prompts grow turn by turn
+    # the LRU curve rises from nothing to the infinite cache at the footprint
+    assert t["weka_lru_sorted"] and t["weka_lru_smallest"] < 0.01
+    assert t["weka_lru_footprint"] == pytest.approx(t["weka_token_hit_ratio"], abs=1e-12)
+    # session-scoped ids: a first turn has nothing of its own cached, later turns re-read
+    assert t["weka_turn1_token_hit_ratio"] < 0.01 < 0.9 < t["weka_later_token_hit_ratio"]
+    assert t["weka_token_hit_ratio_if_global"] > t["weka_token_hit_ratio"]   # aliasing
+    assert t["weka_sessions_with_ratio"] == 231
+    # a coarse prefix hit implies the fine one: coarser blocks can only lose
+    assert t["weka_token_hit_ratio_512"] <= t["weka_token_hit_ratio"]
+    # Mooncake conversation trace: 0.3664 of blocks seen before; 40% per request (FAST'25)
+    assert t["moon_block_seen_ratio"] == pytest.approx(0.3664, abs=5e-5)
+    assert round(t["moon_mean_request_token_hit_ratio"], 2) == 0.41
+    assert "5,237 requests in 231 conversations (101 in sub-agents)" in text
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "01_llm_traces": _llm_traces,
     "02_serverless_cold_starts": _serverless,
     "03_fairness": _fairness,
     "04_synthesize_and_replay": _synthesize,
+    "05_agentic_sessions": _agentic,
 }
 
 
