@@ -293,7 +293,7 @@ def test_cli_kvcache_reads_the_block_size_and_names_the_ratios(mirror: Path, tmp
     assert doc["lru"][0]["block_hit_ratio"] == pytest.approx(ratios["block_hit_ratio"])
     ingest("azure_llm_2023/code", store=store)
     res = runner.invoke(app, ["kvcache", "azure_llm_2023/code", "--store", str(store.root)])
-    assert res.exit_code == 1 and "--block-tokens" in res.output
+    assert res.exit_code == 1 and "carry no hash_ids" in res.output
 
 
 @pytest.mark.parametrize("dtype", [pl.UInt32, pl.Int32, pl.UInt16])
