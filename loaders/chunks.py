@@ -39,7 +39,7 @@ from typing import Any
 import polars as pl
 
 from servetrace.loaders.dataset import Loaded
-from servetrace.loaders.source import FileStats, FormatError, remember_stats
+from servetrace.loaders.source import FormatError, remember_sha256
 
 DEFAULT_CHUNK_BYTES = 256 << 20
 """Content bytes per chunk (``$SERVETRACE_CHUNK_BYTES``): about 2.5M rows of an Azure LLM
@@ -77,27 +77,23 @@ class Chunk:
 
 
 def _content(path: Path, block: int = 1 << 22) -> Iterator[bytes]:
-    """The file's bytes, gzip members decompressed as a stream. The file's
-    :class:`FileStats` (its SHA-256, for the trace's provenance) are taken on the way."""
-    digest, size, newlines, commas, last = hashlib.sha256(), 0, 0, 0, b"\n"
+    """The file's bytes, gzip members decompressed as a stream. The file's SHA-256 (for the
+    trace's provenance) is taken on the way, so the file is not read again for it."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
         fh.seek(0)
         if not gz:
             while data := fh.read(block):
                 digest.update(data)
-                size, newlines = size + len(data), newlines + data.count(b"\n")
-                commas, last = commas + data.count(b","), data[-1:]
                 yield data
-            remember_stats(path, FileStats(digest.hexdigest(), size, newlines, commas, False,
-                                           last == b"\n"))
+            remember_sha256(path, digest.hexdigest())
             return
         inflate = None  # the decompressor of the member in progress, if any
         read = 0
         while data := fh.read(block):
             read += len(data)
             digest.update(data)
-            last = data[-1:]
             while data:
                 inflate = inflate or zlib.decompressobj(wbits=31)
                 try:
@@ -115,55 +111,64 @@ def _content(path: Path, block: int = 1 << 22) -> Iterator[bytes]:
         if inflate is not None:
             raise FormatError(path, f"gzip stream ends early, at compressed byte {read:,} of "
                                     "a truncated file; no rows of this file were kept")
-        remember_stats(path, FileStats(digest.hexdigest(), read, 0, 0, True, last == b"\n"))
+        remember_sha256(path, digest.hexdigest())
 
 
 def split(path: Path, folder: Path, header_lines: int, size: int) -> Iterator[Chunk]:
     """Write ``path`` as chunk files in ``folder``, one at a time, each deleted once the
-    next is asked for. Lines are never cut; a line longer than ``size`` is a chunk of its own.
+    next is asked for. A chunk ends at the last line end once ``size`` bytes have come (so
+    it holds at most one read block more); lines are never cut.
     """
     header = b""
-    pending = b""
-    line = 1  # source line number of pending's first line
+    blocks: list[bytes] = []  # content not yet written, joined only when a chunk is cut
+    held = 0
+    line = 1  # source line number of the first line held
     index = 0
     previous: Path | None = None
 
-    def emit(body: bytes) -> Chunk:
+    def emit(buf: bytes, end: int) -> Chunk:
         nonlocal index, previous, line
         if previous is not None:
             previous.unlink(missing_ok=True)
         target = folder / f"chunk-{index:05d}{path.suffix if path.suffix != '.gz' else ''}"
-        target.write_bytes(header + body)
+        with open(target, "wb") as out:
+            out.write(header)
+            out.write(memoryview(buf)[:end])
         chunk = Chunk(target, line, header_lines)
-        line += body.count(b"\n")
+        line += buf.count(b"\n", 0, end)
         index += 1
         previous = target
         return chunk
 
-    for data in _content(path):
-        pending += data
-        if len(header) == 0 and header_lines:
+    for data in _content(path, block=min(size, 1 << 22)):
+        blocks.append(data)
+        held += len(data)
+        if header_lines and not header:
+            buf = b"".join(blocks)
             cut = -1
             for _ in range(header_lines):
-                cut = pending.find(b"\n", cut + 1)
+                cut = buf.find(b"\n", cut + 1)
                 if cut < 0:
                     break
             if cut < 0:
+                blocks = [buf]
                 continue
-            header, pending = pending[:cut + 1], pending[cut + 1:]
-            line = 1 + header_lines
-        while len(pending) >= size:
-            cut = pending.rfind(b"\n", 0, size)
-            if cut < 0:
-                cut = pending.find(b"\n", size)
-                if cut < 0:
-                    break
-            yield emit(pending[:cut + 1])
-            pending = pending[cut + 1:]
-    if pending or index == 0:
+            header, rest = buf[:cut + 1], buf[cut + 1:]
+            blocks, held, line = [rest], len(rest), 1 + header_lines
+        if held >= size:
+            buf = b"".join(blocks)
+            cut = buf.rfind(b"\n")
+            if cut < 0:  # one line longer than a chunk: read on to its end
+                blocks = [buf]
+                continue
+            yield emit(buf, cut + 1)
+            rest = buf[cut + 1:]
+            blocks, held = [rest], len(rest)
+    buf = b"".join(blocks)
+    if buf or index == 0:
         if header_lines and not header:  # a file shorter than its header: the loader says so
-            header, pending = pending, b""
-        yield emit(pending)
+            header, buf = buf, b""
+        yield emit(buf, len(buf))
     if previous is not None:
         previous.unlink(missing_ok=True)
 

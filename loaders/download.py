@@ -30,7 +30,7 @@ from rich.progress import (
 )
 
 from servetrace.loaders.dataset import RemoteFile
-from servetrace.loaders.source import FormatError, file_stats
+from servetrace.loaders.source import FormatError, file_sha256
 
 CHUNK = 1 << 20
 STALL_BYTES = 64 << 10
@@ -45,7 +45,7 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    return file_stats(path).sha256
+    return file_sha256(path)
 
 
 def verify(path: Path, file: RemoteFile) -> None:
@@ -234,7 +234,7 @@ def extract(archive: Path, suffix: str = ".csv") -> Path:
     members (default 100,000), counted as bytes are written, whatever the headers claim.
     Extraction goes to a temporary folder renamed into place, so an interrupted one is redone.
     """
-    key = file_stats(archive).sha256[:16]
+    key = file_sha256(archive)[:16]
     stem = archive.name.split(".")[0]
     target = cache_dir() / "extracted" / f"{stem}-{key}"
     if (target / ".complete").exists():

@@ -207,7 +207,12 @@ def _stats(path: str, size: int, mtime_ns: int) -> FileStats:
     return FileStats(h.hexdigest(), size, newlines, commas, gz, last == b"\n")
 
 
-_SEEN: dict[tuple[str, int, int], FileStats] = {}
+def file_stats(path: str | Path) -> FileStats:
+    """SHA-256, newline and comma counts of a file, computed once per file version."""
+    return _stats(*_version(path))
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}
 
 
 def _version(path: str | Path) -> tuple[str, int, int]:
@@ -215,18 +220,16 @@ def _version(path: str | Path) -> tuple[str, int, int]:
     return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
 
 
-def file_stats(path: str | Path) -> FileStats:
-    """SHA-256, newline and comma counts of a file, computed once per file version."""
+def file_sha256(path: str | Path) -> str:
+    """A file's SHA-256, computed once per file version (or taken while it was streamed)."""
     key = _version(path)
-    return _SEEN.get(key) or _stats(*key)
+    return _SHA256.get(key) or _stats(*key).sha256
 
 
-def remember_stats(path: str | Path, stats: FileStats) -> None:
-    """Record the stats of a file computed while reading it some other way (a stream), so
-    :func:`file_stats` does not read it again while it is unchanged."""
-    key = _version(path)
-    if stats.size == key[1]:
-        _SEEN[key] = stats
+def remember_sha256(path: str | Path, digest: str) -> None:
+    """Record the SHA-256 of a file computed while reading it some other way (a stream), so
+    :func:`file_sha256` does not read it again while it is unchanged."""
+    _SHA256[_version(path)] = digest
 
 
 def csv_rows(path: str | Path, columns: list[str], *, header: bool = True,
