@@ -321,7 +321,13 @@ def comment(field: pa.Field) -> str:
 
 
 def polars_schema(table: str) -> pl.Schema:
-    """The Polars schema of a canonical table."""
+    """The Polars schema of a canonical table (a copy: the caller may change it)."""
+    return pl.Schema(_polars_schema(table))
+
+
+@functools.cache
+def _polars_schema(table: str) -> pl.Schema:
+    # Converting the Arrow schema costs tens of ms: once per table, not once per file written.
     return pl.Schema(pl.from_arrow(TABLES[table].empty_table()).schema)
 
 
