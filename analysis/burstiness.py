@@ -78,7 +78,7 @@ import polars as pl
 from scipy import special
 
 from servetrace.analysis import fitting
-from servetrace.analysis.frames import columns, lazy
+from servetrace.analysis.frames import columns, lazy, warn_empty
 
 __all__ = [
     "bursts",
@@ -249,6 +249,7 @@ def _prepare(events: Events, by: By) -> _Prepared:
     if missing:
         raise ValueError(f"by: column {missing[0]!r} is not in events (columns: "
                          f"{', '.join(names)})")
+    warn_empty(lf, cols)
     if "arrival_s" in names:
         return _prepare_arrivals(lf.select(*cols, "arrival_s").collect(), cols)
     if {"window_start_s", "window_s", "count"} <= set(names):
