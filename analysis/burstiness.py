@@ -956,8 +956,10 @@ _HURST = {"aggregated_variance": _h_aggregated_variance, "rs": _h_rescaled_range
 #: (fGn with H from 0.6 to 0.9, 2^14 points, 36 seeds: at most 0.09; the MMPP of
 #: :func:`hurst`'s docstring: 0.10–0.25 over 1 h, 0.19–0.33 over 2 h, 0.30–0.43 over 4 h).
 HURST_BEND = 0.15
-#: ... and calls the counts long-range dependent only from this aggregated-variance H up.
+#: ... and calls the counts long-range dependent only from this aggregated-variance H up,
 LONG_MEMORY_H = 0.6
+#: ... with a line through the variance-time curve of at least this R² (fGn: above 0.99).
+HURST_MIN_R2 = 0.9
 
 
 def _hurst_notes(method: str, h: np.ndarray, fit: dict[str, np.ndarray], w: float
@@ -977,11 +979,13 @@ def _hurst_notes(method: str, h: np.ndarray, fit: dict[str, np.ndarray], w: floa
     return pl.Series("note", out, dtype=pl.String)
 
 
-def _memory(av: np.ndarray, bend: np.ndarray, dfa: np.ndarray) -> np.ndarray:
+def _memory(av: np.ndarray, fit: dict[str, np.ndarray], dfa: np.ndarray) -> np.ndarray:
     """The verdict per group of :func:`hurst` (see its docstring); None where H is null."""
+    bend = fit.get("bend", np.full(av.shape, np.nan))
     verdict = np.select(
-        [~np.isfinite(av), bend > HURST_BEND, av < LONG_MEMORY_H, dfa > 1],
-        [None, "short-range", "short-range", "non-stationary"], "long-range")
+        [~np.isfinite(av), bend > HURST_BEND, av < LONG_MEMORY_H, dfa > 1,
+         ~np.isfinite(bend) | (fit["r2"] < HURST_MIN_R2)],
+        [None, "short-range", "short-range", "non-stationary", "undetermined"], "long-range")
     return verdict.astype(object)
 
 
@@ -1003,7 +1007,7 @@ def _hurst(ev: _Prepared, base_window_s: float | None) -> pl.DataFrame:
             h, fit = estimator(x)
             found[method] = np.where(enough, h, np.nan), fit
         av, av_fit = found["aggregated_variance"]
-        memory = _memory(av, av_fit.get("bend", np.zeros(rows)), found["dfa"][0])
+        memory = _memory(av, av_fit, found["dfa"][0])
         for method, (h, fit) in found.items():
             parts.append(_frame(ev, np.arange(g0, g1), {
                 "method": [method] * rows, "h": h,
@@ -1070,8 +1074,12 @@ def hurst(events: Events, by: By = None, base_window_s: float | None = None) -> 
     * ``non-stationary`` — not short-range by the above, but DFA reads above 1 (a trend,
       cycle or level shifts at these scales; over 1 h the same MMPP reads DFA ≈ 1.07): there
       is no Hurst exponent to report;
-    * ``long-range`` — H ≥ :data:`LONG_MEMORY_H`, a straight variance-time curve and DFA at
-      most 1 (fGn-driven counts with H = 0.8 read 0.76–0.81).
+    * ``undetermined`` — none of the above, but the curve has too few scales to see a bend
+      (under 9: a series of fewer than 736 windows) or a line fits it
+      with R² below :data:`HURST_MIN_R2`: no verdict either way;
+    * ``long-range`` — H ≥ :data:`LONG_MEMORY_H`, a straight variance-time curve (R² ≥
+      :data:`HURST_MIN_R2`, no bend) and DFA at most 1 (fGn-driven counts with H = 0.8 read
+      0.76–0.81).
 
     Read ``h`` with ``r2`` (a value from a curve no line fits is no exponent) and with the
     scale range ``min_scale_s`` … ``max_scale_s``: all of them depend on the base window.

@@ -484,6 +484,14 @@ def test_hurst_says_when_it_is_not_long_memory(poisson_trace: pl.DataFrame) -> N
     assert h["memory"].to_list() == ["non-stationary"] * 3
 
 
+def test_hurst_gives_no_verdict_from_a_short_or_crooked_curve() -> None:
+    # 700 windows: 8 scales, too few to see a bend, so long memory cannot be told apart
+    short = b.hurst(fgn_counts(0.8, 5, n=700))
+    assert short["h"][0] > b.LONG_MEMORY_H and short["n_scales"][0] == 8
+    assert short["memory"].to_list() == ["undetermined"] * 3
+    assert b.hurst(fgn_counts(0.8, 5, n=736))["memory"][0] == "long-range"
+
+
 @pytest.mark.parametrize(("name", "memory"), [
     ("poisson", "short-range"), ("gamma renewal, cv 2", "short-range"),
     ("mmpp 20/2 per s, 60 s sojourns, 4 h", "short-range"), ("fgn counts, H 0.8", "long-range"),
