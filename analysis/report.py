@@ -91,16 +91,37 @@ def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
         if isinstance(fits, pl.DataFrame) and fits.height:
             tables.append(("Inter-arrival fits (maximum likelihood, ranked by AIC)", fits))
             gaps = burstiness.interarrival_gaps(events)["gap_s"]
-            charts.append(plots.fitted_cdf(gaps, fits, "Inter-arrival times: data and fits"))
+            charts.append(plots.fitted_cdf(gaps, fits, "Inter-arrival times: data and fits",
+                                           x_title="inter-arrival time (s)"))
     tables.append(("Hurst exponent", burstiness.hurst(events, by=by)))
     periods = _attempt(notes, "periodicity", lambda: burstiness.periodicity(events, by=by))
     if isinstance(periods, pl.DataFrame):
-        tables.append(("Dominant periods", periods))
+        _dominant_periods(periods, tables, notes)
     tables.append((f"Bursts (rate above k × rolling baseline, {window:g} s windows)", found))
     lead = (f"{events.height:,} {'arrivals' if is_events else 'window counts'}. The index of "
             "dispersion is 1 at every window size for a Poisson process and grows with the "
             "window for traffic that is bursty across time scales.")
     return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+def _dominant_periods(periods: pl.DataFrame, tables: list[tuple[str, pl.DataFrame]],
+                      notes: list[str]) -> None:
+    """The periods that pass both of :func:`servetrace.analysis.burstiness.summary`'s tests
+    (Fisher p-value and autocorrelation at the period); a note for peaks that pass only the
+    first: a trend or a burst gives p ≈ 0 with no repetition (negative strength)."""
+    p, a = burstiness.DOMINANT_P_VALUE, burstiness.DOMINANT_STRENGTH
+    found = periods.filter((pl.col("p_value") < p) & (pl.col("strength") >= a))
+    loose = periods.filter((pl.col("p_value") < p) & ~(pl.col("strength") >= a))
+    if found.height:
+        tables.append((f"Dominant periods (Fisher p < {p:g}, autocorrelation at the period "
+                       f"≥ {a:g})", found))
+    if loose.height:
+        notes.append(f"periods: {loose.height} periodogram peak(s) with Fisher p < {p:g} "
+                     f"do not repeat (autocorrelation at the period below {a:g}, down to "
+                     f"{loose['strength'].min():.2f}): a trend or bursts, not a cycle; "
+                     "not shown")
+    elif not found.height:
+        notes.append(f"periods: no periodogram peak with Fisher p < {p:g}")
 
 
 def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
@@ -121,8 +142,9 @@ def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str]
         fits = _attempt(notes, f"{name} fits", lambda name=name: tokens.fit_lengths(requests, name))
         if isinstance(fits, pl.DataFrame) and fits.height:
             tables.append((f"Fits of {name.replace('_', ' ')} (ranked by AIC)", fits))
-            charts.append(plots.fitted_cdf(requests[name].drop_nulls(), fits,
-                                           f"{name.replace('_', ' ')}: data and fits"))
+            charts.append(plots.fitted_cdf(
+                requests[name].drop_nulls(), fits, f"{name.replace('_', ' ')}: data and fits",
+                x_title=f"{name.split('_')[0]} length (tokens)"))
     joint = tokens.output_by_input(requests)
     tables.append(("Output length by input bucket", joint))
     charts.append(plots.output_by_input(joint))
@@ -282,6 +304,8 @@ def table_html(frame: pl.DataFrame, caption: str = "", max_rows: int = MAX_TABLE
     """A frame as an HTML table (first ``max_rows`` rows; the rest counted in the caption)."""
     more = frame.height - max_rows
     shown = frame.head(max_rows)
+    if "params" in shown.columns:  # wide JSON: last, so the figures beside it stay in view
+        shown = shown.select(pl.exclude("params"), "params")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
                    for row in shown.iter_rows())

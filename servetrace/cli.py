@@ -302,8 +302,12 @@ def analyze_cmd(
     if png:
         png.mkdir(parents=True, exist_ok=True)
         charts = [c for section in sections for c in section.charts]
-        for i, chart in enumerate(charts, 1):
-            plots.save_png(chart, png / f"chart_{i:02d}.png")
+        seen: dict[str, int] = {}
+        for chart in charts:  # named after what they show; a repeated title gets _2, _3 ...
+            name = plots.file_name(chart, "")
+            seen[name] = seen.get(name, 0) + 1
+            suffix = f"_{seen[name]}" if seen[name] > 1 else ""
+            plots.save_png(chart, png / f"{name}{suffix}.png")
         err.print(f"{len(charts)} charts: {png}", highlight=False)
 
 

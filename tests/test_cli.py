@@ -226,6 +226,11 @@ def test_analyze_prints_figures_and_writes_a_self_contained_report(env, mirror, 
     page = report.read_text()
     assert "<script" not in page and "src=" not in page  # nothing to fetch when viewed
     assert page.count("<svg") == len(list(png.glob("*.png"))) >= 6
+    # issue 17, item 10: files named after what they show, not chart_01.png ...
+    names = {p.name for p in png.glob("*.png")}
+    assert {"index_of_dispersion_across_time_scales.png", "arrival_rate.png",
+            "input_tokens_data_and_fits.png"} <= names, names
+    assert not any(n.startswith("chart_") for n in names)
     assert "Apache-2.0" in page and "Index of dispersion" in page
     res = runner.invoke(app, ["analyze", "mooncake/conversation", "--by", "nope"])
     assert res.exit_code == 1 and "--by 'nope'" in res.output
