@@ -172,7 +172,8 @@ def tradeoff(frame: pl.DataFrame) -> alt.LayerChart:
     Functions 2019 sample; fixed 4 h: 0.0002), so a linear axis would flatten every policy
     but "no keep-alive" onto zero and hide the hybrid point. Policies with no cold start at
     all cannot sit on a log axis and are named in the title instead."""
-    drawn = frame.filter(pl.col("cold_fraction") > 0)
+    drawn = frame.filter(pl.col("cold_fraction") > 0).with_row_index("_i").with_columns(
+        pl.col("label").str.replace("^fixed ", "").alias("_short"))  # the colour says fixed
     left = frame.filter(~(pl.col("cold_fraction") > 0))["label"].to_list()
     title = "Keep-alive trade-off" + (f" (no cold start, not drawn: {', '.join(left)})"
                                       if left else "")
@@ -184,8 +185,12 @@ def tradeoff(frame: pl.DataFrame) -> alt.LayerChart:
     points = base.mark_point(filled=True, size=70).encode(
         x, y, alt.Color("policy:N"), alt.Shape("policy:N"),
         tooltip=["label", "keep_alive_s", "cold_fraction", "wasted_gb_s"])
-    labels = base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(x, y, text="label:N")
-    return line + points + labels
+    # labels of neighbouring policies alternate above and below their points, so that close
+    # points (fixed 2 h, fixed 4 h) do not print over each other
+    above, below = (base.transform_filter(f"datum._i % 2 == {k}").mark_text(
+        align="left", dx=6, dy=dy, fontSize=10).encode(x, y, text="_short:N")
+        for k, dy in ((0, -9), (1, 12)))
+    return line + points + above + below
 
 
 def _top_tenants(frame: pl.DataFrame, by: str, value: str) -> pl.DataFrame:
@@ -236,8 +241,8 @@ def tenant_latency(frame: pl.DataFrame, by: str = "tenant") -> alt.Chart:
 
 
 def file_name(chart: alt.TopLevelMixin, suffix: str = ".png") -> str:
-    """A file name saying what the chart shows: its title in lower case, words joined by
-    ``_`` ("Index of dispersion across time scales" → ``index_of_dispersion_across_time_scales.png``)."""
+    """A file name saying what the chart shows: the first ten words of its title in lower
+    case, joined by ``_`` ("Arrival rate" → ``arrival_rate.png``)."""
     spec = chart.to_dict()
     title = spec.get("title") or next((layer.get("title") for layer in spec.get("layer", [])
                                         if layer.get("title")), None) or "chart"

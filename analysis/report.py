@@ -9,6 +9,7 @@ opens anywhere with no network and no JavaScript. Nothing here writes files.
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -300,12 +301,25 @@ def _cell(value: object) -> str:
     return html.escape(str(value))
 
 
+def _params(text: str) -> str:
+    """A fit's parameters (JSON) with 4 significant digits: ``shape=0.871, scale=0.2076``."""
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError):
+        return text
+    if not isinstance(values, dict):
+        return text
+    return ", ".join(f"{k}={_cell(v) if isinstance(v, float) else v}"
+                     for k, v in values.items())
+
+
 def table_html(frame: pl.DataFrame, caption: str = "", max_rows: int = MAX_TABLE_ROWS) -> str:
     """A frame as an HTML table (first ``max_rows`` rows; the rest counted in the caption)."""
     more = frame.height - max_rows
     shown = frame.head(max_rows)
     if "params" in shown.columns:  # wide JSON: last, so the figures beside it stay in view
-        shown = shown.select(pl.exclude("params"), "params")
+        shown = shown.select(pl.exclude("params"), pl.col("params").map_elements(
+            _params, return_dtype=pl.String))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
                    for row in shown.iter_rows())
