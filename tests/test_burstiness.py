@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from servetrace.analysis import burstiness as b
+from servetrace.analysis import interarrival
 from servetrace.loaders import azure_functions_2019, azure_llm_2023, mooncake
 
 
@@ -362,12 +363,12 @@ def test_banded_quantiles_are_numpys_bit_for_bit() -> None:
     # ties, sorted input, a strided sample that sees one value only, q at 0 and 1, and
     # sizes around the threshold of the banded path.
     rng = np.random.default_rng(12)
-    n0 = b._SELECT_MIN
+    n0 = interarrival._SELECT_MIN
     cases = {
         "exponential": rng.exponential(1.0, n0),
         "ties": rng.integers(0, 4, n0 + 1).astype(float),
         "sorted gamma": np.sort(rng.gamma(0.25, 4.0, 3 * n0)),
-        "aliased": np.where(np.arange(4 * n0) % (4 * n0 // b._SELECT_SAMPLE) == 0, 0.0,
+        "aliased": np.where(np.arange(4 * n0) % (4 * n0 // interarrival._SELECT_SAMPLE) == 0, 0.0,
                             rng.exponential(1.0, 4 * n0)),  # the sample sees only zeros
         "half zeros": np.where(rng.random(2 * n0) < 0.5, 0.0, rng.lognormal(0, 3, 2 * n0)),
         "cauchy": rng.standard_cauchy(2 * n0 + 3),
@@ -375,7 +376,7 @@ def test_banded_quantiles_are_numpys_bit_for_bit() -> None:
     }
     for name, x in cases.items():
         for qs in ([0.5, 0.9, 0.99], [0.0, 0.123, 0.5, 0.77, 1.0], rng.random(6).tolist()):
-            got = b._quantiles(x, qs)
+            got = interarrival._quantiles(x, qs)
             assert np.array_equal(got, np.quantile(x, qs)), (name, qs)
     # the public statistic uses it: p50/p90/p99 of the gaps are NumPy's
     t = np.cumsum(rng.gamma(0.5, 1.0, 3 * n0))
