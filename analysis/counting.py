@@ -161,12 +161,14 @@ def _prepare(events: Events, by: By) -> _Prepared:
     if missing:
         raise ValueError(f"by: column {missing[0]!r} is not in events (columns: "
                          f"{', '.join(names)})")
-    warn_empty(lf, cols)
     if "arrival_s" in names:
-        return _prepare_arrivals(lf.select(*cols, "arrival_s").collect(), cols)
+        df = lf.select(*cols, "arrival_s").collect()
+        warn_empty(df, cols, lf)
+        return _prepare_arrivals(df, cols)
     if {"window_start_s", "window_s", "count"} <= set(names):
-        return _prepare_counts(lf.select(*cols, "window_start_s", "window_s", "count")
-                               .collect(), cols)
+        df = lf.select(*cols, "window_start_s", "window_s", "count").collect()
+        warn_empty(df, cols, lf)
+        return _prepare_counts(df, cols)
     raise ValueError("events: needs an 'arrival_s' column (requests, invocations) or "
                      "'window_start_s', 'window_s' and 'count' (invocation_counts); "
                      f"got {', '.join(names)}")

@@ -55,12 +55,15 @@ def groupable(frame: pl.DataFrame | pl.LazyFrame) -> list[str]:
     return [c for c, n in zip(cols, counts, strict=True) if n]
 
 
-def empty_by_message(frame: pl.DataFrame | pl.LazyFrame, cols: Sequence[str]) -> str | None:
+def empty_by_message(frame: pl.DataFrame | pl.LazyFrame, cols: Sequence[str],
+                     source: pl.DataFrame | pl.LazyFrame | None = None) -> str | None:
     """Why grouping ``frame`` by ``cols`` would be meaningless (None: it is not): the ``by``
-    columns with no value, and the columns that do have values."""
+    columns with no value, and the columns of ``source`` (the whole input ``frame`` was
+    selected from; default ``frame``) that do have values."""
     none = empty(frame, cols)
     if not none:
         return None
+    frame = frame if source is None else source
     names = ", ".join(repr(c) for c in none)
     return (f"by: {names} {'is' if len(none) == 1 else 'are'} null in every row, so every "
             f"row falls into one null group; columns with values: "
@@ -81,9 +84,11 @@ def _outside_level() -> int:
     return level
 
 
-def warn_empty(frame: pl.DataFrame | pl.LazyFrame, cols: Sequence[str]) -> None:
-    """:class:`EmptyGroupWarning` when a ``by`` column is null in every row of ``frame``."""
-    message = empty_by_message(frame, cols)
+def warn_empty(frame: pl.DataFrame | pl.LazyFrame, cols: Sequence[str],
+               source: pl.DataFrame | pl.LazyFrame | None = None) -> None:
+    """:class:`EmptyGroupWarning` when a ``by`` column is null in every row of ``frame``
+    (collected: the check is then free); ``source`` as in :func:`empty_by_message`."""
+    message = empty_by_message(frame, cols, source)
     if message is not None:
         warnings.warn(message, EmptyGroupWarning, stacklevel=_outside_level())
 

@@ -112,7 +112,7 @@ def _read(requests: Frame, keys: list[str], fields: Sequence[str], fn: str, *,
     checking that no key is also a field or an extra column."""
     _no_overlap(keys, [*fields, *extra], fn)
     frame = _collect(requests, [*keys, *extra, *fields], fn)
-    warn_empty(frame, keys)
+    warn_empty(frame, keys, as_lazy(requests, fn))
     for field in fields:
         _numeric(frame, field, fn)
     return frame
@@ -1151,7 +1151,7 @@ def summary(requests: Frame, by: By = None, *, families: Sequence[str] = WHOLE_F
     keys = _keys(by)
     _no_overlap(keys, [*FIELDS, "failed"], fn)
     frame = _collect(requests, [*keys, *FIELDS], fn, optional=["failed"])
-    warn_empty(frame, keys)
+    warn_empty(frame, keys, as_lazy(requests, fn))
     lengths = length_summary(frame, keys)
     out = failure_rate(frame, keys).select(*keys, "n", pl.col("rate").alias("failure_rate"))
     for field, prefix in zip(FIELDS, ("input", "output"), strict=True):
