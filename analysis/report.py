@@ -321,8 +321,11 @@ def table_html(frame: pl.DataFrame, caption: str = "", max_rows: int = MAX_TABLE
         shown = shown.select(pl.exclude("params"), pl.col("params").map_elements(
             _params, return_dtype=pl.String))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.iter_rows())
+    # sentences (a Hurst note) wrap instead of running off the right edge of the table
+    tags = ["<td class='text'>" if c in ("note", "notes") else "<td>" for c in shown.columns]
+    body = "".join("<tr>" + "".join(f"{t}{_cell(v)}</td>" for t, v in zip(tags, row,
+                                                                             strict=True))
+                   + "</tr>" for row in shown.iter_rows())
     note = f" (first {max_rows} of {frame.height:,} rows)" if more > 0 else ""
     return (f"<table><caption>{html.escape(caption)}{note}</caption><thead><tr>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table>")
@@ -334,6 +337,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:1em 0;font-size:12px;display:block;overflow-x:auto}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
+td.text{white-space:normal;text-align:left;min-width:24em}
 th{background:#f4f4f4}.chart{margin:1em 0}.note{color:#8a5a00}
 .meta td{text-align:left;white-space:normal;min-width:6em}
 """

@@ -58,3 +58,13 @@ def test_fit_tables_put_the_wide_params_column_last() -> None:
     html = report.table_html(fits, "fits")
     assert re.findall(r"<th>([^<]*)</th>", html) == ["family", "loglik", "aic", "ks", "params"]
     assert "<td>shape=0.871, scale=0.2</td>" in html  # compact, not 17-digit JSON
+
+
+def test_notes_wrap_in_their_cell() -> None:
+    # a Hurst note is a sentence: with the table's nowrap it ran off the visible table
+    frame = pl.DataFrame({"method": ["aggregated_variance"], "h": [0.86],
+                          "note": ["the variance-time curve bends back toward slope -1"]})
+    html = report.table_html(frame)
+    assert "<td class='text'>the variance-time curve" in html and "<td>0.86</td>" in html
+    page = report.render("t", [report.Section("s", tables=(("Hurst", frame),))])
+    assert "td.text{white-space:normal" in page
