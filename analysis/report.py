@@ -9,6 +9,7 @@ opens anywhere with no network and no JavaScript. Nothing here writes files.
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,16 +102,37 @@ def arrivals(events: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None
         if isinstance(fits, pl.DataFrame) and fits.height:
             tables.append(("Inter-arrival fits (maximum likelihood, ranked by AIC)", fits))
             gaps = burstiness.interarrival_gaps(events)["gap_s"]
-            charts.append(plots.fitted_cdf(gaps, fits, "Inter-arrival times: data and fits"))
+            charts.append(plots.fitted_cdf(gaps, fits, "Inter-arrival times: data and fits",
+                                           x_title="inter-arrival time (s)"))
     tables.append(("Hurst exponent", burstiness.hurst(events, by=by)))
     periods = _attempt(notes, "periodicity", lambda: burstiness.periodicity(events, by=by))
     if isinstance(periods, pl.DataFrame):
-        tables.append(("Dominant periods", periods))
+        _dominant_periods(periods, tables, notes)
     tables.append((f"Bursts (rate above k × rolling baseline, {window:g} s windows)", found))
     lead = (f"{events.height:,} {'arrivals' if is_events else 'window counts'}. The index of "
             "dispersion is 1 at every window size for a Poisson process and grows with the "
             "window for traffic that is bursty across time scales.")
     return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
+
+
+def _dominant_periods(periods: pl.DataFrame, tables: list[tuple[str, pl.DataFrame]],
+                      notes: list[str]) -> None:
+    """The periods that pass both of :func:`servetrace.analysis.burstiness.summary`'s tests
+    (Fisher p-value and autocorrelation at the period); a note for peaks that pass only the
+    first: a trend or a burst gives p ≈ 0 with no repetition (negative strength)."""
+    p, a = burstiness.DOMINANT_P_VALUE, burstiness.DOMINANT_STRENGTH
+    found = periods.filter((pl.col("p_value") < p) & (pl.col("strength") >= a))
+    loose = periods.filter((pl.col("p_value") < p) & ~(pl.col("strength") >= a))
+    if found.height:
+        tables.append((f"Dominant periods (Fisher p < {p:g}, autocorrelation at the period "
+                       f"≥ {a:g})", found))
+    if loose.height:
+        notes.append(f"periods: {loose.height} periodogram peak(s) with Fisher p < {p:g} "
+                     f"do not repeat (autocorrelation at the period below {a:g}, down to "
+                     f"{loose['strength'].min():.2f}): a trend or bursts, not a cycle; "
+                     "not shown")
+    elif not found.height:
+        notes.append(f"periods: no periodogram peak with Fisher p < {p:g}")
 
 
 def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str] | None = None,
@@ -131,8 +153,9 @@ def token_lengths(requests: pl.DataFrame | pl.LazyFrame, by: str | Sequence[str]
         fits = _attempt(notes, f"{name} fits", lambda name=name: tokens.fit_lengths(requests, name))
         if isinstance(fits, pl.DataFrame) and fits.height:
             tables.append((f"Fits of {name.replace('_', ' ')} (ranked by AIC)", fits))
-            charts.append(plots.fitted_cdf(requests[name].drop_nulls(), fits,
-                                           f"{name.replace('_', ' ')}: data and fits"))
+            charts.append(plots.fitted_cdf(
+                requests[name].drop_nulls(), fits, f"{name.replace('_', ' ')}: data and fits",
+                x_title=f"{name.split('_')[0]} length (tokens)"))
     joint = tokens.output_by_input(requests)
     tables.append(("Output length by input bucket", joint))
     charts.append(plots.output_by_input(joint))
@@ -470,13 +493,31 @@ def _cell(value: object) -> str:
     return html.escape(str(value))
 
 
+def _params(text: str) -> str:
+    """A fit's parameters (JSON) with 4 significant digits: ``shape=0.871, scale=0.2076``."""
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError):
+        return text
+    if not isinstance(values, dict):
+        return text
+    return ", ".join(f"{k}={_cell(v) if isinstance(v, float) else v}"
+                     for k, v in values.items())
+
+
 def table_html(frame: pl.DataFrame, caption: str = "", max_rows: int = MAX_TABLE_ROWS) -> str:
     """A frame as an HTML table (first ``max_rows`` rows; the rest counted in the caption)."""
     more = frame.height - max_rows
     shown = frame.head(max_rows)
+    if "params" in shown.columns:  # wide JSON: last, so the figures beside it stay in view
+        shown = shown.select(pl.exclude("params"), pl.col("params").map_elements(
+            _params, return_dtype=pl.String))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.iter_rows())
+    # sentences (a Hurst note) wrap instead of running off the right edge of the table
+    tags = ["<td class='text'>" if c in ("note", "notes") else "<td>" for c in shown.columns]
+    body = "".join("<tr>" + "".join(f"{t}{_cell(v)}</td>" for t, v in zip(tags, row,
+                                                                             strict=True))
+                   + "</tr>" for row in shown.iter_rows())
     note = f" (first {max_rows} of {frame.height:,} rows)" if more > 0 else ""
     return (f"<table><caption>{html.escape(caption)}{note}</caption><thead><tr>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table>")
@@ -488,6 +529,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:1em 0;font-size:12px;display:block;overflow-x:auto}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
+td.text{white-space:normal;text-align:left;min-width:24em}
 th{background:#f4f4f4}.chart{margin:1em 0}.note{color:#8a5a00}
 .meta td{text-align:left;white-space:normal;min-width:6em}
 """

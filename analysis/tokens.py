@@ -58,6 +58,7 @@ import polars as pl
 from servetrace.analysis.fitting import FIT_SCHEMA, fit_distributions
 from servetrace.analysis.frames import columns as _keys
 from servetrace.analysis.frames import lazy as as_lazy
+from servetrace.analysis.frames import warn_empty
 
 FIELDS = ("input_tokens", "output_tokens")
 FIT_FAMILIES = ("lognormal", "gamma", "weibull", "pareto", "lognormal_mixture2")
@@ -111,6 +112,7 @@ def _read(requests: Frame, keys: list[str], fields: Sequence[str], fn: str, *,
     checking that no key is also a field or an extra column."""
     _no_overlap(keys, [*fields, *extra], fn)
     frame = _collect(requests, [*keys, *extra, *fields], fn)
+    warn_empty(frame, keys, as_lazy(requests, fn))
     for field in fields:
         _numeric(frame, field, fn)
     return frame
@@ -1149,6 +1151,7 @@ def summary(requests: Frame, by: By = None, *, families: Sequence[str] = WHOLE_F
     keys = _keys(by)
     _no_overlap(keys, [*FIELDS, "failed"], fn)
     frame = _collect(requests, [*keys, *FIELDS], fn, optional=["failed"])
+    warn_empty(frame, keys, as_lazy(requests, fn))
     lengths = length_summary(frame, keys)
     out = failure_rate(frame, keys).select(*keys, "n", pl.col("rate").alias("failure_rate"))
     for field, prefix in zip(FIELDS, ("input", "output"), strict=True):

@@ -231,6 +231,23 @@ def _show(frame: pl.DataFrame, by: list[str], fmt: str, title: str) -> None:
     _print_frame(frame, fmt, title=title)
 
 
+def _check_by(frame: pl.DataFrame | pl.LazyFrame, by: str | None, where: str) -> None:
+    """Refuse a ``--by`` column that ``frame`` lacks or that is null in every row (one null
+    group says nothing), naming the columns that have values."""
+    from servetrace.analysis import frames
+
+    if not by:
+        return
+    if by not in frame.collect_schema().names():
+        problem = "no such column"
+    elif frames.empty(frame, [by]):
+        problem = "the column is empty (null in every row)"
+    else:
+        return
+    raise ValueError(f"--by {by!r}: {problem} in {where}; columns with values: "
+                     f"{', '.join(frames.groupable(frame)) or 'none'}")
+
+
 ByOpt = Annotated[str | None, typer.Option("--by", help="group by this column (e.g. tenant, "
                                            "model, function, trigger)")]
 
@@ -260,6 +277,7 @@ def analyze_cmd(
             if by and by not in events.columns:
                 raise ValueError(f"--by {by!r}: table {table} of {trace!r} has no such column; "
                                  f"columns: {', '.join(events.columns)}")
+            _check_by(events, by, f"table {table} of {trace!r}")
             timed = burstiness.has_arrivals(events)
             arrivals = burstiness.summary(events, by=by) if timed else None
             lengths = tokens.summary(events, by=by) if table == "requests" else None
@@ -293,8 +311,12 @@ def analyze_cmd(
     if png:
         png.mkdir(parents=True, exist_ok=True)
         charts = [c for section in sections for c in section.charts]
-        for i, chart in enumerate(charts, 1):
-            plots.save_png(chart, png / f"chart_{i:02d}.png")
+        seen: dict[str, int] = {}
+        for chart in charts:  # named after what they show; a repeated title gets _2, _3 ...
+            name = plots.file_name(chart, "")
+            seen[name] = seen.get(name, 0) + 1
+            suffix = f"_{seen[name]}" if seen[name] > 1 else ""
+            plots.save_png(chart, png / f"{name}{suffix}.png")
         err.print(f"{len(charts)} charts: {png}", highlight=False)
 
 
@@ -311,6 +333,11 @@ def report_cmd(
     try:
         s = Store(store)
         rows = _rows(s, trace)
+        events = [t for t in ("requests", "invocations", "invocation_counts") if t in rows]
+        if by and events:  # a column some event table has must have values there
+            having = [t for t in events if by in s.scan(t, trace).collect_schema().names()]
+            for table in having or events[:1]:
+                _check_by(s.scan(table, trace), by, f"table {table} of {trace!r}")
         with err.status(f"analysing {trace} ({', '.join(rows)})"):
             block, scope = _hash_layout(s, trace)
             sections = reports.for_trace({t: s.scan(t, trace) for t in rows}, by=by,
@@ -577,8 +604,10 @@ def fit_cmd(
             model = from_servegen(s.scan("client_windows", trace).collect(),
                                   s.scan("length_pmfs", trace).collect(), source=trace)
         else:
+            requests = _trace_or_file(trace, s)
+            _check_by(requests, by, f"the requests of {trace!r}")
             with err.status(f"fitting {trace}"):
-                model = fit(_trace_or_file(trace, s), by=by, seed=seed)
+                model = fit(requests, by=by, seed=seed)
         model.save(output)
     except _ERRORS as exc:
         _fail(exc)

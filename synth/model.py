@@ -88,6 +88,7 @@ import polars as pl
 import pyarrow as pa
 from scipy import optimize, special, stats
 
+from servetrace.analysis.frames import warn_empty
 from servetrace.loaders.schema import conform
 
 VERSION = "1"
@@ -1369,6 +1370,8 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
     frame = _collect(requests)
     if frame.height < 20:
         raise ValueError(f"fit: at least 20 requests are needed, got {frame.height}")
+    if by is not None:
+        warn_empty(requests if by in requests.collect_schema().names() else frame, [by])
     a = frame["arrival_s"].to_numpy()
     n = len(a)
     origin = float(a[0])

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from servetrace.analysis import burstiness as b
+from servetrace.analysis import interarrival
 from servetrace.loaders import azure_functions_2019, azure_llm_2023, mooncake
 
 
@@ -335,7 +336,7 @@ def test_azure_llm_2023_summary(shared: Path) -> None:
     assert s["best_fit"] in ("exponential", "gamma", "weibull", "lognormal")
     assert list(s) == ["n", "duration_s", "rate_per_s", "cv", "resolution_s", "idc_1s",
                        "idc_60s", "idc_3600s", "peak_to_mean_60s", "hurst_av", "hurst_rs",
-                       "hurst_dfa", "best_fit", "dominant_period_s", "n_bursts",
+                       "hurst_dfa", "hurst_memory", "best_fit", "dominant_period_s", "n_bursts",
                        "tie_fraction", "dominant_period_strength", "notes"]
     assert s["notes"] is None                  # continuous timestamps: everything resolved
 
@@ -362,12 +363,12 @@ def test_banded_quantiles_are_numpys_bit_for_bit() -> None:
     # ties, sorted input, a strided sample that sees one value only, q at 0 and 1, and
     # sizes around the threshold of the banded path.
     rng = np.random.default_rng(12)
-    n0 = b._SELECT_MIN
+    n0 = interarrival._SELECT_MIN
     cases = {
         "exponential": rng.exponential(1.0, n0),
         "ties": rng.integers(0, 4, n0 + 1).astype(float),
         "sorted gamma": np.sort(rng.gamma(0.25, 4.0, 3 * n0)),
-        "aliased": np.where(np.arange(4 * n0) % (4 * n0 // b._SELECT_SAMPLE) == 0, 0.0,
+        "aliased": np.where(np.arange(4 * n0) % (4 * n0 // interarrival._SELECT_SAMPLE) == 0, 0.0,
                             rng.exponential(1.0, 4 * n0)),  # the sample sees only zeros
         "half zeros": np.where(rng.random(2 * n0) < 0.5, 0.0, rng.lognormal(0, 3, 2 * n0)),
         "cauchy": rng.standard_cauchy(2 * n0 + 3),
@@ -375,7 +376,7 @@ def test_banded_quantiles_are_numpys_bit_for_bit() -> None:
     }
     for name, x in cases.items():
         for qs in ([0.5, 0.9, 0.99], [0.0, 0.123, 0.5, 0.77, 1.0], rng.random(6).tolist()):
-            got = b._quantiles(x, qs)
+            got = interarrival._quantiles(x, qs)
             assert np.array_equal(got, np.quantile(x, qs)), (name, qs)
     # the public statistic uses it: p50/p90/p99 of the gaps are NumPy's
     t = np.cumsum(rng.gamma(0.5, 1.0, 3 * n0))
@@ -461,16 +462,62 @@ def _mmpp(duration: float, seed: int, rates: tuple[float, float] = (20.0, 2.0),
 
 
 def test_hurst_says_when_it_is_not_long_memory(poisson_trace: pl.DataFrame) -> None:
-    # issue 17, item 2 (part): short memory read as H ≈ 0.95 is flagged, long memory is not
-    mmpp = b.hurst(_mmpp(4 * 3600, 1)).row(0, named=True)
-    assert mmpp["method"] == "aggregated_variance" and mmpp["h"] > 0.85
-    assert "short-range dependence" in mmpp["note"]
-    assert "short-range dependence" in b.summary(_mmpp(4 * 3600, 1))["notes"][0]
+    # issue 17, item 2: short memory read as H ≈ 0.9 is called short-range, long memory is not
+    mmpp = b.hurst(_mmpp(4 * 3600, 1))
+    av = mmpp.row(0, named=True)
+    assert av["method"] == "aggregated_variance" and av["h"] > 0.8
+    assert "short-range dependence" in av["note"] and "above 64 s" in av["note"]
+    assert mmpp["memory"].to_list() == ["short-range"] * 3
+    # the long-memory finite-sample correction is not applied to a bent curve (it read 0.90)
+    assert av["h"] < 0.88
+    summary = b.summary(_mmpp(4 * 3600, 1)).row(0, named=True)
+    assert summary["hurst_memory"] == "short-range"
+    assert "short-range dependence" in summary["notes"]
     for ev in (poisson_trace, fgn_counts(0.8, 1), fgn_counts(0.8, 2)):
         assert b.hurst(ev)["note"].null_count() == 3
     # level shifts: DFA reads above 1, which is not a Hurst exponent
     rng = np.random.default_rng(3)
     shifts = np.concatenate([poisson(r, s, s + 900, rng)
                              for s, r in zip(np.arange(8) * 900.0, [2, 40] * 4, strict=True)])
-    dfa = b.hurst(pl.DataFrame({"arrival_s": shifts})).row(2, named=True)
+    h = b.hurst(pl.DataFrame({"arrival_s": shifts}))
+    dfa = h.row(2, named=True)
     assert dfa["method"] == "dfa" and dfa["h"] > 1 and "not a Hurst exponent" in dfa["note"]
+    assert h["memory"].to_list() == ["non-stationary"] * 3
+
+
+def test_hurst_gives_no_verdict_from_a_short_or_crooked_curve() -> None:
+    # 700 windows: 8 scales, too few to see a bend, so long memory cannot be told apart
+    short = b.hurst(fgn_counts(0.8, 5, n=700))
+    assert short["h"][0] > b.LONG_MEMORY_H and short["n_scales"][0] == 8
+    assert short["memory"].to_list() == ["undetermined"] * 3
+    assert b.hurst(fgn_counts(0.8, 5, n=736))["memory"][0] == "long-range"
+
+
+@pytest.mark.parametrize(("name", "memory"), [
+    ("poisson", "short-range"), ("gamma renewal, cv 2", "short-range"),
+    ("mmpp 20/2 per s, 60 s sojourns, 4 h", "short-range"), ("fgn counts, H 0.8", "long-range"),
+    ("fgn counts, H 0.7", "long-range")])
+def test_hurst_memory_verdict_on_processes_of_known_memory(name: str, memory: str) -> None:
+    # ground truth: Poisson, renewal and MMPP counts have H = 0.5 asymptotically (short
+    # memory; Cox & Lewis 1966); fGn-driven counts have the H they were built with
+    rng = np.random.default_rng(21)
+    events = {
+        "poisson": lambda: pl.DataFrame({"arrival_s": np.cumsum(rng.exponential(0.05, 10**5))}),
+        "gamma renewal, cv 2": lambda: pl.DataFrame(
+            {"arrival_s": np.cumsum(rng.gamma(0.25, 0.4, 10**5))}),
+        "mmpp 20/2 per s, 60 s sojourns, 4 h": lambda: _mmpp(4 * 3600, 5),
+        "fgn counts, H 0.8": lambda: fgn_counts(0.8, 5),
+        "fgn counts, H 0.7": lambda: fgn_counts(0.7, 5)}[name]()
+    h = b.hurst(events)
+    assert h["memory"].to_list() == [memory] * 3, h
+    assert (h["min_scale_s"] < h["max_scale_s"] / 30).all()  # 1.5 decades of scales or more
+    av, r2 = h.row(0, named=True)["h"], h["r2"].to_numpy()
+    if name.startswith("mmpp"):
+        assert r2[0] < 0.9  # the bent variance-time curve is no line
+    else:
+        assert (r2 > 0.95).all()
+    if name.startswith("fgn"):
+        # sd of the estimate at 2^14 points ≈ 0.02 (12 seeds): within 0.05 of the truth
+        assert av == pytest.approx(float(name[-3:]), abs=0.05)
+    elif name.startswith(("poisson", "gamma")):
+        assert av == pytest.approx(0.5, abs=0.05)

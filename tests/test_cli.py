@@ -229,6 +229,11 @@ def test_analyze_prints_figures_and_writes_a_self_contained_report(env, mirror, 
     page = report.read_text()
     assert "<script" not in page and "src=" not in page  # nothing to fetch when viewed
     assert page.count("<svg") == len(list(png.glob("*.png"))) >= 6
+    # issue 17, item 10: files named after what they show, not chart_01.png ...
+    names = {p.name for p in png.glob("*.png")}
+    assert {"index_of_dispersion_across_time_scales.png", "arrival_rate.png",
+            "input_tokens_data_and_fits.png"} <= names, names
+    assert not any(n.startswith("chart_") for n in names)
     assert "Apache-2.0" in page and "Index of dispersion" in page
     res = runner.invoke(app, ["analyze", "mooncake/conversation", "--by", "nope"])
     assert res.exit_code == 1 and "--by 'nope'" in res.output
@@ -325,3 +330,23 @@ def test_compare_with_a_reference_is_the_python_holdout(mirror, tmp_path):
     told = compare()                            # baselines fitted on the test half itself
     assert any(told[m]["gamma"] != held[m]["gamma"] for m in held)
     assert told["iat_cv"]["model"] == held["iat_cv"]["model"]   # the model's errors agree
+
+
+def test_by_on_a_column_empty_for_the_whole_trace_fails_naming_the_filled_ones(env, mirror,
+                                                                               tmp_path):
+    # issue 17, item 11: Azure LLM 2023 has no tenant or model; one null group says nothing
+    code = mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv"
+    assert runner.invoke(app, ["ingest", str(code)]).exit_code == 0
+    for args in (["analyze", "azure_llm_2023/code", "--by", "tenant"],
+                 ["fit", "azure_llm_2023/code", "--by", "model", "-o", str(tmp_path / "m.json")],
+                 ["report", "azure_llm_2023/code", "--by", "tenant", "-o",
+                  str(tmp_path / "r.html")]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+        message = " ".join(res.output.split())
+        assert message.startswith(f"error: --by '{args[3]}': the column is empty")
+        assert "columns with values: trace, input_tokens, output_tokens" in message
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "r.html").exists()
+    res = runner.invoke(app, ["fit", "azure_llm_2023/code", "--by", "nope", "-o", "m.json"])
+    assert res.exit_code == 1 and "--by 'nope': no such column" in res.output

@@ -43,13 +43,35 @@ def test_rate_chart_is_coarsened_to_a_bounded_number_of_points():
 
 def test_fitted_cdf_and_png(tmp_path):
     x = np.random.default_rng(0).gamma(2.0, 1.0, 5000)
-    chart = plots.fitted_cdf(x, fit_distributions(x), "gaps")
+    chart = plots.fitted_cdf(x, fit_distributions(x), "gaps", x_title="gap (s)")
+    assert chart.to_dict()["encoding"]["x"]["title"] == "gap (s)"  # issue 17, item 10: a unit
+    assert plots.file_name(chart) == "gaps.png"
     curves = {row["curve"] for d in chart.to_dict()["datasets"].values() for row in d}
     assert "data" in curves and any(c.startswith("gamma") for c in curves)
     png = plots.save_png(chart, tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no positive values"):
-        plots.fitted_cdf(np.zeros(3), fit_distributions(x), "gaps")
+        plots.fitted_cdf(np.zeros(3), fit_distributions(x), "gaps", x_title="gap (s)")
+
+
+def test_tradeoff_puts_every_policy_on_a_log_axis_and_names_it():
+    # issue 17, item 10: the Azure Functions 2019 sample's trade-off (cold fraction from 0.24
+    # down to 0.0002): on a linear axis all but "no keep-alive" sat on zero, hybrid hidden
+    frame = pl.DataFrame({
+        "policy": ["fixed", "fixed", "fixed", "fixed", "hybrid"],
+        "label": ["no keep-alive", "fixed 1 min", "fixed 10 min", "fixed 4 h", "hybrid histogram"],
+        "keep_alive_s": [0.0, 60.0, 600.0, 14400.0, None],
+        "cold_fraction": [0.2406, 0.008436, 0.0008963, 0.0, 0.0005635],
+        "wasted_gb_s": [0.0, 2.951e5, 6.407e5, 9.329e5, 5.07e5]})
+    spec = plots.tradeoff(frame).to_dict()
+    layers = spec["layer"]
+    assert all(layer["encoding"]["y"]["scale"]["type"] == "log" for layer in layers)
+    [data] = spec["datasets"].values()
+    assert {r["label"] for r in data} == {"no keep-alive", "fixed 1 min", "fixed 10 min",
+                                          "hybrid histogram"}  # 0 cannot sit on a log axis
+    assert "not drawn: fixed 4 h" in layers[0]["title"]
+    assert [layer["mark"]["type"] for layer in layers[2:]] == ["text", "text"]  # labelled
+    assert plots.file_name(plots.tradeoff(frame.head(2))) == "keep_alive_trade_off.png"
 
 
 def test_lorenz_of_equal_tenants_is_the_diagonal():
