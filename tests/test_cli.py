@@ -308,7 +308,7 @@ def test_compare_with_a_reference_is_the_python_holdout(mirror, tmp_path):
     conv = azure_llm_2023.load([mirror / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"],
                                "azure_llm_2023/conv").tables["requests"]
     first, second = fid.split_half(conv)
-    model = fid._advance(fit(first, by="tenant", seed=0), fid._span(conv) / 2)
+    model = fid._advance(fit(first, seed=0), fid._span(conv) / 2)
     paths = {name: tmp_path / f"{name}.parquet" for name in ("first", "second", "synth")}
     first.write_parquet(paths["first"])
     second.write_parquet(paths["second"])
