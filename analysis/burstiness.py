@@ -55,17 +55,8 @@ References
   Methuen. (Index of dispersion of counts.)
 * Leland, W. E., Taqqu, M. S., Willinger, W. & Wilson, D. V. (1994). On the self-similar
   nature of Ethernet traffic (extended version). *IEEE/ACM Trans. Networking* 2(1), 1–15.
-* Hurst, H. E. (1951). Long-term storage capacity of reservoirs. *Trans. ASCE* 116, 770–808;
-  Mandelbrot, B. B. & Wallis, J. R. (1969). Robustness of the rescaled range R/S in the
-  measurement of noncyclic long run statistical dependence. *Water Resour. Res.* 5(5).
-* Anis, A. A. & Lloyd, E. H. (1976). The expected value of the adjusted rescaled Hurst range of
-  independent normal summands. *Biometrika* 63(1), 111–116; Peters, E. E. (1994). *Fractal
-  Market Analysis*. Wiley; Weron, R. (2002). Estimating long-range dependence: finite sample
-  properties and confidence intervals. *Physica A* 312, 285–299.
-* Peng, C.-K. et al. (1994). Mosaic organization of DNA nucleotides. *Phys. Rev. E* 49(2),
-  1685–1689. (Detrended fluctuation analysis.)
-* Taqqu, M. S., Teverovsky, V. & Willinger, W. (1995). Estimators for long-range dependence:
-  an empirical study. *Fractals* 3(4), 785–798.
+* The Hurst estimators' own references (R/S, aggregated variance, DFA and their
+  finite-sample corrections) are in :mod:`~servetrace.analysis.hurst`.
 * Fisher, R. A. (1929). Tests of significance in harmonic analysis. *Proc. R. Soc. A* 125,
   54–59.
 * Beran, J. (1994). *Statistics for Long-Memory Processes*. Chapman & Hall.

@@ -115,14 +115,20 @@ def _check(block_tokens: int, scope: str, fn: str) -> None:
         raise ValueError(f"{fn}: scope must be 'global' or 'session', got {scope!r}")
 
 
-def _ordered(requests: Frame, scope: str, fn: str, extra: tuple[str, ...] = ()) -> pl.DataFrame:
-    """The columns a function needs, in serving order (arrival, then row order)."""
+def _keys(requests: Frame, scope: str, fn: str) -> tuple[pl.LazyFrame, list[str], list[str]]:
+    """The requests, their columns, and the key columns of the scope (checked present)."""
     lf = as_lazy(requests, f"{fn}: requests")
     names = lf.collect_schema().names()
     need = ["hash_ids"] + (["session"] if scope == "session" else [])
     for c in need:
         if c not in names:
             raise ValueError(f"{fn}: requests has no {c!r} column")
+    return lf, names, need
+
+
+def _ordered(requests: Frame, scope: str, fn: str, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+    """The columns a function needs, in serving order (arrival, then row order)."""
+    lf, names, need = _keys(requests, scope, fn)
     cols = need + [c for c in ("input_tokens", "arrival_s", *extra) if c in names and c not in
                    need]
     df = lf.select(cols).collect()
@@ -625,12 +631,7 @@ def footprint_blocks(requests: Frame, *, scope: Scope = "global") -> int:
     capacity, in blocks, beyond which an LRU cache equals the infinite one."""
     fn = "footprint_blocks"
     _check(1, scope, fn)
-    lf = as_lazy(requests, f"{fn}: requests")
-    names = lf.collect_schema().names()
-    need = ["hash_ids"] + (["session"] if scope == "session" else [])
-    for c in need:
-        if c not in names:
-            raise ValueError(f"{fn}: requests has no {c!r} column")
+    lf, _, need = _keys(requests, scope, fn)
     return int(lf.select(need).explode("hash_ids").drop_nulls("hash_ids").unique()
                .select(pl.len()).collect().item())
 
