@@ -274,8 +274,11 @@ def test_mmpp_keeps_poisson_gaps_inside_a_state():
 @pytest.mark.parametrize("name", ["code", "conv", "mooncake", "burstgpt"])
 def test_lengths_tie_resampling_the_trace(traces, models, name):
     # issue 17, item 6: the baselines resample the real lengths; the model's copula
-    # marginals must do as well on KS and W1 (Azure conv input W1 was 14.2 against 5.3):
-    # no worse than the resampled mean by two standard errors of the difference, 8 seeds
+    # marginals must do at least as well on KS and W1 (Azure conv input W1 was 14.2 against
+    # 5.3). Inputs are drawn by Latin hypercube from the exact empirical marginal: a lower
+    # mean distance than resampling over 8 seeds. Outputs keep an independent part (the
+    # copula): no worse than resampling by 3 standard errors of the difference (a tie at 5 %
+    # over the 8 output comparisons, Bonferroni: z = 2.7)
     from servetrace.synth.fidelity import baseline
 
     real = traces[name]
@@ -295,8 +298,8 @@ def test_lengths_tie_resampling_the_trace(traces, models, name):
     se = np.sqrt((mod.var(axis=0, ddof=1) + res.var(axis=0, ddof=1)) / 8)
     names = ("input KS", "input W1", "output KS", "output W1")
     for i, what in enumerate(names):
-        assert mod[:, i].mean() <= res[:, i].mean() + 2 * se[i], (
-            name, what, mod[:, i].mean(), res[:, i].mean(), se[i])
+        bound = res[:, i].mean() if what.startswith("input") else res[:, i].mean() + 3 * se[i]
+        assert mod[:, i].mean() < bound, (name, what, mod[:, i].mean(), res[:, i].mean(), se[i])
 
 
 # ----------------------------------------------------------------------------- contract
