@@ -52,7 +52,7 @@ drawing a marginal is resampling it, Efron 1979, so a sample's lengths are as cl
 trace's as resampled ones) whose correlation ρ = 2 sin(π ρ_S / 6) reproduces the trace's
 Spearman ρ_S (Kruskal 1958): input and output are never resampled independently. Input
 scores are drawn by Latin hypercube (:func:`_stratified_normal`), so a sample's input
-marginal is the fitted one to within a stratum.
+marginal is the fitted one to within 1/:data:`CHUNK`.
 
 **Sessions** (:class:`Sessions`, where ``session`` is filled) — the arrival model describes
 session starts; each session draws its turns and its think times (gaps between turns) from
@@ -1350,17 +1350,22 @@ def _even_scores(z: np.ndarray) -> np.ndarray:
 
 
 def _stratified_normal(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` standard normal input scores, one in each of n equally likely strata, in random
-    order: Latin hypercube sampling (McKay, Beckman & Conover 1979), O(n) with no sort.
+    """``n`` standard normal input scores by Latin hypercube sampling (McKay, Beckman &
+    Conover 1979): each run of :data:`CHUNK` consecutive requests takes one score in each of
+    its CHUNK equally likely strata, in random order (a permutation per chunk: cache-sized,
+    so about as fast as drawing the normals; one over all n would be several times slower).
 
     The requests are exchangeable, so nothing is lost by stratifying them, and a sample's
-    input marginal is then the fitted table to within one stratum, where independent scores
-    (like the baselines' resampling) leave it a sampling distance of about 1/√n away. The
-    output score keeps its independent part, so the pair stays a Gaussian copula of
-    correlation ρ."""
-    u = rng.permutation(n).astype(np.float64)
-    u += rng.random(n)
-    u /= max(n, 1)
+    input marginal is then the fitted table to within 1/CHUNK, where independent scores (like
+    the baselines' resampling) leave it a sampling distance of about 1/√n away. The output
+    score keeps its independent part, so the pair stays a Gaussian copula of correlation ρ.
+    """
+    u = np.empty(n)
+    for lo in range(0, n, CHUNK):  # chunks of CHUNK values, not requests
+        k = min(CHUNK, n - lo)
+        u[lo:lo + k] = rng.permutation(k)
+        u[lo:lo + k] += rng.random(k)
+        u[lo:lo + k] /= k
     np.clip(u, 1e-16, 1.0 - 1e-16, out=u)  # Φ⁻¹(0) would be −∞
     return special.ndtri(u, out=u)
 
