@@ -10,7 +10,7 @@ Fits :func:`servetrace.synth.model.fit` to the real Azure LLM 2023 conversation 
 - baseline: a straightforward per-request Python implementation of the same model: the same
   modulation path (one NumPy call per sample, per window), then a loop that draws each
   request's renewal gap, walks the integrated rate to its time, draws its input and output
-  through the Gaussian copula (``random.gauss``, ``NormalDist.cdf``, table interpolation) and
+  through the Gaussian copula (``random.gauss``, ``NormalDist.cdf``, table lookup) and
   appends a row; the rows become the same canonical frame.
 
 Prints seconds, million requests per second and peak RSS per stage, the speed ratio (target
@@ -34,7 +34,15 @@ from _measure import measure, report
 
 from servetrace.loaders import azure_llm_2023
 from servetrace.loaders.schema import conform
-from servetrace.synth.model import Arrivals, WorkloadModel, _rng, driver, expected_block_vars, fit
+from servetrace.synth.model import (
+    Arrivals,
+    Table,
+    WorkloadModel,
+    _rng,
+    driver,
+    expected_block_vars,
+    fit,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
@@ -48,10 +56,11 @@ def per_request(model: WorkloadModel, duration: float, seed: int) -> pl.DataFram
     n_w = math.ceil(duration / a.window_s) + 1
     span_w = max(int(a.span_s // a.window_s), 2)
     z = driver(n_w, a.hurst, a.memory, _rng(seed, 99))
-    z = z - z.mean()
     ratio = (expected_block_vars(a.hurst, a.memory, n_w, np.array([1]))[0]
              / expected_block_vars(a.hurst, a.memory, span_w, np.array([1]))[0])
-    z = z / z.std() * math.sqrt(ratio)
+    rank = np.argsort(np.argsort(z, kind="stable"))  # onto evenly spaced normal scores
+    inv = NormalDist().inv_cdf
+    z = [inv((r + 0.5) / n_w) * math.sqrt(ratio) for r in rank]
     phi = NormalDist().cdf
     mod = a.modulation.values
     rates = []
@@ -80,9 +89,13 @@ def per_request(model: WorkloadModel, duration: float, seed: int) -> pl.DataFram
             return math.exp(math.log(lo) + (pos - i) * (math.log(hi) - math.log(lo)))
         return lo + (pos - i) * (hi - lo)
 
+    def marginal(t: Table, u: float) -> float:
+        if t.step:  # equally likely values
+            return t.values[min(int(u * len(t.values)), len(t.values) - 1)]
+        return round(table(t.values, u, False))
+
     lm = g.lengths
     rho, rho_c = lm.rho, math.sqrt(max(1 - lm.rho ** 2, 0.0))
-    vin, vout = lm.input.values, lm.output.values
     times, ins, outs = [], [], []
     w, w_start, w_mass = 0, 0.0, rates[0] * a.window_s  # current window and Λ at its start
     lam_w = 0.0
@@ -99,8 +112,8 @@ def per_request(model: WorkloadModel, duration: float, seed: int) -> pl.DataFram
         z1 = rnd.gauss(0.0, 1.0)
         z2 = rho * z1 + rho_c * rnd.gauss(0.0, 1.0)
         times.append(t)
-        ins.append(round(table(vin, phi(z1), False)))
-        outs.append(round(table(vout, phi(z2), False)))
+        ins.append(int(marginal(lm.input, phi(z1))))
+        outs.append(int(marginal(lm.output, phi(z2))))
         s += gap()
     frame = pl.DataFrame({"arrival_s": times, "input_tokens": ins, "output_tokens": outs},
                          schema={"arrival_s": pl.Float64, "input_tokens": pl.Int64,

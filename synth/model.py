@@ -21,7 +21,9 @@ the integrated rate Λ(t) = ∫ λ(u) du, window by window, with
   (:func:`driver_acov`): L = 1 is fractional Gaussian noise of Hurst exponent H (long-range
   dependence, Leland et al. 1994), a larger L a random trend below L windows that is
   stationary beyond; generated exactly by circulant embedding (Davies &
-  Harte 1987) and a cumulative sum. (H, L) are fitted to the aggregated variances of the
+  Harte 1987) and a cumulative sum, its ranks then mapped onto evenly spaced normal scores
+  (Iman & Conover 1982: a sample as long as the trace has the table's factors exactly, in
+  the driver's order). (H, L) are fitted to the aggregated variances of the
   windowed rates with their exact expected finite-sample values (:func:`fit_driver`): short
   traces are biased by long memory, and the fit accounts for it, so a sample as long as the
   trace disperses like it across window sizes. A dispersion test (:func:`_modulated`) keeps
@@ -33,24 +35,32 @@ the integrated rate Λ(t) = ∫ λ(u) du, window by window, with
   (:func:`servetrace.analysis.fitting.fit_distributions`) on the rescaled gaps, or their empirical
   quantile table when the Kolmogorov–Smirnov distance of the best exceeds the 5 % critical
   value ``1.36/√n``. A renewal process alone has a flat index of dispersion (→ CV², Cox &
-  Lewis 1966); the modulation makes it grow with the window as in real traces. Its CV is
-  finally calibrated by simulation so that samples as long as the trace have the trace's
-  inter-arrival CV (method of simulated moments, McFadden 1989).
+  Lewis 1966); the modulation makes it grow with the window as in real traces. Finally the
+  trace's inter-arrival CV is matched by simulation (method of simulated moments, McFadden
+  1989; :func:`_calibrate_cv`): samples too bursty lift the modulation's low tail (a floor
+  on the rate factors, since CV² = (1 + c_r²)·E[1/x] − 1 is set by how low the rate goes),
+  leaving the renewal as the rescaled gaps show it — the process inside a state; samples
+  not bursty enough raise the renewal's CV.
 
 Timestamps on a grid (Mooncake's 3 s ticks, BurstGPT's whole seconds; :func:`_detect_tick`)
 are spread uniformly within their tick before fitting, and sampled times are floored to the
 same grid (``tick_s``), so a synthetic trace is compared like for like.
 
 **Lengths** (:class:`Lengths`) — a Gaussian copula (Nelsen 2006) with empirical marginals
-(quantile tables of input and output tokens) whose correlation ρ = 2 sin(π ρ_S / 6)
-reproduces the trace's Spearman ρ_S (Kruskal 1958): input and output are never resampled
-independently.
+(the trace's input and output tokens as equally likely values, :meth:`Table.empirical`:
+drawing a marginal is resampling it, Efron 1979, so a sample's lengths are as close to the
+trace's as resampled ones) whose correlation ρ = 2 sin(π ρ_S / 6) reproduces the trace's
+Spearman ρ_S (Kruskal 1958): input and output are never resampled independently. Input
+scores are drawn by Latin hypercube (:func:`_stratified_normal`), so a sample's input
+marginal is the fitted one to within 1/:data:`CHUNK`.
 
 **Sessions** (:class:`Sessions`, where ``session`` is filled) — the arrival model describes
 session starts; each session draws its turns and its think times (gaps between turns) from
 empirical tables; lengths come from a copula per turn index (1, 2, …, the last class pooled),
 which carries the growth of input across turns, with a shared per-session component of the
-input score. Samples start with a warm-up so that sessions are already under way at time 0.
+input score (its scores stratified per class, :func:`_even_scores`). Samples start with a
+warm-up so that sessions are already under way at time 0; turns are counted from a
+session's first request in the sample, as in the trace.
 
 **Prefix sharing** (:class:`Prefix`, where ``hash_ids`` is filled) — a common root prefix
 (blocks most requests share, e.g. a system prompt) and conversation chains: a chain's
@@ -91,8 +101,12 @@ from scipy import optimize, special, stats
 from servetrace.analysis.frames import warn_empty
 from servetrace.loaders.schema import conform
 
-VERSION = "1"
-"""Version of the model format; :meth:`WorkloadModel.from_json` refuses other versions."""
+VERSION = "2"
+"""Version of the model format written; :meth:`WorkloadModel.from_json` reads it and the
+versions in :data:`READABLE_VERSIONS`, and refuses others. 2 added :attr:`Table.step`."""
+READABLE_VERSIONS = ("1", "2")
+"""Format versions :meth:`WorkloadModel.from_json` reads: a version-1 document has no
+``step`` tables and loads as it was written (every table interpolated)."""
 BLOCK_TOKENS = 512
 """Tokens per prefix block (Mooncake's ``hash_ids``)."""
 LADDER_S = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
@@ -104,6 +118,8 @@ MIN_WINDOWS = 16
 """... unless that leaves fewer windows than this in the trace."""
 TABLE_SIZE = 1024
 """Quantiles kept per empirical table."""
+EMPIRICAL_SIZE = 1 << 15
+"""Values kept per exact empirical marginal (:meth:`Table.empirical`): token lengths."""
 CHUNK = 1 << 16
 """Values per chunk of the elementwise sampling steps (cache-sized)."""
 MIN_GROUP_REQUESTS = 100
@@ -115,7 +131,9 @@ CALIBRATION_EVENTS = 200_000
 CALIBRATION_RUNS = 8
 """... this many samples per step (up to 4× for short traces) ..."""
 CALIBRATION_STEPS = 6
-"""... and at most this many fixed-point steps (:func:`_calibrate_cv`)."""
+"""... and at most this many fixed-point steps (:func:`_calibrate_cv`) ..."""
+FLOOR_STEPS = 8
+"""... or steps of the search for the modulation's floor (:func:`_calibrate_floor`)."""
 MAX_LABELS = 1000
 """Label combinations (tenant, model, log type) kept per group, most frequent first."""
 DAY_S = 86400.0
@@ -134,7 +152,9 @@ class Table:
     """A quantile function as a table: ``values[j]`` at probability ``j / (len - 1)``.
 
     With ``log`` the interpolation is linear in ln(value) (positive heavy-tailed quantities:
-    think times); with ``integer`` samples are rounded to whole numbers. With ``cdf`` (same
+    think times); with ``integer`` samples are rounded to whole numbers. With ``step`` the
+    table is an empirical distribution of equally likely values instead (no interpolation:
+    Q(u) = ``values[⌊u·len⌋]``, :meth:`empirical`). With ``cdf`` (same
     length as ``values``, ascending to 1) the table is a discrete distribution instead: the
     sorted support ``values`` with P(X ≤ values[j]) = cdf[j], sampled exactly by the inverse
     CDF, Q(u) = the smallest value whose CDF is ≥ u (nothing outside the support, every
@@ -145,6 +165,7 @@ class Table:
     log: bool = False
     integer: bool = False
     cdf: tuple[float, ...] = ()
+    step: bool = False
 
     @functools.cached_property
     def _knots(self) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +191,18 @@ class Table:
         return (np.asarray(self.values, dtype=np.float64),
                 np.asarray(self.cdf, dtype=np.float64))
 
+    @functools.cached_property
+    def _array(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=np.float64)
+
     def _ppf_into(self, u: np.ndarray, out: np.ndarray) -> None:
+        if self.step:  # equally likely values: the index is arithmetic, no search
+            v = self._array
+            np.multiply(u, len(v), out=out)
+            i = out.astype(np.intp)
+            np.minimum(i, len(v) - 1, out=i)  # u = 1 lands on the last value
+            np.take(v, i, out=out)
+            return
         if self.cdf:
             v, c = self._discrete
             i = np.searchsorted(c, u, side="left")
@@ -192,6 +224,8 @@ class Table:
         """Mean of the interpolated quantile function (trapezoid rule over probability);
         Σ v·p of a discrete table."""
         v = np.asarray(self.values, dtype=np.float64)
+        if self.step:
+            return float(v.mean())
         if self.cdf:
             return float((v * np.diff(np.asarray(self.cdf), prepend=0.0)).sum())
         if len(v) == 1:
@@ -209,6 +243,22 @@ class Table:
         k = int(min(size, max(len(x), 2)))
         q = np.quantile(x, np.linspace(0.0, 1.0, k))
         return Table(tuple(float(v) for v in q), log, integer)
+
+    @staticmethod
+    def empirical(x: np.ndarray, *, integer: bool = False, size: int = EMPIRICAL_SIZE
+                  ) -> Table:
+        """The empirical distribution of ``x`` as a ``step`` table: its sorted values, each
+        of probability 1/n, so that sampling it is resampling ``x`` (Efron 1979), ties and
+        gaps of a discrete quantity (token counts) kept. Past ``size`` values, the
+        inverted-CDF quantiles at (j + ½)/size: still values of ``x``, within 1/size of its
+        CDF (Kolmogorov–Smirnov distance), far below the sampling noise of a sample."""
+        x = np.sort(np.asarray(x, dtype=np.float64))
+        if len(x) == 0:
+            return Table((0.0,), integer=integer, step=True)
+        if len(x) > size:  # the inverted CDF of the sorted values: x[⌈p·n⌉ − 1]
+            p = (np.arange(size) + 0.5) / size
+            x = x[np.clip(np.ceil(p * len(x)).astype(np.int64) - 1, 0, len(x) - 1)]
+        return Table(tuple(float(v) for v in x), integer=integer, step=True)
 
 
 @dataclass(frozen=True)
@@ -464,13 +514,16 @@ class WorkloadModel:
 
     @staticmethod
     def from_json(text: str) -> WorkloadModel:
-        """The model from :meth:`to_json` text; a different ``version`` is an error."""
+        """The model from :meth:`to_json` text; a version outside
+        :data:`READABLE_VERSIONS` is an error. Older documents load as they were written and
+        are upgraded to the current ``version`` in memory."""
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("type") != "WorkloadModel":
             raise ValueError("from_json: not a servetrace WorkloadModel document")
-        if data.get("version") != VERSION:
-            raise ValueError(f"from_json: model version {data.get('version')!r} is not the "
-                             f"supported version {VERSION!r}")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"from_json: model version {data.get('version')!r} is not one "
+                             f"of the supported versions {', '.join(READABLE_VERSIONS)}")
+        data = {**data, "version": VERSION}
         model = _from_plain(data)
         assert isinstance(model, WorkloadModel)
         return model
@@ -953,13 +1006,62 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     return _calibrate_cv(fitted, raw, seed) if calibrate else fitted
 
 
+def _sample_cv(a: Arrivals, horizon: float, runs: int, seed: int,
+               sessions: Sessions | None = None) -> tuple[float | None, float]:
+    """Mean inter-arrival CV and mean count of ``runs`` samples of ``horizon`` seconds
+    (seeds fixed by ``seed``: common random numbers across candidates); ``None`` for the CV
+    when no sample has three gaps."""
+    cvs, counts = [], []
+    for r in range(runs):  # more runs for a short trace, whose CV is noisier
+        if sessions is None:
+            t = _arrival_times(a, horizon, 1.0, _rng(seed, 2, r))
+        else:
+            t = _session_requests(a, sessions, horizon, 1.0, _rng(seed, 2, r),
+                                  _rng(seed, 3, r))[0]
+        d = np.diff(t)
+        counts.append(len(t))
+        if len(d) > 2 and d.mean() > 0:
+            cvs.append(d.std() / d.mean())
+    return (float(np.mean(cvs)) if cvs else None), float(np.mean(counts))
+
+
+def floored(table: Table, floor: float) -> Table:
+    """The modulation table with every rate factor below ``floor`` raised to it, renormalized
+    to mean 1 (see :func:`_calibrate_cv`)."""
+    v = np.maximum(np.asarray(table.values, dtype=np.float64), floor)
+    mean = Table(tuple(float(x) for x in v)).mean()
+    return Table(tuple(float(x) for x in v / mean)) if mean > 0 else table
+
+
 def _calibrate_cv(a: Arrivals, raw: np.ndarray, seed: int,
                   sessions: Sessions | None = None) -> Arrivals:
     """Match the mean inter-arrival CV of samples as long as the trace (up to
     :data:`CALIBRATION_EVENTS` events each; :data:`CALIBRATION_RUNS` seeds, up to 4× as many
-    for short traces; common random numbers) to the trace's own (``raw`` times) by
-    rescaling the renewal's CV (a few fixed-point steps, the factor bounded to [¼, 4]) —
-    the method of simulated moments (McFadden 1989).
+    for short traces; common random numbers) to the trace's own (``raw`` times) — the
+    method of simulated moments (McFadden 1989) — by moving the part of the model that the
+    CV identifies and nothing else.
+
+    With slow modulation, the gaps of a renewal of CV c_r run at rate λ̄x are a mixture over
+    events (weight x) of renewal gaps scaled by 1/(λ̄x), so E[g] = 1/λ̄ and
+
+        CV² = (1 + c_r²) · E[1/x] − 1,
+
+    E over time: the inter-arrival CV is set by the renewal *and the harmonic mean of the
+    rate factors*, i.e. by how low the modulation goes. The renewal is identified on its own
+    by the time-rescaled gaps inside windows (Brown et al. 2002; :func:`_fit_renewal`), the
+    process inside a state; the low tail of the modulation table is the least certain part
+    of the fit (windowed counts there are few and noisy, and the smoother's rescaling to the
+    signal variance overshoots toward 0, where 1/x diverges). So:
+
+    * samples *too bursty* (CV above the trace's by more than 0.5 %): the modulation's low
+      tail is lifted — every factor below a floor φ is raised to φ and the table renormalized
+      to mean 1 (:func:`floored`), φ found by regula falsi on [min x, 1] (the sample CV
+      falls as φ grows), the renewal left as fitted. On a two-state MMPP (20/s and 2/s, 60 s
+      sojourns) raising the renewal's CV instead made it nearly regular (Weibull, CV 0.26)
+      though each state is Poisson, and missed the gap distribution;
+    * samples *not bursty enough*: the renewal's CV is raised (a few fixed-point steps, the
+      factor bounded to [¼, 4]): lower tails that the modulation lacks (rare long silences
+      shorter than the OFF threshold) are left to the renewal.
 
     Where ``a`` models session starts (``sessions`` given), the samples are the sessions'
     requests and only the start rate is corrected, so that the mean number of requests
@@ -976,37 +1078,86 @@ def _calibrate_cv(a: Arrivals, raw: np.ndarray, seed: int,
     horizon = float(raw[k - 1] - raw[0]) * k / max(k - 1, 1)
     if not horizon > 0:
         return a
-    base_cv = max(a.renewal.cv, 0.05)
-    factor, rate = 1.0, a.rate
     runs = min(4 * CALIBRATION_RUNS, max(CALIBRATION_RUNS, CALIBRATION_EVENTS // k))
-    best, best_err = a, math.inf
-    for _ in range(CALIBRATION_STEPS):  # ≤ 4 fixed-point steps, each a batch of samples
-        cand = dataclasses.replace(a, rate=rate, renewal=a.renewal.with_cv(base_cv * factor))
-        cvs, counts = [], []
-        for r in range(runs):  # more runs for a short trace, whose CV is noisier
-            if sessions is None:
-                t = _arrival_times(cand, horizon, 1.0, _rng(seed, 2, r))
-            else:
-                t = _session_requests(cand, sessions, horizon, 1.0, _rng(seed, 2, r),
-                                      _rng(seed, 3, r))[0]
-            d = np.diff(t)
-            counts.append(len(t))
-            if len(d) > 2 and d.mean() > 0:
-                cvs.append(d.std() / d.mean())
-        if not cvs:
-            return a
-        got = float(np.mean(cvs))
-        err = abs(math.log(got / target))
-        if sessions is not None:
-            ratio = k / max(float(np.mean(counts)), 1.0)
+    if sessions is not None:
+        rate = a.rate
+        best, best_err = a, math.inf
+        for _ in range(CALIBRATION_STEPS):  # ≤ 6 fixed-point steps, each a batch of samples
+            cand = dataclasses.replace(a, rate=rate)
+            _, count = _sample_cv(cand, horizon, runs, seed, sessions)
+            ratio = k / max(count, 1.0)
             err = abs(math.log(ratio))
+            if err < best_err:
+                best, best_err = cand, err
+            if err < 0.005:
+                break
             rate = rate * ratio
+        return best
+    got, _ = _sample_cv(a, horizon, runs, seed)
+    if got is None:
+        return a
+    if math.log(got / target) > 0.005:
+        return _calibrate_floor(a, target, horizon, 4 * runs, seed, got)
+    base_cv = max(a.renewal.cv, 0.05)
+    factor = 1.0
+    best, best_err = a, abs(math.log(got / target))
+    for _ in range(CALIBRATION_STEPS):  # ≤ 6 fixed-point steps, each a batch of samples
+        factor = min(max(factor * target / got, 0.25), 4.0)
+        cand = dataclasses.replace(a, renewal=a.renewal.with_cv(base_cv * factor))
+        got_c, _ = _sample_cv(cand, horizon, runs, seed)
+        if got_c is None:
+            break
+        got = got_c
+        err = abs(math.log(got / target))
         if err < best_err:
             best, best_err = cand, err
         if err < 0.005:
             break
-        if sessions is None:
-            factor = min(max(factor * target / got, 0.25), 4.0)
+    return best
+
+
+def _calibrate_floor(a: Arrivals, target: float, horizon: float, runs: int, seed: int,
+                     got: float) -> Arrivals:
+    """The floor φ of the modulation table (:func:`floored`) whose samples have CV
+    ``target`` (``got`` the CV without a floor, above it): the root of
+    f(φ) = ln(CV(φ)/target) on [min x, 1] by the Illinois variant of regula falsi (Dowell &
+    Jarratt 1971), at most :data:`FLOOR_STEPS` batches of samples (common random numbers,
+    so the sample CV is monotone in φ up to the renewal's noise). Called with twice the
+    renewal calibration's runs: the CV of a sample with slow windows is noisier (its long
+    gaps are few)."""
+    def f(phi: float) -> tuple[float | None, Arrivals]:
+        cand = dataclasses.replace(a, modulation=floored(a.modulation, phi))
+        cv, _ = _sample_cv(cand, horizon, runs, seed)
+        return (None if cv is None else math.log(cv / target)), cand
+
+    lo, f_lo = float(min(a.modulation.values)), math.log(got / target)
+    hi = 1.0
+    f_hi, best = f(hi)
+    if f_hi is None:
+        return a
+    best_err = abs(f_hi)
+    if f_hi >= 0:  # even a flat low side is too bursty: the closest the floor gets
+        return best
+    side = 0
+    for _ in range(FLOOR_STEPS - 1):  # each step a batch of samples
+        mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        f_mid, cand = f(mid)
+        if f_mid is None:
+            break
+        if abs(f_mid) < best_err:
+            best, best_err = cand, abs(f_mid)
+        if best_err < 0.002:
+            break
+        if f_mid > 0:
+            lo, f_lo = mid, f_mid
+            if side == 1:
+                f_hi /= 2
+            side = 1
+        else:
+            hi, f_hi = mid, f_mid
+            if side == -1:
+                f_lo /= 2
+            side = -1
     return best
 
 
@@ -1078,11 +1229,15 @@ def _arrival_times(a: Arrivals, duration: float, rate_scale: float,
     n_w = math.ceil(duration / a.window_s) + 1
     span_w = max(int(a.span_s // a.window_s), 2)
     z = driver(n_w, a.hurst, a.memory, rng)
-    z = z - z.mean()
     if n_w > 2 and z.std() > 0:  # realized spread := its expectation for this horizon
         ratio = (expected_block_vars(a.hurst, a.memory, n_w, np.array([1]))[0]
                  / expected_block_vars(a.hurst, a.memory, span_w, np.array([1]))[0])
-        z = z / z.std() * math.sqrt(max(float(ratio), 0.0))
+        # the driver's ranks onto evenly spaced scores: the windows' rate factors are the
+        # table's quantiles exactly, so a sample's share of slow windows, which sets its
+        # gaps' CV (:func:`_calibrate_cv`), is the fitted one and not a draw of it
+        z = _even_scores(z) * math.sqrt(max(float(ratio), 0.0))
+    else:
+        z = z - z.mean()
     x = a.modulation.ppf(special.ndtr(z))
     edges = np.arange(n_w + 1) * a.window_s
     if levels is not None:
@@ -1177,6 +1332,45 @@ def _copula(lengths: Lengths, z_in: np.ndarray, rng: np.random.Generator
     return x_in, x_out
 
 
+def _even_scores(z: np.ndarray) -> np.ndarray:
+    """Evenly spaced normal scores Φ⁻¹((r + ½)/n) in the rank order r of ``z``.
+
+    The rank-order method of Iman & Conover (1982): the scores keep the ranks, hence the
+    rank correlations, of ``z``, and their distribution is the normal one stratified into n
+    equal parts (Latin hypercube sampling, McKay, Beckman & Conover 1979). Used where
+    a sample's draws are strongly dependent (a session's turns share most of their input
+    score, ρ ≈ 0.85 on BurstGPT): independent scores would make a sample's length marginal
+    hang on a few hundred session draws, far noisier than the trace's own marginal.
+    """
+    n = len(z)
+    if n == 0:
+        return z
+    rank = np.empty(n)
+    rank[np.argsort(z, kind="stable")] = np.arange(n)
+    return special.ndtri((rank + 0.5) / n)
+
+
+def _stratified_normal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` standard normal input scores by Latin hypercube sampling (McKay, Beckman &
+    Conover 1979): each run of :data:`CHUNK` consecutive requests takes one score in each of
+    its CHUNK equally likely strata, in random order (a permutation per chunk: cache-sized,
+    so about as fast as drawing the normals; one over all n would be several times slower).
+
+    The requests are exchangeable, so nothing is lost by stratifying them, and a sample's
+    input marginal is then the fitted table to within 1/CHUNK, where independent scores (like
+    the baselines' resampling) leave it a sampling distance of about 1/√n away. The output
+    score keeps its independent part, so the pair stays a Gaussian copula of correlation ρ.
+    """
+    u = np.empty(n)
+    for lo in range(0, n, CHUNK):  # chunks of CHUNK values, not requests
+        k = min(CHUNK, n - lo)
+        u[lo:lo + k] = rng.permutation(k)
+        u[lo:lo + k] += rng.random(k)
+        u[lo:lo + k] /= k
+    np.clip(u, 1e-16, 1.0 - 1e-16, out=u)  # Φ⁻¹(0) would be −∞
+    return special.ndtri(u, out=u)
+
+
 def _mean_tokens(g: Group) -> tuple[float, float]:
     if g.lengths_by_window:
         m = np.array([(lw.input.mean(), lw.output.mean()) for lw in g.lengths_by_window])
@@ -1194,7 +1388,8 @@ def _lengths(inp: np.ndarray, out: np.ndarray) -> Lengths:
         rs = 0.0
     rs = 0.0 if not math.isfinite(rs) else rs
     rho = 2.0 * math.sin(math.pi * rs / 6.0)
-    return Lengths(Table.of(inp, integer=True), Table.of(out, integer=True), rho, rs)
+    return Lengths(Table.empirical(inp, integer=True), Table.empirical(out, integer=True),
+                   rho, rs)
 
 
 def _labels(frame: pl.DataFrame, tenant_is_session: bool) -> Labels:
@@ -1425,12 +1620,20 @@ def _session_requests(a: Arrivals | Piecewise, sessions: Sessions, duration: flo
                       rng_s: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Requests of sessions starting in [−warm-up, duration): times, session, turn, and the
     number of sessions drawn. The warm-up (:attr:`Sessions.warmup_s`) fills the sample's
-    start with sessions already under way, as in a window cut from a real trace."""
+    start with sessions already under way, as in a window cut from a real trace. Turns are
+    counted as :func:`_fit_sessions` counts them in a trace: from a session's first request
+    inside the window (a session under way at 0 starts at turn 0), so that each request
+    draws its lengths from the class it would have been fitted in; counting from the
+    session's true start instead gave the warm-up's sessions the later turns' longer
+    prompts (BurstGPT sample: mean input 1.3× the trace's)."""
     warm = sessions.warmup_s
     starts = _times(a, duration + warm, rate_scale, rng_t) - warm
     t, sess, turn = _expand_sessions(sessions, starts, duration, _tick(a), rng_s)
     keep = t >= 0
-    return t[keep], sess[keep], turn[keep], len(starts)
+    t, sess, turn = t[keep], sess[keep], turn[keep]
+    first = np.full(len(starts), np.iinfo(np.int64).max)
+    np.minimum.at(first, sess, turn)
+    return t, sess, turn - first[sess], len(starts)
 
 
 def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: float
@@ -1449,7 +1652,7 @@ def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: flo
         out = np.empty(len(t), np.int64)
         for c, lm in enumerate(g.sessions.by_turn):  # ≤ 8 turn classes
             sel = cls == c
-            inp[sel], out[sel] = _copula(lm, z_in[sel], rng_l)
+            inp[sel], out[sel] = _copula(lm, _even_scores(z_in[sel]), rng_l)
         session_idx = sess
     else:
         t = _times(g.arrivals, duration, rate_scale, rng_t)
@@ -1460,9 +1663,10 @@ def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: flo
             out = np.empty(len(t), np.int64)
             for j, lm in enumerate(g.lengths_by_window):  # one per PMF window
                 sel = w == j
-                inp[sel], out[sel] = _copula(lm, rng_l.standard_normal(int(sel.sum())), rng_l)
+                inp[sel], out[sel] = _copula(lm, _stratified_normal(int(sel.sum()), rng_l),
+                                             rng_l)
         else:
-            inp, out = _copula(g.lengths, rng_l.standard_normal(len(t)), rng_l)
+            inp, out = _copula(g.lengths, _stratified_normal(len(t), rng_l), rng_l)
     hashes = None
     if g.prefix is not None:
         chain, position = _prefix_chains(g.prefix, len(t), rng_p)
@@ -1470,7 +1674,8 @@ def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: flo
             cls = np.minimum(position, len(g.prefix.by_position) - 1)
             for c, lm in enumerate(g.prefix.by_position):  # ≤ 8 position classes
                 sel = cls == c
-                inp[sel], out[sel] = _copula(lm, rng_p.standard_normal(int(sel.sum())), rng_p)
+                inp[sel], out[sel] = _copula(lm, _stratified_normal(int(sel.sum()), rng_p),
+                                             rng_p)
         ids, offsets, perm = _prefix_ids(g.prefix, chain, inp, rng_p,
                                          reorder=g.sessions is None)
         inp, out = inp[perm], out[perm]

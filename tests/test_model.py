@@ -234,6 +234,74 @@ def test_lengths_spearman_and_marginals_recovered():
     assert stats.ks_2samp(out, s["output_tokens"], method="asymp").statistic < 0.03
 
 
+def _mmpp(duration: float, seed: int, rates: tuple[float, float] = (20.0, 2.0),
+          sojourn: float = 60.0) -> np.ndarray:
+    """Two-state Markov-modulated Poisson arrivals, exponential sojourns (as in
+    tests/test_burstiness.py): Poisson inside each state."""
+    rng = np.random.default_rng(seed)
+    k = int(duration / sojourn * 2) + 10
+    ends = np.cumsum(rng.exponential(sojourn, k))
+    starts = np.concatenate([[0.0], ends[:-1]])
+    lam = np.where(np.arange(k) % 2 == 0, rates[0], rates[1])
+    n = rng.poisson(lam * (ends - starts))
+    t = np.repeat(starts, n) + rng.random(n.sum()) * np.repeat(ends - starts, n)
+    return np.sort(t[t < duration])
+
+
+def test_mmpp_keeps_poisson_gaps_inside_a_state():
+    # issue 17, item 5: the CV calibration pushed the renewal to a near-regular Weibull
+    # (CV 0.26 on one hour) though each state is Poisson, and missed the gap distribution
+    span = 2 * 3600.0
+    real = _mmpp(span, 1)
+    model = fit(_frame(real))
+    renewal = model.groups[0].arrivals.renewal
+    assert renewal.cv == pytest.approx(1.0, abs=0.1), renewal  # exponential inside a state
+    e: dict[str, dict[str, list[float]]] = {"model": {}, "poisson": {}, "gamma": {}}
+    for seed in range(8):
+        synth = model.sample(span, seed)["arrival_s"].to_numpy()
+        poisson, gamma = _baselines(real, span, span, 100 + seed)
+        for name, x in (("model", synth), ("poisson", poisson), ("gamma", gamma)):
+            for k, v in _errors(real, x, span).items():
+                e[name].setdefault(k, []).append(v)
+    m = {name: {k: float(np.mean(v)) for k, v in d.items()} for name, d in e.items()}
+    # the gamma baseline is told the CV: the model comes within twice its sampling error
+    assert m["model"]["cv"] < 2 * m["gamma"]["cv"], m
+    assert m["model"]["ks"] < m["poisson"]["ks"] / 3, m  # the gap distribution
+    for metric in ("idc", "hurst"):
+        assert m["model"][metric] < min(m["poisson"][metric], m["gamma"][metric]) / 3, m
+
+
+@pytest.mark.parametrize("name", ["code", "conv", "mooncake", "burstgpt"])
+def test_lengths_tie_resampling_the_trace(traces, models, name):
+    # issue 17, item 6: the baselines resample the real lengths; the model's copula
+    # marginals must do at least as well on KS and W1 (Azure conv input W1 was 14.2 against
+    # 5.3). Inputs are drawn by Latin hypercube from the exact empirical marginal: a lower
+    # mean distance than resampling over 8 seeds. Outputs keep an independent part (the
+    # copula): no worse than resampling by 3 standard errors of the difference (a tie at 5 %
+    # over the 8 output comparisons, Bonferroni: z = 2.7)
+    from servetrace.synth.fidelity import baseline
+
+    real = traces[name]
+    span = float(real["arrival_s"].max() - real["arrival_s"].min())
+    runs: dict[str, list[list[float]]] = {"model": [], "resample": []}
+    for seed in range(8):
+        for kind, frame in (("model", models[name].sample(span, seed)),
+                            ("resample", baseline(real, "poisson", span, 10 + 2 * seed))):
+            row = []
+            for col in ("input_tokens", "output_tokens"):
+                a = real[col].to_numpy().astype(np.float64)
+                b = frame[col].to_numpy().astype(np.float64)
+                row += [stats.ks_2samp(a, b, method="asymp").statistic,
+                        stats.wasserstein_distance(a, b)]
+            runs[kind].append(row)
+    mod, res = np.array(runs["model"]), np.array(runs["resample"])
+    se = np.sqrt((mod.var(axis=0, ddof=1) + res.var(axis=0, ddof=1)) / 8)
+    names = ("input KS", "input W1", "output KS", "output W1")
+    for i, what in enumerate(names):
+        bound = res[:, i].mean() if what.startswith("input") else res[:, i].mean() + 3 * se[i]
+        assert mod[:, i].mean() < bound, (name, what, mod[:, i].mean(), res[:, i].mean(), se[i])
+
+
 # ----------------------------------------------------------------------------- contract
 
 
@@ -266,9 +334,17 @@ def test_json_round_trip(models, tmp_path):
     assert again.sample(300, 7).equals(model.sample(300, 7))
     path = model.save(tmp_path / "model.json")
     assert WorkloadModel.load(path) == model
-    bad = model.to_json().replace('"version":"1"', '"version":"0"')
-    with pytest.raises(ValueError, match="version"):
+    text = model.to_json()
+    assert '"version":"2"' in text and '"step":true' in text  # exact length marginals
+    bad = text.replace('"version":"2"', '"version":"0"')
+    with pytest.raises(ValueError, match="version '0' is not one of the supported"):
         WorkloadModel.from_json(bad)
+    # a version-1 document (no step tables: interpolated marginals) loads as written
+    old = (text.replace('"version":"2"', '"version":"1"').replace(',"step":true', '')
+           .replace(',"step":false', ''))
+    v1 = WorkloadModel.from_json(old)
+    assert v1.version == "2" and not v1.groups[0].lengths.input.step
+    assert v1.sample(300, 7).height == model.sample(300, 7).height
 
 
 def test_errors_name_the_fault(traces):
