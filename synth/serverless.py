@@ -26,9 +26,13 @@ superpositions (:func:`superpose_functions`) move whole functions.
   counts): count_t = Q_f(Φ(z_t)), with ``Q_f`` the function's empirical count distribution
   (an exact zero probability plus :data:`TABLE_SIZE` quantiles of the non-zero counts, scaled
   so its mean is the function's mean count) and ``z`` fractional Gaussian noise of Hurst
-  exponent H_f fitted by aggregated variances of the counts' normal scores (Taqqu et al.
-  1995), generated exactly by circulant embedding (Davies & Harte 1987) for all functions at
-  once. Where the trace spans two days (two weeks), a daily (and weekly) log-harmonic profile
+  exponent H_f, generated exactly by circulant embedding (Davies & Harte 1987) for all functions at
+  once. The Gaussian scores are rank-matched per sample: u_t = (rank of z_t − ½)/T, so a
+  sample's own count distribution is the fitted one (zero share, quantiles, mean) whatever its
+  length, and the fGn sets only the *order* of the counts in time. Without it, a path of
+  strongly persistent noise (H near 1) over a few hundred windows visits only part of the
+  marginal, and samples as long as the trace would under-disperse. H is calibrated by
+  simulation (:func:`calibrate_hurst`) to the function's IDC curve. Where the trace spans two days (two weeks), a daily (and weekly) log-harmonic profile
   is fitted per function by least squares on hourly counts and divided out before the table
   is built, then multiplied back with stochastic rounding; shorter traces keep no harmonics
   (an 8-hour sample cannot tell a daily cycle from a trend).
@@ -80,8 +84,8 @@ COUNT_CV = 0.1
 """Largest CV of a periodic function's count per active window."""
 COUNT_IDC = 0.2
 """Largest variance/mean of the count per window of a sub-window timer (Poisson: 1)."""
-H_RANGE = (0.5, 0.95)
-"""Hurst exponents are clipped to this range (0.5: no memory)."""
+HURST_GRID = np.round(np.linspace(0.5, 0.99, 15), 3)
+"""Candidate Hurst exponents of :func:`calibrate_hurst`."""
 MIN_ACTIVE_H = 16
 """Functions with fewer active windows keep H = 0.5 (too few to estimate memory)."""
 DAY_S = 86400.0
@@ -249,14 +253,17 @@ class Grid:
     origin_s: float
     window_s: float
     times: pl.DataFrame | None = None
-    """Per-invocation input only: ``fid``, ``arrival_s`` (from the origin), ``duration_s``."""
+    """Per-invocation input only: ``fid``, ``arrival_s`` (from the origin), ``duration_s`` and
+    ``memory_mb`` where the table has them."""
 
 
 def _with_keys(frame: pl.DataFrame) -> pl.DataFrame:
     for c in (*_KEYS, "trigger"):
         if c not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(c))
-    return frame.with_columns(pl.col(c).cast(pl.String) for c in (*_KEYS, "trigger"))
+    keep = (pl.Categorical, pl.Enum)  # grouped as integers; keys become strings later
+    return frame.with_columns(pl.col(c).cast(pl.String) for c in (*_KEYS, "trigger")
+                              if not isinstance(frame.schema[c], keep))
 
 
 def grid(table: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0) -> Grid:
@@ -287,18 +294,22 @@ def grid(table: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0) -> Grid:
     else:
         raise ValueError("serverless fit: need an invocation_counts table (window_start_s, "
                          "window_s, count) or an invocations table (arrival_s)")
-    keys = (frame.group_by(list(_KEYS), maintain_order=True)
-            .agg(pl.col("trigger").drop_nulls().first()))
-    frame = frame.join(keys.select(_KEYS).with_row_index("_f"), on=list(_KEYS),
-                       nulls_equal=True, how="left")
+    # one hashing pass over the string keys: row lists per function, scattered back
+    keys = (frame.select(*_KEYS, "trigger").with_row_index("_r")
+            .group_by(list(_KEYS), maintain_order=True)
+            .agg(pl.col("trigger").drop_nulls().first(), pl.col("_r")))
+    fid = np.empty(frame.height, dtype=np.int64)
+    fid[keys["_r"].explode().to_numpy()] = np.repeat(np.arange(keys.height),
+                                                     keys["_r"].list.len().to_numpy())
+    keys = keys.drop("_r").with_columns(pl.col(*_KEYS, "trigger").cast(pl.String))
+    frame = frame.with_columns(pl.Series("_f", fid))
     cells = frame.group_by("_f", "_m").agg(pl.col("count").sum())
     n_t = int(frame["_m"].max()) + 1
     counts = np.zeros((keys.height, n_t), dtype=np.int64)
     counts[cells["_f"].to_numpy(), cells["_m"].to_numpy()] = cells["count"].to_numpy()
     if times is not None:
         cols = [pl.col("_f").alias("fid"), (pl.col("arrival_s") - origin).alias("arrival_s")]
-        if "duration_s" in frame.columns:
-            cols.append(pl.col("duration_s"))
+        cols += [pl.col(c) for c in ("duration_s", "memory_mb") if c in frame.columns]
         times = frame.select(cols)
     return Grid(keys, counts, origin, w, times)
 
@@ -374,35 +385,6 @@ def _timer_phase(g: Grid, fids: np.ndarray, period: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- modulated
-
-
-def _normal_scores(x: np.ndarray) -> np.ndarray:
-    """Row-wise normal scores Φ⁻¹((rank − ½)/T) with mid-ranks for ties (zeros)."""
-    from scipy.stats import rankdata
-    r = rankdata(x, axis=1, method="average")
-    return special.ndtri((r - 0.5) / x.shape[1])
-
-
-def fit_hurst(x: np.ndarray) -> np.ndarray:
-    """Hurst exponent per row by aggregated variances (Taqqu, Teverovsky & Willinger 1995):
-    Var(block mean of m) ∝ m^{2H−2}, slope over m = 1, 2, 4, … up to T/8, least squares."""
-    n_f, n_t = x.shape
-    if n_t < 16:
-        return np.full(n_f, 0.5)
-    z = x - x.mean(axis=1, keepdims=True)
-    ms, vs = [], []
-    m = 1
-    while n_t // m >= 8:
-        k = n_t // m
-        b = z[:, :k * m].reshape(n_f, k, m).mean(axis=2)
-        ms.append(m)
-        vs.append(b.var(axis=1))
-        m *= 2
-    lm = np.log(np.asarray(ms, dtype=np.float64))
-    lv = np.log(np.maximum(np.stack(vs, axis=1), 1e-300))
-    lm_c = lm - lm.mean()
-    slope = (lv - lv.mean(axis=1, keepdims=True)) @ lm_c / (lm_c @ lm_c)
-    return np.clip(1 + slope / 2, *H_RANGE)
 
 
 def fgn_rows(hurst: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -581,7 +563,10 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         x = x / _profile(coef, (np.arange(n_t) + 0.5) * g.window_s, periods)
     zero_p, table_ = _count_tables(x)
     active = (g.counts[mf] > 0).sum(axis=1)
-    hurst = np.where(active >= MIN_ACTIVE_H, fit_hurst(_normal_scores(x)), 0.5)
+    busy = active >= MIN_ACTIVE_H
+    hurst = np.full(len(mf), 0.5)
+    if busy.any():
+        hurst[busy] = calibrate_hurst(x[busy], zero_p[busy], table_[busy])
     modulated = Modulated(
         index=tuple(int(i) for i in mf), zero_p=tuple(float(z) for z in zero_p),
         table=tuple(float(v) for v in table_.ravel()), hurst=tuple(float(h) for h in hurst),
@@ -634,11 +619,7 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
     for lo in range(0, n, rows):  # chunks of functions bound memory
         sl = slice(lo, min(n, lo + rows))
         rng = _rng(seed, 1_000_000 + lo)
-        u = special.ndtr(fgn_rows(hurst[sl], n_t, rng))
-        zp = zero_p[sl, None]
-        v = np.clip((u - zp) / np.maximum(1 - zp, 1e-12), 0, 1 - 1e-12)
-        k = (v * TABLE_SIZE).astype(np.int64)
-        x = np.where(u < zp, 0.0, np.take_along_axis(table[sl], k, axis=1))
+        x = _scores_to_counts(fgn_rows(hurst[sl], n_t, rng), zero_p[sl], table[sl])
         if periods:
             x = x * _profile(coef[sl], t_mid, periods)
         c = _stochastic_round(x, rng)
@@ -648,6 +629,52 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
         cs.append(c[f, w])
     f, w, c = np.concatenate(fs), np.concatenate(ws), np.concatenate(cs)
     return np.asarray(m.index, dtype=np.int64)[f], w, c
+
+
+def _scores_to_counts(z: np.ndarray, zero_p: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Rank-matched copula (module doc): row-wise ranks of ``z`` through the zero share and
+    the non-zero table, as real-valued counts (rounded later)."""
+    n_t = z.shape[1]
+    # rank-matched: each sampled path visits the fitted marginal exactly
+    u = (np.argsort(np.argsort(z, axis=1), axis=1) + 0.5) / n_t
+    zp = zero_p[:, None]
+    v = np.clip((u - zp) / np.maximum(1 - zp, 1e-12), 0, 1 - 1e-12)
+    k = (v * TABLE_SIZE).astype(np.int64)
+    return np.where(u < zp, 0.0, np.take_along_axis(table, k, axis=1))
+
+
+def _log_idc(x: np.ndarray) -> np.ndarray:
+    """ln IDC of row-wise block sums over 1, 2, 4, … windows (at least 8 blocks)."""
+    n_f, n_t = x.shape
+    out = []
+    m = 1
+    while n_t // m >= 8:
+        k = n_t // m
+        b = x[:, :k * m].reshape(n_f, k, m).sum(axis=2)
+        mu = b.mean(axis=1)
+        out.append(np.log(np.maximum(b.var(axis=1), 1e-12) / np.maximum(mu, 1e-12)))
+        m *= 2
+    return np.stack(out, axis=1) if out else np.zeros((n_f, 0))
+
+
+def calibrate_hurst(x: np.ndarray, zero_p: np.ndarray, table: np.ndarray, seed: int = 0,
+                    grid: np.ndarray = HURST_GRID, replicas: int = 3) -> np.ndarray:
+    """H per function by simulated moments (McFadden 1989): for each H of ``grid``, rank-matched
+    samples as long as the trace are drawn for all functions at once, and each function keeps
+    the H whose mean ln IDC over block sizes 1, 2, 4, … windows is closest (least squares) to
+    the trace's. Counts carry the trend that rank scores flatten, so their IDC curve, not the
+    scores' aggregated variance, decides."""
+    n_f, n_t = x.shape
+    target = _log_idc(x)
+    if target.shape[1] < 2 or n_f == 0:
+        return np.full(n_f, 0.5)
+    loss = np.empty((len(grid), n_f))
+    rng = _rng(seed, 7)
+    for i, h in enumerate(grid):  # a fixed grid of a dozen values, not functions
+        sims = [_log_idc(_scores_to_counts(fgn_rows(np.full(n_f, h), n_t, rng), zero_p, table))
+                for _ in range(replicas)]
+        loss[i] = ((np.mean(sims, axis=0) - target) ** 2).sum(axis=1)
+    return np.asarray(grid)[np.argmin(loss, axis=0)]
 
 
 def dirichlet_positions(counts: np.ndarray, kappa: float, rng: np.random.Generator
@@ -739,14 +766,20 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
                    np.asarray(s.memory_mb).reshape(model.n_functions, -1), fid,
                    rng.random(len(fid)))
     fn = model.functions
-    pick = pl.Series("i", fid, pl.UInt32)
     frame = pl.DataFrame({
         "trace": f"synth/{model.source}", "arrival_s": t,
-        **{c: pl.Series(c, list(getattr(fn, c)), pl.String).gather(pick)
-           for c in ("tenant", "app", "function", "trigger")},
+        **{c: labels(list(getattr(fn, c)), fid, c) for c in ("tenant", "app", "function",
+                                                            "trigger")},
         "duration_s": dur, "memory_mb": mem,
     }).with_columns(pl.col("duration_s", "memory_mb").fill_nan(None))
-    return conform("invocations", frame)
+    return conform("invocations", frame, categorical=True)
+
+
+def labels(values: list[str | None], fid: np.ndarray, name: str) -> pl.Series:
+    """Per-invocation labels as an Enum column (no per-row strings are built; stored as
+    strings by :func:`servetrace.loaders.schema.write_parquet`)."""
+    cats = sorted({v for v in values if v is not None})
+    return pl.Series(name, values, pl.Enum(cats)).gather(pl.Series(fid, dtype=pl.UInt32))
 
 
 # ----------------------------------------------------------------------------- scaling
