@@ -14,8 +14,11 @@ superpositions (:func:`superpose_functions`) move whole functions.
 
 * ``periodic`` (:class:`Periodic`, timers): the gaps between a function's active windows sit on
   one value g (or whole multiples k·g: missed firings) and its count per active window is
-  constant. Period g·Δ with a batch of b = median count per firing, or Δ/b when the function
-  fires in every window (b firings per window: a sub-window timer). Fitted: period, phase
+  fires in every window only if its count there is steadier than a Poisson count. Period
+  g·Δ with a batch per firing drawn from :data:`BATCH_SIZE` quantiles of the function's counts
+  per active window (a timer whose run handles a varying backlog), or Δ/b when the function
+  fires in every window with a near-constant count b (b firings per window: a sub-window
+  timer). Fitted: period, phase
   (first firing, plus the offset inside its window where times resolve it, else a seeded
   uniform offset per function, fixed over the sample, as a timer's is), jitter (share of gaps
   of g ± 1 windows: a firing moved by one window), and the missed-firing probability
@@ -72,6 +75,8 @@ from servetrace.synth.model import ScaleRecord
 
 VERSION = "serverless-1"
 """Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others."""
+BATCH_SIZE = 8
+"""Quantiles of the invocations per firing kept per timer."""
 TABLE_SIZE = 32
 """Quantiles of the non-zero per-window counts kept per modulated function."""
 MIN_FIRINGS = 4
@@ -84,10 +89,10 @@ COUNT_CV = 0.1
 """Largest CV of a periodic function's count per active window."""
 COUNT_IDC = 0.2
 """Largest variance/mean of the count per window of a sub-window timer (Poisson: 1)."""
-HURST_GRID = np.round(np.linspace(0.5, 0.99, 15), 3)
+HURST_GRID = np.round(np.linspace(0.2, 0.99, 17), 3)
 """Candidate Hurst exponents of :func:`calibrate_hurst`."""
-MIN_ACTIVE_H = 16
-"""Functions with fewer active windows keep H = 0.5 (too few to estimate memory)."""
+MIN_ACTIVE_H = 2
+"""Functions with fewer active windows keep H = 0.5 (nothing to order)."""
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 CHUNK_CELLS = 1 << 24
@@ -121,7 +126,8 @@ class Periodic:
     (then a seeded uniform offset is added per function at sampling)."""
     window_phase_s: tuple[float, ...]
     """Start of the window of the first firing, after the fitted zero."""
-    batch: tuple[int, ...]
+    batch: tuple[float, ...]
+    """Invocations per firing: ``BATCH_SIZE`` quantiles per function, flattened."""
     jitter: tuple[float, ...]
     miss: tuple[float, ...]
 
@@ -186,7 +192,8 @@ class ServerlessModel:
         r = np.zeros(self.n_functions)
         p = self.periodic
         if p.index:
-            r[list(p.index)] = (np.asarray(p.batch) * (1 - np.asarray(p.miss))
+            r[list(p.index)] = (np.asarray(p.batch).reshape(-1, BATCH_SIZE).mean(axis=1)
+                                * (1 - np.asarray(p.miss))
                                 / np.asarray(p.period_s))
         m = self.modulated
         if m.index:
@@ -335,7 +342,9 @@ def detect_periodic(g: Grid) -> pl.DataFrame:
         pl.col("c").median().alias("b"), pl.col("c").mean().alias("c_mean"),
         (pl.col("c").var(ddof=0) / pl.col("c").mean()).fill_null(0.0).alias("c_idc"),
         (pl.col("c").std(ddof=0) / pl.col("c").mean()).fill_null(0.0).alias("c_cv"),
-        pl.col("m").min().alias("first"), pl.col("m").max().alias("last"))
+        pl.col("m").min().alias("first"), pl.col("m").max().alias("last"),
+        *[pl.col("c").quantile((j + 0.5) / BATCH_SIZE, "nearest").alias(f"q{j}")
+          for j in range(BATCH_SIZE)])
     stats = stats.with_columns(pl.col("g").fill_null(1).round().clip(1, None).cast(pl.Int64))
     gaps = cells.drop_nulls("gap").join(stats.select("fid", "g"), on="fid")
     k = pl.col("gap") / pl.col("g")
@@ -351,12 +360,13 @@ def detect_periodic(g: Grid) -> pl.DataFrame:
     gw = stats["g"].to_numpy().astype(np.float64)
     sub = gw == 1  # fires in every window: b firings per window
     # several firings per window: their count must be steadier than a Poisson count's
-    steady = ~sub | (stats["c_idc"].to_numpy() <= COUNT_IDC)
-    periodic = ((stats["active"].to_numpy() >= MIN_FIRINGS) & (share >= need)
-                & (stats["c_cv"].to_numpy() <= COUNT_CV) & steady)
+    steady = ~sub | ((stats["c_idc"].to_numpy() <= COUNT_IDC)
+                     & (stats["c_cv"].to_numpy() <= COUNT_CV))
+    periodic = (stats["active"].to_numpy() >= MIN_FIRINGS) & (share >= need) & steady
     c_mean = stats["c_mean"].to_numpy()
     period = np.where(sub, g.window_s / np.maximum(c_mean, 1.0), gw * g.window_s)
-    batch = np.where(sub, 1, np.maximum(np.rint(stats["b"].to_numpy()), 1)).astype(np.int64)
+    qs = stats.select(f"q{j}" for j in range(BATCH_SIZE)).to_numpy().astype(np.float64)
+    batch = np.where(sub[:, None], 1.0, np.maximum(qs, 1.0))
     active = stats["active"].to_numpy()
     missed = stats["missed"].to_numpy().astype(np.float64)
     return pl.DataFrame({
@@ -552,7 +562,8 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         index=tuple(int(i) for i in pf), period_s=tuple(pdet["period_s"].to_list()),
         phase_s=tuple(float(x) for x in phase),
         window_phase_s=tuple(pdet["window_phase_s"].to_list()),
-        batch=tuple(int(b) for b in pdet["batch"].to_list()),
+        batch=tuple(float(b) for b in np.vstack(pdet["batch"].to_list() or
+                                                   [np.zeros((0, BATCH_SIZE))]).ravel()),
         jitter=tuple(pdet["jitter"].to_list()), miss=tuple(pdet["miss"].to_list()))
     mf = np.flatnonzero(~per)
     span = n_t * g.window_s
@@ -622,7 +633,8 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
         x = _scores_to_counts(fgn_rows(hurst[sl], n_t, rng), zero_p[sl], table[sl])
         if periods:
             x = x * _profile(coef[sl], t_mid, periods)
-        c = _stochastic_round(x, rng)
+        # an active window stays active: rounding never turns a non-zero count into 0
+        c = np.where(x > 0, np.maximum(_stochastic_round(x, rng), 1), 0)
         f, w = np.nonzero(c)
         fs.append(f + lo)
         ws.append(w)
@@ -661,20 +673,30 @@ def calibrate_hurst(x: np.ndarray, zero_p: np.ndarray, table: np.ndarray, seed: 
                     grid: np.ndarray = HURST_GRID, replicas: int = 3) -> np.ndarray:
     """H per function by simulated moments (McFadden 1989): for each H of ``grid``, rank-matched
     samples as long as the trace are drawn for all functions at once, and each function keeps
-    the H whose mean ln IDC over block sizes 1, 2, 4, … windows is closest (least squares) to
-    the trace's. Counts carry the trend that rank scores flatten, so their IDC curve, not the
-    scores' aggregated variance, decides."""
+    the H whose mean ln IDC over block sizes 1, 2, 4, … windows and ln(1 + number of ON runs)
+    are closest (least squares) to the trace's. Counts carry the trend that rank scores
+    flatten, so their IDC curve decides, and the ON runs say how a sparse function's active
+    windows cluster (what a keep-alive policy sees)."""
     n_f, n_t = x.shape
     target = _log_idc(x)
     if target.shape[1] < 2 or n_f == 0:
         return np.full(n_f, 0.5)
+    target_runs = np.log1p(_runs(x))
     loss = np.empty((len(grid), n_f))
     rng = _rng(seed, 7)
     for i, h in enumerate(grid):  # a fixed grid of a dozen values, not functions
-        sims = [_log_idc(_scores_to_counts(fgn_rows(np.full(n_f, h), n_t, rng), zero_p, table))
+        sims = [_scores_to_counts(fgn_rows(np.full(n_f, h), n_t, rng), zero_p, table)
                 for _ in range(replicas)]
-        loss[i] = ((np.mean(sims, axis=0) - target) ** 2).sum(axis=1)
+        idc = np.mean([_log_idc(c) for c in sims], axis=0)
+        runs = np.log1p(np.mean([_runs(c) for c in sims], axis=0))
+        loss[i] = ((idc - target) ** 2).sum(axis=1) + (runs - target_runs) ** 2
     return np.asarray(grid)[np.argmin(loss, axis=0)]
+
+
+def _runs(x: np.ndarray) -> np.ndarray:
+    """Number of ON runs (maximal stretches of non-zero windows) per row."""
+    on = x > 0
+    return on[:, 0].astype(np.float64) + (on[:, 1:] & ~on[:, :-1]).sum(axis=1)
 
 
 def dirichlet_positions(counts: np.ndarray, kappa: float, rng: np.random.Generator
@@ -723,7 +745,8 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
     t = t + np.where(shift < jit / 2, -model.window_s,
                      np.where(shift < jit, model.window_s, 0.0))
     fid, t = fid[keep], t[keep]
-    b = np.asarray(p.batch)[fid]
+    table = np.asarray(p.batch).reshape(-1, BATCH_SIZE)
+    b = table[fid, (rng.random(len(fid)) * BATCH_SIZE).astype(np.int64)].astype(np.int64)
     fid, t = np.repeat(fid, b), np.repeat(t, b)
     ok = (t >= 0) & (t < duration)
     return idx[fid[ok]], t[ok]
@@ -839,7 +862,7 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
         periodic=Periodic(
             index=tuple(n for n, _ in p_rows), period_s=tuple(period.tolist()),
             phase_s=tuple(phase.tolist()), window_phase_s=tuple(wphase.tolist()),
-            batch=tuple(int(v) for v in np.asarray(p.batch)[pj]),
+            batch=tuple(np.asarray(p.batch).reshape(-1, BATCH_SIZE)[pj].ravel().tolist()),
             jitter=tuple(np.asarray(p.jitter)[pj].tolist()),
             miss=tuple(np.asarray(p.miss)[pj].tolist())),
         modulated=Modulated(
