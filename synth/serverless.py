@@ -288,15 +288,18 @@ def grid(table: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0) -> Grid:
             raise ValueError(f"serverless fit: invocation_counts mixes window sizes "
                              f"{sorted(windows.to_list())}; fit one window size at a time")
         w = float(windows[0])
-        origin = float(frame["window_start_s"].min())
-        col = ((pl.col("window_start_s") - origin) / w).round().cast(pl.Int64)
-        frame = frame.filter(pl.col("count") > 0).with_columns(col.alias("_m"))
+        frame = frame.filter(pl.col("count") > 0)
+        start = frame["window_start_s"].to_numpy()
+        origin = float(start.min())
+        m = np.rint((start - origin) / w).astype(np.int64)
+        weight = frame["count"].to_numpy()
         times = None
     elif "arrival_s" in frame.columns:
         w = float(window_s)
-        origin = math.floor(float(frame["arrival_s"].min()) / w) * w
-        frame = frame.with_columns(((pl.col("arrival_s") - origin) // w).cast(pl.Int64)
-                                   .alias("_m"), pl.lit(1, pl.Int64).alias("count"))
+        t = frame["arrival_s"].to_numpy()
+        origin = math.floor(float(t.min()) / w) * w
+        m = ((t - origin) // w).astype(np.int64)
+        weight = None
         times = frame
     else:
         raise ValueError("serverless fit: need an invocation_counts table (window_start_s, "
@@ -309,13 +312,11 @@ def grid(table: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0) -> Grid:
     fid[keys["_r"].explode().to_numpy()] = np.repeat(np.arange(keys.height),
                                                      keys["_r"].list.len().to_numpy())
     keys = keys.drop("_r").with_columns(pl.col(*_KEYS, "trigger").cast(pl.String))
-    frame = frame.with_columns(pl.Series("_f", fid))
-    cells = frame.group_by("_f", "_m").agg(pl.col("count").sum())
-    n_t = int(frame["_m"].max()) + 1
-    counts = np.zeros((keys.height, n_t), dtype=np.int64)
-    counts[cells["_f"].to_numpy(), cells["_m"].to_numpy()] = cells["count"].to_numpy()
+    n_t = int(m.max()) + 1
+    counts = np.bincount(fid * n_t + m, weights=weight, minlength=keys.height * n_t)
+    counts = np.rint(counts).astype(np.int64).reshape(keys.height, n_t)
     if times is not None:
-        cols = [pl.col("_f").alias("fid"), (pl.col("arrival_s") - origin).alias("arrival_s")]
+        cols = [pl.Series("fid", fid), (pl.col("arrival_s") - origin).alias("arrival_s")]
         cols += [pl.col(c) for c in ("duration_s", "memory_mb") if c in frame.columns]
         times = frame.select(cols)
     return Grid(keys, counts, origin, w, times)

@@ -118,7 +118,16 @@ def piecewise_uniform(probs: np.ndarray, knots: np.ndarray, rows: np.ndarray,
     chosen percentile interval), as replay tools that sample from percentile buckets do."""
     probs = np.asarray(probs, dtype=np.float64)
     knots = np.atleast_2d(np.asarray(knots, dtype=np.float64))
-    u = np.clip(np.asarray(u, dtype=np.float64), probs[0], probs[-1])
-    j = np.clip(np.searchsorted(probs, u, side="right") - 1, 0, len(probs) - 2)
-    s = (u - probs[j]) / (probs[j + 1] - probs[j])
-    return knots[rows, j] + s * (knots[rows, j + 1] - knots[rows, j])
+    u = np.asarray(u, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty(u.shape)
+    k = knots.shape[1]
+    yf = knots.ravel()
+    for lo in range(0, len(u), CHUNK):  # cache-sized chunks of draws
+        uc = np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
+        j = np.clip(np.searchsorted(probs, uc, side="right") - 1, 0, len(probs) - 2)
+        s = (uc - probs[j]) / (probs[j + 1] - probs[j])
+        flat = rows[lo:lo + CHUNK] * k + j
+        y0 = yf.take(flat)
+        out[lo:lo + CHUNK] = y0 + s * (yf.take(flat + 1) - y0)
+    return out

@@ -20,7 +20,7 @@ is the smallest any subset of n can have). It starts from a stratified draw (per
 systematic over rate order with a random start) and improves it by local search: each step
 scores a batch of random same-trigger swaps at once (cumulative membership counts along
 each feature's sorted order give every candidate's KS and W1 in one array operation) and
-keeps the best if it lowers D. Both distances are exact for empirical distributions: both
+keeps the best if it lowers D (stopping after :data:`PATIENCE` steps without gain). Both distances are exact for empirical distributions: both
 step functions only change at the trace's own values.
 
 Comparisons: :func:`invitro` is the InVitro sampler's criterion as we read it (Ustiugov et al.,
@@ -45,7 +45,9 @@ LOG = {"rate": True, "iat_cv": False, "duration": True, "memory": True}
 STEPS = 400
 """Local-search steps of :func:`representative` ..."""
 BATCH = 64
-"""... and candidate swaps scored per step."""
+"""... candidate swaps scored per step ..."""
+PATIENCE = 60
+"""... and steps without improvement before it stops."""
 
 
 def features(table: pl.DataFrame | pl.LazyFrame,
@@ -81,6 +83,8 @@ class _Axis:
     """One feature in sorted order: tie-group ends and the gaps between distinct values."""
 
     order: np.ndarray
+    rank: np.ndarray
+    """Position of each row in ``order``."""
     ends: np.ndarray
     dx: np.ndarray
     f_all: np.ndarray
@@ -94,7 +98,23 @@ def _axis(x: np.ndarray) -> _Axis:
     xs = x[order]
     ends = np.r_[np.flatnonzero(np.diff(xs) > 0), len(xs) - 1]
     dx = np.r_[np.diff(xs[ends]), 0.0]
-    return _Axis(order, ends, dx, (ends + 1) / len(xs), float(xs.std()) or 1.0)
+    rank = np.empty(len(x), dtype=np.int64)
+    rank[order] = np.arange(len(x))
+    return _Axis(order, rank, ends, dx, (ends + 1) / len(xs), float(xs.std()) or 1.0)
+
+
+def _swap_scores(member: np.ndarray, n: int, axes: list[_Axis], outs: np.ndarray,
+                 ins: np.ndarray) -> np.ndarray:
+    """D of ``member`` with each swap (outs[k] → ins[k]) applied: the swap moves the subset's
+    empirical CDF by 1/n between the two rows' sorted positions, so no candidate is built."""
+    total = np.zeros(len(outs))
+    for a in axes:
+        cur = np.cumsum(member[a.order])[a.ends] / n - a.f_all
+        step = ((a.ends[None, :] >= a.rank[ins][:, None]).astype(np.float64)
+                - (a.ends[None, :] >= a.rank[outs][:, None]))
+        diff = np.abs(cur[None, :] + step / n)
+        total += diff.max(axis=1) + (diff * a.dx).sum(axis=1) / a.sd
+    return total
 
 
 def _score(member: np.ndarray, n: int, axes: list[_Axis]) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +159,7 @@ def representative(feats: pl.DataFrame, n: int, seed: int = 0, *, steps: int = S
     axes = _axes(feats)
     ks, w1 = _score(member[None, :], n, axes)
     best = float(ks.sum() + w1.sum())
+    stale = 0
     for _ in range(steps):  # local-search steps, each scoring a batch of swaps at once
         ins = np.flatnonzero(member)
         outs = rng.choice(ins, batch)
@@ -153,15 +174,16 @@ def representative(feats: pl.DataFrame, n: int, seed: int = 0, *, steps: int = S
             continue
         ins_new = cand_in[np.argmax(same, axis=1)][has]
         outs = outs[has]
-        cand = np.repeat(member[None, :], len(outs), axis=0)
-        cand[np.arange(len(outs)), outs] = False
-        cand[np.arange(len(outs)), ins_new] = True
-        ks, w1 = _score(cand, n, axes)
-        total = ks.sum(axis=1) + w1.sum(axis=1)
+        total = _swap_scores(member, n, axes, outs, ins_new)
         k = int(np.argmin(total))
-        if total[k] < best:
+        if total[k] < best - 1e-12:
             best = float(total[k])
-            member = cand[k]
+            member[outs[k]], member[ins_new[k]] = False, True
+            stale = 0
+        else:
+            stale += 1
+            if stale >= PATIENCE:
+                break
     return np.flatnonzero(member)
 
 
