@@ -12,33 +12,34 @@ superpositions (:func:`superpose_functions`) move whole functions.
 
 **Arrivals, by kind** (detected per function from its count series and its trigger):
 
-* ``periodic`` (:class:`Periodic`, timers): the gaps between a function's active windows sit on
-  one value g (or whole multiples k·g: missed firings) and its count per active window is
-  fires in every window only if its count there is steadier than a Poisson count. Period
-  g·Δ with a batch per firing drawn from :data:`BATCH_SIZE` quantiles of the function's counts
-  per active window (a timer whose run handles a varying backlog), or Δ/b when the function
-  fires in every window with a near-constant count b (b firings per window: a sub-window
-  timer). Fitted: period, phase
-  (first firing, plus the offset inside its window where times resolve it, else a seeded
-  uniform offset per function, fixed over the sample, as a timer's is), jitter (share of gaps
-  of g ± 1 windows: a firing moved by one window), and the missed-firing probability
-  (Σ(k − 1) over gaps of k·g, over all firings due). Timers (``trigger == "timer"``) need
-  :data:`TIMER_SHARE` of their gaps on the grid, other triggers :data:`OTHER_SHARE`.
+* ``periodic`` (:class:`Periodic`, timers): the gaps between a function's active windows sit
+  on one value g (or whole multiples k·g: missed firings). Period g·Δ with the invocations
+  per firing drawn from :data:`BATCH_SIZE` quantiles of the function's counts per active
+  window (a timer whose run handles a varying backlog); a function active in every window is
+  a timer only if its count there is steadier than a Poisson count (variance/mean ≤
+  :data:`COUNT_IDC`, CV ≤ :data:`COUNT_CV`), of period Δ/b for its mean count b (a
+  sub-window timer). Fitted: period, phase (first firing, plus the offset inside its window
+  where times resolve it, else a seeded uniform offset per function, fixed over the sample,
+  as a timer's is), jitter (share of gaps of g ± 1 windows: a firing moved by one window),
+  and the missed-firing probability (Σ(k − 1) over gaps of k·g, over all firings due).
+  Timers (``trigger == "timer"``) need :data:`TIMER_SHARE` of their gaps on the grid (g ± 1
+  included), other triggers :data:`OTHER_SHARE`, and every timer :data:`MIN_FIRINGS` firings.
 * ``modulated`` (:class:`Modulated`, the rest): a stationary Gaussian-copula process of
   per-window counts (the stochastic rate factor of :mod:`servetrace.synth.model`, used here on
-  counts): count_t = Q_f(Φ(z_t)), with ``Q_f`` the function's empirical count distribution
-  (an exact zero probability plus :data:`TABLE_SIZE` quantiles of the non-zero counts, scaled
-  so its mean is the function's mean count) and ``z`` fractional Gaussian noise of Hurst
-  exponent H_f, generated exactly by circulant embedding (Davies & Harte 1987) for all functions at
-  once. The Gaussian scores are rank-matched per sample: u_t = (rank of z_t − ½)/T, so a
-  sample's own count distribution is the fitted one (zero share, quantiles, mean) whatever its
-  length, and the fGn sets only the *order* of the counts in time. Without it, a path of
-  strongly persistent noise (H near 1) over a few hundred windows visits only part of the
-  marginal, and samples as long as the trace would under-disperse. H is calibrated by
-  simulation (:func:`calibrate_hurst`) to the function's IDC curve. Where the trace spans two days (two weeks), a daily (and weekly) log-harmonic profile
-  is fitted per function by least squares on hourly counts and divided out before the table
-  is built, then multiplied back with stochastic rounding; shorter traces keep no harmonics
-  (an 8-hour sample cannot tell a daily cycle from a trend).
+  counts): count_t = Q_f(u_t), with ``Q_f`` the function's empirical count distribution (an
+  exact zero probability plus :data:`TABLE_SIZE` quantiles of the non-zero counts, scaled so
+  its mean is the function's mean count). The scores are rank-matched per sample,
+  u_t = (rank of z_t − ½)/T with ``z`` fractional Gaussian noise of Hurst exponent H_f
+  (generated exactly by circulant embedding, Davies & Harte 1987, for all functions at once):
+  a sample's own count distribution is the fitted one (zero share, quantiles, mean) whatever
+  its length, and the noise sets only the *order* of the counts in time. Without it, a path
+  of strongly persistent noise over a few hundred windows visits only part of the marginal
+  and samples as long as the trace under-disperse. H_f ∈ [0.2, 0.99] is calibrated by
+  simulation (:func:`calibrate_hurst`) to the function's IDC curve and its number of ON runs.
+  Where the trace spans two days (two weeks), a daily (and weekly) log-harmonic profile is
+  fitted per function by least squares on hourly counts and divided out before the table is
+  built, then multiplied back with stochastic rounding; shorter traces keep no harmonics (an
+  8-hour sample cannot tell a daily cycle from a trend).
 * **within-window timing** (:class:`WithinWindow`): the c invocations of a window split it as
   a symmetric Dirichlet(κ, …, κ) of c + 1 spacings: κ = 1 is c uniform order statistics
   (InVitro's uniform spreading), κ → ∞ equidistant, κ < 1 clustered. Fitted from
@@ -52,9 +53,10 @@ quantile function of :mod:`servetrace.synth.serverless_quantiles` (exact at ever
 from per-invocation data the percentiles are first computed at the same probabilities.
 
 The model is plain data (frozen dataclasses of tuples), serialized by :meth:`ServerlessModel.
-to_json`; :data:`VERSION` is checked on load. Fitting and sampling are vectorized over all
-functions (NumPy arrays of shape functions × windows, Polars group-bys); the only Python loops
-run over chunks of functions (memory bound) or a few fixed-point steps.
+to_json` as strict JSON (unknown figures are null); :data:`VERSION` is checked on load.
+Fitting and sampling are vectorized over all functions (NumPy arrays of shape functions ×
+windows, Polars group-bys); the only Python loops run over chunks of functions (memory bound)
+or the fixed grid of candidate Hurst exponents.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy import optimize, special
+from scipy import optimize
 
 from servetrace.loaders.schema import conform
 from servetrace.synth import serverless_quantiles as sq
@@ -213,8 +215,8 @@ class ServerlessModel:
 
     def to_json(self) -> str:
         """The model as JSON (plain objects; no pickles)."""
-        return json.dumps({"type": "ServerlessModel", **dataclasses.asdict(self)},
-                          allow_nan=True, separators=(",", ":"))
+        return json.dumps(_nan_to_null({"type": "ServerlessModel", **dataclasses.asdict(self)}),
+                          allow_nan=False, separators=(",", ":"))
 
     @staticmethod
     def from_json(text: str) -> ServerlessModel:
@@ -225,8 +227,11 @@ class ServerlessModel:
         if data.get("version") != VERSION:
             raise ValueError(f"from_json: model version {data.get('version')!r} is not the "
                              f"supported version {VERSION!r}")
-        def tup(cls, d):  # noqa: E306 - lists back to tuples, field by field
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        def tup(cls, d):  # lists back to tuples, null back to NaN
+            hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+            return cls(**{k: tuple(math.nan if x is None and "float" in hints[k] else x
+                                   for x in v) if isinstance(v, list) else v
+                          for k, v in d.items()})
         return ServerlessModel(
             source=data["source"], span_s=float(data["span_s"]),
             window_s=float(data["window_s"]), functions=tup(Functions, data["functions"]),
@@ -245,6 +250,16 @@ class ServerlessModel:
     @staticmethod
     def load(path: str | Path) -> ServerlessModel:
         return ServerlessModel.from_json(Path(path).read_text())
+
+
+def _nan_to_null(obj: object) -> object:
+    """Unknown figures (NaN) as JSON null: the document stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [None if isinstance(v, float) and math.isnan(v) else _nan_to_null(v)
+                for v in obj]
+    return obj
 
 
 # ----------------------------------------------------------------------------- input
@@ -433,7 +448,7 @@ def fit_harmonics(counts: np.ndarray, window_s: float, origin_s: float,
     a + Σ_p (α_p cos ωt + β_p sin ωt); returns (F, 2·len(periods)) coefficients."""
     if not periods:
         return np.zeros((counts.shape[0], 0))
-    per = max(1, int(round(3600.0 / window_s)))
+    per = max(1, round(3600.0 / window_s))
     n_h = counts.shape[1] // per
     hourly = counts[:, :n_h * per].reshape(counts.shape[0], n_h, per).sum(axis=2)
     t = origin_s + (np.arange(n_h) + 0.5) * per * window_s
@@ -769,7 +784,7 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
     ts = model.time_scale
     dur_m, start_m = duration_s * ts, start_s * ts  # model time
     w = model.window_s
-    n_t = int(math.ceil(dur_m / w))
+    n_t = math.ceil(dur_m / w)
     f_m, win, cnt = _modulated_counts(model, n_t, start_m, seed)
     pos = dirichlet_positions(cnt, model.within.kappa, _rng(seed, 3))
     t_m = (np.repeat(win, cnt) + pos) * w
@@ -825,23 +840,29 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
     fn = model.functions
     rep = pl.DataFrame({"i": idx}).with_columns(pl.int_range(pl.len()).over("i").alias("k"))
     k = rep["k"].to_numpy()
-    names = [f if r == 0 else f"{f}~{r}" for f, r in zip(
-        np.asarray(fn.function, dtype=object)[idx], k)]
-    new_of_old: dict[int, list[int]] = {}
-    for new, old in enumerate(idx.tolist()):
-        new_of_old.setdefault(old, []).append(new)
+    names = pl.DataFrame({"f": pl.Series(list(fn.function), dtype=pl.String).gather(idx),
+                          "k": k}).select(pl.when(pl.col("k") == 0).then(pl.col("f"))
+                                          .otherwise(pl.format("{}~{}", "f", "k")))
 
-    def pick(t): return tuple(np.asarray(t, dtype=object)[idx].tolist())  # noqa: E704
+    def pick(t):
+        return tuple(np.asarray(t, dtype=object)[idx].tolist())
 
     p, m = model.periodic, model.modulated
-    p_rows = [(new, j) for j, old in enumerate(p.index) for new in new_of_old.get(old, [])]
-    m_rows = [(new, j) for j, old in enumerate(m.index) for new in new_of_old.get(old, [])]
-    pj = np.asarray([j for _, j in p_rows], dtype=np.int64)
-    mj = np.asarray([j for _, j in m_rows], dtype=np.int64)
+
+    def rows_of(kind_index: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """New function positions of this kind and their rows in the kind's arrays."""
+        pos = np.full(model.n_functions, -1, dtype=np.int64)
+        pos[list(kind_index)] = np.arange(len(kind_index))
+        at = pos[idx]
+        new = np.flatnonzero(at >= 0)
+        return new, at[new]
+
+    p_new, pj = rows_of(p.index)
+    m_new, mj = rows_of(m.index)
     rng = _rng(int(np.asarray(idx).sum()) + len(idx), 5)
     period = np.asarray(p.period_s)[pj] if pj.size else np.zeros(0)
     # a replica is another function: its timer gets its own phase, not its original's
-    replica = np.asarray([k[new] > 0 for new, _ in p_rows], dtype=bool)
+    replica = k[p_new] > 0
     phase = np.asarray(p.phase_s)[pj] if pj.size else np.zeros(0)
     wphase = np.asarray(p.window_phase_s)[pj] if pj.size else np.zeros(0)
     if replica.any():
@@ -858,16 +879,17 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
     mk = np.asarray(s.memory_mb).reshape(model.n_functions, -1)[idx]
     return dataclasses.replace(
         model,
-        functions=Functions(pick(fn.tenant), pick(fn.app), tuple(names), pick(fn.trigger),
+        functions=Functions(pick(fn.tenant), pick(fn.app), tuple(names.to_series().to_list()),
+                            pick(fn.trigger),
                             pick(fn.kind)),
         periodic=Periodic(
-            index=tuple(n for n, _ in p_rows), period_s=tuple(period.tolist()),
+            index=tuple(p_new.tolist()), period_s=tuple(period.tolist()),
             phase_s=tuple(phase.tolist()), window_phase_s=tuple(wphase.tolist()),
             batch=tuple(np.asarray(p.batch).reshape(-1, BATCH_SIZE)[pj].ravel().tolist()),
             jitter=tuple(np.asarray(p.jitter)[pj].tolist()),
             miss=tuple(np.asarray(p.miss)[pj].tolist())),
         modulated=Modulated(
-            index=tuple(n for n, _ in m_rows),
+            index=tuple(m_new.tolist()),
             zero_p=tuple(np.asarray(m.zero_p)[mj].tolist()),
             table=tuple(tab[mj].ravel().tolist()), hurst=tuple(np.asarray(m.hurst)[mj].tolist()),
             harmonic_periods_s=m.harmonic_periods_s, harmonics=tuple(har[mj].ravel().tolist())),
@@ -886,7 +908,7 @@ def superpose_functions(model: ServerlessModel, factor: float, seed: int = 0) ->
     if not (math.isfinite(factor) and factor > 0):
         raise ValueError(f"superpose_functions: factor must be finite and > 0, got {factor!r}")
     rng = _rng(seed, 6)
-    whole = int(math.floor(factor))
+    whole = math.floor(factor)
     extra = rng.random(model.n_functions) < (factor - whole)
     reps = whole + extra.astype(np.int64)
     if reps.sum() == 0:

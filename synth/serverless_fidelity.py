@@ -73,7 +73,7 @@ _KEYS = ["tenant", "app", "function"]
 def _idc(series: np.ndarray, window_s: float, base_s: float) -> dict[float, float]:
     out = {}
     for w in WINDOWS_S:
-        k = int(round(w / base_s))
+        k = round(w / base_s)
         n = len(series) // k
         if k < 1 or n < MIN_WINDOWS or abs(k * base_s - w) > 1e-9:
             continue
@@ -174,7 +174,8 @@ def _matched_log_error(rm: dict, cm: dict, name: str) -> float | None:
     """Median over functions present in both of |ln(candidate / real)|."""
     r = rm["keys"].with_columns(pl.Series("r", rm[name]))
     c = cm["keys"].with_columns(pl.Series("c", cm[name]))
-    j = r.join(c, on=_KEYS, nulls_equal=True).filter((pl.col("r") > 0) & (pl.col("c") > 0))
+    j = r.join(c, on=_KEYS, nulls_equal=True).filter(
+        pl.col("r").is_finite() & pl.col("c").is_finite() & (pl.col("r") > 0) & (pl.col("c") > 0))
     if j.height == 0:
         return None
     return float(np.median(np.abs(np.log(j["c"].to_numpy() / j["r"].to_numpy()))))
@@ -220,7 +221,7 @@ def baseline(reference: Frame, kind: str, duration_s: float, seed: int,
     g = sv.grid(frame, 60.0)
     w = g.window_s
     rng = np.random.default_rng(seed)
-    n_t = int(math.ceil(duration_s / w))
+    n_t = math.ceil(duration_s / w)
     if kind == "replay_uniform":
         cols = np.arange(n_t) % g.counts.shape[1]
         c = g.counts[:, cols]
@@ -261,7 +262,8 @@ def fidelity(real: Frame, synthetic: pl.DataFrame | Sequence[pl.DataFrame], *,
              functions: Frame | None = None, reference: Frame | None = None,
              seed: int = 0, baselines: bool = True) -> pl.DataFrame:
     """Compare ``synthetic`` (one trace or runs under several seeds) to ``real`` next to the
-    baselines built from ``reference`` (default ``real``) with the same seeds per run.
+    baselines built from ``reference`` (default ``real``) with the same seeds per run, each
+    as long as that run (on the 60 s grid).
 
     Returns one row per metric: metric, model, replay_uniform, poisson (mean errors over
     runs), with several runs their ``_sd`` columns and ``verdict``; ``model_best`` where the
@@ -275,10 +277,10 @@ def fidelity(real: Frame, synthetic: pl.DataFrame | Sequence[pl.DataFrame], *,
     rm = metrics(real_f, fx, seed=seed)
     kinds = ("model", *(BASELINES if baselines else ()))
     per: dict[str, list[dict]] = {k: [] for k in kinds}
-    duration = _span(real_f)
     for i, s in enumerate(runs):
         per["model"].append(errors(rm, metrics(s, fx, seed=seed)))
         if baselines:
+            duration = _span(s)  # as long as the candidate it stands beside
             for k, kind in enumerate(BASELINES):
                 b = baseline(ref, kind, duration, seed + 10 + 2 * i + k, fx)
                 per[kind].append(errors(rm, metrics(b, fx, seed=seed)))

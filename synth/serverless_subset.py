@@ -20,7 +20,8 @@ is the smallest any subset of n can have). It starts from a stratified draw (per
 systematic over rate order with a random start) and improves it by local search: each step
 scores a batch of random same-trigger swaps at once (cumulative membership counts along
 each feature's sorted order give every candidate's KS and W1 in one array operation) and
-keeps the best if it lowers D (stopping after :data:`PATIENCE` steps without gain). Both distances are exact for empirical distributions: both
+keeps the best if it lowers D (stopping after :data:`PATIENCE` steps without gain). Both
+distances are exact for empirical distributions: both
 step functions only change at the trace's own values.
 
 Comparisons: :func:`invitro` is the InVitro sampler's criterion as we read it (Ustiugov et al.,
@@ -134,7 +135,7 @@ def _quotas(trigger: np.ndarray, n: int) -> dict[str, int]:
     q = np.floor(share).astype(np.int64)
     rest = n - int(q.sum())
     q[np.argsort(-(share - q), kind="stable")[:rest]] += 1
-    return dict(zip(names.tolist(), q.tolist()))
+    return dict(zip(names.tolist(), q.tolist(), strict=True))
 
 
 def _axes(feats: pl.DataFrame) -> list[_Axis]:
@@ -213,7 +214,7 @@ def distances(feats: pl.DataFrame, rows: np.ndarray) -> dict[str, float]:
     member[np.asarray(rows)] = True
     n = int(member.sum())
     out: dict[str, float] = {}
-    for name, a in zip(CONTINUOUS, _axes(feats)):
+    for name, a in zip(CONTINUOUS, _axes(feats), strict=True):
         ks, w1 = _score(member[None, :], n, [a])
         out[f"{name}_ks"] = float(ks[0, 0])
         out[f"{name}_wasserstein"] = float(w1[0, 0] * a.sd)

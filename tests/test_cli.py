@@ -322,3 +322,37 @@ def test_compare_with_a_reference_is_the_python_holdout(mirror, tmp_path):
     told = compare()                            # baselines fitted on the test half itself
     assert any(told[m]["gamma"] != held[m]["gamma"] for m in held)
     assert told["iat_cv"]["model"] == held["iat_cv"]["model"]   # the model's errors agree
+
+
+def test_serverless_fit_generate_compare(env, mirror, tmp_path):
+    """The table decides: invocation_counts → the serverless model, subset and scaling."""
+    assert runner.invoke(app, ["ingest", str(mirror / "azure_functions_2019")]).exit_code == 0
+    model = tmp_path / "af.json"
+    res = runner.invoke(app, ["fit", "azure_functions_2019/sample", "-o", str(model)])
+    assert res.exit_code == 0, res.output
+    assert "500 functions" in res.output
+    assert json.loads(model.read_text())["type"] == "ServerlessModel"
+    synth = tmp_path / "s.parquet"
+    res = runner.invoke(app, ["generate", str(model), "--duration", "1800", "--seed", "1",
+                              "--functions", "40", "--target-rps", "20", "-o", str(synth)])
+    assert res.exit_code == 0, res.output
+    frame = pl.read_parquet(synth)
+    assert frame["function"].cast(pl.String).str.replace("~.*", "").n_unique() <= 40
+    assert frame.height / 1800 == pytest.approx(20, rel=0.35)
+    meta = json.loads(_scaling(synth))
+    assert [r["op"] for r in meta] == ["representative_subset", "superpose_functions",
+                                       "sample"]
+    res = runner.invoke(app, ["compare", "azure_functions_2019/sample", str(synth),
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "cold_fixed10_error" in res.output and "replay_uniform" in res.output
+    res = runner.invoke(app, ["generate", str(model), "--duration", "60", "--functions", "0",
+                              "-o", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 1 and "--functions 0" in res.output
+
+
+def _scaling(path):
+    import pyarrow.parquet as pq
+
+    from servetrace.synth.scale import METADATA_KEY
+    return pq.read_metadata(path).metadata[METADATA_KEY.encode()].decode()

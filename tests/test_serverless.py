@@ -40,7 +40,7 @@ def population():
     counts = np.zeros((80, n_t), dtype=np.int64)
     periods = rng.choice([2, 5, 10, 15, 30, 60], 40)
     phases = np.array([rng.integers(0, p) for p in periods])
-    for i, (p, ph) in enumerate(zip(periods, phases)):
+    for i, (p, ph) in enumerate(zip(periods, phases, strict=True)):
         fire = np.arange(ph, n_t, p)
         fire = fire[rng.random(len(fire)) >= 0.1]
         counts[i, fire] = 1
@@ -194,6 +194,7 @@ def test_daily_harmonic_recovered():
 def test_json_round_trip_and_version(population):
     m = population["model"]
     text = m.to_json()
+    assert "NaN" not in text and json.loads(text)["periodic"]["phase_s"][0] is None
     back = sv.ServerlessModel.from_json(text)
     assert back.to_json() == text
     assert back.sample(3600.0, seed=2).equals(m.sample(3600.0, seed=2))

@@ -109,7 +109,7 @@ def test_representative_beats_invitro_style_on_average(af19):
     res = ss.compare(feats, 100, range(4)).drop("seed").group_by("method").mean()
     rep = res.filter(pl.col("method") == "representative").drop("method").row(0)
     inv = res.filter(pl.col("method") == "invitro").drop("method").row(0)
-    assert all(a < b for a, b in zip(rep, inv)), res
+    assert all(a < b for a, b in zip(rep, inv, strict=True)), res
 
 
 def test_subset_model_keeps_functions(af19):
