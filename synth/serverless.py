@@ -35,11 +35,19 @@ superpositions (:func:`superpose_functions`) move whole functions.
   its length, and the noise sets only the *order* of the counts in time. Without it, a path
   of strongly persistent noise over a few hundred windows visits only part of the marginal
   and samples as long as the trace under-disperse. H_f ∈ [0.2, 0.99] is calibrated by
-  simulation (:func:`calibrate_hurst`) to the function's IDC curve and its number of ON runs.
+  simulation (:func:`calibrate_hurst`) to the function's IDC curve and its OFF runs.
   Where the trace spans two days (two weeks), a daily (and weekly) log-harmonic profile is
   fitted per function by least squares on hourly counts and divided out before the table is
   built, then multiplied back with stochastic rounding; shorter traces keep no harmonics (an
   8-hour sample cannot tell a daily cycle from a trend).
+  Sparse functions (at least :data:`SPARSE` of their windows empty, three active windows or
+  more) are a renewal of their active windows instead: gaps between active windows drawn from
+  :data:`GAP_SIZE` quantiles of their own gaps (the trace read as a circle, so the idle
+  stretch before the first and after the last call is a gap too, and the gaps add up to the
+  span), counts from the same non-zero table. The
+  idle times a keep-alive policy sees are then the function's own (the copula's ordering,
+  one H per function, cannot keep a function that is idle often but never for long from
+  idling long now and then); their harmonics are not applied.
 * **within-window timing** (:class:`WithinWindow`): the c invocations of a window split it as
   a symmetric Dirichlet(κ, …, κ) of c + 1 spacings: κ = 1 is c uniform order statistics
   (InVitro's uniform spreading), κ → ∞ equidistant, κ < 1 clustered. Fitted from
@@ -93,6 +101,12 @@ COUNT_IDC = 0.2
 """Largest variance/mean of the count per window of a sub-window timer (Poisson: 1)."""
 HURST_GRID = np.round(np.linspace(0.2, 0.99, 17), 3)
 """Candidate Hurst exponents of :func:`calibrate_hurst`."""
+GAP_SIZE = 32
+"""Quantiles of the gaps between active windows kept per sparse function."""
+SPARSE = 0.5
+"""Share of empty windows from which a function's activity is a renewal of its gaps."""
+OFF_RUNS = (1, 2, 5, 10, 30)
+"""OFF-run lengths (windows) whose counts :func:`calibrate_hurst` matches."""
 MIN_ACTIVE_H = 2
 """Functions with fewer active windows keep H = 0.5 (nothing to order)."""
 DAY_S = 86400.0
@@ -146,6 +160,9 @@ class Modulated:
     harmonic_periods_s: tuple[float, ...] = ()
     harmonics: tuple[float, ...] = ()
     """Per function and period: cos and sin coefficients of ln(rate), zero-mean profile."""
+    gaps: tuple[float, ...] = ()
+    """Sparse functions' gaps between active windows: ``GAP_SIZE`` quantiles per function,
+    flattened; NaN rows for the copula functions (module doc)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +217,11 @@ class ServerlessModel:
         m = self.modulated
         if m.index:
             tab = np.asarray(m.table).reshape(len(m.index), TABLE_SIZE)
-            r[list(m.index)] = (1 - np.asarray(m.zero_p)) * tab.mean(axis=1) / self.window_s
+            active = 1 - np.asarray(m.zero_p)
+            if m.gaps:
+                g = np.asarray(m.gaps).reshape(len(m.index), GAP_SIZE).mean(axis=1)
+                active = np.where(np.isfinite(g), 1 / np.where(np.isfinite(g), g, 1), active)
+            r[list(m.index)] = active * tab.mean(axis=1) / self.window_s
         return r * self.time_scale
 
     @property
@@ -483,6 +504,48 @@ def _count_tables(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return zero_p, table
 
 
+def _gap_tables(counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``GAP_SIZE`` quantiles (inverted CDF at (j + ½)/GAP_SIZE) of the gaps, in windows,
+    between the active windows of the selected rows, the trace taken as a circle; NaN rows
+    elsewhere."""
+    out = np.full((counts.shape[0], GAP_SIZE), np.nan)
+    if not rows.any():
+        return out
+    seg = _segments(counts[rows])
+    # the trace as a circle: the idle time before the first and after the last active window
+    # is one more gap, so the gaps add up to the span and the rate is kept
+    wrap = seg.group_by("fid").agg((counts.shape[1] - pl.col("m").max() + pl.col("m").min())
+                                   .alias("gap"))
+    cells = pl.concat([seg.drop_nulls("gap").select("fid", "gap"),
+                       wrap.select("fid", pl.col("gap").cast(seg["gap"].dtype))])
+    q = cells.group_by("fid").agg(
+        pl.col("gap").quantile((j + 0.5) / GAP_SIZE, "nearest").alias(f"q{j}")
+        for j in range(GAP_SIZE))
+    sel = np.flatnonzero(rows)
+    out[sel[q["fid"].to_numpy()]] = q.select(f"q{j}" for j in range(GAP_SIZE)).to_numpy()
+    return out
+
+
+def _renewal_cells(gaps: np.ndarray, table: np.ndarray, n_t: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Active windows of sparse functions as a renewal of their gap tables (the first one a
+    uniform fraction of a drawn gap in; gaps stratified over the table), each with a count
+    drawn from the non-zero table: (row, window, count) cells."""
+    n = gaps.shape[0]
+    k = int(np.ceil(n_t / max(float(np.nanmin(gaps)), 1.0))) + 1
+    cycles = -(-k // GAP_SIZE)
+    # stratified: every GAP_SIZE draws use each quantile once, in random order, so a sample
+    # holds the table's gaps in their proportions (and the rate), not a multinomial of them
+    perm = np.argsort(rng.random((n, cycles, GAP_SIZE)), axis=2).reshape(n, -1)[:, :k]
+    draw = np.take_along_axis(gaps, perm, axis=1)
+    start = np.floor(rng.random(n) * draw[:, 0])
+    pos = start[:, None] + np.cumsum(draw, axis=1) - draw[:, :1]
+    r, j = np.nonzero(pos < n_t)
+    w = pos[r, j].astype(np.int64)
+    x = table[r, (rng.random(len(r)) * TABLE_SIZE).astype(np.int64)]
+    return r, w, np.maximum(_stochastic_round(x, rng), 1)
+
+
 # ----------------------------------------------------------------------------- within window
 
 
@@ -590,14 +653,17 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         x = x / _profile(coef, (np.arange(n_t) + 0.5) * g.window_s, periods)
     zero_p, table_ = _count_tables(x)
     active = (g.counts[mf] > 0).sum(axis=1)
-    busy = active >= MIN_ACTIVE_H
+    sparse = (zero_p >= SPARSE) & (active >= 3)
+    gaps = _gap_tables(g.counts[mf], sparse)
+    busy = (active >= MIN_ACTIVE_H) & ~sparse
     hurst = np.full(len(mf), 0.5)
     if busy.any():
         hurst[busy] = calibrate_hurst(x[busy], zero_p[busy], table_[busy])
     modulated = Modulated(
         index=tuple(int(i) for i in mf), zero_p=tuple(float(z) for z in zero_p),
         table=tuple(float(v) for v in table_.ravel()), hurst=tuple(float(h) for h in hurst),
-        harmonic_periods_s=periods, harmonics=tuple(float(v) for v in coef.ravel()))
+        harmonic_periods_s=periods, harmonics=tuple(float(v) for v in coef.ravel()),
+        gaps=tuple(float(v) for v in gaps.ravel()))
     if within is None:
         within = fit_within(frame, window_s) if g.times is not None else WithinWindow()
     dur = _knots(functions, g, sq.DURATION_COLUMNS, sq.DURATION_PROBS, "duration_s")
@@ -641,16 +707,26 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
     periods = tuple(m.harmonic_periods_s)
     coef = np.asarray(m.harmonics).reshape(n, 2 * len(periods))
     t_mid = start_s + (np.arange(n_t) + 0.5) * model.window_s
+    gaps = (np.asarray(m.gaps).reshape(n, GAP_SIZE) if m.gaps
+            else np.full((n, GAP_SIZE), np.nan))
+    sparse = np.isfinite(gaps[:, 0])
     rows = max(1, CHUNK_CELLS // max(2 * n_t, 1))
     fs, ws, cs = [], [], []
     for lo in range(0, n, rows):  # chunks of functions bound memory
         sl = slice(lo, min(n, lo + rows))
         rng = _rng(seed, 1_000_000 + lo)
+        sp = np.flatnonzero(sparse[sl])
+        if sp.size:
+            r, w, c = _renewal_cells(gaps[sl][sp], table[sl][sp], n_t, rng)
+            fs.append(sp[r] + lo)
+            ws.append(w)
+            cs.append(c)
         x = _scores_to_counts(fgn_rows(hurst[sl], n_t, rng), zero_p[sl], table[sl])
         if periods:
             x = x * _profile(coef[sl], t_mid, periods)
         # an active window stays active: rounding never turns a non-zero count into 0
         c = np.where(x > 0, np.maximum(_stochastic_round(x, rng), 1), 0)
+        c[sp] = 0  # sparse rows come from their renewal above
         f, w = np.nonzero(c)
         fs.append(f + lo)
         ws.append(w)
@@ -689,10 +765,11 @@ def calibrate_hurst(x: np.ndarray, zero_p: np.ndarray, table: np.ndarray, seed: 
                     grid: np.ndarray = HURST_GRID, replicas: int = 3) -> np.ndarray:
     """H per function by simulated moments (McFadden 1989): for each H of ``grid``, rank-matched
     samples as long as the trace are drawn for all functions at once, and each function keeps
-    the H whose mean ln IDC over block sizes 1, 2, 4, … windows and ln(1 + number of ON runs)
-    are closest (least squares) to the trace's. Counts carry the trend that rank scores
-    flatten, so their IDC curve decides, and the ON runs say how a sparse function's active
-    windows cluster (what a keep-alive policy sees)."""
+    the H whose mean ln IDC over block sizes 1, 2, 4, … windows and ln(1 + number of OFF runs
+    of at least :data:`OFF_RUNS` windows) are closest (least squares) to the trace's. Counts
+    carry the trend that rank scores flatten, so their IDC curve decides, and the OFF runs say
+    how a sparse function's active windows cluster or spread (the idle times a keep-alive
+    policy sees)."""
     n_f, n_t = x.shape
     target = _log_idc(x)
     if target.shape[1] < 2 or n_f == 0:
@@ -705,14 +782,26 @@ def calibrate_hurst(x: np.ndarray, zero_p: np.ndarray, table: np.ndarray, seed: 
                 for _ in range(replicas)]
         idc = np.mean([_log_idc(c) for c in sims], axis=0)
         runs = np.log1p(np.mean([_runs(c) for c in sims], axis=0))
-        loss[i] = ((idc - target) ** 2).sum(axis=1) + (runs - target_runs) ** 2
+        loss[i] = ((idc - target) ** 2).sum(axis=1) + ((runs - target_runs) ** 2).sum(axis=1)
     return np.asarray(grid)[np.argmin(loss, axis=0)]
 
 
 def _runs(x: np.ndarray) -> np.ndarray:
-    """Number of ON runs (maximal stretches of non-zero windows) per row."""
-    on = x > 0
-    return on[:, 0].astype(np.float64) + (on[:, 1:] & ~on[:, :-1]).sum(axis=1)
+    """Per row, the number of OFF runs (maximal stretches of empty windows between active
+    ones, the idle times a keep-alive policy sees) at least 1, 2, 5, 10 and 30 windows
+    long: (rows, 5)."""
+    off = np.zeros((x.shape[0], x.shape[1] + 2), dtype=np.int8)
+    off[:, 1:-1] = x == 0
+    d = np.diff(off, axis=1)
+    rs, cs = np.nonzero(d == 1)
+    _, ce = np.nonzero(d == -1)  # same rows, same order: each start has its end
+    length = ce - cs
+    inner = (cs > 0) & (ce < x.shape[1])  # before the first / after the last call: no idle
+    out = np.zeros((x.shape[0], len(OFF_RUNS)))
+    for j, k in enumerate(OFF_RUNS):  # five thresholds
+        out[:, j] = np.bincount(rs, weights=(inner & (length >= k)).astype(np.float64),
+                                minlength=x.shape[0])
+    return out
 
 
 def dirichlet_positions(counts: np.ndarray, kappa: float, rng: np.random.Generator
@@ -892,7 +981,9 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
             index=tuple(m_new.tolist()),
             zero_p=tuple(np.asarray(m.zero_p)[mj].tolist()),
             table=tuple(tab[mj].ravel().tolist()), hurst=tuple(np.asarray(m.hurst)[mj].tolist()),
-            harmonic_periods_s=m.harmonic_periods_s, harmonics=tuple(har[mj].ravel().tolist())),
+            harmonic_periods_s=m.harmonic_periods_s, harmonics=tuple(har[mj].ravel().tolist()),
+            gaps=(tuple(np.asarray(m.gaps).reshape(len(m.index), GAP_SIZE)[mj].ravel().tolist())
+                  if m.gaps else ())),
         sizes=dataclasses.replace(s, duration_s=tuple(dk.ravel().tolist()),
                                   memory_mb=tuple(mk.ravel().tolist())),
         n_invocations=model.n_invocations,
