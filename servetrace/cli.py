@@ -635,6 +635,9 @@ def generate_cmd(
     scale_op: Annotated[str, typer.Option(
         "--scale-op", help="serverless: superpose_functions (keeps burst shape) or "
         "compress_time (shrinks it)")] = "superpose_functions",
+    cluster: Annotated[Path | None, typer.Option(
+        "--cluster", help="serverless: cluster YAML (nodes, cores, memory_mb, keep_alive_s, "
+        "hybrid); with --utilization, scale to that load of it")] = None,
 ) -> None:
     """Sample a synthetic requests trace from a model, scaled as asked, into Parquet.
 
@@ -649,12 +652,13 @@ def generate_cmd(
                              "it to another tool's format)")
         if _model_type(model_path) == "ServerlessModel":
             frame = _generate_serverless(model_path, duration, output, seed, functions,
-                                         target_rps, scale_op)
+                                         target_rps, scale_op, cluster, utilization)
             out.print(f"{frame.height:,} invocations over {duration:g} s (seed {seed}) -> "
                       f"{output}", highlight=False)
             return
-        if functions is not None or target_rps is not None:
-            raise ValueError("--functions and --target-rps apply to serverless models")
+        if functions is not None or target_rps is not None or cluster is not None:
+            raise ValueError("--functions, --target-rps and --cluster apply to serverless "
+                             "models")
         if (profile is None) != (utilization is None):
             raise ValueError("--profile and --utilization go together")
         model = WorkloadModel.load(model_path)
@@ -672,7 +676,8 @@ def generate_cmd(
 
 def _generate_serverless(model_path: Path, duration: float, output: Path, seed: int,
                          functions: int | None, target_rps: float | None,
-                         scale_op: str) -> pl.DataFrame:
+                         scale_op: str, cluster: Path | None = None,
+                         utilization: float | None = None) -> pl.DataFrame:
     """Representative subset (chosen on a pilot sample of the model's own functions as long
     as the fitted trace), then rate scaling, then the sample, with the steps as metadata."""
     from servetrace.synth import serverless as sv
@@ -691,9 +696,41 @@ def _generate_serverless(model_path: Path, duration: float, output: Path, seed: 
             model = sv.subset(model, index, op="representative_subset", seed=seed)
     if target_rps is not None:
         model = sv.target_rate(model, target_rps, op=scale_op, seed=seed)
+    if (cluster is None) != (utilization is None):
+        raise ValueError("--cluster and --utilization go together")
+    if cluster is not None and utilization is not None:
+        if target_rps is not None:
+            raise ValueError("--target-rps and --cluster both set the rate: give one")
+        with err.status(f"sizing to {utilization:g} of {cluster}"):
+            model, _ = sv.size_to_cluster(model, _cluster(cluster), utilization, seed=seed)
     frame = model.sample(duration, seed=seed)
     frame.write_parquet(output, metadata=sv.metadata(model, duration, seed))
     return frame
+
+
+def _cluster(path: Path) -> object:
+    """A :class:`servetrace.synth.serverless.Cluster` from YAML, errors naming the file."""
+    import yaml
+
+    from servetrace.synth.serverless import Cluster
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML ({exc})") from exc
+    fields = ("nodes", "cores", "memory_mb", "keep_alive_s", "hybrid")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with {', '.join(fields)}")
+    unknown = sorted(set(data) - set(fields))
+    missing = [k for k in fields[:3] if k not in data]
+    if unknown or missing:
+        raise ValueError(f"{path}: " + "; ".join(
+            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"missing {', '.join(missing)}"] if missing else [])))
+    try:
+        return Cluster(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 @app.command("compare")

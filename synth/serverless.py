@@ -920,7 +920,9 @@ def _record(op: str, **params: object) -> ScaleRecord:
 def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "subset",
            **params: object) -> ServerlessModel:
     """The model restricted (or replicated) to functions ``index`` in that order; repeated
-    indices become replicas named ``<function>~<k>``. Recorded as ``op`` in the history."""
+    indices become replicas whose tenant, app and function are named ``<name>~<k>``: another
+    owner's copy, with its own instance for keep-alive and its own share for fairness.
+    Recorded as ``op`` in the history."""
     idx = np.asarray(index, dtype=np.int64)
     if idx.size == 0:
         raise ValueError("subset: no functions selected")
@@ -929,9 +931,11 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
     fn = model.functions
     rep = pl.DataFrame({"i": idx}).with_columns(pl.int_range(pl.len()).over("i").alias("k"))
     k = rep["k"].to_numpy()
-    names = pl.DataFrame({"f": pl.Series(list(fn.function), dtype=pl.String).gather(idx),
-                          "k": k}).select(pl.when(pl.col("k") == 0).then(pl.col("f"))
-                                          .otherwise(pl.format("{}~{}", "f", "k")))
+    def renamed(values: tuple[str | None, ...]) -> tuple[str | None, ...]:
+        col = pl.DataFrame({"v": pl.Series(list(values), dtype=pl.String).gather(idx), "k": k})
+        return tuple(col.select(pl.when(pl.col("k") == 0).then(pl.col("v"))
+                                .otherwise(pl.format("{}~{}", "v", "k")))
+                     .to_series().to_list())
 
     def pick(t):
         return tuple(np.asarray(t, dtype=object)[idx].tolist())
@@ -968,7 +972,7 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
     mk = np.asarray(s.memory_mb).reshape(model.n_functions, -1)[idx]
     return dataclasses.replace(
         model,
-        functions=Functions(pick(fn.tenant), pick(fn.app), tuple(names.to_series().to_list()),
+        functions=Functions(renamed(fn.tenant), renamed(fn.app), renamed(fn.function),
                             pick(fn.trigger),
                             pick(fn.kind)),
         periodic=Periodic(
@@ -1045,3 +1049,92 @@ def metadata(model: ServerlessModel, duration_s: float, seed: int) -> dict[str, 
                                     duration_s=duration_s, seed=seed,
                                     within=f"{model.within.source} kappa={model.within.kappa:g}"))
     return {METADATA_KEY: records_json(recs)}
+
+
+# ----------------------------------------------------------------------------- cluster sizing
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A FaaS cluster: ``nodes`` × (``cores``, ``memory_mb``), and the keep-alive policy of
+    :mod:`servetrace.analysis.keepalive` that decides how long idle instances hold memory."""
+
+    nodes: int
+    cores: float
+    memory_mb: float
+    keep_alive_s: float = 600.0
+    hybrid: bool = False
+    """Use the hybrid histogram policy (Shahrad et al., ATC 2020) instead of the fixed one."""
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "cores", "memory_mb"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"Cluster: {name} must be finite and > 0, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Load:
+    """Offered load of a sample on a :class:`Cluster` (fractions of its capacity)."""
+
+    cpu: float
+    """Σ durations (one core per running invocation) / (nodes · cores · duration)."""
+    memory: float
+    """Σ over apps of memory × (busy + kept-alive idle seconds) / (nodes · memory · duration)."""
+    warm_instances: float
+    """Time-averaged instances loaded (busy or kept alive)."""
+
+    @property
+    def utilization(self) -> float:
+        """The binding resource: max(cpu, memory)."""
+        return max(self.cpu, self.memory)
+
+
+def offered_load(invocations: pl.DataFrame, cluster: Cluster, duration_s: float,
+                 seed: int = 0) -> Load:
+    """The load a sample offers a cluster, with the keep-alive simulation counting the warm
+    instances (one per app, :func:`servetrace.analysis.keepalive.simulate`): CPU from the
+    invocations' durations, memory from each app's instance memory × its busy and kept-alive
+    seconds. Concurrency within an app is not multiplied out (the simulation's one-instance
+    model), so memory is a lower bound where an app runs invocations in parallel."""
+    from servetrace.analysis import keepalive
+
+    if invocations.height == 0:
+        return Load(0.0, 0.0, 0.0)
+    pol = (keepalive.HybridHistogram(fallback_s=cluster.keep_alive_s) if cluster.hybrid
+           else keepalive.FixedKeepAlive(cluster.keep_alive_s))
+    frame = invocations.with_columns(pl.col("duration_s").fill_null(0.0),
+                                     pl.col("memory_mb").fill_null(keepalive.DEFAULT_MEMORY_MB))
+    per_app = keepalive.simulate(frame, pol, by="app", seed=seed, horizon_s=duration_s)
+    busy = frame.group_by("app").agg(pl.col("duration_s").sum().alias("busy_s"))
+    per_app = per_app.join(busy, on="app", how="left")
+    held = per_app.select(((pl.col("busy_s") + pl.col("idle_s")) * pl.col("memory_mb")).sum(),
+                          (pl.col("busy_s") + pl.col("idle_s")).sum().alias("t")).row(0)
+    cpu = float(frame["duration_s"].sum()) / (cluster.nodes * cluster.cores * duration_s)
+    mem = float(held[0]) / (cluster.nodes * cluster.memory_mb * duration_s)
+    return Load(cpu, mem, float(held[1]) / duration_s)
+
+
+def size_to_cluster(model: ServerlessModel, cluster: Cluster, utilization: float, *,
+                    pilot_s: float = 3600.0, seed: int = 0, steps: int = 3
+                    ) -> tuple[ServerlessModel, Load]:
+    """Scale the model by :func:`superpose_functions` (burst shape kept) until a pilot sample
+    of ``pilot_s`` offers ``utilization`` of the cluster's binding resource (operator
+    ``size_to_cluster``, recorded with the cluster and the load reached). Offered load grows
+    about linearly with the number of functions, so each step multiplies the factor by
+    target / reached (a fixed point in a few steps)."""
+    if not (0 < utilization and math.isfinite(utilization)):
+        raise ValueError(f"size_to_cluster: utilization must be > 0, got {utilization!r}")
+    factor = 1.0
+    scaled, load = model, offered_load(model.sample(pilot_s, seed), cluster, pilot_s, seed)
+    for _ in range(steps):  # a few fixed-point steps
+        if load.utilization <= 0:
+            raise ValueError("size_to_cluster: the model offers no load")
+        factor *= utilization / load.utilization
+        scaled = superpose_functions(model, factor, seed)
+        load = offered_load(scaled.sample(pilot_s, seed), cluster, pilot_s, seed)
+    record = _record("size_to_cluster", nodes=cluster.nodes, cores=cluster.cores,
+                     memory_mb=cluster.memory_mb, keep_alive_s=cluster.keep_alive_s,
+                     hybrid=cluster.hybrid, target=utilization, factor=factor,
+                     cpu=round(load.cpu, 6), memory=round(load.memory, 6))
+    return dataclasses.replace(scaled, history=(*scaled.history, record)), load

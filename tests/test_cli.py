@@ -349,6 +349,19 @@ def test_serverless_fit_generate_compare(env, mirror, tmp_path):
     res = runner.invoke(app, ["generate", str(model), "--duration", "60", "--functions", "0",
                               "-o", str(tmp_path / "x.parquet")])
     assert res.exit_code == 1 and "--functions 0" in res.output
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes: 2\ncores: 8\nmemory_mb: 32768\nkeep_alive_s: 600\n")
+    sized = tmp_path / "c.parquet"
+    res = runner.invoke(app, ["generate", str(model), "--duration", "600", "--functions", "40",
+                              "--cluster", str(cluster), "--utilization", "0.5",
+                              "-o", str(sized)])
+    assert res.exit_code == 0, res.output
+    ops = [r["op"] for r in json.loads(_scaling(sized))]
+    assert ops == ["representative_subset", "superpose_functions", "size_to_cluster", "sample"]
+    cluster.write_text("nodes: 2\ncpus: 8\n")
+    res = runner.invoke(app, ["generate", str(model), "--duration", "60", "--cluster",
+                              str(cluster), "--utilization", "0.5", "-o", str(sized)])
+    assert res.exit_code == 1 and "unknown key(s) cpus" in res.output
 
 
 def _scaling(path):

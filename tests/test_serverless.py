@@ -260,3 +260,32 @@ def test_sparse_renewal_keeps_idle_times():
     idle = np.diff(minutes) - 1
     assert idle.min() >= 2 and idle.max() <= 6
     assert s.height / (4 * 1440) == pytest.approx(2 / 5, rel=0.05)
+
+
+def test_cluster_load_and_sizing():
+    """Ground truth: Poisson functions of total rate Λ and a constant 0.5 s duration offer
+    Λ · 0.5 / cores of CPU; sizing to twice that replicates every function once more."""
+    rng = np.random.default_rng(9)
+    n_t = 720
+    rates = rng.uniform(1, 20, 30)  # per minute
+    counts = rng.poisson(rates[:, None], (30, n_t))
+    names = [f"f{i}" for i in range(30)]
+    functions = pl.DataFrame({
+        "tenant": [f"o{i}" for i in range(30)], "app": [f"a{i}" for i in range(30)],
+        "function": names, "trigger": "http",
+        **{c: np.full(30, 0.5) for c in sq.DURATION_COLUMNS},
+        **{c: np.full(30, 256.0) for c in sq.MEMORY_COLUMNS}})
+    m = sv.fit(_counts_table(counts, names, ["http"] * 30), functions)
+    cluster = sv.Cluster(nodes=2, cores=4, memory_mb=8192)
+    load = sv.offered_load(m.sample(7200.0, 0), cluster, 7200.0)
+    truth = counts.sum() / (n_t * W) * 0.5 / 8
+    assert load.cpu == pytest.approx(truth, rel=0.05)
+    # every app is busy often enough to stay warm: 30 instances of 256 MB held throughout
+    assert load.warm_instances == pytest.approx(30, rel=0.05)
+    assert load.memory == pytest.approx(30 * 256 / (2 * 8192), rel=0.05)
+    sized, reached = sv.size_to_cluster(m, cluster, 2 * load.utilization, pilot_s=3600.0)
+    assert sized.history[-1].op == "size_to_cluster"
+    assert reached.utilization == pytest.approx(2 * load.utilization, rel=0.1)
+    assert sized.n_functions == pytest.approx(60, abs=3)
+    with pytest.raises(ValueError, match="nodes"):
+        sv.Cluster(nodes=0, cores=4, memory_mb=1024)
