@@ -681,6 +681,7 @@ def _generate_serverless(model_path: Path, duration: float, output: Path, seed: 
     """Representative subset (chosen on a pilot sample of the model's own functions as long
     as the fitted trace), then rate scaling, then the sample, with the steps as metadata."""
     from servetrace.synth import serverless as sv
+    from servetrace.synth import serverless_scale as sc
     from servetrace.synth import serverless_subset as ss
 
     model = sv.ServerlessModel.load(model_path)
@@ -693,26 +694,26 @@ def _generate_serverless(model_path: Path, duration: float, output: Path, seed: 
             rows = ss.representative(feats, functions, seed)
             names = feats["function"].gather(rows).to_list()
             index = [model.functions.function.index(n) for n in names]
-            model = sv.subset(model, index, op="representative_subset", seed=seed)
+            model = sc.subset(model, index, op="representative_subset", seed=seed)
     if target_rps is not None:
-        model = sv.target_rate(model, target_rps, op=scale_op, seed=seed)
+        model = sc.target_rate(model, target_rps, op=scale_op, seed=seed)
     if (cluster is None) != (utilization is None):
         raise ValueError("--cluster and --utilization go together")
     if cluster is not None and utilization is not None:
         if target_rps is not None:
             raise ValueError("--target-rps and --cluster both set the rate: give one")
         with err.status(f"sizing to {utilization:g} of {cluster}"):
-            model, _ = sv.size_to_cluster(model, _cluster(cluster), utilization, seed=seed)
+            model, _ = sc.size_to_cluster(model, _cluster(cluster), utilization, seed=seed)
     frame = model.sample(duration, seed=seed)
-    frame.write_parquet(output, metadata=sv.metadata(model, duration, seed))
+    frame.write_parquet(output, metadata=sc.metadata(model, duration, seed))
     return frame
 
 
 def _cluster(path: Path) -> object:
-    """A :class:`servetrace.synth.serverless.Cluster` from YAML, errors naming the file."""
+    """A :class:`servetrace.synth.serverless_scale.Cluster` from YAML, errors naming the file."""
     import yaml
 
-    from servetrace.synth.serverless import Cluster
+    from servetrace.synth.serverless_scale import Cluster
 
     try:
         data = yaml.safe_load(path.read_text())

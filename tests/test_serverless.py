@@ -18,6 +18,7 @@ from scipy import interpolate, stats
 
 from servetrace.synth import serverless as sv
 from servetrace.synth import serverless_quantiles as sq
+from servetrace.synth import serverless_scale as sc
 
 W = 60.0
 
@@ -206,14 +207,14 @@ def test_json_round_trip_and_version(population):
 
 def test_scaling_operators_labelled(population):
     m = population["model"]
-    up = sv.target_rate(m, 3.0 * m.mean_rate, op="superpose_functions", seed=1)
+    up = sc.target_rate(m, 3.0 * m.mean_rate, op="superpose_functions", seed=1)
     assert up.n_functions == 3 * m.n_functions
     assert up.mean_rate == pytest.approx(3 * m.mean_rate, rel=1e-9)
     assert up.history[-1].op == "superpose_functions"
-    fast = sv.target_rate(m, 3.0 * m.mean_rate, op="compress_time")
+    fast = sc.target_rate(m, 3.0 * m.mean_rate, op="compress_time")
     assert fast.mean_rate == pytest.approx(3 * m.mean_rate, rel=1e-9)
     assert fast.history[-1].op == "compress_time"
-    md = json.loads(next(iter(sv.metadata(up, 3600.0, 0).values())))
+    md = json.loads(next(iter(sc.metadata(up, 3600.0, 0).values())))
     assert [r["op"] for r in md] == ["superpose_functions", "sample"]
     # superposition keeps each function's burst shape: a timer stays on its period;
     # compression shrinks the period by the factor
@@ -226,7 +227,7 @@ def test_scaling_operators_labelled(population):
     tb = np.sort(b.filter(pl.col("function") == timer)["arrival_s"].to_numpy())
     ratio = np.diff(tb) / (period / 3)
     assert np.allclose(ratio, np.round(ratio), atol=1e-6)
-    down = sv.superpose_functions(m, 0.5, seed=2)
+    down = sc.superpose_functions(m, 0.5, seed=2)
     assert 0.25 * m.n_functions < down.n_functions < 0.75 * m.n_functions
 
 
@@ -276,16 +277,16 @@ def test_cluster_load_and_sizing():
         **{c: np.full(30, 0.5) for c in sq.DURATION_COLUMNS},
         **{c: np.full(30, 256.0) for c in sq.MEMORY_COLUMNS}})
     m = sv.fit(_counts_table(counts, names, ["http"] * 30), functions)
-    cluster = sv.Cluster(nodes=2, cores=4, memory_mb=8192)
-    load = sv.offered_load(m.sample(7200.0, 0), cluster, 7200.0)
+    cluster = sc.Cluster(nodes=2, cores=4, memory_mb=8192)
+    load = sc.offered_load(m.sample(7200.0, 0), cluster, 7200.0)
     truth = counts.sum() / (n_t * W) * 0.5 / 8
     assert load.cpu == pytest.approx(truth, rel=0.05)
     # every app is busy often enough to stay warm: 30 instances of 256 MB held throughout
     assert load.warm_instances == pytest.approx(30, rel=0.05)
     assert load.memory == pytest.approx(30 * 256 / (2 * 8192), rel=0.05)
-    sized, reached = sv.size_to_cluster(m, cluster, 2 * load.utilization, pilot_s=3600.0)
+    sized, reached = sc.size_to_cluster(m, cluster, 2 * load.utilization, pilot_s=3600.0)
     assert sized.history[-1].op == "size_to_cluster"
     assert reached.utilization == pytest.approx(2 * load.utilization, rel=0.1)
     assert sized.n_functions == pytest.approx(60, abs=3)
     with pytest.raises(ValueError, match="nodes"):
-        sv.Cluster(nodes=0, cores=4, memory_mb=1024)
+        sc.Cluster(nodes=0, cores=4, memory_mb=1024)

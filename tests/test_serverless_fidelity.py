@@ -13,6 +13,7 @@ import pytest
 from servetrace.loaders import azure_functions_2019, azure_functions_2021
 from servetrace.synth import serverless as sv
 from servetrace.synth import serverless_fidelity as sf
+from servetrace.synth import serverless_scale as sc
 from servetrace.synth import serverless_subset as ss
 
 SPAN = 480 * 60.0
@@ -121,7 +122,7 @@ def test_subset_model_keeps_functions(af19):
     rows = ss.representative(feats, 50, 0)
     names = feats["function"].gather(rows).to_list()
     index = [model.functions.function.index(n) for n in names]
-    sub = sv.subset(model, index, op="representative_subset", seed=0)
+    sub = sc.subset(model, index, op="representative_subset", seed=0)
     assert sub.n_functions == 50 and sub.history[-1].op == "representative_subset"
     s = sub.sample(3600.0, seed=0)
     assert set(s["function"].cast(pl.String).unique()) <= set(names)
