@@ -592,6 +592,39 @@ def export_cmd(
     out.print(f"wrote {to}: {path}", highlight=False)
 
 
+def _serverless_source(source: str, store: Store
+                       ) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
+    """(table, functions) when ``source`` is a serverless trace (the table decides: a stored
+    trace with invocations or invocation_counts and no requests, or a Parquet file with
+    ``function`` and no ``input_tokens`` column); None otherwise."""
+    path = Path(source)
+    if path.suffix == ".parquet":
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        cols = pl.read_parquet_schema(path)
+        return (pl.read_parquet(path), None) if ("function" in cols
+                                                 and "input_tokens" not in cols) else None
+    if path.exists():
+        return None
+    rows = _rows(store, source)
+    if rows.get("requests"):
+        return None
+    for table in ("invocations", "invocation_counts"):
+        if rows.get(table):
+            return store.scan(table, source).collect(), _functions(store, source, rows)
+    return None
+
+
+def _model_type(path: Path) -> str:
+    """``type`` of a model JSON file (ServerlessModel or WorkloadModel)."""
+    try:
+        head = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {exc.lineno} column {exc.colno}: not JSON "
+                         f"({exc.msg})") from exc
+    return str(head.get("type")) if isinstance(head, dict) else ""
+
+
 @app.command("fit")
 def fit_cmd(
     trace: Annotated[str, typer.Argument(help="trace id in the store, or a requests .parquet")],
@@ -606,6 +639,17 @@ def fit_cmd(
 
     try:
         s = Store(store)
+        serverless = _serverless_source(trace, s)
+        if serverless is not None:
+            from servetrace.synth import serverless as sv
+            table, functions = serverless
+            with err.status(f"fitting {trace} (serverless)"):
+                smodel = sv.fit(table, functions, source=trace)
+            smodel.save(output)
+            out.print(f"serverless model of {trace}: {smodel.n_functions:,} functions "
+                      f"({sum(k == 'periodic' for k in smodel.functions.kind):,} timers), "
+                      f"{smodel.mean_rate:.4g} invocations/s -> {output}", highlight=False)
+            return
         if not Path(trace).exists() and _rows(s, trace).get("client_windows"):
             model = from_servegen(s.scan("client_windows", trace).collect(),
                                   s.scan("length_pmfs", trace).collect(), source=trace)
@@ -635,8 +679,21 @@ def generate_cmd(
                                                  "(servetrace profile)")] = None,
     utilization: Annotated[float | None, typer.Option(
         "--utilization", help="with --profile: pick the rate scale that offers this load")] = None,
+    functions: Annotated[int | None, typer.Option(
+        "--functions", help="serverless: a representative subset of N functions")] = None,
+    target_rps: Annotated[float | None, typer.Option(
+        "--target-rps", help="serverless: scale to this many invocations per second")] = None,
+    scale_op: Annotated[str, typer.Option(
+        "--scale-op", help="serverless: superpose_functions (keeps burst shape) or "
+        "compress_time (shrinks it)")] = "superpose_functions",
+    cluster: Annotated[Path | None, typer.Option(
+        "--cluster", help="serverless: cluster YAML (nodes, cores, memory_mb, keep_alive_s, "
+        "hybrid); with --utilization, scale to that load of it")] = None,
 ) -> None:
-    """Sample a synthetic requests trace from a model, scaled as asked, into Parquet."""
+    """Sample a synthetic requests trace from a model, scaled as asked, into Parquet.
+
+    A serverless model (`servetrace fit` on invocations or invocation_counts) gives an
+    invocations table; --functions and --target-rps select and scale its functions."""
     from servetrace.synth import scale
     from servetrace.synth.model import WorkloadModel
 
@@ -644,6 +701,15 @@ def generate_cmd(
         if output.suffix != ".parquet":
             raise ValueError(f"-o {output}: write a .parquet file (then `servetrace export` "
                              "it to another tool's format)")
+        if _model_type(model_path) == "ServerlessModel":
+            frame = _generate_serverless(model_path, duration, output, seed, functions,
+                                         target_rps, scale_op, cluster, utilization)
+            out.print(f"{frame.height:,} invocations over {duration:g} s (seed {seed}) -> "
+                      f"{output}", highlight=False)
+            return
+        if functions is not None or target_rps is not None or cluster is not None:
+            raise ValueError("--functions, --target-rps and --cluster apply to serverless "
+                             "models")
         if (profile is None) != (utilization is None):
             raise ValueError("--profile and --utilization go together")
         model = WorkloadModel.load(model_path)
@@ -659,6 +725,66 @@ def generate_cmd(
               highlight=False)
 
 
+def _generate_serverless(model_path: Path, duration: float, output: Path, seed: int,
+                         functions: int | None, target_rps: float | None,
+                         scale_op: str, cluster: Path | None = None,
+                         utilization: float | None = None) -> pl.DataFrame:
+    """Representative subset (chosen on a pilot sample of the model's own functions as long
+    as the fitted trace), then rate scaling, then the sample, with the steps as metadata."""
+    from servetrace.synth import serverless as sv
+    from servetrace.synth import serverless_scale as sc
+    from servetrace.synth import serverless_subset as ss
+
+    model = sv.ServerlessModel.load(model_path)
+    if functions is not None:
+        if not 0 < functions <= model.n_functions:
+            raise ValueError(f"--functions {functions}: the model has {model.n_functions} "
+                             "functions")
+        with err.status(f"choosing {functions} representative functions"):
+            feats = ss.features(model.sample(model.span_s, seed=seed))
+            rows = ss.representative(feats, functions, seed)
+            names = feats["function"].gather(rows).to_list()
+            index = [model.functions.function.index(n) for n in names]
+            model = sc.subset(model, index, op="representative_subset", seed=seed)
+    if target_rps is not None:
+        model = sc.target_rate(model, target_rps, op=scale_op, seed=seed)
+    if (cluster is None) != (utilization is None):
+        raise ValueError("--cluster and --utilization go together")
+    if cluster is not None and utilization is not None:
+        if target_rps is not None:
+            raise ValueError("--target-rps and --cluster both set the rate: give one")
+        with err.status(f"sizing to {utilization:g} of {cluster}"):
+            model, _ = sc.size_to_cluster(model, _cluster(cluster), utilization, seed=seed)
+    frame = model.sample(duration, seed=seed)
+    frame.write_parquet(output, metadata=sc.metadata(model, duration, seed))
+    return frame
+
+
+def _cluster(path: Path) -> object:
+    """A :class:`servetrace.synth.serverless_scale.Cluster` from YAML, errors naming the file."""
+    import yaml
+
+    from servetrace.synth.serverless_scale import Cluster
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML ({exc})") from exc
+    fields = ("nodes", "cores", "memory_mb", "keep_alive_s", "hybrid")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with {', '.join(fields)}")
+    unknown = sorted(set(data) - set(fields))
+    missing = [k for k in fields[:3] if k not in data]
+    if unknown or missing:
+        raise ValueError(f"{path}: " + "; ".join(
+            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"missing {', '.join(missing)}"] if missing else [])))
+    try:
+        return Cluster(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
 @app.command("compare")
 def compare_cmd(
     real: Annotated[str, typer.Argument(help="real trace: store id or requests .parquet")],
@@ -672,11 +798,24 @@ def compare_cmd(
         "comparison (default: the baselines are built from REAL itself)")] = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines."""
+    """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines
+    (serverless traces: next to per-minute replay and per-function Poisson)."""
     from servetrace.synth.fidelity import fidelity
 
     try:
         s = Store(store)
+        serverless = _serverless_source(real, s)
+        if serverless is not None:
+            from servetrace.synth import serverless_fidelity as sf
+            table, functions = serverless
+            runs = [pl.read_parquet(x) if x.endswith(".parquet") else
+                    _serverless_source(x, s)[0] for x in synthetic]  # type: ignore[index]
+            ref = None if reference is None else _serverless_source(reference, s)[0]  # type: ignore[index]
+            result = sf.fidelity(table, runs if len(runs) > 1 else runs[0],
+                                 functions=functions, reference=ref, seed=seed)
+            _emit(real, {"serverless fidelity (errors; lower is better; baselines: "
+                         "replay_uniform, poisson)": result}, fmt)
+            return
         runs = [_trace_or_file(x, s) for x in synthetic]
         ref = None if reference is None else _trace_or_file(reference, s)
         table = fidelity(_trace_or_file(real, s), runs if len(runs) > 1 else runs[0],

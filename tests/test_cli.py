@@ -350,3 +350,50 @@ def test_by_on_a_column_empty_for_the_whole_trace_fails_naming_the_filled_ones(e
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "r.html").exists()
     res = runner.invoke(app, ["fit", "azure_llm_2023/code", "--by", "nope", "-o", "m.json"])
     assert res.exit_code == 1 and "--by 'nope': no such column" in res.output
+
+
+def test_serverless_fit_generate_compare(env, mirror, tmp_path):
+    """The table decides: invocation_counts → the serverless model, subset and scaling."""
+    assert runner.invoke(app, ["ingest", str(mirror / "azure_functions_2019")]).exit_code == 0
+    model = tmp_path / "af.json"
+    res = runner.invoke(app, ["fit", "azure_functions_2019/sample", "-o", str(model)])
+    assert res.exit_code == 0, res.output
+    assert "500 functions" in res.output
+    assert json.loads(model.read_text())["type"] == "ServerlessModel"
+    synth = tmp_path / "s.parquet"
+    res = runner.invoke(app, ["generate", str(model), "--duration", "1800", "--seed", "1",
+                              "--functions", "40", "--target-rps", "20", "-o", str(synth)])
+    assert res.exit_code == 0, res.output
+    frame = pl.read_parquet(synth)
+    assert frame["function"].cast(pl.String).str.replace("~.*", "").n_unique() <= 40
+    assert frame.height / 1800 == pytest.approx(20, rel=0.35)
+    meta = json.loads(_scaling(synth))
+    assert [r["op"] for r in meta] == ["representative_subset", "superpose_functions",
+                                       "sample"]
+    res = runner.invoke(app, ["compare", "azure_functions_2019/sample", str(synth),
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "cold_fixed10_error" in res.output and "replay_uniform" in res.output
+    res = runner.invoke(app, ["generate", str(model), "--duration", "60", "--functions", "0",
+                              "-o", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 1 and "--functions 0" in res.output
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes: 2\ncores: 8\nmemory_mb: 32768\nkeep_alive_s: 600\n")
+    sized = tmp_path / "c.parquet"
+    res = runner.invoke(app, ["generate", str(model), "--duration", "600", "--functions", "40",
+                              "--cluster", str(cluster), "--utilization", "0.5",
+                              "-o", str(sized)])
+    assert res.exit_code == 0, res.output
+    ops = [r["op"] for r in json.loads(_scaling(sized))]
+    assert ops == ["representative_subset", "superpose_functions", "size_to_cluster", "sample"]
+    cluster.write_text("nodes: 2\ncpus: 8\n")
+    res = runner.invoke(app, ["generate", str(model), "--duration", "60", "--cluster",
+                              str(cluster), "--utilization", "0.5", "-o", str(sized)])
+    assert res.exit_code == 1 and "unknown key(s) cpus" in res.output
+
+
+def _scaling(path):
+    import pyarrow.parquet as pq
+
+    from servetrace.synth.scale import METADATA_KEY
+    return pq.read_metadata(path).metadata[METADATA_KEY.encode()].decode()
