@@ -61,8 +61,9 @@ quantile function of :mod:`servetrace.synth.serverless_quantiles` (exact at ever
 from per-invocation data the percentiles are first computed at the same probabilities.
 
 Scaling operators (subsets, superposition, time compression, cluster sizing) are in
-:mod:`servetrace.synth.serverless_scale`. The model is plain data (frozen dataclasses of tuples), serialized by :meth:`ServerlessModel.
-to_json` as strict JSON (unknown figures are null); :data:`VERSION` is checked on load.
+:mod:`servetrace.synth.serverless_scale`. The model is plain data (frozen dataclasses of
+tuples), serialized by :meth:`ServerlessModel.to_json` as strict JSON (unknown figures are
+null); :data:`VERSION` is checked on load.
 Fitting and sampling are vectorized over all functions (NumPy arrays of shape functions ×
 windows, Polars group-bys); the only Python loops run over chunks of functions (memory bound)
 or the fixed grid of candidate Hurst exponents.
