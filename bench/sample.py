@@ -34,15 +34,9 @@ from _measure import measure, report
 
 from servetrace.loaders import azure_llm_2023
 from servetrace.loaders.schema import conform
-from servetrace.synth.model import (
-    Arrivals,
-    Table,
-    WorkloadModel,
-    _rng,
-    driver,
-    expected_block_vars,
-    fit,
-)
+from servetrace.synth.arrivals import _rng, driver, expected_block_vars
+from servetrace.synth.model import WorkloadModel, fit
+from servetrace.synth.parameters import Arrivals, Table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 

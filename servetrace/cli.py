@@ -635,7 +635,8 @@ def fit_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Fit a workload model (arrivals, lengths, sessions, prefixes) to a trace."""
-    from servetrace.synth.model import fit, from_servegen
+    from servetrace.synth.model import fit
+    from servetrace.synth.servegen_model import from_servegen
 
     try:
         s = Store(store)

@@ -1,5 +1,6 @@
 """Workload models fitted to traces, synthetic traces, and exports to other tools."""
 
-from servetrace.synth.model import WorkloadModel, fit, from_servegen
+from servetrace.synth.model import WorkloadModel, fit
+from servetrace.synth.servegen_model import from_servegen
 
 __all__ = ["WorkloadModel", "fit", "from_servegen"]

@@ -32,7 +32,8 @@ import numpy as np
 import polars as pl
 import yaml
 
-from servetrace.synth.model import Arrivals, Piecewise, ScaleRecord, WorkloadModel, fit
+from servetrace.synth.model import WorkloadModel, fit
+from servetrace.synth.parameters import Arrivals, Piecewise, ScaleRecord
 
 METADATA_KEY = "servetrace:scaling"
 """Parquet key-value metadata key of the scaling records (a JSON list)."""

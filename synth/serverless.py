@@ -83,7 +83,7 @@ from scipy import optimize
 
 from servetrace.loaders.schema import conform
 from servetrace.synth import serverless_quantiles as sq
-from servetrace.synth.model import ScaleRecord
+from servetrace.synth.parameters import ScaleRecord
 
 VERSION = "serverless-1"
 """Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others."""

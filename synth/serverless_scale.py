@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from servetrace.synth.model import ScaleRecord
+from servetrace.synth.parameters import ScaleRecord
 from servetrace.synth.serverless import (
     BATCH_SIZE,
     GAP_SIZE,

@@ -20,14 +20,9 @@ from scipy import stats
 
 from servetrace.loaders import azure_llm_2023, burstgpt, mooncake, servegen
 from servetrace.loaders.schema import REQUESTS, conform
-from servetrace.synth.model import (
-    WorkloadModel,
-    fgn,
-    fit,
-    fit_driver,
-    from_servegen,
-    smoothed_factors,
-)
+from servetrace.synth.arrivals import fgn, fit_driver, smoothed_factors
+from servetrace.synth.model import WorkloadModel, fit
+from servetrace.synth.servegen_model import from_servegen
 
 WINDOWS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -447,7 +442,7 @@ def test_fidelity_holds_on_held_out_time(traces, name):
 def test_a_millisecond_grid_read_through_float_differences_is_found() -> None:
     # issue 17, item 9: stamps in whole ms from a non-zero origin differ by
     # 0.000999999999976 s; the grid test had no tolerance at 1 ms, so it found no grid
-    from servetrace.synth.model import _detect_tick
+    from servetrace.synth.arrivals import _detect_tick
 
     rng = np.random.default_rng(9)
     t = np.round(1000 + np.cumsum(rng.exponential(0.02, 5000)), 3)
