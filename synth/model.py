@@ -314,7 +314,9 @@ def _collect(requests: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             raise ValueError(f"fit: column {c!r} has nulls")
     if not frame["arrival_s"].is_finite().all():
         raise ValueError("fit: column 'arrival_s' has non-finite values")
-    return frame.sort("arrival_s", maintain_order=True)
+    # a store's trace is already in time order: check it rather than sort a copy
+    return frame if frame["arrival_s"].is_sorted() else frame.sort("arrival_s",
+                                                                    maintain_order=True)
 
 
 def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
