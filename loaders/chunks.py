@@ -41,9 +41,9 @@ import polars as pl
 from servetrace.loaders.dataset import Loaded
 from servetrace.loaders.source import FormatError, remember_sha256
 
-DEFAULT_CHUNK_BYTES = 256 << 20
-"""Content bytes per chunk (``$SERVETRACE_CHUNK_BYTES``): about 2.5M rows of an Azure LLM
-CSV, some 0.5 GB of memory while the chunk is parsed and written."""
+DEFAULT_CHUNK_BYTES = 128 << 20
+"""Content bytes per chunk (``$SERVETRACE_CHUNK_BYTES``): about 3M rows of a BurstGPT or
+Azure LLM CSV, under 1 GB of memory while the chunk is parsed, validated and written."""
 
 
 def chunk_bytes() -> int:
