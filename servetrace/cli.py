@@ -440,6 +440,15 @@ def coldstart_cmd(
         _fail(exc)
 
 
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local (this process) or ray (Ray tasks; pip install 'servetrace[ray]')")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to join (auto, ray://host:10001; default: start a "
+    "local Ray instance)")]
+PartitionsOpt = Annotated[int | None, typer.Option(
+    "--partitions", help="with --engine ray: parallel tasks (default 4 per CPU)")]
+
+
 @app.command("keepalive")
 def keepalive_cmd(
     trace: Annotated[str, typer.Argument(help="trace id with invocations or invocation_counts")],
@@ -451,20 +460,40 @@ def keepalive_cmd(
     memory_mb: Annotated[float | None, typer.Option(
         "--memory-mb", help="instance memory where the trace gives none")] = None,
     seed: Annotated[int, typer.Option(help="seed of the within-minute spreading")] = 0,
-    fmt: JsonOpt = "table", store: StoreOpt = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None, fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Keep-alive policies (none, fixed, hybrid histogram): cold starts against idle memory."""
+    """Keep-alive policies (none, fixed, hybrid histogram): cold starts against idle memory.
+
+    With --engine ray the units (apps or functions) are simulated as parallel Ray tasks that
+    read the store's Parquet files themselves; the results equal the local engine's.
+    """
     from dataclasses import asdict
 
     from servetrace.analysis import keepalive
+    from servetrace.analysis.engine import get_engine
 
     try:
         s = Store(store)
-        table, events, rows = _first_table(s, trace, ("invocations", "invocation_counts"),
-                                           "invocations or invocation_counts")
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
+        tables = ("invocations", "invocation_counts")
+        if eng is None:
+            table, events, rows = _first_table(s, trace, tables,
+                                               "invocations or invocation_counts")
+            n = events.height
+        else:  # workers read the files: the driver only plans
+            rows = _rows(s, trace)
+            table = next((t for t in tables if rows.get(t)), None)
+            if table is None:
+                raise ValueError(f"trace {trace!r} has no invocations or invocation_counts "
+                                 f"rows (tables: {', '.join(rows) or 'none'})")
+            events, n = s.scan(table, trace), rows[table]
         functions = _functions(s, trace, rows)
         options = {"by": by, "memory_mb": memory_mb, "functions": functions, "seed": seed}
-        with err.status(f"simulating keep-alive policies over {events.height:,} {table} rows"):
+        if eng is not None:
+            options |= {"engine": eng, "partitions": partitions}
+        with err.status(f"simulating keep-alive policies over {n:,} {table} rows"):
             curve = keepalive.tradeoff(events, **({"keep_alive_s": keep_alive}
                                                   if keep_alive else {}), **options)
             hybrid = keepalive.simulate(events, keepalive.HybridHistogram(), **options)
