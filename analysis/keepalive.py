@@ -449,7 +449,7 @@ def _prepare(ch: pl.DataFrame, by: list[str], t: str, counts: bool, spread: str,
         if len(ev) < len(tt):  # several rows (functions) in one window of a unit
             c = np.add.reduceat(n, ev)
             w = np.maximum.reduceat(w, ev)
-            d = np.add.reduceat(n * d, ev) / c
+            d = _seg_sum(n * d, ev) / c
             new_unit, tt = new_unit[ev], tt[ev]
         else:
             c = n
@@ -535,7 +535,18 @@ def _apply(ev: _Events, g: _Gaps, p, e, p_tail, e_tail, hist=None) -> _Result:
     gaps = red((~g.first).astype(np.int64), ev.starts)
     hg = red((hist & ~g.first).astype(np.int64), ev.starts) if hist is not None else 0 * gaps
     return _Result(red(ev.c, ev.starts), red(cold, ev.starts),
-                   red(idle, ev.starts) + _alive(g.tail, p_tail, e_tail), gaps, hg)
+                   _seg_sum(idle, ev.starts) + _alive(g.tail, p_tail, e_tail), gaps, hg)
+
+
+def _seg_sum(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``x`` over the segments that begin at ``starts``, each added in row order.
+
+    Not ``np.add.reduceat``: its pairwise float sums depend on where a segment lies in the
+    array, so a unit's total would change in the last bits with the other units of its chunk
+    (or partition); a sequential sum per segment (``bincount``) depends on the unit alone."""
+    seg = np.zeros(len(x), np.int64)
+    seg[starts[1:]] = 1
+    return np.bincount(np.cumsum(seg), weights=x, minlength=len(starts))
 
 
 def _fixed(ev: _Events, pol: FixedKeepAlive) -> _Result:

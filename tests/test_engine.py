@@ -49,8 +49,8 @@ def azure_2019(shared: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def functions_trace(n: int = 50_000, minutes: int = 120, seed: int = 7) -> pl.DataFrame:
     """``n`` functions in ``n / 4`` apps with sparse per-minute counts over ``minutes``: each
-    function is active in one random minute and in a random 2 % of the others (Poisson counts, mean 1 + a per-function
-    rate), so the trace has about ``0.02 · n · minutes`` rows."""
+    function is active in one random minute and in a random 2 % of the others (counts 1 +
+    Poisson of a per-function rate), about ``n + 0.02 · n · minutes`` rows."""
     rng = np.random.default_rng(seed)
     active = rng.random((n, minutes)) < 0.02
     active[np.arange(n), rng.integers(0, minutes, n)] = True  # every function appears
@@ -172,3 +172,22 @@ def test_cli_keepalive_ray_reads_the_store(ray_engine, mirror, tmp_path, monkeyp
     assert Store(tmp_path / "store").traces().height == 1
     bad = runner.invoke(app, [*args, "--engine", "spark"])
     assert bad.exit_code == 1 and "unknown engine 'spark'" in bad.output
+
+
+def test_a_units_totals_do_not_depend_on_the_other_units():
+    """A unit simulated alone gives bit for bit its row of the whole trace: per-unit sums are
+    sequential (NumPy's pairwise ``add.reduceat`` changed one app's idle time in the last bit
+    with the app's place in the arrays, and so with the partition it fell in)."""
+    rng = np.random.default_rng(11)
+    n_fn, minutes = 400, 1440
+    f, m = np.nonzero(rng.random((n_fn, minutes)) < 0.3)
+    trace = pl.DataFrame({"app": (f % 100).astype(str), "function": f.astype(str),
+                          "window_start_s": m * 60.0, "window_s": 60.0,
+                          "count": 1 + rng.poisson(rng.exponential(50.0, n_fn)[f])})
+    funcs = pl.DataFrame({"function": np.arange(n_fn).astype(str),
+                          "duration_mean_s": rng.exponential(2.0, n_fn)})
+    for pol in (FixedKeepAlive(600.0), HybridHistogram(min_idle_times=5)):
+        whole = simulate(trace, pol, functions=funcs)
+        for (app,), rows in trace.partition_by("app", as_dict=True).items():
+            alone = simulate(rows, pol, functions=funcs, horizon_s=86_400.0)
+            assert alone.row(0) == whole.filter(pl.col("app") == app).row(0), (pol, app)
