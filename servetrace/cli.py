@@ -514,27 +514,33 @@ def fairness_cmd(
     prefill: Annotated[float | None, typer.Option(help="server prompt tokens/s")] = None,
     decode: Annotated[float | None, typer.Option(help="server decode iterations/s")] = None,
     max_batch: Annotated[int | None, typer.Option(help="sequences per batch")] = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server.
 
     The server options default to servetrace.analysis.fairness.DEFAULT_SERVER (8,000 prompt
     tokens/s, 30 decode iterations/s, 64 sequences: a stand-in for one model replica, not a
-    measurement).
+    measurement). With --engine ray each scheduler's simulation is one Ray task.
     """
     from servetrace.analysis import fairness
+    from servetrace.analysis.engine import get_engine
 
     try:
         s = Store(store)
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
         requests = _trace_or_file(trace, s)
         parts = {"summary": fairness.summary(requests, by=by),
                  "concentration": fairness.concentration(requests, by=by)}
         d = fairness.DEFAULT_SERVER
         server = fairness.Server(prefill or d.prefill_tokens_per_s,
                                  decode or d.decode_tokens_per_s, max_batch or d.max_batch)
-        for name in scheduler or ["fcfs", "vtc"]:
-            with err.status(f"simulating {name} over {requests.height:,} requests"):
-                result = fairness.simulate(requests, server, scheduler=name, by=by)
+        names = scheduler or ["fcfs", "vtc"]
+        with err.status(f"simulating {', '.join(names)} over {requests.height:,} requests"):
+            results = fairness.simulate_runs(requests, [(server, n) for n in names], by=by,
+                                             engine=eng)
+        for name, result in zip(names, results, strict=True):
             parts[f"{name}_service_difference"] = fairness.service_difference(result)
             parts[f"{name}_latency"] = fairness.tenant_latency(result).sort(
                 "n", descending=True).head(20)

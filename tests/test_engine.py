@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from servetrace.analysis import fairness as fa
 from servetrace.analysis.engine import LocalEngine, get_engine, hash_bucket
 from servetrace.analysis.keepalive import (
     FixedKeepAlive,
@@ -25,7 +26,7 @@ from servetrace.analysis.keepalive import (
     tradeoff,
 )
 from servetrace.extras import MissingExtra
-from servetrace.loaders import Store, azure_functions_2019
+from servetrace.loaders import Store, azure_functions_2019, burstgpt
 
 
 @pytest.fixture(scope="session")
@@ -172,6 +173,15 @@ def test_cli_keepalive_ray_reads_the_store(ray_engine, mirror, tmp_path, monkeyp
     assert Store(tmp_path / "store").traces().height == 1
     bad = runner.invoke(app, [*args, "--engine", "spark"])
     assert bad.exit_code == 1 and "unknown engine 'spark'" in bad.output
+    sample = mirror / "burstgpt_sample" / "sample.jsonl"
+    assert runner.invoke(app, ["ingest", str(sample), "--as", "burstgpt",
+                               "--trace", "b"]).exit_code == 0
+    args = ["fairness", "b", "--scheduler", "fcfs", "--scheduler", "vtc", "--format", "json"]
+    local = runner.invoke(app, args)
+    ray = runner.invoke(app, [*args, "--engine", "ray"])
+    assert local.exit_code == 0 and ray.exit_code == 0, ray.output
+    assert json.loads(ray.stdout) == json.loads(local.stdout)
+    assert "vtc_service_difference" in json.loads(ray.stdout)
 
 
 def test_a_units_totals_do_not_depend_on_the_other_units():
@@ -191,3 +201,39 @@ def test_a_units_totals_do_not_depend_on_the_other_units():
         for (app,), rows in trace.partition_by("app", as_dict=True).items():
             alone = simulate(rows, pol, functions=funcs, horizon_s=86_400.0)
             assert alone.row(0) == whole.filter(pl.col("app") == app).row(0), (pol, app)
+
+
+# -- fairness: one task per (server, scheduler) run -------------------------------------------
+def _same(a: fa.SimResult, b: fa.SimResult) -> bool:
+    return (a.requests.equals(b.requests) and a.service.equals(b.service)
+            and a.throttles.equals(b.throttles)
+            and (a.scheduler, a.steps, a.iterations) == (b.scheduler, b.steps, b.iterations))
+
+
+@pytest.fixture(scope="module")
+def bgpt(shared: Path) -> pl.DataFrame:
+    """299 sessions of the real BurstGPT sample, time compressed 100× so requests overlap."""
+    path = shared / "burstgpt_sample" / "sample.jsonl"
+    return burstgpt.load([path], "burstgpt/sample").tables["requests"].with_columns(
+        pl.col("arrival_s") / 100)
+
+
+RUNS = [(fa.Server(4000.0, 30.0, 8, 16_000), "fcfs"), (fa.Server(4000.0, 30.0, 8), "vtc"),
+        (fa.Server(2000.0, 30.0, 4), "fairserve")]
+
+
+def test_fairness_runs_equal_one_at_a_time(bgpt):
+    got = fa.simulate_runs(bgpt, RUNS, engine=LocalEngine())
+    assert [r.scheduler for r in got] == ["fcfs", "vtc", "fairserve"]
+    for (server, scheduler), res in zip(RUNS, got, strict=True):
+        assert _same(res, fa.simulate(bgpt, server, scheduler))
+    with pytest.raises(ValueError, match="scheduler: must be one of"):
+        fa.simulate_runs(bgpt, [(RUNS[0][0], "lottery")])
+
+
+def test_fairness_ray_equals_local(ray_engine, bgpt, tmp_path):
+    path = tmp_path / "requests.parquet"
+    bgpt.write_parquet(path)
+    local = fa.simulate_runs(bgpt, RUNS)
+    ray = fa.simulate_runs(pl.scan_parquet(path), RUNS, engine=ray_engine)  # workers read it
+    assert all(_same(a, b) for a, b in zip(local, ray, strict=True))
