@@ -13,9 +13,13 @@ scan of those files:
   CPU): ``P`` map tasks read a slice of the files each and write the rows regrouped by app
   hash to a scratch folder, ``P`` reduce tasks simulate one group each.
 
-Prints wall time, the driver's peak RSS, the Ray workers' summed peak RSS (sampled over
-``/proc`` for processes named ``ray::*``), the scratch folder's peak size (bytes the shuffle
-moves), the local/Ray time ratio and whether the results are identical.
+Prints wall time, the driver's peak RSS (and its growth during the call), the summed peak RSS
+of Ray's processes (workers and agents, sampled over ``/proc`` for names ``ray::*``), the
+scratch folder's peak size (bytes the shuffle moves), the local/Ray time ratio and whether the
+results are identical.
+
+``--per-request-rows N`` measures instead the per-request figures behind the README's
+estimate for the IBM Cloud Code Engine trace (see :func:`per_request_rate`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure
+from _measure import Measured, measure
 from keepalive import generate
 
 from servetrace.analysis.engine import RayEngine
@@ -89,13 +94,54 @@ class Sampler:
         self._thread.join()
 
 
+def _gain(m: Measured) -> float:
+    """GB the driver's RSS grew during the call (the RSS before it holds earlier stages')."""
+    return (m.peak_bytes - m.base_bytes) / 1e9
+
+
+def per_request_rate(rows: int, apps: int = 1780, days: int = 62, seed: int = 0) -> None:
+    """The per-request figures behind the README's IBM estimate, on one CPU here.
+
+    An ``invocations`` table shaped like IBM Cloud Code Engine's (Nasiri et al., EuroSys
+    2026: 1,780 apps, 62 days, one row per request with its execution time): ``rows``
+    requests over ``days``, apps drawn with Zipf(1) weights (an assumption: the trace's
+    per-app skew is not published here), Poisson arrivals per app, log-normal durations.
+    Prints the Parquet bytes per request of the columns the simulation reads, and the
+    seconds per million requests of ``simulate`` (fixed 10 min and hybrid, by app)."""
+    rng = np.random.default_rng(seed)
+    w = 1.0 / np.arange(1, apps + 1)
+    app = rng.choice(apps, rows, p=w / w.sum())
+    trace = pl.DataFrame({
+        "app": pl.Series([f"{i:032x}" for i in range(apps)], dtype=pl.Categorical).gather(app),
+        "arrival_s": rng.uniform(0, days * 86_400.0, rows),
+        "duration_s": rng.lognormal(-2.0, 1.5, rows)}).sort("arrival_s")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "invocations.parquet"
+        trace.write_parquet(path)
+        size = path.stat().st_size
+    print(f"IBM-shaped invocations: {rows:,} requests, {apps:,} apps (largest "
+          f"{np.bincount(app).max() / rows:.1%} of requests), Parquet {size / rows:.1f} B per "
+          f"request (app, arrival_s, duration_s)", flush=True)
+    for name, pol in (("fixed 10 min", FixedKeepAlive(600.0)),
+                      ("hybrid histogram", HybridHistogram())):
+        m = measure(name, lambda pol=pol: simulate(trace, pol, by="app"))
+        print(f"   {name:<17} {m.seconds:6.1f} s = {m.seconds / rows * 1e6:.2f} s per million "
+              f"requests, +{(m.peak_bytes - m.base_bytes) / rows:.0f} B per request over "
+              f"the input", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--functions", type=int, default=50_000)
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=None)
+    ap.add_argument("--per-request-rows", type=int, default=0,
+                    help="only measure the per-request figures of the IBM estimate")
     args = ap.parse_args()
+    if args.per_request_rows:
+        per_request_rate(args.per_request_rows)
+        return
 
     with tempfile.TemporaryDirectory(prefix="servetrace-bench-engine-") as tmp:
         tmp_path = Path(tmp)
@@ -123,14 +169,14 @@ def main() -> None:
             local = measure(f"local {name}", lambda pol=pol: simulate(
                 pl.scan_parquet(files), pol, by="app", functions=funcs))
             print(f"local {name:<17} {local.seconds:7.1f} s   driver peak RSS "
-                  f"{local.peak_gb:5.2f} GB", flush=True)
+                  f"{local.peak_gb:5.2f} GB (+{_gain(local):.2f} GB)", flush=True)
             with Sampler(scratch) as s:
                 dist = measure(f"ray {name}", lambda pol=pol: simulate(
                     pl.scan_parquet(files), pol, by="app", functions=funcs, engine=ray,
                     partitions=parts, scratch=scratch))
             same = dist.result.equals(local.result)
             print(f"ray   {name:<17} {dist.seconds:7.1f} s   driver peak RSS "
-                  f"{dist.peak_gb:5.2f} GB, {ray.workers} workers' peak RSS "
+                  f"{dist.peak_gb:5.2f} GB (+{_gain(dist):.2f} GB), Ray processes' peak RSS "
                   f"{s.rss / 1e9:5.2f} GB, shuffle {s.bytes / 1e9:.2f} GB in "
                   f"{parts} x {parts} files; {parts} partitions", flush=True)
             print(f"   local / ray time: {local.seconds / dist.seconds:.2f}x; identical "
