@@ -131,6 +131,21 @@ def test_engine_names_and_the_missing_extra(monkeypatch):
         get_engine("ray")
 
 
+def test_cli_engine_ray_without_ray_is_one_line(mirror, tmp_path, monkeypatch):
+    from servetrace.cli import app
+
+    monkeypatch.setenv("SERVETRACE_STORE", str(tmp_path / "store"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(mirror / "azure_functions_2019")]).exit_code == 0
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    res = runner.invoke(app, ["keepalive", "azure_functions_2019/sample", "--engine", "ray"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "pip install 'servetrace[ray]'" in res.output
+    res = runner.invoke(app, ["keepalive", "azure_functions_2019/sample", "--ray-address",
+                              "auto"])
+    assert res.exit_code == 1 and "--ray-address needs --engine ray" in res.output
+
+
 # -- Ray: the same results as the local engine -------------------------------------------------
 def test_ray_equals_local_on_the_real_sample(ray_engine, azure_2019):
     trace, funcs = azure_2019
