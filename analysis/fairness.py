@@ -96,6 +96,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from servetrace.analysis.engine import Engine
 from servetrace.analysis.frames import columns, lazy
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -607,6 +608,35 @@ def simulate(requests: Frame, server: Server, scheduler: Scheduler = "vtc", by: 
                  overload_queue or 0)
     loop.run()
     return loop.result(tr)
+
+
+def _run(run: tuple[Server, Scheduler], requests: Frame, options: dict) -> SimResult:
+    server, scheduler = run
+    return simulate(requests, server, scheduler, **options)
+
+
+def simulate_runs(requests: Frame, runs: Sequence[tuple[Server, Scheduler]],
+                  by: By = "tenant", *, engine: Engine | None = None,
+                  **options: object) -> list[SimResult]:
+    """:func:`simulate` once per ``(server, scheduler)`` of ``runs``, in that order.
+
+    The runs are independent (each sees the whole trace; tenants share one server, so a
+    single run does not split by tenant), which makes a sweep over schedulers or server
+    sizes embarrassingly parallel: with an ``engine``
+    (:class:`~servetrace.analysis.engine.RayEngine`) every run is one task, and the trace goes
+    to the workers once (a lazy Parquet scan as its plan: each worker reads the files
+    itself). ``options`` are :func:`simulate`'s (``w_in``, ``weights``, ...). Same results
+    as the runs one after another: :func:`simulate` is deterministic.
+    """
+    for server, scheduler in runs:
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler: must be one of {SCHEDULERS}, got {scheduler!r}")
+        if not isinstance(server, Server):
+            raise TypeError(f"server: expected a Server, got {type(server).__name__}")
+    options = {"by": by, **options}
+    if engine is None:
+        return [_run(r, requests, options) for r in runs]
+    return engine.map(_run, list(runs), requests, options)
 
 
 class _Loop:

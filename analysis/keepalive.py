@@ -57,12 +57,16 @@ of the app); else :data:`DEFAULT_MEMORY_MB`. GB means 1024 MB.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from servetrace.analysis.engine import Engine, hash_bucket
 from servetrace.analysis.frames import columns as _by_list
 from servetrace.analysis.frames import lazy as _lazy
 
@@ -245,13 +249,17 @@ def _function_table(functions: Frame, keys: list[str], schema: pl.Schema) -> pl.
 def _join_functions(rows: pl.LazyFrame, fx: pl.DataFrame, keys: list[str]) -> pl.LazyFrame:
     """Left-join ``_fd``/``_fm`` on all ``keys`` (nulls match nulls). When ``function`` alone
     is unique in ``fx`` the join is on it (one key is much faster) and the other keys are
-    compared afterwards: a row whose other keys differ gets nulls, as the full join would."""
+    compared afterwards: a row whose other keys differ gets nulls, as the full join would.
+    The trace's row order is kept: the functions of a unit's window are merged in that order,
+    so an unordered join changed the merged duration, and a unit's idle time, in the last bit
+    from one run to the next."""
     if len(keys) == 1 or fx["function"].n_unique() != fx.height:
-        return rows.join(fx.lazy(), on=keys, how="left", nulls_equal=True)
+        return rows.join(fx.lazy(), on=keys, how="left", nulls_equal=True,
+                         maintain_order="left")
     other = [k for k in keys if k != "function"]
     right = fx.lazy().rename({k: f"_fx_{k}" for k in other})
     same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(f"_fx_{k}")) for k in other])
-    return (rows.join(right, on="function", how="left")
+    return (rows.join(right, on="function", how="left", maintain_order="left")
             .with_columns(pl.when(same).then(pl.col(c)).alias(c) for c in ("_fd", "_fm"))
             .drop([f"_fx_{k}" for k in other]))
 
@@ -445,7 +453,7 @@ def _prepare(ch: pl.DataFrame, by: list[str], t: str, counts: bool, spread: str,
         if len(ev) < len(tt):  # several rows (functions) in one window of a unit
             c = np.add.reduceat(n, ev)
             w = np.maximum.reduceat(w, ev)
-            d = np.add.reduceat(n * d, ev) / c
+            d = _seg_sum(n * d, ev) / c
             new_unit, tt = new_unit[ev], tt[ev]
         else:
             c = n
@@ -531,7 +539,18 @@ def _apply(ev: _Events, g: _Gaps, p, e, p_tail, e_tail, hist=None) -> _Result:
     gaps = red((~g.first).astype(np.int64), ev.starts)
     hg = red((hist & ~g.first).astype(np.int64), ev.starts) if hist is not None else 0 * gaps
     return _Result(red(ev.c, ev.starts), red(cold, ev.starts),
-                   red(idle, ev.starts) + _alive(g.tail, p_tail, e_tail), gaps, hg)
+                   _seg_sum(idle, ev.starts) + _alive(g.tail, p_tail, e_tail), gaps, hg)
+
+
+def _seg_sum(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``x`` over the segments that begin at ``starts``, each added in row order.
+
+    Not ``np.add.reduceat``: its pairwise float sums depend on where a segment lies in the
+    array, so a unit's total would change in the last bits with the other units of its chunk
+    (or partition); a sequential sum per segment (``bincount``) depends on the unit alone."""
+    seg = np.zeros(len(x), np.int64)
+    seg[starts[1:]] = 1
+    return np.bincount(np.cumsum(seg), weights=x, minlength=len(starts))
 
 
 def _fixed(ev: _Events, pol: FixedKeepAlive) -> _Result:
@@ -697,13 +716,18 @@ def _run(ev: _Events, pol: Policy) -> _Result:
 def _simulate_many(trace: Frame, policies: Sequence[Policy], by: str | Sequence[str] | None,
                    memory_mb: float | None, functions: Frame | None, seed: int,
                    duration_s: float | None, horizon_s: float | None, spread: str,
-                   chunk_rows: int) -> list[pl.DataFrame]:
+                   chunk_rows: int, engine: Engine | None = None, partitions: int | None = None,
+                   scratch: str | Path | None = None, *, empty_ok: bool = False
+                   ) -> list[pl.DataFrame]:
     cols = _by_list(by)
     if memory_mb is not None and not (math.isfinite(memory_mb) and memory_mb > 0):
         raise ValueError(f"memory_mb must be finite and > 0, got {memory_mb!r}")
     for pol in policies:
         if not isinstance(pol, FixedKeepAlive | HybridHistogram):
             raise ValueError(f"policy must be FixedKeepAlive or HybridHistogram, got {pol!r}")
+    if engine is not None:
+        return _simulate_on(engine, trace, policies, cols, memory_mb, functions, seed,
+                            duration_s, horizon_s, spread, chunk_rows, partitions, scratch)
     keys, mems = [], []
     results: list[list[_Result]] = [[] for _ in policies]
     for ev in _events(trace, cols, functions=functions, duration_s=duration_s,
@@ -713,6 +737,8 @@ def _simulate_many(trace: Frame, policies: Sequence[Policy], by: str | Sequence[
         for i, pol in enumerate(policies):
             results[i].append(_run(ev, pol))
     if not keys:
+        if empty_ok:
+            return []
         raise ValueError("trace: no invocations (every count is 0)")
     key = pl.concat(keys) if cols else pl.DataFrame({"_": np.zeros(sum(len(m) for m in mems))})
     mem = np.concatenate(mems)
@@ -744,10 +770,132 @@ def _simulate_many(trace: Frame, policies: Sequence[Policy], by: str | Sequence[
     return out
 
 
+# -- partitioned over an engine ------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Shuffle:
+    """What a map task of :func:`_simulate_on` needs: the columns the simulation reads, how a
+    row's end time is computed (for the horizon), the unit key and where buckets go."""
+
+    cols: tuple[str, ...]
+    by: tuple[str, ...]
+    end: str  # "window" (window_start_s + window_s), "duration" (arrival_s + duration_s), "fixed"
+    duration_s: float
+    traces: bool  # collect the trace ids (a frame must hold one trace unless by has "trace")
+    buckets: int
+    scratch: str
+
+
+def _shuffle_slice(span: tuple[int, int], source: Frame, plan: _Shuffle
+                   ) -> tuple[float | None, list[str], int]:
+    """Map task: rows ``[lo, lo + n)`` of ``source`` (only the needed columns; a Parquet scan
+    reads only the row groups that hold them), split by :func:`hash_bucket` of the unit key
+    into ``scratch/b<bucket>/s<lo>.parquet``. Returns the slice's latest end, its trace ids
+    and its row count."""
+    lo, n = span
+    df = _lazy(source, "trace").slice(lo, n).select(plan.cols).collect()
+    if df.height == 0:
+        return None, [], 0
+    if plan.end == "window":
+        end = pl.col("window_start_s") + pl.col("window_s")
+    elif plan.end == "duration":
+        end = pl.col("arrival_s") + pl.col("duration_s").fill_null(0.0)
+    else:
+        end = pl.col("arrival_s") + plan.duration_s
+    last = df.select(end.max()).item()
+    traces = (df["trace"].cast(pl.String).unique().drop_nulls().to_list()
+              if plan.traces else [])
+    parts = df.with_columns(hash_bucket(plan.by, plan.buckets).alias("_b")).partition_by(
+        "_b", as_dict=True, include_key=False)
+    for (b,), part in parts.items():
+        folder = Path(plan.scratch) / f"b{b:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.write_parquet(folder / f"s{lo:015d}.parquet", statistics=False)
+    return last, traces, df.height
+
+
+def _simulate_bucket(bucket: int, plan: _Shuffle, policies: Sequence[Policy],
+                     options: dict) -> list[pl.DataFrame]:
+    """Reduce task: the units of one bucket, simulated as :func:`simulate` does in one process
+    (its files in slice order, so the rows keep the trace's order)."""
+    files = sorted((Path(plan.scratch) / f"b{bucket:05d}").glob("s*.parquet"))
+    if not files:
+        return []
+    return _simulate_many(pl.scan_parquet(files), policies, list(plan.by), empty_ok=True,
+                          **options)
+
+
+def _simulate_on(engine: Engine, trace: Frame, policies: Sequence[Policy], by: list[str],
+                 memory_mb: float | None, functions: Frame | None, seed: int,
+                 duration_s: float | None, horizon_s: float | None, spread: str,
+                 chunk_rows: int, partitions: int | None, scratch: str | Path | None
+                 ) -> list[pl.DataFrame]:
+    """:func:`_simulate_many` as a two-round map/reduce on ``engine`` (see :func:`simulate`).
+
+    Round 1 (map): ``partitions`` row slices of the trace, each read once by its task, are
+    split by unit-key hash into ``partitions`` buckets of Parquet files under ``scratch``.
+    Round 2 (reduce): one task per bucket simulates its units; every unit lies whole in one
+    bucket, and a unit's result depends only on its own rows, the seed and the horizon (the
+    phase rule hashes the unit's key, not its chunk), so concatenating the buckets' rows and
+    sorting by ``by`` gives the one-process result exactly."""
+    lf = _lazy(trace, "trace")
+    schema = lf.collect_schema()
+    if "arrival_s" in schema:
+        need = ["arrival_s"]
+        end = "fixed" if duration_s is not None or "duration_s" not in schema else "duration"
+    elif "window_start_s" in schema or "count" in schema:
+        need = ["window_start_s", "window_s", "count"]
+        end = "window"
+    else:
+        raise ValueError("trace: missing column 'arrival_s' (invocations) or "
+                         "'window_start_s' and 'count' (invocation_counts)")
+    _require(schema, need + by, "trace")
+    extra = [*_KEYS, *(("duration_s", "memory_mb") if end != "window" else ())]
+    cols = tuple(dict.fromkeys([*by, *need, *(c for c in extra if c in schema)]))
+    n_rows = lf.select(pl.len()).collect().item()
+    if n_rows == 0:
+        raise ValueError("trace: no rows")
+    n_parts = partitions if partitions is not None else 4 * engine.workers
+    if n_parts < 1:
+        raise ValueError(f"partitions must be >= 1, got {n_parts}")
+    fx = _lazy(functions, "functions").collect() if functions is not None else None
+    own = tempfile.mkdtemp(prefix="servetrace-shuffle-", dir=scratch)
+    try:
+        plan = _Shuffle(cols, tuple(by), end, float(duration_s or 0.0),
+                        "trace" in schema and "trace" not in by, n_parts, own)
+        step = math.ceil(n_rows / n_parts)
+        spans = [(lo, step) for lo in range(0, n_rows, step)]
+        mapped = engine.map(_shuffle_slice, spans, trace, plan)
+        traces = set().union(*(t for _, t, _ in mapped))
+        if len(traces) > 1:
+            raise ValueError(f"trace: {len(traces)} traces in one frame; add 'trace' to by")
+        if horizon_s is None:
+            ends = [e for e, _, n in mapped if n and e is not None]
+            horizon_s = max(ends) if ends else None
+            if horizon_s is None or not math.isfinite(horizon_s):
+                raise ValueError(f"trace: cannot find the trace end (horizon_s = {horizon_s!r})")
+        options = {"memory_mb": memory_mb, "functions": fx, "seed": seed,
+                   "duration_s": duration_s, "horizon_s": float(horizon_s), "spread": spread,
+                   "chunk_rows": chunk_rows}
+        reduced = [r for r in engine.map(_simulate_bucket, range(n_parts), plan, policies,
+                                         options) if r]
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+    if not reduced:
+        raise ValueError("trace: no invocations (every count is 0)")
+    out = []
+    for i in range(len(policies)):
+        frame = pl.concat([r[i] for r in reduced])
+        if by:
+            frame = frame.with_columns(pl.col(c).cast(schema[c]) for c in by).sort(by)
+        out.append(frame)
+    return out
+
+
 def simulate(trace: Frame, policy: Policy, by: str | Sequence[str] | None = "app",
              memory_mb: float | None = None, functions: Frame | None = None, seed: int = 0,
              *, duration_s: float | None = None, horizon_s: float | None = None,
-             spread: str = "phase", chunk_rows: int = _CHUNK_ROWS) -> pl.DataFrame:
+             spread: str = "phase", chunk_rows: int = _CHUNK_ROWS, engine: Engine | None = None,
+             partitions: int | None = None, scratch: str | Path | None = None) -> pl.DataFrame:
     """Simulate a keep-alive policy per unit: cold starts and idle memory-time.
 
     ``trace`` is an ``invocations`` table (``arrival_s``, optionally ``duration_s`` and
@@ -775,6 +923,15 @@ def simulate(trace: Frame, policy: Policy, by: str | Sequence[str] | None = "app
             last arrival plus its duration).
         spread: ``"phase"`` (systematic with a seeded random phase) or ``"even"`` (phase 1/2).
         chunk_rows: trace rows per chunk of units (bounds memory; no effect on results).
+        engine: run the units as ``partitions`` parallel tasks on an
+            :class:`~servetrace.analysis.engine.Engine` (``RayEngine`` for a cluster): the
+            trace's rows are read once, in ``partitions`` slices, and regrouped by a hash of
+            the unit key into Parquet files under ``scratch`` (a temporary folder inside it,
+            removed afterwards; on a cluster, a folder every worker sees), then each group of
+            units is simulated by one task. Same result as without an engine, exactly.
+            ``None`` (default): in this process, no intermediate files.
+        partitions: slices and unit groups (default 4 per engine worker).
+        scratch: folder for the regrouped rows (default: the system's temporary folder).
 
     Returns:
         One row per unit, sorted by ``by``: the ``by`` columns, ``invocations``,
@@ -787,7 +944,7 @@ def simulate(trace: Frame, policy: Policy, by: str | Sequence[str] | None = "app
             durations, several traces in one frame without ``"trace"`` in ``by``.
     """
     return _simulate_many(trace, [policy], by, memory_mb, functions, seed, duration_s,
-                          horizon_s, spread, chunk_rows)[0]
+                          horizon_s, spread, chunk_rows, engine, partitions, scratch)[0]
 
 
 @dataclass(frozen=True)
@@ -843,10 +1000,12 @@ def tradeoff(trace: Frame, keep_alive_s: Sequence[float] = DEFAULT_KEEP_ALIVES,
              hybrid: HybridHistogram | None = None, memory_mb: float | None = None,
              functions: Frame | None = None, seed: int = 0, *, reference_s: float = 600.0,
              duration_s: float | None = None, horizon_s: float | None = None,
-             spread: str = "phase", chunk_rows: int = _CHUNK_ROWS) -> pl.DataFrame:
+             spread: str = "phase", chunk_rows: int = _CHUNK_ROWS, engine: Engine | None = None,
+             partitions: int | None = None, scratch: str | Path | None = None) -> pl.DataFrame:
     """The cold-start / wasted-memory trade-off across fixed keep-alive lengths (and hybrid).
 
-    Each policy is simulated as in :func:`simulate` (the trace is prepared once). As in
+    Each policy is simulated as in :func:`simulate` (the trace is prepared once; with an
+    ``engine``, once per partition, as there). As in
     Shahrad et al. (ATC 2020), wasted memory is normalized to the fixed 10-minute
     policy: ``wasted_normalized = wasted_gb_s / wasted_gb_s(FixedKeepAlive(reference_s))``.
 
@@ -867,7 +1026,7 @@ def tradeoff(trace: Frame, keep_alive_s: Sequence[float] = DEFAULT_KEEP_ALIVES,
     if extra:
         pols.append(FixedKeepAlive(float(reference_s)))
     frames = _simulate_many(trace, pols, by, memory_mb, functions, seed, duration_s, horizon_s,
-                            spread, chunk_rows)
+                            spread, chunk_rows, engine, partitions, scratch)
     stats = [overall(f) for f in frames]
     ref = stats[-1] if extra else stats[lengths.index(float(reference_s))]
     shown = pols[:-1] if extra else pols

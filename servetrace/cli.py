@@ -475,6 +475,15 @@ def coldstart_cmd(
         _fail(exc)
 
 
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local (this process) or ray (Ray tasks; pip install 'servetrace[ray]')")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to join (auto, ray://host:10001; default: start a "
+    "local Ray instance)")]
+PartitionsOpt = Annotated[int | None, typer.Option(
+    "--partitions", help="with --engine ray: parallel tasks (default 4 per CPU)")]
+
+
 @app.command("keepalive")
 def keepalive_cmd(
     trace: Annotated[str, typer.Argument(help="trace id with invocations or invocation_counts")],
@@ -486,20 +495,40 @@ def keepalive_cmd(
     memory_mb: Annotated[float | None, typer.Option(
         "--memory-mb", help="instance memory where the trace gives none")] = None,
     seed: Annotated[int, typer.Option(help="seed of the within-minute spreading")] = 0,
-    fmt: JsonOpt = "table", store: StoreOpt = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None, fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Keep-alive policies (none, fixed, hybrid histogram): cold starts against idle memory."""
+    """Keep-alive policies (none, fixed, hybrid histogram): cold starts against idle memory.
+
+    With --engine ray the units (apps or functions) are simulated as parallel Ray tasks that
+    read the store's Parquet files themselves; the results equal the local engine's.
+    """
     from dataclasses import asdict
 
     from servetrace.analysis import keepalive
+    from servetrace.analysis.engine import get_engine
 
     try:
         s = Store(store)
-        table, events, rows = _first_table(s, trace, ("invocations", "invocation_counts"),
-                                           "invocations or invocation_counts")
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
+        tables = ("invocations", "invocation_counts")
+        if eng is None:
+            table, events, rows = _first_table(s, trace, tables,
+                                               "invocations or invocation_counts")
+            n = events.height
+        else:  # workers read the files: the driver only plans
+            rows = _rows(s, trace)
+            table = next((t for t in tables if rows.get(t)), None)
+            if table is None:
+                raise ValueError(f"trace {trace!r} has no invocations or invocation_counts "
+                                 f"rows (tables: {', '.join(rows) or 'none'})")
+            events, n = s.scan(table, trace), rows[table]
         functions = _functions(s, trace, rows)
         options = {"by": by, "memory_mb": memory_mb, "functions": functions, "seed": seed}
-        with err.status(f"simulating keep-alive policies over {events.height:,} {table} rows"):
+        if eng is not None:
+            options |= {"engine": eng, "partitions": partitions}
+        with err.status(f"simulating keep-alive policies over {n:,} {table} rows"):
             curve = keepalive.tradeoff(events, **({"keep_alive_s": keep_alive}
                                                   if keep_alive else {}), **options)
             hybrid = keepalive.simulate(events, keepalive.HybridHistogram(), **options)
@@ -520,27 +549,33 @@ def fairness_cmd(
     prefill: Annotated[float | None, typer.Option(help="server prompt tokens/s")] = None,
     decode: Annotated[float | None, typer.Option(help="server decode iterations/s")] = None,
     max_batch: Annotated[int | None, typer.Option(help="sequences per batch")] = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server.
 
     The server options default to servetrace.analysis.fairness.DEFAULT_SERVER (8,000 prompt
     tokens/s, 30 decode iterations/s, 64 sequences: a stand-in for one model replica, not a
-    measurement).
+    measurement). With --engine ray each scheduler's simulation is one Ray task.
     """
     from servetrace.analysis import fairness
+    from servetrace.analysis.engine import get_engine
 
     try:
         s = Store(store)
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
         requests = _trace_or_file(trace, s)
         parts = {"summary": fairness.summary(requests, by=by),
                  "concentration": fairness.concentration(requests, by=by)}
         d = fairness.DEFAULT_SERVER
         server = fairness.Server(prefill or d.prefill_tokens_per_s,
                                  decode or d.decode_tokens_per_s, max_batch or d.max_batch)
-        for name in scheduler or ["fcfs", "vtc"]:
-            with err.status(f"simulating {name} over {requests.height:,} requests"):
-                result = fairness.simulate(requests, server, scheduler=name, by=by)
+        names = scheduler or ["fcfs", "vtc"]
+        with err.status(f"simulating {', '.join(names)} over {requests.height:,} requests"):
+            results = fairness.simulate_runs(requests, [(server, n) for n in names], by=by,
+                                             engine=eng)
+        for name, result in zip(names, results, strict=True):
             parts[f"{name}_service_difference"] = fairness.service_difference(result)
             parts[f"{name}_latency"] = fairness.tenant_latency(result).sort(
                 "n", descending=True).head(20)

@@ -87,7 +87,7 @@ def test_dependencies_are_bounded():
     """Every runtime dependency has a lower bound; DuckDB (file format) stays below 2."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    specs = project["dependencies"] + extras["replay"] + extras["ibm"]
+    specs = project["dependencies"] + extras["replay"] + extras["ibm"] + extras["ray"]
     assert all(">=" in s for s in specs), specs
     duck = next(s for s in specs if s.startswith("duckdb"))
     assert "<2" in duck
