@@ -339,11 +339,10 @@ def _advance(model: WorkloadModel, offset_s: float) -> WorkloadModel:
     """``model`` with the time of day/week of its sample's zero moved ``offset_s`` later.
 
     A sample's zero is the fitted trace's first arrival for the diurnal and weekly harmonics
-    (:class:`servetrace.synth.parameters.Arrivals`); to continue the fitted trace (held-out time starts
-    where the fitted part ends), the harmonics' phase moves by that much. Everything else in the
-    model is stationary and unaffected; ServeGen window tables
-    (:class:`servetrace.synth.model.Piecewise`)
-    are not shifted.
+    (:class:`servetrace.synth.parameters.Arrivals`); to continue the fitted trace (held-out
+    time starts where the fitted part ends), the harmonics' phase moves by that much.
+    Everything else in the model is stationary and unaffected; ServeGen window tables
+    (:class:`servetrace.synth.parameters.Piecewise`) are not shifted.
     """
     from servetrace.synth.parameters import Arrivals
 
