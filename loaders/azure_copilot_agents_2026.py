@@ -270,7 +270,7 @@ def _sessions(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(raw.str.contains(_NOT_OBJECT)).then(pl.format(
             "{} is not an object", raw.str.extract(_NOT_OBJECT, 1))),
         pl.when(pl.col("turns").is_null()).then(pl.lit("missing turns list")),
-        pl.when(pl.col("turns").list.eval(pl.element().is_null()).list.any())
+        pl.when(pl.col("turns").list.eval(_not_object(pl.element(), _TURN)).list.any())
         .then(pl.lit("a turn that is not a JSON object")))
     checked = pl.concat([ok.select("source", "line", "raw"), decoded], how="horizontal") \
         .with_columns(reason.alias("reason"))
@@ -281,14 +281,24 @@ def _sessions(path: Path, trace: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     return checked.filter(pl.col("reason").is_null()).drop("reason", "raw"), rejects
 
 
+def _not_object(entry: pl.Expr, dtype: pl.Struct) -> pl.Expr:
+    """Whether a decoded list element was no JSON object: Polars 2.1 decodes such an element
+    (a number, a string) as null, older versions as a struct whose fields are all null; an
+    object holding none of the documented fields reads the same and is refused alike."""
+    return entry.is_null() | pl.all_horizontal(
+        [entry.struct.field(f.name).is_null() for f in dtype.fields])
+
+
 def _entries(turns: pl.DataFrame, column: str) -> pl.DataFrame:
     """One row per element of each turn's ``column`` list (``llm_calls``/``tool_batches``),
     with its turn keys; an element that is not an object is kept as a null ``_e``."""
     rows = (turns.select(*_TURN_KEY, pl.col("_line").alias("line"), "session", "date",
                          pl.col(column).alias("_e"))
             .filter(pl.col("_e").list.len() > 0).explode("_e"))
+    entry = {"llm_calls": _CALL, "tool_batches": _BATCH}[column]
     return rows.with_columns(pl.col("_e").struct.json_encode().alias("raw"),
-                             pl.col("_e").is_null().alias("_not_object")).unnest("_e")
+                             _not_object(pl.col("_e"), entry).alias("_not_object")
+                             ).unnest("_e")
 
 
 def _turns(sessions: pl.DataFrame) -> pl.DataFrame:
