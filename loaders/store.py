@@ -494,8 +494,9 @@ class Store:
                     (arrival_s + {float(shift_s)!r} AS arrival_s)
                 FROM read_parquet([{listed}], filename = true, file_row_number = true)
                 ORDER BY arrival_s, filename, file_row_number""")
-            # to_arrow_reader is fetch_record_batch's name since DuckDB 1.4
-            reader = getattr(rel, "to_arrow_reader", rel.fetch_record_batch)(rows_per_file)
+            # to_arrow_reader is fetch_arrow_reader's name since DuckDB 1.4 (the old one warns)
+            reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+            reader = reader(rows_per_file)
             out: dict[str, int] = {}
             for k, batch in enumerate(reader):
                 frame = pl.from_arrow(pa.Table.from_batches([batch]))
