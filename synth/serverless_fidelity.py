@@ -60,6 +60,7 @@ from scipy import stats
 from servetrace.analysis import keepalive
 from servetrace.loaders.schema import conform
 from servetrace.synth import serverless as sv
+from servetrace.synth import serverless_counts as svc
 from servetrace.synth import serverless_quantiles as sq
 from servetrace.synth.fidelity import verdict
 
@@ -100,7 +101,7 @@ def iat_cv(counts: np.ndarray, window_s: float) -> np.ndarray:
     return np.where((n >= 3) & (mean > 0), cv, np.nan)
 
 
-def _sizes(table: pl.DataFrame, g: sv.Grid, functions: pl.DataFrame | None,
+def _sizes(table: pl.DataFrame, g: svc.Grid, functions: pl.DataFrame | None,
            column: str, published: str) -> np.ndarray:
     """Per function: the mean of ``column`` over the table's invocations where it has them,
     else the ``functions`` table's ``published`` mean."""
@@ -111,7 +112,7 @@ def _sizes(table: pl.DataFrame, g: sv.Grid, functions: pl.DataFrame | None,
         agg = t.drop_nulls(column).group_by("fid").agg(pl.col(column).mean())
         out[agg["fid"].to_numpy()] = agg[column].to_numpy()
     elif functions is not None and published in functions.columns:
-        fx = sv._with_keys(functions).select(*_KEYS, published).unique(_KEYS, keep="first")
+        fx = svc._with_keys(functions).select(*_KEYS, published).unique(_KEYS, keep="first")
         j = keyed.join(fx, on=_KEYS, nulls_equal=True)
         out[j["_f"].to_numpy()] = j[published].to_numpy()
     return out
@@ -121,8 +122,8 @@ def metrics(table: Frame, functions: Frame | None = None, *, seed: int = 0) -> d
     """The figures :func:`errors` compares, for one ``invocation_counts`` or ``invocations``
     table (with its ``functions`` table for published sizes and keep-alive durations)."""
     frame = table.lazy().collect()
-    fx = None if functions is None else sv._with_keys(functions.lazy().collect())
-    g = sv.grid(frame, 60.0)
+    fx = None if functions is None else svc._with_keys(functions.lazy().collect())
+    g = svc.grid(frame, 60.0)
     w = g.window_s
     total = g.counts.sum(axis=0).astype(np.float64)
     mean = g.counts.mean(axis=1)
@@ -218,7 +219,7 @@ def baseline(reference: Frame, kind: str, duration_s: float, seed: int,
     """A ``replay_uniform`` or ``poisson`` baseline ``invocations`` table (module doc)."""
     frame = reference.lazy().collect()
     fx = None if functions is None else functions.lazy().collect()
-    g = sv.grid(frame, 60.0)
+    g = svc.grid(frame, 60.0)
     w = g.window_s
     rng = np.random.default_rng(seed)
     n_t = math.ceil(duration_s / w)
@@ -254,7 +255,7 @@ def baseline(reference: Frame, kind: str, duration_s: float, seed: int,
 
 
 def _span(frame: pl.DataFrame) -> float:
-    g = sv.grid(frame, 60.0)
+    g = svc.grid(frame, 60.0)
     return g.counts.shape[1] * g.window_s
 
 
@@ -323,7 +324,7 @@ def split_half(table: Frame) -> tuple[pl.DataFrame, pl.DataFrame, float]:
         t = "arrival_s"
         start, end = float(frame[t].min()), float(frame[t].max())
     span = end - start
-    half = (math.floor(span / sv.DAY_S / 2) * sv.DAY_S if span >= 2 * sv.DAY_S
+    half = (math.floor(span / svc.DAY_S / 2) * svc.DAY_S if span >= 2 * svc.DAY_S
             else math.floor(span / 2 / 60.0) * 60.0)
     mid = start + half
     first = frame.filter(pl.col(t) < mid).with_columns(pl.col(t) - start)

@@ -28,16 +28,8 @@ import numpy as np
 import polars as pl
 
 from servetrace.synth.parameters import ScaleRecord
-from servetrace.synth.serverless import (
-    BATCH_SIZE,
-    GAP_SIZE,
-    TABLE_SIZE,
-    Functions,
-    Modulated,
-    Periodic,
-    ServerlessModel,
-    _rng,
-)
+from servetrace.synth.serverless import Functions, Modulated, Periodic, ServerlessModel
+from servetrace.synth.serverless_counts import BATCH_SIZE, GAP_SIZE, TABLE_SIZE, _rng
 
 # ----------------------------------------------------------------------------- scaling
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from servetrace.synth import serverless as sv
+from servetrace.synth import serverless_counts as svc
 from servetrace.synth import serverless_fidelity as sf
 
 CONTINUOUS = ("rate", "iat_cv", "duration", "memory")
@@ -58,10 +58,10 @@ def features(table: pl.DataFrame | pl.LazyFrame,
     ``functions`` table's ``duration_mean_s``/``memory_mean_mb`` (per-invocation means when
     the table has them)."""
     frame = table.lazy().collect()
-    fx = None if functions is None else sv._with_keys(functions.lazy().collect())
-    g = sv.grid(frame, 60.0)
+    fx = None if functions is None else svc._with_keys(functions.lazy().collect())
+    g = svc.grid(frame, 60.0)
     if fx is not None:
-        g = sv.Grid(g.keys.join(fx.select(*sf._KEYS, pl.col("trigger").alias("_t")).unique(
+        g = svc.Grid(g.keys.join(fx.select(*sf._KEYS, pl.col("trigger").alias("_t")).unique(
             sf._KEYS, keep="first"), on=sf._KEYS, how="left", nulls_equal=True,
             maintain_order="left").with_columns(pl.coalesce("trigger", "_t").alias("trigger"))
             .drop("_t"), g.counts, g.origin_s, g.window_s, g.times)

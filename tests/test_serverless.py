@@ -17,6 +17,7 @@ import pytest
 from scipy import interpolate, stats
 
 from servetrace.synth import serverless as sv
+from servetrace.synth import serverless_counts as svc
 from servetrace.synth import serverless_quantiles as sq
 from servetrace.synth import serverless_scale as sc
 
@@ -99,7 +100,7 @@ def test_sample_reproduces_timers_and_rates(population):
     s = m.sample(86400.0, seed=3)
     assert s.equals(m.sample(86400.0, seed=3))
     assert not s.equals(m.sample(86400.0, seed=4))
-    g = sv.grid(s)
+    g = svc.grid(s)
     names = g.keys["function"].to_list()
     # timers fire on their period: the gaps of a timer without misses are multiples of it
     p = m.periodic
@@ -168,7 +169,7 @@ def test_pchip_closer_than_piecewise_uniform(sigma):
 def test_within_window_kappa_recovered(kappa):
     rng = np.random.default_rng(11)
     c = rng.integers(2, 12, 3000)
-    pos = sv.dirichlet_positions(c, kappa, rng)
+    pos = svc.dirichlet_positions(c, kappa, rng)
     win = np.repeat(np.arange(len(c)), c)
     inv = pl.DataFrame({"function": "f", "arrival_s": (win + pos) * W})
     got = sv.fit_within(inv)

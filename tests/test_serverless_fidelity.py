@@ -12,6 +12,7 @@ import pytest
 
 from servetrace.loaders import azure_functions_2019, azure_functions_2021
 from servetrace.synth import serverless as sv
+from servetrace.synth import serverless_counts as svc
 from servetrace.synth import serverless_fidelity as sf
 from servetrace.synth import serverless_scale as sc
 from servetrace.synth import serverless_subset as ss
@@ -60,7 +61,7 @@ def test_replay_baseline_is_the_trace_per_minute(af19):
     counts, functions = af19
     replay = sf.baseline(counts, "replay_uniform", SPAN, 1, functions)
     assert replay.height == counts["count"].sum()
-    g_real, g_rep = sv.grid(counts), sv.grid(replay)
+    g_real, g_rep = svc.grid(counts), svc.grid(replay)
     order = [g_rep.keys["function"].to_list().index(f) for f in g_real.keys["function"]]
     assert np.array_equal(g_rep.counts[order], g_real.counts)
 
