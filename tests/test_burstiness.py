@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from known_processes import mmpp_arrivals
 
 from servetrace.analysis import burstiness as b
 from servetrace.analysis import interarrival
@@ -448,29 +449,17 @@ def test_bursts_out_of_long_silences_have_a_finite_height() -> None:
     assert found["height"].median() == pytest.approx(24, rel=0.2)
 
 
-def _mmpp(duration: float, seed: int, rates: tuple[float, float] = (20.0, 2.0),
-          sojourn: float = 60.0) -> pl.DataFrame:
-    """Two-state Markov-modulated Poisson arrivals, exponential sojourns (H = 0.5)."""
-    rng = np.random.default_rng(seed)
-    k = int(duration / sojourn * 2) + 10
-    ends = np.cumsum(rng.exponential(sojourn, k))
-    starts = np.concatenate([[0.0], ends[:-1]])
-    lam = np.where(np.arange(k) % 2 == 0, rates[0], rates[1])
-    n = rng.poisson(lam * (ends - starts))
-    t = np.repeat(starts, n) + rng.random(n.sum()) * np.repeat(ends - starts, n)
-    return pl.DataFrame({"arrival_s": np.sort(t[t < duration])})
-
-
 def test_hurst_says_when_it_is_not_long_memory(poisson_trace: pl.DataFrame) -> None:
     # issue 17, item 2: short memory read as H ≈ 0.9 is called short-range, long memory is not
-    mmpp = b.hurst(_mmpp(4 * 3600, 1))
+    mmpp = b.hurst(pl.DataFrame({"arrival_s": mmpp_arrivals(4 * 3600, 1)}))
     av = mmpp.row(0, named=True)
     assert av["method"] == "aggregated_variance" and av["h"] > 0.8
     assert "short-range dependence" in av["note"] and "above 64 s" in av["note"]
     assert mmpp["memory"].to_list() == ["short-range"] * 3
     # the long-memory finite-sample correction is not applied to a bent curve (it read 0.90)
     assert av["h"] < 0.88
-    summary = b.summary(_mmpp(4 * 3600, 1)).row(0, named=True)
+    mmpp_events = pl.DataFrame({"arrival_s": mmpp_arrivals(4 * 3600, 1)})
+    summary = b.summary(mmpp_events).row(0, named=True)
     assert summary["hurst_memory"] == "short-range"
     assert "short-range dependence" in summary["notes"]
     for ev in (poisson_trace, fgn_counts(0.8, 1), fgn_counts(0.8, 2)):
@@ -505,7 +494,8 @@ def test_hurst_memory_verdict_on_processes_of_known_memory(name: str, memory: st
         "poisson": lambda: pl.DataFrame({"arrival_s": np.cumsum(rng.exponential(0.05, 10**5))}),
         "gamma renewal, cv 2": lambda: pl.DataFrame(
             {"arrival_s": np.cumsum(rng.gamma(0.25, 0.4, 10**5))}),
-        "mmpp 20/2 per s, 60 s sojourns, 4 h": lambda: _mmpp(4 * 3600, 5),
+        "mmpp 20/2 per s, 60 s sojourns, 4 h": lambda: pl.DataFrame(
+            {"arrival_s": mmpp_arrivals(4 * 3600, 5)}),
         "fgn counts, H 0.8": lambda: fgn_counts(0.8, 5),
         "fgn counts, H 0.7": lambda: fgn_counts(0.7, 5)}[name]()
     h = b.hurst(events)

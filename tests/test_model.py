@@ -16,6 +16,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from known_processes import mmpp_arrivals
 from scipy import stats
 
 from servetrace.loaders import azure_llm_2023, burstgpt, mooncake, servegen
@@ -229,25 +230,11 @@ def test_lengths_spearman_and_marginals_recovered():
     assert stats.ks_2samp(out, s["output_tokens"], method="asymp").statistic < 0.03
 
 
-def _mmpp(duration: float, seed: int, rates: tuple[float, float] = (20.0, 2.0),
-          sojourn: float = 60.0) -> np.ndarray:
-    """Two-state Markov-modulated Poisson arrivals, exponential sojourns (as in
-    tests/test_burstiness.py): Poisson inside each state."""
-    rng = np.random.default_rng(seed)
-    k = int(duration / sojourn * 2) + 10
-    ends = np.cumsum(rng.exponential(sojourn, k))
-    starts = np.concatenate([[0.0], ends[:-1]])
-    lam = np.where(np.arange(k) % 2 == 0, rates[0], rates[1])
-    n = rng.poisson(lam * (ends - starts))
-    t = np.repeat(starts, n) + rng.random(n.sum()) * np.repeat(ends - starts, n)
-    return np.sort(t[t < duration])
-
-
 def test_mmpp_keeps_poisson_gaps_inside_a_state():
     # issue 17, item 5: the CV calibration pushed the renewal to a near-regular Weibull
     # (CV 0.26 on one hour) though each state is Poisson, and missed the gap distribution
     span = 2 * 3600.0
-    real = _mmpp(span, 1)
+    real = mmpp_arrivals(span, 1)
     model = fit(_frame(real))
     renewal = model.groups[0].arrivals.renewal
     assert renewal.cv == pytest.approx(1.0, abs=0.1), renewal  # exponential inside a state
