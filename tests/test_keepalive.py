@@ -10,16 +10,14 @@ import polars as pl
 import pytest
 
 from servetrace.analysis.keepalive import (
-    TIERS,
     FixedKeepAlive,
     HybridHistogram,
     NoKeepAlive,
-    StorageTier,
-    model_loading,
     overall,
     simulate,
     tradeoff,
 )
+from servetrace.analysis.model_loading import TIERS, StorageTier, model_loading
 from servetrace.loaders import azure_functions_2019, azure_functions_2021, azure_llm_2023, burstgpt
 from servetrace.loaders.schema import conform
 
@@ -110,7 +108,7 @@ def test_seed_and_chunking():
     assert not b.equals(simulate(trace, FixedKeepAlive(120), seed=1))
     assert a["app"].to_list() == sorted(a["app"].to_list())
     # rows grouped by chunk with a blockwise counting sort = a stable argsort
-    import servetrace.analysis.keepalive as ka
+    import servetrace.analysis.keepalive_events as ka
 
     key = rng.integers(0, 37, 10_001).astype(np.uint16)
     perm, bounds = ka._group_rows(key, 37, block=1000)
@@ -119,7 +117,7 @@ def test_seed_and_chunking():
 
 
 def test_hash_collisions_and_close_times_are_handled(monkeypatch: pytest.MonkeyPatch):
-    import servetrace.analysis.keepalive as ka
+    import servetrace.analysis.keepalive_events as ka
 
     rng = np.random.default_rng(5)
     trace = pl.concat([invocations(np.sort(rng.uniform(0, 1e5, 200)), app=f"a{i}")
