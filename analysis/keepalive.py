@@ -9,9 +9,10 @@ Two settings:
   20 min, as Shahrad et al. 2020 report) and the *hybrid histogram* policy of Shahrad et al.,
   "Serverless in the Wild: Characterizing and Optimizing the Serverless Workload at a Large
   Cloud Provider", USENIX ATC 2020 (:class:`HybridHistogram`).
-- **Serverless LLM serving** (:func:`servetrace.analysis.model_loading.model_loading`) on a ``requests`` table: an instance is a
-  model replica and a cold start loads the model's weights from a storage tier (GPU memory,
-  host memory, SSD, remote), the setting of ServerlessLLM (Fu et al., "ServerlessLLM:
+- **Serverless LLM serving** (:func:`servetrace.analysis.model_loading.model_loading`, its
+  own module) on a ``requests`` table: an instance is a model replica and a cold start
+  loads the model's weights from a storage tier (GPU memory, host memory, SSD, remote), the
+  setting of ServerlessLLM (Fu et al., "ServerlessLLM:
   Low-Latency Serverless Inference for Large Language Models", OSDI 2024) and λScale (Yu et
   al., "λScale: Enabling Fast Scaling for Serverless Large Language Model Inference", 2025).
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from servetrace.analysis import fairness as fa
+from servetrace.analysis import scheduling
 from servetrace.analysis.fairness import Server
 from servetrace.loaders import azure_llm_2023, burstgpt, servegen
 
@@ -311,9 +312,9 @@ def test_lift_variants_differ_and_batched_arrivals_equal_one_by_one(monkeypatch)
     paper = fa.simulate(frame, server, "vtc", lift="paper")
     assert not paper.requests.equals(fa.simulate(frame, server, "vtc", lift="artifact").requests)
     for scheduler in ("vtc", "fairserve"):
-        monkeypatch.setattr(fa, "_FEW", 0)
+        monkeypatch.setattr(scheduling, "_FEW", 0)
         vec = fa.simulate(frame, server, scheduler, service_interval_s=1.0)
-        monkeypatch.setattr(fa, "_FEW", 10**9)
+        monkeypatch.setattr(scheduling, "_FEW", 10**9)
         one = fa.simulate(frame, server, scheduler, service_interval_s=1.0)
         assert vec.requests.equals(one.requests) and vec.service.equals(one.service)
 
@@ -438,7 +439,7 @@ def test_over_share_matches_brute_force():
         ten = rng.integers(0, 6, n)
         t = np.sort(rng.integers(0, 150, n)).astype(float)
         w = rng.uniform(0.5, 3.0, 6)
-        got = fa._over_share(t, ten, w, 10.0, 1.2)
+        got = scheduling._over_share(t, ten, w, 10.0, 1.2)
         want = []
         for i in range(n):
             js = [j for j in range(i + 1) if t[j] > t[i] - 10.0]
