@@ -31,9 +31,11 @@ Figures of one trace (:func:`reference` for the real one; the same code for a ca
 Conventions. Requests without a session are sessions of one (for turns, the session scope
 and the split). A candidate without ``hash_ids`` has no prefix sharing: every request's
 ``⌈input / block⌉`` blocks are new (:func:`fresh_blocks`), which is what benchmarks
-replaying independent prompts (ShareGPT-style) give a prefix cache. Session figures are
-scored only where the real trace has sessions, KV figures only where it has ``hash_ids``;
-a candidate without the feature (no sessions: no think gaps) leaves that error undefined.
+replaying independent prompts (ShareGPT-style) give a prefix cache: no block is accessed
+twice, so its hit ratio is 0 at every capacity (taken as such, without a cache pass).
+Session figures are scored only where the real trace has sessions, KV figures only where
+it has ``hash_ids``; a candidate without the feature (no sessions: no think gaps) leaves
+that error undefined.
 
 Baselines: :func:`~servetrace.synth.fidelity.baseline`'s Poisson and gamma (independent
 lengths, no sessions, fresh blocks) and :func:`session_naive`: whole real sessions
@@ -256,8 +258,8 @@ def _nonempty(x: np.ndarray) -> np.ndarray | None:
 
 def _kv(frame: pl.DataFrame, ref_block: int, scope: str, scopes: tuple[str, ...],
         capacities: tuple[int, ...]) -> tuple[np.ndarray, dict[str, float]]:
-    if not has_hashes(frame):
-        frame = fresh_blocks(frame, ref_block)
+    if not has_hashes(frame):  # every block new: no access repeats, no capacity hits
+        return np.zeros(len(capacities)), dict.fromkeys(scopes, 0.0)
     frame = _with_keys(frame).with_columns(pl.col(_KEY).alias("session"))
     curve = kvcache.lru_curve(frame, list(capacities), block_tokens=ref_block, scope=scope)
     inf = {s: kvcache.hit_ratios(frame, block_tokens=ref_block, scope=s).token_hit_ratio
