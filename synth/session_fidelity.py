@@ -83,8 +83,9 @@ def has_sessions(requests: pl.DataFrame) -> bool:
 
 
 def has_hashes(requests: pl.DataFrame) -> bool:
+    """Some request has at least one hash block."""
     return "hash_ids" in requests.columns and \
-        requests["hash_ids"].null_count() < requests.height
+        int(requests["hash_ids"].list.len().fill_null(0).sum()) > 0
 
 
 def applies(requests: pl.DataFrame) -> bool:
