@@ -40,8 +40,9 @@ of :mod:`~servetrace.synth.session_fidelity` (the KV-cache hit-ratio curve, infi
 ratios, turns per session, think gaps, context growth, sub-agent fan-out; rows of kind
 ``kvcache`` and ``sessions``), and a third baseline joins the two: ``session_naive``, whole
 real sessions resampled at Poisson starts (:func:`~servetrace.synth.session_fidelity.
-session_naive`), scored on every metric. Poisson and gamma carry no sessions and no shared
-prefix (every block new). A trace without sessions or hash ids is scored as before.
+session_naive`), scored on every metric (its verdicts: session and KV-cache rows only).
+Poisson and gamma carry no sessions and no shared prefix (every block new). A trace without
+sessions or hash ids is scored as before.
 """
 
 from __future__ import annotations
@@ -290,10 +291,12 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     error is undefined). With a sequence the errors are means over the runs where they are
     defined, and ``model_sd``, ``poisson_sd``, ... (sample standard deviations over the
     runs) follow, then ``verdict`` (with baselines): ``win``, ``tie`` or ``loss`` by
-    :func:`verdict`, a difference of more than :data:`VERDICT_Z` standard errors. On a
-    session or KV-cache metric a baseline that cannot have the figure (Poisson's think gaps:
-    it has no sessions) is left out of the verdict. Errors are described in the module
-    docstrings; lower is better everywhere.
+    :func:`verdict`, a difference of more than :data:`VERDICT_Z` standard errors. The
+    verdict on arrival, length and mix metrics is against Poisson and gamma (the
+    session-naive baseline's errors are shown beside them: it replays real requests, so its
+    lengths are the trace's own); on a session or KV-cache metric it is against every
+    baseline, less those that cannot have the figure (Poisson's think gaps: it has no
+    sessions). Errors are described in the module docstrings; lower is better everywhere.
     """
     runs = [synthetic] if isinstance(synthetic, pl.DataFrame | pl.LazyFrame) else list(synthetic)
     if not runs:
@@ -357,18 +360,19 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
                                      for k in kinds))
         if baselines:
             frame = frame.with_columns(pl.Series("verdict", [
-                _verdict(n, summary["model"][i], [summary[b][i] for b in others])
+                _verdict(n, summary["model"][i], {b: summary[b][i] for b in others})
                 for i, n in enumerate(names)], pl.String))
     return frame
 
 
-def _verdict(name: str, model: Summary, baselines: list[Summary]) -> str | None:
-    """:func:`verdict`; on a session metric without the baselines that cannot have it."""
-    if name in sf.KINDS:
-        baselines = [b for b in baselines if b[2] > 0]
-        if not baselines:
-            return None
-    return verdict(model, baselines)
+def _verdict(name: str, model: Summary, baselines: dict[str, Summary]) -> str | None:
+    """:func:`verdict` against Poisson and gamma on arrival, length and mix metrics (as
+    before the session-naive baseline existed, so these verdicts keep their meaning); on a
+    session or KV-cache metric against every baseline that can have the figure."""
+    if name not in sf.KINDS:
+        return verdict(model, [baselines[b] for b in BASELINES])
+    defined = [b for b in baselines.values() if b[2] > 0]
+    return verdict(model, defined) if defined else None
 
 
 def split_half(requests: Frame) -> tuple[pl.DataFrame, pl.DataFrame]:

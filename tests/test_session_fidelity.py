@@ -13,7 +13,7 @@ from servetrace.analysis import kvcache
 from servetrace.loaders import agentic_coding_weka, mooncake
 from servetrace.loaders.schema import conform
 from servetrace.synth import session_fidelity as sf
-from servetrace.synth.fidelity import fidelity, holdout
+from servetrace.synth.fidelity import fidelity, holdout, verdict
 
 
 def _sessions(n: int, span: float, seed: int, *, shared: bool = True) -> pl.DataFrame:
@@ -213,6 +213,16 @@ def test_fidelity_adds_session_rows_and_the_session_naive_baseline():
     assert gap["poisson"] is None and gap["gamma"] is None and gap["verdict"] is not None
     # ... and no shared prefix: they miss every block
     assert rows["hit_inf_global"]["poisson"] == pytest.approx(rows["hit_inf_global"]["real"])
+
+    def summary(r, k):
+        return r[k], r[f"{k}_sd"], 4
+
+    # verdicts: session rows against all three baselines, arrival rows against two, as before
+    for metric, against in (("hit_curve_max_abs", ("poisson", "gamma", "session_naive")),
+                            ("turns_ks", ("poisson", "gamma", "session_naive")),
+                            ("iat_ks", ("poisson", "gamma"))):
+        r = rows[metric]
+        assert r["verdict"] == verdict(summary(r, "model"), [summary(r, k) for k in against])
     # a trace without sessions or hash ids is scored as before
     plain = real.drop("session", "hash_ids")
     t = fidelity(plain, [r.drop("session", "hash_ids") for r in runs[:2]])
