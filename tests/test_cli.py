@@ -427,3 +427,6 @@ def test_compare_scores_sessions_and_prefix_reuse(env, mirror, tmp_path):
     res = runner.invoke(app, ["compare", "weka/few", *files])
     assert res.exit_code == 0, res.output
     assert "hit_curve_max_abs" in res.output and "session_naive" in res.output
+    res = runner.invoke(app, ["compare", "weka/few", files[0], "--scope", "tenant"])
+    assert res.exit_code == 1 and "scope must be 'global' or 'session'" in res.output
+    assert "Traceback" not in res.output
