@@ -832,10 +832,16 @@ def compare_cmd(
         "--reference", help="fit the baselines on this trace (store id or .parquet), e.g. "
         "the past the model was fitted on, and score every candidate on REAL: a held-out "
         "comparison (default: the baselines are built from REAL itself)")] = None,
+    block_tokens: Annotated[int | None, typer.Option(
+        "--block-tokens", help="tokens per hash block (default: the trace's; estimated for "
+        "a .parquet file)")] = None,
+    scope: Annotated[str | None, typer.Option(
+        "--scope", help="hash id scope, global or session (default: the trace's)")] = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines
-    (serverless traces: next to per-minute replay and per-function Poisson)."""
+    (serverless traces: next to per-minute replay and per-function Poisson). Traces with
+    sessions or hash ids also get KV-cache and session rows and a session-naive baseline."""
     from servetrace.synth.fidelity import fidelity
 
     try:
@@ -854,8 +860,11 @@ def compare_cmd(
             return
         runs = [_trace_or_file(x, s) for x in synthetic]
         ref = None if reference is None else _trace_or_file(reference, s)
+        known_block, known_scope = (None, "global") if Path(real).suffix == ".parquet" \
+            else _hash_layout(s, real)
         table = fidelity(_trace_or_file(real, s), runs if len(runs) > 1 else runs[0],
-                         seed=seed, reference=ref)
+                         seed=seed, reference=ref, block_tokens=block_tokens or known_block,
+                         scope=scope or known_scope)
         _emit(real, {"fidelity (errors; lower is better)": table}, fmt)
     except _ERRORS as exc:
         _fail(exc)

@@ -31,9 +31,18 @@ score each candidate by its *mean* error over as many runs, every run drawing it
 baselines from seeds that depend only on ``seed`` and the run's index (so two models
 compared with the same ``seed`` meet the same baselines). The standard deviations over runs
 are reported beside the means, and the ``verdict`` says whether the model's mean error is
-lower than both baselines' by more than two standard errors of the difference (a win), higher
-than either's by as much (a loss), or neither (a tie: over these runs the comparison is
-within noise).
+lower than every baseline's by more than two standard errors of the difference (a win),
+higher than any one's by as much (a loss), or neither (a tie: over these runs the comparison
+is within noise).
+
+Traces with sessions or ``hash_ids`` are also scored on the session and prefix-reuse figures
+of :mod:`~servetrace.synth.session_fidelity` (the KV-cache hit-ratio curve, infinite-cache hit
+ratios, turns per session, think gaps, context growth, sub-agent fan-out; rows of kind
+``kvcache`` and ``sessions``), and a third baseline joins the two: ``session_naive``, whole
+real sessions resampled at Poisson starts (:func:`~servetrace.synth.session_fidelity.
+session_naive`), scored on every metric (its verdicts: session and KV-cache rows only).
+Poisson and gamma carry no sessions and no shared prefix (every block new). A trace without
+sessions or hash ids is scored as before.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from scipy import stats
 
 from servetrace.analysis import burstiness, tokens
 from servetrace.loaders import schema
+from servetrace.synth import session_fidelity as sf
 
 if TYPE_CHECKING:
     from servetrace.synth.model import WorkloadModel
@@ -59,6 +69,7 @@ MAX_SAMPLE = 200_000
 ARRIVAL_METRICS = ("iat_cv", "idc_max_rel_error", "hurst_av", "peak_to_mean_60s", "iat_ks",
                    "iat_wasserstein")
 BASELINES = ("poisson", "gamma")
+SESSION_BASELINE = "session_naive"
 VERDICT_Z = 2.0
 """Standard errors of a difference of mean errors that make a win or a loss (else a tie)."""
 
@@ -206,8 +217,11 @@ def _errors(real: pl.DataFrame, rm: dict, cand: pl.DataFrame, seed: int,
 
 
 def _baseline_seed(seed: int, run: int, k: int) -> int:
-    """Seed of baseline ``k`` (0 poisson, 1 gamma) in run ``run``: run 0 keeps the historical
-    ``seed + 10 + k``; later runs never reuse another run's seed."""
+    """Seed of baseline ``k`` (0 poisson, 1 gamma, 2 session_naive) in run ``run``: run 0
+    keeps the historical ``seed + 10 + k`` for Poisson and gamma; later runs never reuse
+    another run's seed; the session-naive baseline's seeds lie a million above."""
+    if k == 2:
+        return seed + 1_000_000 + run
     return seed + 10 + 2 * run + k
 
 
@@ -251,7 +265,8 @@ def verdict(model: Summary, baselines: Sequence[Summary], z: float = VERDICT_Z) 
 
 def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
              seed: int = 0, by: str | None = "tenant", baselines: bool = True,
-             reference: Frame | None = None) -> pl.DataFrame:
+             reference: Frame | None = None, block_tokens: int | None = None,
+             scope: str = "global") -> pl.DataFrame:
     """Compare ``synthetic`` to ``real`` on the analysis metrics, next to two baselines.
 
     ``synthetic`` is one trace, or a sequence of traces (runs: samples of one model under
@@ -262,15 +277,26 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     ``real``). On held-out time pass the part the model was fitted on: a baseline built from
     the held-out part itself would be told the answer the model has to predict.
 
-    Returns one row per metric: metric, kind (arrivals, lengths, mix), real (the real trace's
-    value where one exists), model (the synthetic trace's error), poisson and gamma (the
-    baselines' errors, when ``baselines``), and ``model_best``: the model's error is the
-    smallest (null where an error is undefined). With a sequence the errors are means over
-    the runs where they are defined, and ``model_sd``, ``poisson_sd``, ``gamma_sd`` (sample
-    standard deviations over the runs) follow, then ``verdict`` (with baselines): ``win``,
-    ``tie`` or ``loss`` by :func:`verdict`, a difference of more than :data:`VERDICT_Z`
-    standard errors. Errors are described in the module docstring; lower is better
-    everywhere.
+    A ``real`` trace with sessions or ``hash_ids`` also gets the rows of
+    :mod:`~servetrace.synth.session_fidelity` (kinds ``kvcache`` and ``sessions``) and the
+    ``session_naive`` baseline (seed ``seed + 1,000,000 + i`` in run i), at the trace's
+    ``block_tokens`` and hash id ``scope`` (the ``traces`` table's ``hash_block_tokens`` and
+    ``hash_scope``; without ``block_tokens`` it is estimated,
+    :func:`~servetrace.synth.session_fidelity.block_size`).
+
+    Returns one row per metric: metric, kind (arrivals, lengths, mix, kvcache, sessions),
+    real (the real trace's value where one exists), model (the synthetic trace's error),
+    poisson, gamma and session_naive where it applies (the baselines' errors, when
+    ``baselines``), and ``model_best``: the model's error is the smallest (null where an
+    error is undefined). With a sequence the errors are means over the runs where they are
+    defined, and ``model_sd``, ``poisson_sd``, ... (sample standard deviations over the
+    runs) follow, then ``verdict`` (with baselines): ``win``, ``tie`` or ``loss`` by
+    :func:`verdict`, a difference of more than :data:`VERDICT_Z` standard errors. The
+    verdict on arrival, length and mix metrics is against Poisson and gamma (the
+    session-naive baseline's errors are shown beside them: it replays real requests, so its
+    lengths are the trace's own); on a session or KV-cache metric it is against every
+    baseline, less those that cannot have the figure (Poisson's think gaps: it has no
+    sessions). Errors are described in the module docstrings; lower is better everywhere.
     """
     runs = [synthetic] if isinstance(synthetic, pl.DataFrame | pl.LazyFrame) else list(synthetic)
     if not runs:
@@ -284,15 +310,27 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
                          f"(real {real.height}, synthetic {short[0] if short else 'ok'})")
     rm = metrics(real)
     source = real if reference is None else reference.lazy().collect().sort("arrival_s")
-    kinds = ("model", *(BASELINES if baselines else ()))
+    sref = (sf.reference(real, block_tokens=block_tokens, scope=scope)
+            if sf.applies(real) else None)
+    others = (*BASELINES, *((SESSION_BASELINE,) if sref is not None else ())) \
+        if baselines else ()
+    kinds = ("model", *others)
+
+    def score(cand: pl.DataFrame) -> dict[str, float | None]:
+        out = _errors(real, rm, cand, seed, by)
+        return out if sref is None else out | sf.errors(sref, cand, seed)
+
     per_run: dict[str, list[Mapping[str, float | None]]] = {k: [] for k in kinds}
     for i, frame in enumerate(frames):
-        per_run["model"].append(_errors(real, rm, frame, seed, by))
-        if baselines:
-            duration = _span(frame)
-            for k, kind in enumerate(BASELINES):
+        per_run["model"].append(score(frame))
+        duration = _span(frame)
+        for k, kind in enumerate(others):
+            if kind == SESSION_BASELINE:
+                cand = sf.session_naive(source, duration, _baseline_seed(seed, i, k),
+                                        scope=sref.scope)  # type: ignore[union-attr]
+            else:
                 cand = baseline(source, kind, duration, _baseline_seed(seed, i, k))
-                per_run[kind].append(_errors(real, rm, cand, seed, by))
+            per_run[kind].append(score(cand))
     names = list(per_run["model"][0])
     columns: dict[str, list[float | None]] = {}
     summary = {k: [_mean_sd([run.get(n) for run in per_run[k]]) for n in names] for k in kinds}
@@ -301,17 +339,19 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
         if not single:
             columns[f"{k}_sd"] = [p[1] for p in summary[k]]
     real_values = {"iat_cv": rm["iat_cv"], "hurst_av": rm["hurst_av"],
-                   "peak_to_mean_60s": rm["peak_to_mean_60s"], "spearman": rm["spearman"]}
+                   "peak_to_mean_60s": rm["peak_to_mean_60s"], "spearman": rm["spearman"],
+                   **(sf.real_values(sref) if sref is not None else {})}
     means = {k: columns[k] for k in kinds}
     frame = pl.DataFrame({
         "metric": names,
-        "kind": ["arrivals" if n in ARRIVAL_METRICS else "mix" if n.endswith("_share_tv")
-                 else "lengths" for n in names],
+        "kind": [sf.KINDS.get(n) or ("arrivals" if n in ARRIVAL_METRICS else "mix"
+                                     if n.endswith("_share_tv") else "lengths")
+                 for n in names],
         "real": [real_values.get(n) for n in names],
         **means,
     }, schema_overrides={"real": pl.Float64, **{k: pl.Float64 for k in means}})
-    others = [pl.col(k) for k in kinds if k != "model"]
-    best = (pl.all_horizontal([pl.col("model") < o for o in others]) if others
+    cols = [pl.col(k) for k in others]
+    best = (pl.all_horizontal([pl.col("model") < o for o in cols]) if cols
             else pl.lit(True))
     frame = frame.with_columns(pl.when(pl.col("model").is_null()).then(None).otherwise(best)
                                .alias("model_best"))
@@ -320,9 +360,19 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
                                      for k in kinds))
         if baselines:
             frame = frame.with_columns(pl.Series("verdict", [
-                verdict(summary["model"][i], [summary[b][i] for b in BASELINES])
-                for i in range(len(names))], pl.String))
+                _verdict(n, summary["model"][i], {b: summary[b][i] for b in others})
+                for i, n in enumerate(names)], pl.String))
     return frame
+
+
+def _verdict(name: str, model: Summary, baselines: dict[str, Summary]) -> str | None:
+    """:func:`verdict` against Poisson and gamma on arrival, length and mix metrics (as
+    before the session-naive baseline existed, so these verdicts keep their meaning); on a
+    session or KV-cache metric against every baseline that can have the figure."""
+    if name not in sf.KINDS:
+        return verdict(model, [baselines[b] for b in BASELINES])
+    defined = [b for b in baselines.values() if b[2] > 0]
+    return verdict(model, defined) if defined else None
 
 
 def split_half(requests: Frame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -357,21 +407,40 @@ def _advance(model: WorkloadModel, offset_s: float) -> WorkloadModel:
 
 
 def holdout(requests: Frame, *, seed: int = 0, by: str | None = None,
-            runs: int = 1) -> pl.DataFrame:
-    """Fit on the first half of a trace, sample the second half's duration, compare to it.
+            runs: int = 1, split: str = "time", block_tokens: int | None = None,
+            scope: str = "global") -> pl.DataFrame:
+    """Fit on one half of a trace, sample the other half's duration, compare to it.
+
+    ``split="time"``: fit on the first half by time, score the second; samples continue the
+    fitted half in time of day (:func:`advance`). ``split="sessions"``: a conversation-level
+    split (:func:`~servetrace.synth.session_fidelity.split_sessions`, seeded by ``seed``):
+    fit on half of the sessions, score on the other half, over the same period (both halves
+    moved by the trace's first arrival, so they keep their alignment).
 
     The model is fitted with ``seed``; with ``runs`` > 1 it is sampled under seeds ``seed``,
-    ``seed + 1``, … and scored by mean errors (see :func:`fidelity`). Samples continue the
-    fitted half in time of day (:func:`advance`). The baselines are built from the first half
-    too, so all three candidates know the same past and are judged on the same future.
+    ``seed + 1``, … and scored by mean errors (see :func:`fidelity`, which also takes
+    ``block_tokens`` and ``scope``). The baselines are built from the fitted half too, so
+    every candidate knows the same past and is judged on the same held-out part.
     """
     from servetrace.synth.model import fit
 
     if runs < 1:
         raise ValueError(f"holdout: runs must be at least 1, got {runs}")
     frame = requests.lazy().collect().sort("arrival_s")
-    first, second = split_half(frame)
-    model = _advance(fit(first, by=by, seed=seed), _span(frame) / 2)
+    if split == "time":
+        first, second = split_half(frame)
+        model = _advance(fit(first, by=by, seed=seed), _span(frame) / 2)
+    elif split == "sessions":
+        start = frame["arrival_s"].min()
+        first, second = (h.with_columns(pl.col("arrival_s") - start)
+                         for h in sf.split_sessions(frame, seed))
+        if first.height < 3 or second.height < 3:
+            raise ValueError(f"holdout: a session split of {frame.height} requests left "
+                             f"{first.height} and {second.height}; it needs at least 3 each")
+        model = fit(first, by=by, seed=seed)
+    else:
+        raise ValueError(f"holdout: split must be 'time' or 'sessions', got {split!r}")
     duration = _span(second)
     samples = [model.sample(duration, seed=seed + i) for i in range(runs)]
-    return fidelity(second, samples[0] if runs == 1 else samples, seed=seed, reference=first)
+    return fidelity(second, samples[0] if runs == 1 else samples, seed=seed, reference=first,
+                    block_tokens=block_tokens, scope=scope)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from servetrace.cli import app
 from servetrace.loaders import Store
+from servetrace.synth.session_fidelity import session_naive
 
 runner = CliRunner()
 
@@ -397,3 +399,34 @@ def _scaling(path):
 
     from servetrace.synth.scale import METADATA_KEY
     return pq.read_metadata(path).metadata[METADATA_KEY.encode()].decode()
+
+
+def test_compare_scores_sessions_and_prefix_reuse(env, mirror, tmp_path):
+    # a few real agentic sessions (64-token blocks, session-scoped ids, as `traces` records)
+    folder = tmp_path / "agentic_coding_weka"
+    folder.mkdir()
+    for path in sorted((mirror / "agentic_coding_weka").glob("*.json"))[:12]:
+        shutil.copy(path, folder / path.name)
+    res = runner.invoke(app, ["ingest", str(folder), "--as", "agentic_coding_weka",
+                              "--trace", "weka/few"])
+    assert res.exit_code == 0, res.output
+    real = Store(env).scan("requests", "weka/few").collect()
+    span = float(real["arrival_s"].max())
+    files = []
+    for seed in (1, 2):
+        files.append(str(tmp_path / f"s{seed}.parquet"))
+        session_naive(real, span, seed, scope="session").write_parquet(files[-1])
+    res = runner.invoke(app, ["compare", "weka/few", *files, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["metric"]: r for r in json.loads(res.stdout)["fidelity (errors; lower is "
+                                                           "better)"]}
+    assert {"hit_curve_max_abs", "hit_inf_session", "turns_ks", "think_gap_ks",
+            "growth_ks"} <= set(rows)
+    assert "hit_inf_global" not in rows  # the trace's ids are session-scoped
+    assert rows["hit_inf_session"]["real"] > 0.5 and rows["turns_ks"]["kind"] == "sessions"
+    res = runner.invoke(app, ["compare", "weka/few", *files])
+    assert res.exit_code == 0, res.output
+    assert "hit_curve_max_abs" in res.output and "session_naive" in res.output
+    res = runner.invoke(app, ["compare", "weka/few", files[0], "--scope", "tenant"])
+    assert res.exit_code == 1 and "scope must be 'global' or 'session'" in res.output
+    assert "Traceback" not in res.output
