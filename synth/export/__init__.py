@@ -45,9 +45,11 @@ from servetrace.synth.export import (
     aiperf_single_turn,
     azure_2023,
     burstgpt,
+    faasrail,
     guidellm,
     guidellm_mooncake,
     inference_perf_azure,
+    invocations_csv,
     mooncake,
     sglang_custom,
     sglang_mooncake,
@@ -61,7 +63,7 @@ from servetrace.synth.export import (
 FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (
     vllm_custom, vllm_mooncake, sglang_custom, sglang_mooncake, guidellm, guidellm_mooncake,
     aiperf_single_turn, aiperf_multi_turn, aiperf_mooncake, mooncake, vidur, splitwise,
-    inference_perf_azure, burstgpt, azure_2023, vhive,
+    inference_perf_azure, burstgpt, azure_2023, vhive, faasrail, invocations_csv,
 )}
 """Export formats by name (``servetrace export ... --to NAME``)."""
 
