@@ -437,14 +437,17 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
             fs.append(sp[r] + lo)
             ws.append(w)
             cs.append(c)
-        x = _scores_to_counts(fgn_rows(hurst[sl], n_t, rng), zero_p[sl], table[sl])
+        cp = np.flatnonzero(~sparse[sl])  # sparse rows came from their renewal above
+        if cp.size == 0:
+            continue
+        x = _scores_to_counts(fgn_rows(hurst[sl][cp], n_t, rng), zero_p[sl][cp],
+                              table[sl][cp])
         if periods:
-            x = x * _profile(coef[sl], t_mid, periods)
+            x = x * _profile(coef[sl][cp], t_mid, periods)
         # an active window stays active: rounding never turns a non-zero count into 0
         c = np.where(x > 0, np.maximum(_stochastic_round(x, rng), 1), 0)
-        c[sp] = 0  # sparse rows come from their renewal above
         f, w = np.nonzero(c)
-        fs.append(f + lo)
+        fs.append(cp[f] + lo)
         ws.append(w)
         cs.append(c[f, w])
     f, w, c = np.concatenate(fs), np.concatenate(ws), np.concatenate(cs)
