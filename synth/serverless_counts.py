@@ -103,8 +103,13 @@ def grid(table: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0) -> Grid:
                                                      keys["_r"].list.len().to_numpy())
     keys = keys.drop("_r").with_columns(pl.col(*_KEYS, "trigger").cast(pl.String))
     n_t = int(m.max()) + 1
-    counts = np.bincount(fid * n_t + m, weights=weight, minlength=keys.height * n_t)
-    counts = np.rint(counts).astype(np.int64).reshape(keys.height, n_t)
+    cell = fid * n_t + m
+    if weight is None:
+        counts = np.bincount(cell, minlength=keys.height * n_t)
+    else:  # integer adds: no float grid of functions × windows to round and convert
+        counts = np.zeros(keys.height * n_t, dtype=np.int64)
+        np.add.at(counts, cell, np.rint(weight).astype(np.int64))
+    counts = counts.astype(np.int64, copy=False).reshape(keys.height, n_t)
     if times is not None:
         cols = [pl.Series("fid", fid), (pl.col("arrival_s") - origin).alias("arrival_s")]
         cols += [pl.col(c) for c in ("duration_s", "memory_mb") if c in frame.columns]
