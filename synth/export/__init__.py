@@ -23,11 +23,16 @@ name                        target                                         time 
 ``inference-perf-azure``    inference-perf ``AzurePublicDataset`` CSV      UTC, µs
 ``burstgpt``                BurstGPT CSV (v1 or v2.0 layout)               s
 ``azure-2023``              Azure LLM inference 2023 CSV                   UTC, 100 ns
-``vhive``                   vHive/InVitro trace folder (3 CSVs)            minutes
+``vhive``                   vHive/InVitro trace folder (3 CSVs)            min (or s)
+``faasrail``                FaaSRail spec CSV (``faasrail-loadgen``)       minutes
+``invocations-csv``         per-invocation CSV for simulators              s, ms, MB
 ==========================  =============================================  ==========
 
-All but ``vhive`` take the canonical ``requests`` table; ``vhive`` takes ``invocations`` or
-``invocation_counts`` plus, optionally, ``functions`` (see :mod:`servetrace.synth.export.vhive`).
+The LLM formats take the canonical ``requests`` table. The serverless formats name the
+tables they take in ``TABLES``: ``vhive`` and ``faasrail`` take ``invocations`` or
+``invocation_counts`` plus, optionally, ``functions``; ``invocations-csv`` takes
+``invocations`` (a real per-invocation trace or a synthetic sample of
+:mod:`servetrace.synth.serverless`).
 Formats that carry text get synthetic prompts from :mod:`servetrace.synth.prompts`.
 """
 
