@@ -599,11 +599,15 @@ def _trace_or_file(source: str, store: Store, table: str = "requests") -> pl.Dat
 
 @app.command("export")
 def export_cmd(
-    source: Annotated[str, typer.Argument(help="trace id in the store, or a requests "
-                                          ".parquet file (e.g. from `servetrace generate`)")],
+    source: Annotated[str, typer.Argument(help="trace id in the store, or a .parquet file "
+                                          "(e.g. from `servetrace generate`)")],
     to: Annotated[str, typer.Option("--to", help="format: " + ", ".join(
-        ["vllm-custom", "guidellm", "aiperf-mooncake", "mooncake", "vidur", "vhive", "..."]))],
+        ["vllm-custom", "guidellm", "aiperf-mooncake", "mooncake", "vidur", "vhive",
+         "faasrail", "invocations-csv", "..."]))],
     output: Annotated[Path, typer.Option("-o", "--output", help="file (folder for vhive)")],
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-O", help="a format option KEY=VALUE, repeatable (e.g. "
+        "granularity=second for vhive, workloads=FILE for faasrail)")] = None,
     store: StoreOpt = None,
 ) -> None:
     """Write a trace in a format another tool replays (`--to help` lists them)."""
@@ -616,15 +620,57 @@ def export_cmd(
         return
     try:
         s = Store(store)
-        if to == "vhive" and not Path(source).exists():
-            _, frame, rows = _first_table(s, source, ("invocations", "invocation_counts"),
-                                          "invocations or invocation_counts")
-            path = export(frame, to, output, functions=_functions(s, source, rows))
+        opts = _export_options(to, option or [])
+        tables = getattr(FORMATS.get(to), "TABLES", None)
+        if tables is not None and not Path(source).exists():
+            _, frame, rows = _first_table(s, source, tables, " or ".join(tables))
+            if "functions" in _export_defaults(to):
+                opts.setdefault("functions", _functions(s, source, rows))
+            path = export(frame, to, output, **opts)
         else:
-            path = export(_trace_or_file(source, s), to, output)
+            table = "invocations" if tables is not None else "requests"
+            path = export(_trace_or_file(source, s, table), to, output, **opts)
     except _ERRORS as exc:
         _fail(exc)
     out.print(f"wrote {to}: {path}", highlight=False)
+
+
+def _export_defaults(to: str) -> dict[str, object]:
+    from servetrace.synth.export import options
+
+    return options(to)
+
+
+def _export_options(to: str, given: list[str]) -> dict[str, object]:
+    """``--option KEY=VALUE`` pairs typed as the format's defaults (bool, int, float, str);
+    an unknown key or a value of the wrong type is a ``ValueError`` naming it."""
+    defaults = _export_defaults(to)
+    parsed: dict[str, object] = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        if key not in defaults:
+            raise ValueError(f"--option {key}: {to} accepts "
+                             f"{', '.join(defaults) or 'no options'}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"--option {key}={value}: expected true or false")
+            parsed[key] = value.lower() in ("true", "1", "yes")
+        elif isinstance(default, int | float) or key in ("first_minute", "last_minute"):
+            kind = float if isinstance(default, float) else int
+            try:
+                parsed[key] = kind(value)
+            except ValueError as exc:
+                raise ValueError(f"--option {key}={value}: expected "
+                                 f"{'a number' if kind is float else 'an integer'}") from exc
+        elif key == "functions":
+            raise ValueError("--option functions: the stored trace's functions table is used")
+        else:
+            parsed[key] = value
+    return parsed
 
 
 def _serverless_source(source: str, store: Store

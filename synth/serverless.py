@@ -35,7 +35,8 @@ superpositions (:func:`superpose_functions`) move whole functions.
   its length, and the noise sets only the *order* of the counts in time. Without it, a path
   of strongly persistent noise over a few hundred windows visits only part of the marginal
   and samples as long as the trace under-disperse. H_f ∈ [0.2, 0.99] is calibrated by
-  simulation (:func:`calibrate_hurst`) to the function's IDC curve and its OFF runs.
+  simulation (:func:`calibrate_hurst`) to the function's IDC curve and its OFF runs, on at
+  most its first :data:`~servetrace.synth.serverless_counts.CALIBRATION_WINDOWS` windows.
   Where the trace spans two days (two weeks), a daily (and weekly) log-harmonic profile is
   fitted per function by least squares on hourly counts and divided out before the table is
   built, then multiplied back with stochastic rounding; shorter traces keep no harmonics (an
@@ -375,14 +376,16 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
     mf = np.flatnonzero(~per)
     span = n_t * g.window_s
     periods = _harmonic_periods(span)
-    x = g.counts[mf].astype(np.float64)
+    x = g.counts.astype(np.float64) if len(mf) == n_f else g.counts[mf].astype(np.float64)
     coef = fit_harmonics(x, g.window_s, 0.0, periods)
     if periods:
-        x = x / _profile(coef, (np.arange(n_t) + 0.5) * g.window_s, periods)
+        x /= _profile(coef, (np.arange(n_t) + 0.5) * g.window_s, periods)
     zero_p, table_ = _count_tables(x)
-    active = (g.counts[mf] > 0).sum(axis=1)
+    active = (x > 0).sum(axis=1)  # the profile is positive: active where the count is
     sparse = (zero_p >= SPARSE) & (active >= 3)
-    gaps = _gap_tables(g.counts[mf], sparse)
+    rows = np.zeros(n_f, dtype=bool)
+    rows[mf[sparse]] = True
+    gaps = _gap_tables(g.counts, rows)[mf]
     busy = (active >= MIN_ACTIVE_H) & ~sparse
     hurst = np.full(len(mf), 0.5)
     if busy.any():
@@ -437,14 +440,17 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
             fs.append(sp[r] + lo)
             ws.append(w)
             cs.append(c)
-        x = _scores_to_counts(fgn_rows(hurst[sl], n_t, rng), zero_p[sl], table[sl])
+        cp = np.flatnonzero(~sparse[sl])  # sparse rows came from their renewal above
+        if cp.size == 0:
+            continue
+        x = _scores_to_counts(fgn_rows(hurst[sl][cp], n_t, rng), zero_p[sl][cp],
+                              table[sl][cp])
         if periods:
-            x = x * _profile(coef[sl], t_mid, periods)
+            x = x * _profile(coef[sl][cp], t_mid, periods)
         # an active window stays active: rounding never turns a non-zero count into 0
         c = np.where(x > 0, np.maximum(_stochastic_round(x, rng), 1), 0)
-        c[sp] = 0  # sparse rows come from their renewal above
         f, w = np.nonzero(c)
-        fs.append(f + lo)
+        fs.append(cp[f] + lo)
         ws.append(w)
         cs.append(c[f, w])
     f, w, c = np.concatenate(fs), np.concatenate(ws), np.concatenate(cs)

@@ -31,6 +31,8 @@ HURST_GRID = np.round(np.linspace(0.2, 0.99, 17), 3)
 """Candidate Hurst exponents of :func:`calibrate_hurst`."""
 GAP_SIZE = 32
 """Quantiles of the gaps between active windows kept per sparse function."""
+CALIBRATION_WINDOWS = 1440
+"""Longest stretch :func:`calibrate_hurst` simulates (a day of minutes)."""
 OFF_RUNS = (1, 2, 5, 10, 30)
 """OFF-run lengths (windows) whose counts :func:`calibrate_hurst` matches."""
 DAY_S = 86400.0
@@ -101,8 +103,13 @@ def grid(table: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0) -> Grid:
                                                      keys["_r"].list.len().to_numpy())
     keys = keys.drop("_r").with_columns(pl.col(*_KEYS, "trigger").cast(pl.String))
     n_t = int(m.max()) + 1
-    counts = np.bincount(fid * n_t + m, weights=weight, minlength=keys.height * n_t)
-    counts = np.rint(counts).astype(np.int64).reshape(keys.height, n_t)
+    cell = fid * n_t + m
+    if weight is None:
+        counts = np.bincount(cell, minlength=keys.height * n_t)
+    else:  # integer adds: no float grid of functions × windows to round and convert
+        counts = np.zeros(keys.height * n_t, dtype=np.int64)
+        np.add.at(counts, cell, np.rint(weight).astype(np.int64))
+    counts = counts.astype(np.int64, copy=False).reshape(keys.height, n_t)
     if times is not None:
         cols = [pl.Series("fid", fid), (pl.col("arrival_s") - origin).alias("arrival_s")]
         cols += [pl.col(c) for c in ("duration_s", "memory_mb") if c in frame.columns]
@@ -180,17 +187,43 @@ def _timer_phase(g: Grid, fids: np.ndarray, period: np.ndarray) -> np.ndarray:
     return out
 
 
+def _circulant_eigenvalues(h: float, n: int) -> np.ndarray:
+    """Eigenvalues of the 2n-circulant embedding fGn's autocovariance
+    γ(k) = ½(|k+1|^{2H} − 2|k|^{2H} + |k−1|^{2H}), k = 0..n (Davies & Harte 1987)."""
+    k = np.arange(n + 1, dtype=np.float64)
+    acov = 0.5 * (np.abs(k + 1) ** (2 * h) - 2 * k ** (2 * h) + np.abs(k - 1) ** (2 * h))
+    circ = np.concatenate([acov, acov[-2:0:-1]])
+    return np.maximum(np.fft.fft(circ).real, 0.0)
+
+
 def fgn_rows(hurst: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-variance fractional Gaussian noise, one row per Hurst exponent, by circulant
-    embedding (Davies & Harte 1987): γ(k) = ½(|k+1|^{2H} − 2|k|^{2H} + |k−1|^{2H})."""
-    h = np.asarray(hurst, dtype=np.float64)[:, None]
-    k = np.arange(n + 1, dtype=np.float64)[None, :]
-    acov = 0.5 * (np.abs(k + 1) ** (2 * h) - 2 * k ** (2 * h) + np.abs(k - 1) ** (2 * h))
-    circ = np.concatenate([acov, acov[:, -2:0:-1]], axis=1)
-    lam = np.maximum(np.fft.fft(circ, axis=1).real, 0.0)
-    m = circ.shape[1]
-    w = rng.standard_normal((len(h), m)) + 1j * rng.standard_normal((len(h), m))
-    return np.fft.fft(np.sqrt(lam / (2 * m)) * w, axis=1).real[:, :n]
+    embedding (Davies & Harte 1987).
+
+    The embedding's eigenvalues depend on H only, so they are computed once per distinct H
+    (the fitted exponents lie on :data:`HURST_GRID`); H = ½ is white noise, drawn directly;
+    and the real and imaginary parts of one complex transform are two independent paths
+    (Dietrich & Newsam 1997, "Fast and exact simulation of stationary Gaussian processes
+    through circulant embedding", SIAM J. Sci. Comput. 18(4)), so two rows of the same H
+    share one FFT."""
+    h = np.asarray(hurst, dtype=np.float64)
+    out = np.empty((len(h), n))
+    if n == 0 or len(h) == 0:
+        return out
+    m = 2 * n
+    for hv in np.unique(h):  # distinct exponents (a grid of 17), not functions
+        rows = np.flatnonzero(h == hv)
+        if hv == 0.5:
+            out[rows] = rng.standard_normal((len(rows), n))
+            continue
+        scale = np.sqrt(_circulant_eigenvalues(float(hv), n) / (2 * m))
+        pairs = (len(rows) + 1) // 2
+        w = rng.standard_normal((pairs, m)) + 1j * rng.standard_normal((pairs, m))
+        y = np.fft.fft(scale * w, axis=1)[:, :n]
+        # Re and Im each have the target covariance with variance ½·2 = 1 per part
+        both = np.concatenate([y.real, y.imag]) * np.sqrt(2.0)
+        out[rows] = both[:len(rows)]
+    return out
 
 
 def _harmonic_periods(span_s: float) -> tuple[float, ...]:
@@ -306,7 +339,10 @@ def _scores_to_counts(z: np.ndarray, zero_p: np.ndarray, table: np.ndarray) -> n
     the non-zero table, as real-valued counts (rounded later)."""
     n_t = z.shape[1]
     # rank-matched: each sampled path visits the fitted marginal exactly
-    u = (np.argsort(np.argsort(z, axis=1), axis=1) + 0.5) / n_t
+    order = np.argsort(z, axis=1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n_t)[None, :], axis=1)
+    u = (rank + 0.5) / n_t
     zp = zero_p[:, None]
     v = np.clip((u - zp) / np.maximum(1 - zp, 1e-12), 0, 1 - 1e-12)
     k = (v * TABLE_SIZE).astype(np.int64)
@@ -335,7 +371,11 @@ def calibrate_hurst(x: np.ndarray, zero_p: np.ndarray, table: np.ndarray, seed: 
     of at least :data:`OFF_RUNS` windows) are closest (least squares) to the trace's. Counts
     carry the trend that rank scores flatten, so their IDC curve decides, and the OFF runs say
     how a sparse function's active windows cluster or spread (the idle times a keep-alive
-    policy sees)."""
+    policy sees). Traces longer than :data:`CALIBRATION_WINDOWS` are calibrated on their first
+    that many windows (the exponent is a property of the series' scaling, and the IDC curve
+    reaches blocks of an eighth of the stretch): the cost per function is then bounded
+    whatever the trace's length."""
+    x = x[:, :CALIBRATION_WINDOWS]
     n_f, n_t = x.shape
     target = _log_idc(x)
     if target.shape[1] < 2 or n_f == 0:

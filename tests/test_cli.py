@@ -164,6 +164,46 @@ def test_export_stored_traces(env, mirror, tmp_path):
     assert res.exit_code == 1 and "unknown export format 'nope'; known formats:" in res.output
 
 
+def test_export_serverless_formats(env, mirror, tmp_path):
+    """Stored serverless traces and synthetic serverless Parquet export to vhive (per second
+    with -O), faasrail and invocations-csv; options are typed and checked."""
+    assert runner.invoke(app, ["ingest", str(mirror / "azure_functions_2019")]).exit_code == 0
+    res = runner.invoke(app, ["export", "azure_functions_2019/sample", "--to", "faasrail",
+                              "-o", str(tmp_path / "spec.csv")])
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "spec.csv").read_text().splitlines()
+    assert lines[0].startswith("avg,mapped_wreq,480,481,") and len(lines) > 100
+    res = runner.invoke(app, ["export", "azure_functions_2019/sample", "--to",
+                              "invocations-csv", "-o", str(tmp_path / "x.csv")])
+    assert res.exit_code == 1 and "has no invocations rows" in res.output
+    model, synth = tmp_path / "m.json", tmp_path / "s.parquet"
+    assert runner.invoke(app, ["fit", "azure_functions_2019/sample", "-o",
+                               str(model)]).exit_code == 0
+    res = runner.invoke(app, ["generate", str(model), "--duration", "120", "--functions", "20",
+                              "-o", str(synth)])
+    assert res.exit_code == 0, res.output
+    n = pl.read_parquet(synth).height
+    res = runner.invoke(app, ["export", str(synth), "--to", "invocations-csv", "-O",
+                              "tenancy=true", "-o", str(tmp_path / "i.csv")])
+    assert res.exit_code == 0, res.output
+    inv = pl.read_csv(tmp_path / "i.csv")
+    assert inv.height == n and inv.columns[:4] == ["timestamp_s", "function", "owner", "app"]
+    res = runner.invoke(app, ["export", str(synth), "--to", "vhive", "-O", "granularity=second",
+                              "-o", str(tmp_path / "v")])
+    assert res.exit_code == 0, res.output
+    header = (tmp_path / "v" / "invocations.csv").read_text().splitlines()[0].split(",")
+    assert header[4] == "1" and len(header) - 4 <= 120
+    res = runner.invoke(app, ["export", str(synth), "--to", "vhive", "-O", "granularity",
+                              "-o", str(tmp_path / "w")])
+    assert res.exit_code == 1 and "expected KEY=VALUE" in res.output
+    res = runner.invoke(app, ["export", str(synth), "--to", "vhive", "-O", "first_minute=x",
+                              "-o", str(tmp_path / "w")])
+    assert res.exit_code == 1 and "first_minute=x: expected an integer" in res.output
+    res = runner.invoke(app, ["export", str(synth), "--to", "faasrail", "-O", "seed=1",
+                              "-o", str(tmp_path / "w.csv")])
+    assert res.exit_code == 1 and "--option seed: faasrail accepts" in res.output
+
+
 def test_coldstart_and_fairness_json(env, mirror):
     cold = mirror / "specimens" / "huawei_2025_cold_starts_all_regions.csv"
     assert runner.invoke(app, ["ingest", str(cold), "--trace", "hw/cold"]).exit_code == 0

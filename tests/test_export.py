@@ -29,8 +29,9 @@ from servetrace.synth.export import FORMATS, _common, export, options, vhive
 NAMES = ["vllm-custom", "vllm-mooncake", "sglang-custom", "sglang-mooncake", "guidellm",
          "guidellm-mooncake", "aiperf-single-turn", "aiperf-multi-turn", "aiperf-mooncake",
          "mooncake", "vidur", "splitwise", "inference-perf-azure", "burstgpt", "azure-2023",
-         "vhive"]
-REQUEST_FORMATS = [n for n in NAMES if n != "vhive"]
+         "vhive", "faasrail", "invocations-csv"]
+SERVERLESS_FORMATS = ["vhive", "faasrail", "invocations-csv"]
+REQUEST_FORMATS = [n for n in NAMES if n not in SERVERLESS_FORMATS]
 
 
 # -- fixtures: real traces through the loaders --------------------------------------------------

@@ -71,6 +71,20 @@ def _serverless(t: dict[str, Any], text: str) -> None:
     assert t["hybrid_p75_app_cold_fraction"] < t["fixed10_p75_app_cold_fraction"]
     assert 0.0 < t["hybrid_wasted_normalized"] < 1.0
     assert "3,037,902 invocations of 476 apps" in text
+    # synthesis: the model keeps every function; the 2021 rows cluster within the minute
+    assert t["synth_functions"] == 500 and 0 < t["synth_timers"] < 500
+    assert 0.0 < t["within_kappa"] < 1.0
+    assert t["holdout_metrics"] == 14
+    assert t["holdout_model_beats_poisson"] >= 10
+    assert t["subset_representative_beats_random"] is True
+    rs = t["subset_rate_ks"]
+    assert rs["representative"] < rs["random"]
+    # both operators double the rate; compressed time halves idle gaps: fewer cold starts
+    for rate in t["scaled_rates"].values():
+        assert rate == pytest.approx(2 * t["model_rate"], rel=0.25)
+    assert t["scaled_cold"]["compress_time"] < t["scaled_cold"]["superpose_functions"]
+    assert t["sized_utilization"] == pytest.approx(0.5, rel=0.2)
+    assert "a representative 100-function subset is closer than a random one" in text
 
 
 def _fairness(t: dict[str, Any], text: str) -> None:

@@ -23,11 +23,16 @@ name                        target                                         time 
 ``inference-perf-azure``    inference-perf ``AzurePublicDataset`` CSV      UTC, µs
 ``burstgpt``                BurstGPT CSV (v1 or v2.0 layout)               s
 ``azure-2023``              Azure LLM inference 2023 CSV                   UTC, 100 ns
-``vhive``                   vHive/InVitro trace folder (3 CSVs)            minutes
+``vhive``                   vHive/InVitro trace folder (3 CSVs)            min (or s)
+``faasrail``                FaaSRail spec CSV (``faasrail-loadgen``)       minutes
+``invocations-csv``         per-invocation CSV for simulators              s, ms, MB
 ==========================  =============================================  ==========
 
-All but ``vhive`` take the canonical ``requests`` table; ``vhive`` takes ``invocations`` or
-``invocation_counts`` plus, optionally, ``functions`` (see :mod:`servetrace.synth.export.vhive`).
+The LLM formats take the canonical ``requests`` table. The serverless formats name the
+tables they take in ``TABLES``: ``vhive`` and ``faasrail`` take ``invocations`` or
+``invocation_counts`` plus, optionally, ``functions``; ``invocations-csv`` takes
+``invocations`` (a real per-invocation trace or a synthetic sample of
+:mod:`servetrace.synth.serverless`).
 Formats that carry text get synthetic prompts from :mod:`servetrace.synth.prompts`.
 """
 
@@ -45,9 +50,11 @@ from servetrace.synth.export import (
     aiperf_single_turn,
     azure_2023,
     burstgpt,
+    faasrail,
     guidellm,
     guidellm_mooncake,
     inference_perf_azure,
+    invocations_csv,
     mooncake,
     sglang_custom,
     sglang_mooncake,
@@ -61,7 +68,7 @@ from servetrace.synth.export import (
 FORMATS: dict[str, ModuleType] = {module.NAME: module for module in (
     vllm_custom, vllm_mooncake, sglang_custom, sglang_mooncake, guidellm, guidellm_mooncake,
     aiperf_single_turn, aiperf_multi_turn, aiperf_mooncake, mooncake, vidur, splitwise,
-    inference_perf_azure, burstgpt, azure_2023, vhive,
+    inference_perf_azure, burstgpt, azure_2023, vhive, faasrail, invocations_csv,
 )}
 """Export formats by name (``servetrace export ... --to NAME``)."""
 

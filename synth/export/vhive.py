@@ -25,6 +25,23 @@ the first; a trace longer than a day keeps counting minutes past 1440 (InVitro r
 most 1440). Durations are **milliseconds** (``Minimum`` = p0, ``Maximum`` = p100, rounded to
 the nanosecond), memory **MB** (Azure's allocated memory).
 
+**Per-second traces** (``granularity="second"``): the loader's ``"Granularity": "second"``
+setting (``docs/configuration.md``; ``cmd/loader.go`` ``parseTraceGranularity``) reads the
+same files but takes every invocation column as one second: column ``s`` (1-based) holds the
+**invocations in second** ``[(s - 1), s)`` from the trace zero, and the specification
+generator (``pkg/generator/specification.go``, ``generateIATPerGranularity``) spreads them
+within that second (1,000,000 µs instead of 60,000,000). The parser still reads at most 1440
+columns, so InVitro replays at most the first 24 minutes of a per-second folder; the writer
+keeps every second (pass ``first_minute``/``last_minute``, then counted in seconds, to cut
+a window). Only per-invocation times (``invocations``) or windows of at most a second can
+be counted per second; per-minute counts are an error.
+
+**Synthetic traces**: ``servetrace generate`` on a serverless model writes a canonical
+``invocations`` Parquet with ``duration_s`` and ``memory_mb`` drawn per invocation from each
+function's fitted quantile functions, so it exports like a real per-invocation trace: counts
+from its arrivals, statistics from its own draws (``Count``/``SampleCount`` = invocations in
+the sample).
+
 Input, either table of ``loaders/schema.py``:
 
 - ``invocations`` (``arrival_s``, ``function``; optional ``tenant``, ``app``, ``trigger``,
@@ -58,6 +75,7 @@ NAME = "vhive"
 REQUIRED_INVOCATIONS = ("arrival_s", "function")
 REQUIRED_COUNTS = ("function", "window_start_s", "window_s", "count")
 REQUIRED = REQUIRED_COUNTS
+TABLES = ("invocations", "invocation_counts")
 SUFFIX = ""
 WINDOW_S = 60.0
 KEY = ["tenant", "app", "function"]
@@ -69,6 +87,8 @@ DURATIONS_HEADER = ["HashOwner", "HashApp", "HashFunction", "Average", "Count", 
 MEMORY_HEADER = ["HashFunction", "HashOwner", "HashApp", "SampleCount", "AverageAllocatedMb",
                  *(f"AverageAllocatedMb_pct{p}" for p in MEMORY_PCTS)]
 DEFAULT_TRIGGER = "others"
+GRANULARITY = {"minute": 60.0, "second": 1.0}
+"""Seconds per ``invocations.csv`` column for InVitro's ``Granularity`` setting."""
 
 
 def _keys(frame: pl.DataFrame) -> list[pl.Expr]:
@@ -79,22 +99,24 @@ def _keys(frame: pl.DataFrame) -> list[pl.Expr]:
             function.alias("function")]
 
 
-def _minute_counts(frame: pl.DataFrame) -> tuple[pl.DataFrame, str]:
-    """(``tenant, app, function, trigger, minute, count`` per function and minute, kind)."""
+def _minute_counts(frame: pl.DataFrame, window_s: float = WINDOW_S) -> tuple[pl.DataFrame, str]:
+    """(``tenant, app, function, trigger, minute, count`` per function and column, kind): a
+    column is ``window_s`` long (60: a minute, 1: a second) and ``minute`` its 1-based index."""
     cols = set(frame.columns)
+    unit = "minute" if window_s == WINDOW_S else f"{window_s:g} s column"
     trigger = _common.optional(frame, "trigger", pl.String).alias("trigger")
     if set(REQUIRED_COUNTS) <= cols:
         _common.require(frame, REQUIRED_COUNTS, NAME, "invocation_counts")
         start, width = pl.col("window_start_s"), pl.col("window_s")
-        minute = (start / WINDOW_S).floor()
+        minute = (start / window_s).floor()
         bad = frame.filter((width <= 0) | (start < 0)
-                           | (start + width > (minute + 1) * WINDOW_S + 1e-9))
+                           | (start + width > (minute + 1) * window_s + 1e-9))
         if bad.height:
             row = bad.row(0, named=True)
-            raise ValueError(f"{NAME}: {bad.height} window(s) do not fit in one minute, e.g. "
+            raise ValueError(f"{NAME}: {bad.height} window(s) do not fit in one {unit}, e.g. "
                              f"window_start_s={row['window_start_s']}, window_s="
-                             f"{row['window_s']}; per-minute counts need windows of at most "
-                             f"60 s that do not straddle a minute")
+                             f"{row['window_s']}; counts per {unit} need windows of at "
+                             f"most {window_s:g} s that do not straddle one")
         if frame["count"].min() < 0:
             raise ValueError(f"{NAME}: column count holds a negative count")
         long = frame.select(*_keys(frame), trigger, (minute.cast(pl.Int64) + 1).alias("minute"),
@@ -105,7 +127,7 @@ def _minute_counts(frame: pl.DataFrame) -> tuple[pl.DataFrame, str]:
         if frame["arrival_s"].min() < 0:
             raise ValueError(f"{NAME}: column arrival_s holds a negative time")
         long = frame.select(*_keys(frame), trigger,
-                            ((pl.col("arrival_s") / WINDOW_S).floor().cast(pl.Int64) + 1)
+                            ((pl.col("arrival_s") / window_s).floor().cast(pl.Int64) + 1)
                             .alias("minute"), pl.lit(1, pl.Int64).alias("count"))
         kind = "invocations"
     else:
@@ -162,16 +184,23 @@ def _missing(table: pl.DataFrame, columns: list[str], what: str) -> None:
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
           functions: pl.DataFrame | pl.LazyFrame | None = None,
-          first_minute: int | None = None, last_minute: int | None = None) -> Path:
+          first_minute: int | None = None, last_minute: int | None = None,
+          granularity: str = "minute") -> Path:
     """Write an InVitro trace folder at ``path`` (created if needed): ``invocations.csv``
     (Int64 counts per minute), ``durations.csv`` (ms, Float64; ``Count`` Int64) and
     ``memory.csv`` (MB, Float64; ``SampleCount`` Int64), one row per function in the order
     of ``functions`` then of first appearance. ``frame`` is ``invocations`` or
     ``invocation_counts``; ``functions`` the canonical ``functions`` table. Minutes outside
-    ``first_minute`` .. ``last_minute`` (1-based, inclusive) are left out. Returns ``path``.
+    ``first_minute`` .. ``last_minute`` (1-based, inclusive) are left out. With
+    ``granularity="second"`` every column counts one second instead (InVitro's
+    ``"Granularity": "second"``), and ``first_minute``/``last_minute`` number seconds.
+    Returns ``path``.
     """
+    if granularity not in GRANULARITY:
+        raise ValueError(f"{NAME}: granularity must be one of {', '.join(GRANULARITY)}, got "
+                         f"{granularity!r}")
     data = _common.collect(frame)
-    counts, kind = _minute_counts(data)
+    counts, kind = _minute_counts(data, GRANULARITY[granularity])
     seen = counts.group_by(KEY, maintain_order=True).agg(
         pl.col("trigger").drop_nulls().first(), pl.col("count").sum().alias("_total"))
     if functions is not None:
