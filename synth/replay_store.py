@@ -30,6 +30,7 @@ from servetrace.synth.replay_results import (
     meta_path,
     summarize,
     to_requests,
+    trace_ratios,
 )
 
 
@@ -88,7 +89,8 @@ def write_replay(store: Store, result: ReplayResult, *, name: str | None = None,
     source = result.meta.get("source") or "frame"
     name = name or f"replay/{source}/{_stamp()}"
     trace = result.records
-    summary = (asdict(summarize(trace, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s))
+    summary = (asdict(summarize(trace, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
+                                **trace_ratios(result.meta)))
                if trace.height else None)
     frame = to_requests(trace, model=result.meta.get("model"), trace=name)
     started = result.meta.get("started_at")
