@@ -191,6 +191,8 @@ def datasets_cmd(fmt: FormatOpt = "table") -> None:
 
 
 EVENT_TABLES = ("requests", "invocations", "invocation_counts")
+TRACE_HELP = ("trace id in the store (see `servetrace list`), or a .parquet file in a "
+              "canonical schema (e.g. from `servetrace generate`)")
 
 
 def _rows(store: Store, trace: str) -> dict[str, int]:
@@ -201,16 +203,162 @@ def _rows(store: Store, trace: str) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(row["tables"][0]).items() if int(v) > 0}
 
 
+_KINDS = {"int": "an integer", "float": "a number", "str": "text", "bool": "a boolean",
+          "list": "a list of integers"}
+
+
+def _kind(dtype: pl.DataType) -> str:
+    """What a column holds, coarsely: the canonical type a file's column must match."""
+    if dtype.is_integer():
+        return "int"
+    if dtype.is_float():
+        return "float"
+    if isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
+        return "str"
+    if dtype == pl.Boolean:
+        return "bool"
+    if isinstance(dtype, pl.List) and dtype.inner is not None and dtype.inner.is_integer():
+        return "list"
+    return str(dtype)
+
+
+def _fits(have: str, want: str) -> bool:
+    return have == want or (want == "float" and have == "int")
+
+
+def _file_table(path: Path) -> tuple[str, pl.Schema]:
+    """The canonical table a Parquet file holds (requests, invocations or invocation_counts,
+    decided by its columns) and its schema, checked: every required column (but ``trace``)
+    present and every canonical column of a type that casts to the canonical one. Errors
+    name the file and the column."""
+    from servetrace.loaders import schema
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        have = pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    cols = set(have)
+    if "input_tokens" in cols:
+        table = "requests"
+    elif {"window_start_s", "count"} <= cols:
+        table = "invocation_counts"
+    elif {"function", "arrival_s"} <= cols:
+        table = "invocations"
+    else:
+        raise ValueError(f"{path}: not a trace in a canonical schema: no 'input_tokens' column "
+                         "(requests), no 'function' and 'arrival_s' (invocations), no "
+                         "'window_start_s' and 'count' (invocation_counts); its columns: "
+                         f"{', '.join(have) or 'none'}")
+    fields = schema.TABLES[table]
+    for name, dtype in schema.polars_schema(table).items():
+        if name not in cols:
+            if not fields.field(name).nullable and name != "trace":
+                raise ValueError(f"{path}: column {name!r} is missing (required in the "
+                                 f"canonical {table} schema)")
+            continue
+        want, got = _kind(dtype), _kind(have[name])
+        if not _fits(got, want):
+            raise ValueError(f"{path}: column {name!r} is {have[name]}, expected "
+                             f"{_KINDS.get(want, want)} (canonical {table} schema)")
+    return table, have
+
+
+def _file_layout(path: Path) -> tuple[int | None, str]:
+    """(tokens per hash block, id scope) a Parquet file's key-value metadata records: keys
+    ``hash_block_tokens``/``hash_scope``, at the top level or inside a JSON value."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, object] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key in ("hash_block_tokens", "hash_scope"):
+                if node.get(key) is not None:
+                    found.setdefault(key, node[key])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    meta = pq.read_metadata(path).metadata or {}
+    for key, raw in meta.items():
+        name, text = key.decode(errors="replace"), raw.decode(errors="replace")
+        if name in ("hash_block_tokens", "hash_scope"):
+            found.setdefault(name, text)
+        elif name != "ARROW:schema":
+            try:
+                walk(json.loads(text))
+            except ValueError:
+                continue
+    block = found.get("hash_block_tokens")
+    return (int(block) if block is not None else None,  # type: ignore[call-overload]
+            str(found.get("hash_scope") or "global"))
+
+
+class _Trace:
+    """A trace named on the command line: a trace id of the store, or a Parquet file in a
+    canonical schema (what `servetrace generate` writes), the same to every command."""
+
+    def __init__(self, source: str, store: Store):
+        self.name = source
+        self.store = store
+        path = Path(source)
+        self.path = path if path.suffix == ".parquet" or (path.is_file() and not
+                                                          _in_store(store, source)) else None
+        if self.path is not None:
+            self.table, self.columns = _file_table(self.path)
+            import pyarrow.parquet as pq
+
+            self.rows = {self.table: pq.read_metadata(self.path).num_rows}
+        else:
+            self.rows = _rows(store, source)
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """One table of the trace (a file holds one: asking for another is an error)."""
+        if self.path is None:
+            return self.store.scan(table, self.name)
+        if table != self.table:
+            raise ValueError(f"{self.path}: holds a {self.table} table, not {table}")
+        return pl.scan_parquet(self.path)
+
+    @property
+    def layout(self) -> tuple[int | None, str]:
+        """(tokens per hash block, id scope): see :func:`_hash_layout` and
+        :func:`_file_layout`."""
+        if self.path is None:
+            return _hash_layout(self.store, self.name)
+        return _file_layout(self.path)
+
+    @property
+    def meta(self) -> pl.DataFrame | None:
+        """The store's ``traces`` row (a file has none)."""
+        if self.path is not None:
+            return None
+        return self.store.traces().filter(pl.col("trace") == self.name)
+
+
+def _in_store(store: Store, name: str) -> bool:
+    return store.db_path.exists() and name in set(store.traces()["trace"])
+
+
+def _trace(source: str, store: Store) -> _Trace:
+    return _Trace(source, store)
+
+
 def _first_table(store: Store, trace: str, tables: tuple[str, ...], what: str,
                  columns: set[str] | None = None) -> tuple[str, pl.DataFrame, dict[str, int]]:
     """The first of ``tables`` the trace has rows in, collected, and its rows per table.
 
     With ``columns``, only those the table has are read: a step that needs 4 of the 30
     canonical columns holds a fraction of the trace in memory."""
-    rows = _rows(store, trace)
+    src = _trace(trace, store)
+    rows = src.rows
     for table in tables:
         if rows.get(table):
-            lf = store.scan(table, trace)
+            lf = src.scan(table)
             if columns is not None:
                 lf = lf.select([c for c in lf.collect_schema().names() if c in columns])
             return table, lf.collect(), rows
@@ -260,7 +408,7 @@ ByOpt = Annotated[str | None, typer.Option("--by", help="group by this column (e
 
 @app.command("analyze")
 def analyze_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (see `servetrace list`)")],
+    trace: Annotated[str, typer.Argument(help=TRACE_HELP)],
     by: ByOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     report: Annotated[Path | None, typer.Option("--report", help="write a self-contained "
@@ -283,7 +431,7 @@ def analyze_cmd(
                 s, trace, EVENT_TABLES, "arrival", columns={
                     "arrival_s", "window_start_s", "window_s", "count", "input_tokens",
                     "output_tokens", "failed", *groups})
-            _check_by(s.scan(table, trace), by, f"table {table} of {trace!r}")
+            _check_by(_trace(trace, s).scan(table), by, f"table {table} of {trace!r}")
             timed = burstiness.has_arrivals(events)
             arrivals = burstiness.summary(events, by=by) if timed else None
             lengths = tokens.summary(events, by=by) if table == "requests" else None
@@ -312,7 +460,7 @@ def analyze_cmd(
             _show(lengths, groups, fmt, f"{trace}: token lengths")
     if report:
         report.write_text(reports.render(f"servetrace analysis of {trace}", sections,
-                                         meta=s.traces().filter(pl.col("trace") == trace)))
+                                         meta=_trace(trace, s).meta))
         err.print(f"report: {report}", highlight=False)
     if png:
         png.mkdir(parents=True, exist_ok=True)
@@ -328,7 +476,7 @@ def analyze_cmd(
 
 @app.command("report")
 def report_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (see `servetrace list`)")],
+    trace: Annotated[str, typer.Argument(help=TRACE_HELP)],
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")],
     by: ByOpt = None,
     store: StoreOpt = None,
@@ -338,18 +486,18 @@ def report_cmd(
 
     try:
         s = Store(store)
-        rows = _rows(s, trace)
+        src = _trace(trace, s)
+        rows = src.rows
         events = [t for t in ("requests", "invocations", "invocation_counts") if t in rows]
         if by and events:  # a column some event table has must have values there
-            having = [t for t in events if by in s.scan(t, trace).collect_schema().names()]
+            having = [t for t in events if by in src.scan(t).collect_schema().names()]
             for table in having or events[:1]:
-                _check_by(s.scan(table, trace), by, f"table {table} of {trace!r}")
+                _check_by(src.scan(table), by, f"table {table} of {trace!r}")
         with err.status(f"analysing {trace} ({', '.join(rows)})"):
-            block, scope = _hash_layout(s, trace)
-            sections = reports.for_trace({t: s.scan(t, trace) for t in rows}, by=by,
+            block, scope = src.layout
+            sections = reports.for_trace({t: src.scan(t) for t in rows}, by=by,
                                          hash_block_tokens=block, hash_scope=scope)
-            page = reports.render(f"servetrace report: {trace}", sections,
-                                  meta=s.traces().filter(pl.col("trace") == trace))
+            page = reports.render(f"servetrace report: {trace}", sections, meta=src.meta)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page)
     except _ERRORS as exc:
@@ -387,7 +535,8 @@ def _hash_layout(store: Store, trace: str) -> tuple[int | None, str]:
 
 @app.command("kvcache")
 def kvcache_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id whose requests carry hash_ids")],
+    trace: Annotated[str, typer.Argument(help="trace id or requests .parquet whose requests "
+                                         "carry hash_ids")],
     capacity: Annotated[list[int] | None, typer.Option(
         "--capacity", help="LRU capacity in tokens (repeat for several)")] = None,
     scope: Annotated[str | None, typer.Option(
@@ -402,9 +551,9 @@ def kvcache_cmd(
     from servetrace.analysis import kvcache
 
     try:
-        s = Store(store)
-        known_block, known_scope = _hash_layout(s, trace)
-        frame = s.scan("requests", trace).collect()
+        src = _trace(trace, Store(store))
+        known_block, known_scope = src.layout
+        frame = src.scan("requests").collect()
         if frame.height and frame["hash_ids"].null_count() == frame.height:
             raise ValueError(f"{trace}: its requests carry no hash_ids (the source publishes "
                              "no prefix block ids), so prefix reuse cannot be computed; the "
@@ -429,7 +578,7 @@ def kvcache_cmd(
 
 @app.command("sessions")
 def sessions_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (requests)")],
+    trace: Annotated[str, typer.Argument(help=TRACE_HELP)],
     by: ByOpt = None, fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Sessions, turns and agents: requests and turns per session, think/server/tool time
@@ -437,7 +586,7 @@ def sessions_cmd(
     from servetrace.analysis import sessions
 
     try:
-        frame = Store(store).scan("requests", trace)
+        frame = _trace(trace, Store(store)).scan("requests")
         with err.status(f"sessions of {trace}"):
             parts = {"sessions": sessions.summary(frame, by=by),
                      "turns": sessions.turn_stats(frame, by=by),
@@ -588,13 +737,7 @@ def fairness_cmd(
 
 def _trace_or_file(source: str, store: Store, table: str = "requests") -> pl.DataFrame:
     """A canonical table from a Parquet file (e.g. `servetrace generate`'s) or a stored trace."""
-    path = Path(source)
-    if path.suffix == ".parquet" and path.exists():
-        return pl.read_parquet(path)
-    if path.suffix == ".parquet":
-        raise FileNotFoundError(f"{path}: no such file")
-    _rows(store, source)
-    return store.scan(table, source).collect()
+    return _trace(source, store).scan(table).collect()
 
 
 @app.command("export")
@@ -863,24 +1006,43 @@ def compare_cmd(
 
 @app.command("replay")
 def replay_cmd(
-    trace: Annotated[str | None, typer.Argument(help="trace id in the store (requests)")]
-    = None,
+    trace: Annotated[str | None, typer.Argument(help=TRACE_HELP + " (requests)")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="OpenAI-compatible base "
                                                  "URL")] = None,
     model: Annotated[str | None, typer.Option("--model", help="model name (default: the "
                                               "server's first)")] = None,
     time_scale: Annotated[float, typer.Option("--time-scale", help="multiply every "
-                                              "scheduled time (0.5 = twice the rate)")] = 1.0,
+                                              "scheduled time and think time (0.5 = twice "
+                                              "the rate)")] = 1.0,
     max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds a request may take "
                                            "before it is recorded as a timeout")] = 300.0,
+    limit: Annotated[int | None, typer.Option("--limit", help="replay only the first N "
+                                              "requests")] = None,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="replay only the requests scheduled in the first S seconds "
+        "(after --time-scale)")] = None,
+    open_loop: Annotated[bool, typer.Option(
+        "--open-loop", help="send every request at its trace time (default: later turns of "
+        "a session and sub-agents wait for the response before them plus the think "
+        "time)")] = False,
+    block_tokens: Annotated[int | None, typer.Option(
+        "--block-tokens", help="tokens per hash block: prompts share text where hash_ids "
+        "share a prefix (default: the trace's)")] = None,
+    hash_scope: Annotated[str | None, typer.Option(
+        "--hash-scope", help="global or session (default: the trace's)")] = None,
+    cache_tokens: Annotated[int | None, typer.Option(
+        "--cache-tokens", help="the server's prefix-cache capacity in tokens: reports the "
+        "trace's LRU hit ratio at it beside the achieved one")] = None,
     ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="seconds")] = None,
     tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="seconds")] = None,
     recover: Annotated[bool, typer.Option("--recover", help="only store replays that were "
                                           "killed before they were stored")] = False,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Replay a trace open-loop against an endpoint; the outcome becomes a new trace.
+    """Replay a trace against an endpoint (sessions in closed loop); the outcome becomes a
+    new trace. Prints progress (sent, finished, failed, lag) on stderr while it runs, and the
+    achieved prefix-cache hit ratio beside the trace's at the end.
 
     The API key is read from $OPENAI_API_KEY and never printed or stored. Replays killed
     before they were stored are stored first (or alone, with --recover). Exits 130 when
@@ -889,6 +1051,7 @@ def replay_cmd(
     from dataclasses import asdict
 
     try:
+        from servetrace.synth.replay_results import ProgressPrinter
         from servetrace.synth.replay_store import recover_pending, replay_trace
 
         s = Store(store)
@@ -899,9 +1062,21 @@ def replay_cmd(
             return
         if trace is None or endpoint is None:
             raise ValueError("replay needs a TRACE and --endpoint (or --recover alone)")
-        result = replay_trace(trace, endpoint, store=s, model=model,
-                              time_scale=time_scale, max_concurrency=max_concurrency,
-                              timeout_s=timeout, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+        src = _trace(trace, s)
+        frame = src.scan("requests").collect() if src.path is not None else None
+        known_block, known_scope = src.layout
+        block = block_tokens or known_block
+        printer = ProgressPrinter(sys.stderr)
+        try:
+            result = replay_trace(
+                trace, endpoint, store=s, frame=frame, model=model, time_scale=time_scale,
+                max_concurrency=max_concurrency, timeout_s=timeout, ttft_slo_s=ttft_slo,
+                tpot_slo_s=tpot_slo, limit=limit, duration_s=duration,
+                closed_loop=not open_loop, block_tokens=block,
+                hash_scope=hash_scope or known_scope, cache_tokens=cache_tokens,
+                progress=printer)
+        finally:
+            printer.close()
         summary = result.summary(ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
         _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)])}, fmt)
     except (*_ERRORS, ConnectionError) as exc:

@@ -17,9 +17,10 @@ Stored trace (:func:`to_requests`)
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
@@ -73,6 +74,38 @@ class ReplayProgress:
                 f"{self.finished:,}  failed {self.failed:,}  in flight "
                 f"{self.sent - self.finished:,}  lag {self.lag_s * 1e3:.1f} ms (max "
                 f"{self.max_lag_s * 1e3:.1f} ms)")
+
+
+class ProgressPrinter:
+    """Prints :class:`ReplayProgress` to ``stream`` (stderr): on a terminal, one line
+    rewritten in place at every call (a replay calls every ``progress_interval_s``, 1 s by
+    default); elsewhere (a log file, a pipe, CI) a line every ``every_s`` seconds of the
+    replay and the last one, so that an hour's replay writes 120 lines, not 3,600."""
+
+    def __init__(self, stream: IO[str] | None = None, *, every_s: float = 30.0,
+                 tty: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.every_s = every_s
+        self.last: float | None = None
+        self.open = False
+
+    def __call__(self, progress: ReplayProgress) -> None:
+        if self.tty:
+            self.stream.write("\r" + progress.line() + "\x1b[K")
+            self.open = True
+        elif (self.last is None or progress.elapsed_s - self.last >= self.every_s
+              or progress.finished == progress.total):
+            self.stream.write(progress.line() + "\n")
+            self.last = progress.elapsed_s
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the line a terminal shows."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
 
 
 def meta_path(results: Path) -> Path:
