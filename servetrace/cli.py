@@ -322,7 +322,14 @@ class _Trace:
             return self.store.scan(table, self.name)
         if table != self.table:
             raise ValueError(f"{self.path}: holds a {self.table} table, not {table}")
-        return pl.scan_parquet(self.path)
+        from servetrace.loaders import schema
+
+        # as the store gives a table: every canonical column, in order, with its type
+        # (checked castable by _file_table); absent ones null, others left out
+        return pl.scan_parquet(self.path).select([
+            pl.col(name).cast(dtype) if name in self.columns else
+            (pl.lit(self.path.stem) if name == "trace" else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in schema.polars_schema(table).items()])
 
     @property
     def layout(self) -> tuple[int | None, str]:
