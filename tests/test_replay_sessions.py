@@ -11,6 +11,7 @@ think time. Assertions on ratios are exact (same order of requests) up to float 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,40 @@ def test_open_loop_and_a_slice(weka):
     assert result.records.height == 20 and result.meta["limit"] == 20
     assert set(result.records["index"]) == set(range(20))
     assert result.summary().closed_loop_requests == 0
+
+
+def test_server_reports_cached_tokens_and_prefills_only_the_rest():
+    """Non-streaming usage carries ``prompt_tokens_details.cached_tokens``; the second of
+    two equal prompts finds every block cached, and its TTFT is the cost model's for the
+    uncached tokens only (the sleep never ends early)."""
+    import asyncio
+
+    import aiohttp
+
+    config = ServerConfig(prefill_base_s=0.001, prefill_tokens_per_s=10_000.0,
+                          decode_tokens_per_s=1e4, block_size=16, prefix_cache_tokens=10**6)
+    text = block_prompts(pl.Series([[1, 2, 3]]), [3000], 1000)[0]
+
+    async def ask(url: str, stream: bool) -> tuple[dict, list[float], float]:
+        body = {"model": config.model, "prompt": text, "max_tokens": 1, "stream": stream,
+                "stream_options": {"include_usage": True}}
+        seen: dict = {}
+        times: list[float] = []
+        async with aiohttp.ClientSession() as session:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            status, error, _, prompt = await rp._exchange(
+                session, url + "/v1/completions", json.dumps(body).encode(), times, 10.0,
+                seen)
+        assert status == 200 and error is None and prompt == 3000
+        return seen, times, t0
+
+    with Server(config) as server:
+        first, times1, t1 = asyncio.run(ask(server.url, stream=False))
+        second, times2, t2 = asyncio.run(ask(server.url, stream=True))
+        log = server.prefix_log
+    assert first["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert second["prompt_tokens_details"] == {"cached_tokens": 3000}  # 188 blocks, 1 partial
+    assert [c for _, _, c in log] == [0, 3000]
+    assert times1[0] - t1 >= config.ttft_s(3000)  # 0.301 s: the whole prompt
+    assert times2[0] - t2 < config.ttft_s(3000) / 2  # nothing left to prefill
