@@ -259,3 +259,30 @@ def test_server_reports_cached_tokens_and_prefills_only_the_rest():
     assert [c for _, _, c in log] == [0, 3000]
     assert times1[0] - t1 >= config.ttft_s(3000)  # 0.301 s: the whole prompt
     assert times2[0] - t2 < config.ttft_s(3000) / 2  # nothing left to prefill
+
+
+def test_progress_printer_rewrites_a_terminal_line_and_throttles_a_log():
+    import io
+
+    def p(t: float, finished: int) -> rr.ReplayProgress:
+        return rr.ReplayProgress(total=10, sent=10, finished=finished, failed=1, lag_s=0.002,
+                                 max_lag_s=0.01, elapsed_s=t)
+
+    tty = io.StringIO()
+    printer = rr.ProgressPrinter(tty, tty=True)
+    for t in range(5):
+        printer(p(float(t), t))
+    printer.close()
+    text = tty.getvalue()
+    assert text.count("\r") == 5 and text.endswith("\n") and text.count("\n") == 1
+    assert "sent 10/10  finished 4  failed 1  in flight 6  lag 2.0 ms (max 10.0 ms)" in text
+    log = io.StringIO()
+    printer = rr.ProgressPrinter(log, every_s=30.0, tty=False)
+    for t in range(0, 100):  # once a second for 100 s, then the end
+        printer(p(float(t), min(t // 10, 9)))
+    printer(p(100.0, 10))
+    printer.close()
+    lines = log.getvalue().splitlines()
+    assert [ln.split(" s ")[0].strip() for ln in lines] == ["0.0", "30.0", "60.0", "90.0",
+                                                            "100.0"]
+    assert "\r" not in log.getvalue() and "finished 10" in lines[-1]
