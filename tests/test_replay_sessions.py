@@ -286,3 +286,46 @@ def test_progress_printer_rewrites_a_terminal_line_and_throttles_a_log():
     assert [ln.split(" s ")[0].strip() for ln in lines] == ["0.0", "30.0", "60.0", "90.0",
                                                             "100.0"]
     assert "\r" not in log.getvalue() and "finished 10" in lines[-1]
+
+
+def test_open_loop_global_ids_match_the_analysis_in_the_servers_order(shared):
+    """The Mooncake conversation trace (global ids, no sessions: all open loop), its first
+    150 requests over about a second, blocks shrunk from 512 to 4 tokens: requests overlap,
+    so the server may look them up in another order than they were sent; on its order the
+    prediction is exact, and the records' cached tokens are the server's."""
+    from servetrace.loaders import mooncake
+
+    path = shared / "mooncake_fast25" / "conversation_trace.jsonl"
+    frame = mooncake.load([path], "mc").tables["requests"].head(150)
+    n = pl.col("hash_ids").list.len()
+    frame = frame.with_columns(
+        ((n - 1) * BLOCK + ((pl.col("input_tokens") - (n - 1) * 512) * BLOCK + 511) // 512)
+        .alias("input_tokens"), pl.lit(2).alias("output_tokens"))
+    span = frame["arrival_s"].max() - frame["arrival_s"].min()
+    capacity = 2000 * BLOCK
+    config = ServerConfig(prefill_base_s=0.001, prefill_tokens_per_s=1e6,
+                          decode_tokens_per_s=1e3, block_size=BLOCK,
+                          prefix_cache_tokens=capacity)
+    with Server(config) as server:
+        result = rp.replay(frame, server.url, api_key_env=None, time_scale=1.0 / span,
+                           block_tokens=BLOCK, hash_scope="global", cache_tokens=capacity)
+        log, received = server.prefix_log, server.received
+    records = result.records
+    assert records.height == 150 and result.meta["closed_loop_requests"] == 0
+    plan = rp.schedule(frame, keep=("hash_ids",))
+    texts = block_prompts(plan["hash_ids"], plan["input_tokens"], BLOCK).to_list()
+    index = {t: i for i, t in enumerate(texts)}
+    assert len(index) == 150  # every prompt its own text
+    prompt_of = {r.number: r.body["prompt"] for r in received}
+    order = [index[prompt_of[number]] for number, _, _ in log]
+    served = plan[order].with_columns(pl.int_range(pl.len()).cast(pl.Float64)
+                                      .alias("arrival_s"))
+    want = kvcache.prefix_reuse(served, block_tokens=BLOCK, capacity_tokens=capacity)
+    assert [c for _, _, c in log] == want["cached_tokens"].to_list()
+    by_index = dict(zip(records["index"], records["cached_tokens"], strict=True))
+    assert [by_index[i] for i in order] == want["cached_tokens"].to_list()
+    summary = result.summary()
+    assert summary.hit_ratio == pytest.approx(
+        want["cached_tokens"].sum() / want["input_tokens"].sum(), abs=1e-12)
+    assert summary.trace_hit_ratio == pytest.approx(kvcache.hit_ratios(
+        frame, block_tokens=BLOCK).token_hit_ratio, abs=1e-12)
