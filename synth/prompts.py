@@ -206,7 +206,7 @@ def block_keys(hash_ids: pl.Series, session: pl.Series | None = None) -> np.ndar
 
 def block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Sequence[int],
                   block_tokens: int, seed: int = 0, *,
-                  session: pl.Series | None = None) -> pl.Series:
+                  session: pl.Series | None = None, first_row: int = 0) -> pl.Series:
     """Prompts whose shared hash-id prefixes are shared text: what a server's prefix cache
     needs to see a trace's reuse (a String series named ``prompt``, one row per request).
 
@@ -219,7 +219,7 @@ def block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Se
     coincide with probability at most 768**-16). A partial last block is the start of its
     block's text. Words past the last block (``input_tokens`` above ``len(hash_ids) *
     block_tokens``) and the words of a request without ``hash_ids`` are the request's own
-    (keyed by its row), shared with no other request.
+    (keyed by its row, counted from ``first_row``), shared with no other request.
 
     The word count is the token count for the BPE vocabularies of the module docstring; for
     another tokenizer see :func:`exact_block_prompts`. Built without a Python loop over rows
@@ -228,7 +228,8 @@ def block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Se
     Raises ``ValueError`` for a block size < 1, lengths of another size than ``hash_ids``,
     negative lengths, null ids, or a stream over 2 GiB.
     """
-    words = block_words(hash_ids, input_tokens, block_tokens, seed, session=session)
+    words = block_words(hash_ids, input_tokens, block_tokens, seed, session=session,
+                        first_row=first_row)
     counts = np.asarray(input_tokens.to_numpy() if isinstance(input_tokens, pl.Series)
                         else input_tokens, dtype=np.int64)
     return _join(words, counts)
@@ -236,9 +237,11 @@ def block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Se
 
 def block_words(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Sequence[int],
                 block_tokens: int, seed: int = 0, *, session: pl.Series | None = None,
-                extra: int = 0) -> np.ndarray:
+                extra: int | np.ndarray = 0, first_row: int = 0) -> np.ndarray:
     """The vocabulary index of every word of :func:`block_prompts`, flattened (request ``i``
-    holds ``input_tokens[i] + extra`` words; the ``extra`` ones follow the same rule)."""
+    holds ``input_tokens[i] + extra[i]`` words; the extra ones follow the same rule). Rows
+    are numbered from ``first_row`` (a request's own words depend on its row), so that the
+    rows of a trace built in parts are the rows of the trace built whole."""
     if isinstance(block_tokens, bool) or not block_tokens >= 1:
         raise ValueError(f"block_tokens must be a positive integer, got {block_tokens!r}")
     if isinstance(input_tokens, pl.Series):
@@ -264,8 +267,8 @@ def block_words(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Sequ
     key[shared] = keys[first[req[shared]] + blk[shared]]
     # a request's own words: keyed by its row, in a domain apart from the ids (top bit set)
     own = ~shared
-    key[own] = _mix(req[own].astype(np.uint64) + np.uint64(1 << 63)) ^ blk[own].astype(
-        np.uint64)
+    key[own] = _mix((req[own] + first_row).astype(np.uint64) + np.uint64(1 << 63)) ^ blk[
+        own].astype(np.uint64)
     with np.errstate(over="ignore"):
         h = _mix(_mix(key ^ np.uint64(seed) * _GOLDEN) + off.astype(np.uint64))
     return (h % np.uint64(len(VOCABULARY))).astype(np.int64)
@@ -312,14 +315,12 @@ def exact_block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray, block_tok
     over the prompts that miss, not vectorizable.
     """
     n = np.asarray(input_tokens, dtype=np.int64)
-    extra = int(n.max(initial=0)) + 8
+    extra = n + 8  # room to run on: up to twice the length
     words = block_words(hash_ids, n, block_tokens, seed, session=session, extra=extra)
     texts = _join(words, n + extra).to_list()
-    start = np.zeros(n.size + 1, np.int64)
-    np.cumsum(n + extra, out=start[1:])
     out, counts = [], np.zeros(n.size, np.int64)
     for i, target in enumerate(n.tolist()):
-        row = texts[i].split(" ") if target + extra else []
+        row = texts[i].split(" ")
         k = target
         c = count(" ".join(row[:k]))
         for _ in range(16):

@@ -94,6 +94,7 @@ import os
 import re
 import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -501,7 +502,44 @@ def _prompts(plan: pl.DataFrame, seed: int, tokenizer: Callable[[str], int] | No
     if tokenizer is not None:
         return (*exact_block_prompts(ids, n_in, block_tokens, tokenizer, seed,
                                      session=session), True)
-    return block_prompts(ids, n_in, block_tokens, seed, session=session), None, True
+    return _ChunkedPrompts(ids, n_in, block_tokens, seed, session), None, True
+
+
+class _ChunkedPrompts:
+    """Block prompts built ``words_per_chunk`` words of consecutive rows at a time, when a
+    row of the chunk is first asked for, the last few chunks kept: a long session trace's
+    prompts (hundreds of millions of words) never sit in memory together. Row ``i`` is the
+    row :func:`~servetrace.synth.prompts.block_prompts` gives for the whole trace."""
+
+    def __init__(self, ids: pl.Series, n: np.ndarray, block_tokens: int, seed: int,
+                 session: pl.Series | None, words_per_chunk: int = 8_000_000, keep: int = 4):
+        self.ids, self.n, self.block_tokens, self.seed = ids, n, block_tokens, seed
+        self.session = session
+        ends = np.cumsum(n)
+        cuts = np.searchsorted(ends, np.arange(words_per_chunk, int(ends[-1]) if n.size else 0,
+                                               words_per_chunk), side="right")
+        self.bounds = np.unique(np.concatenate([[0], cuts, [n.size]])).astype(np.int64)
+        self.keep = keep
+        self.chunks: OrderedDict[int, pl.Series] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.n.size)
+
+    def __getitem__(self, i: int) -> str:
+        c = int(np.searchsorted(self.bounds, i, side="right")) - 1
+        chunk = self.chunks.get(c)
+        if chunk is None:
+            lo, hi = int(self.bounds[c]), int(self.bounds[c + 1])
+            chunk = block_prompts(
+                self.ids.slice(lo, hi - lo), self.n[lo:hi], self.block_tokens, self.seed,
+                session=None if self.session is None else self.session.slice(lo, hi - lo),
+                first_row=lo)
+            self.chunks[c] = chunk
+            while len(self.chunks) > self.keep:
+                self.chunks.popitem(last=False)
+        else:
+            self.chunks.move_to_end(c)
+        return chunk[i - int(self.bounds[c])]
 
 
 def _trace_hit_ratios(plan: pl.DataFrame, block_tokens: int, scope: str,

@@ -329,3 +329,17 @@ def test_open_loop_global_ids_match_the_analysis_in_the_servers_order(shared):
         want["cached_tokens"].sum() / want["input_tokens"].sum(), abs=1e-12)
     assert summary.trace_hit_ratio == pytest.approx(kvcache.hit_ratios(
         frame, block_tokens=BLOCK).token_hit_ratio, abs=1e-12)
+
+
+def test_prompts_built_in_chunks_are_the_prompts_built_whole(weka):
+    plan = rp.schedule(weka, keep=("hash_ids",))
+    n = plan["input_tokens"].to_numpy()
+    whole = block_prompts(plan["hash_ids"], n, BLOCK, 5, session=plan["session"]).to_list()
+    chunked = rp._ChunkedPrompts(plan["hash_ids"], n, BLOCK, 5, plan["session"],
+                                 words_per_chunk=20_000, keep=2)
+    assert chunked.bounds.size > 20  # many chunks, few kept
+    assert [chunked[i] for i in range(len(whole))] == whole
+    assert [chunked[i] for i in (200, 3, 150)] == [whole[200], whole[3], whole[150]]
+    ids = pl.Series([[], [], [1]])  # rows without ids: their own words depend on the row
+    assert block_prompts(ids, [5, 5, 5], BLOCK).to_list()[1:] == block_prompts(
+        ids.slice(1), [5, 5], BLOCK, first_row=1).to_list()
