@@ -560,6 +560,23 @@ def _trace_hit_ratios(plan: pl.DataFrame, block_tokens: int, scope: str,
     return out
 
 
+def _sent_order_ratio(plan: pl.DataFrame, records: pl.DataFrame, block_tokens: int,
+                      scope: str, cache_tokens: int) -> float:
+    """The trace's LRU token hit ratio at ``cache_tokens`` over the requests that finished,
+    in the order they were sent: what a server whose prefix cache is that LRU reports
+    (:mod:`servetrace.analysis.kvcache`), however closed loop and concurrency reordered
+    them (up to requests sent within the same instant that the server takes the other way
+    round)."""
+    from servetrace.analysis import kvcache
+
+    sent = (plan.select("index", "hash_ids", "input_tokens", "session")
+            .join(records.select("index", pl.col("sent_s").alias("arrival_s")), on="index")
+            .sort("arrival_s", "index"))
+    curve = kvcache.lru_curve(sent, [cache_tokens], block_tokens=block_tokens,
+                              scope=scope)  # type: ignore[arg-type]
+    return float(curve["token_hit_ratio"][0])
+
+
 async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
                   model: str | None, api: str | None, time_scale: float,
                   max_concurrency: int | None, timeout_s: float, api_key_env: str | None,
@@ -642,6 +659,9 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     cancelled = run.dispatched - len(run.records)
     records = pl.DataFrame(run.records, schema=RECORD_SCHEMA) if run.records \
         else pl.DataFrame(schema=RECORD_SCHEMA)
+    if meta["prefix"] is not None and cache_tokens is not None and records.height:
+        meta["prefix"]["sent_order_lru_hit_ratio"] = _sent_order_ratio(
+            plan, records, meta["prefix"]["block_tokens"], hash_scope, cache_tokens)
     return ReplayResult(records=records, meta=meta, interrupted=interrupted,
                         cancelled=cancelled if interrupted else 0,
                         not_sent=plan.height - run.dispatched, results_path=path)

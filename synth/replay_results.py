@@ -161,7 +161,11 @@ class ReplaySummary:
     requests that report cached tokens; ``hit_ratio = cached_tokens / prompt_tokens`` (null
     when no request reports them), next to the trace's own token hit ratio with an infinite
     cache (``trace_hit_ratio``) and with an LRU cache of the server's capacity
-    (``trace_lru_hit_ratio``), from :mod:`servetrace.analysis.kvcache`, where known.
+    (``trace_lru_hit_ratio``, in the schedule's order; ``sent_order_lru_hit_ratio``, in the
+    order the requests were sent, which closed loop changes), from
+    :mod:`servetrace.analysis.kvcache`, where known. A server whose prefix cache is an LRU
+    of blocks reports ``hit_ratio == sent_order_lru_hit_ratio``; a gap measures how its
+    cache differs.
     Closed loop: ``closed_loop_requests`` waited for another request;
     ``closed_loop_violations`` counts those sent before that request's end plus their delay
     (0 unless the replay is broken).
@@ -194,6 +198,7 @@ class ReplaySummary:
     hit_ratio: float | None = None
     trace_hit_ratio: float | None = None
     trace_lru_hit_ratio: float | None = None
+    sent_order_lru_hit_ratio: float | None = None
     closed_loop_requests: int = 0
     closed_loop_violations: int = 0
 
@@ -213,7 +218,8 @@ def closed_loop_check(records: pl.DataFrame) -> pl.DataFrame:
 
 def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
               tpot_slo_s: float | None = None, trace_hit_ratio: float | None = None,
-              trace_lru_hit_ratio: float | None = None) -> ReplaySummary:
+              trace_lru_hit_ratio: float | None = None,
+              sent_order_lru_hit_ratio: float | None = None) -> ReplaySummary:
     """Summarize a replay's records (see :class:`ReplaySummary` for every formula).
 
     Raises ``ValueError`` for empty records or a missing :data:`RECORD_SCHEMA` column.
@@ -273,6 +279,7 @@ def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
         cached_tokens=int(row["cached"]) if row["reported"] else None,
         hit_ratio=row["cached"] / row["prompt"] if row["reported"] and row["prompt"] else None,
         trace_hit_ratio=trace_hit_ratio, trace_lru_hit_ratio=trace_lru_hit_ratio,
+        sent_order_lru_hit_ratio=sent_order_lru_hit_ratio,
         closed_loop_requests=int(row["closed"]),
         closed_loop_violations=int((closed_loop_check(records)["early_s"] > 1e-9).sum())
         if row["closed"] else 0,
@@ -312,8 +319,8 @@ class ReplayResult:
 
 
 def trace_ratios(meta: dict[str, Any]) -> dict[str, float | None]:
-    """``trace_hit_ratio`` and ``trace_lru_hit_ratio`` of a replay's settings (None when
-    its prompts did not share prefixes)."""
+    """``trace_hit_ratio``, ``trace_lru_hit_ratio`` and ``sent_order_lru_hit_ratio`` of a
+    replay's settings (None when its prompts did not share prefixes)."""
     prefix = meta.get("prefix") or {}
-    return {"trace_hit_ratio": prefix.get("trace_hit_ratio"),
-            "trace_lru_hit_ratio": prefix.get("trace_lru_hit_ratio")}
+    return {k: prefix.get(k) for k in ("trace_hit_ratio", "trace_lru_hit_ratio",
+                                       "sent_order_lru_hit_ratio")}

@@ -186,6 +186,7 @@ def test_achieved_hit_ratio_is_what_lru_predicts(weka, runs, capacity):
     want = kvcache.lru_curve(order, [capacity], block_tokens=BLOCK, scope="session")
     summary = result.summary()
     assert summary.hit_ratio == pytest.approx(want["token_hit_ratio"][0], abs=1e-12)
+    assert summary.sent_order_lru_hit_ratio == pytest.approx(summary.hit_ratio, abs=1e-12)
     infinite = kvcache.hit_ratios(weka, block_tokens=BLOCK, scope="session").token_hit_ratio
     assert summary.trace_hit_ratio == pytest.approx(infinite, abs=1e-12)
     assert summary.trace_lru_hit_ratio is not None
