@@ -125,3 +125,18 @@ def test_replay_takes_the_parquet_file_in_closed_loop(parquet, frame):
     # not a terminal: progress lines, not one per second, and the last one complete
     lines = [ln for ln in res.stderr.splitlines() if "sent " in ln]
     assert lines and "sent 40/40" in lines[-1] and "finished 40" in lines[-1]
+
+
+def test_replay_duration_slice_open_loop(parquet, frame):
+    config = ServerConfig(prefill_base_s=0.001, prefill_tokens_per_s=1e8,
+                          decode_tokens_per_s=1e4, block_size=BLOCK)
+    with Server(config) as server:
+        res = runner.invoke(app, ["replay", str(parquet), "--endpoint", server.url,
+                                  "--time-scale", "0.001", "--duration", "0.05",
+                                  "--open-loop", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    [summary] = json.loads(res.stdout)["replay"]
+    offset = pl.col("arrival_s") - pl.col("arrival_s").min()
+    assert summary["requests"] == frame.filter(offset * 0.001 < 0.05).height > 2
+    assert summary["closed_loop_requests"] == 0
+    assert summary["cached_tokens"] is None  # this server has no prefix cache
