@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from servetrace import __version__
+from servetrace import __version__, trace_files
 from servetrace.extras import MissingExtra
 from servetrace.loaders import Store, ingest
 from servetrace.loaders.download import DownloadError
@@ -203,101 +203,6 @@ def _rows(store: Store, trace: str) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(row["tables"][0]).items() if int(v) > 0}
 
 
-_KINDS = {"int": "an integer", "float": "a number", "str": "text", "bool": "a boolean",
-          "list": "a list of integers"}
-
-
-def _kind(dtype: pl.DataType) -> str:
-    """What a column holds, coarsely: the canonical type a file's column must match."""
-    if dtype.is_integer():
-        return "int"
-    if dtype.is_float():
-        return "float"
-    if isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
-        return "str"
-    if dtype == pl.Boolean:
-        return "bool"
-    if isinstance(dtype, pl.List) and dtype.inner is not None and dtype.inner.is_integer():
-        return "list"
-    return str(dtype)
-
-
-def _fits(have: str, want: str) -> bool:
-    return have == want or (want == "float" and have == "int")
-
-
-def _file_table(path: Path) -> tuple[str, pl.Schema]:
-    """The canonical table a Parquet file holds (requests, invocations or invocation_counts,
-    decided by its columns) and its schema, checked: every required column (but ``trace``)
-    present and every canonical column of a type that casts to the canonical one. Errors
-    name the file and the column."""
-    from servetrace.loaders import schema
-
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        have = pl.read_parquet_schema(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
-    cols = set(have)
-    if "input_tokens" in cols:
-        table = "requests"
-    elif {"window_start_s", "count"} <= cols:
-        table = "invocation_counts"
-    elif {"function", "arrival_s"} <= cols:
-        table = "invocations"
-    else:
-        raise ValueError(f"{path}: not a trace in a canonical schema: no 'input_tokens' column "
-                         "(requests), no 'function' and 'arrival_s' (invocations), no "
-                         "'window_start_s' and 'count' (invocation_counts); its columns: "
-                         f"{', '.join(have) or 'none'}")
-    fields = schema.TABLES[table]
-    for name, dtype in schema.polars_schema(table).items():
-        if name not in cols:
-            if not fields.field(name).nullable and name != "trace":
-                raise ValueError(f"{path}: column {name!r} is missing (required in the "
-                                 f"canonical {table} schema)")
-            continue
-        want, got = _kind(dtype), _kind(have[name])
-        if not _fits(got, want):
-            raise ValueError(f"{path}: column {name!r} is {have[name]}, expected "
-                             f"{_KINDS.get(want, want)} (canonical {table} schema)")
-    return table, have
-
-
-def _file_layout(path: Path) -> tuple[int | None, str]:
-    """(tokens per hash block, id scope) a Parquet file's key-value metadata records: keys
-    ``hash_block_tokens``/``hash_scope``, at the top level or inside a JSON value."""
-    import pyarrow.parquet as pq
-
-    found: dict[str, object] = {}
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key in ("hash_block_tokens", "hash_scope"):
-                if node.get(key) is not None:
-                    found.setdefault(key, node[key])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    meta = pq.read_metadata(path).metadata or {}
-    for key, raw in meta.items():
-        name, text = key.decode(errors="replace"), raw.decode(errors="replace")
-        if name in ("hash_block_tokens", "hash_scope"):
-            found.setdefault(name, text)
-        elif name != "ARROW:schema":
-            try:
-                walk(json.loads(text))
-            except ValueError:
-                continue
-    block = found.get("hash_block_tokens")
-    return (int(block) if block is not None else None,  # type: ignore[call-overload]
-            str(found.get("hash_scope") or "global"))
-
-
 class _Trace:
     """A trace named on the command line: a trace id of the store, or a Parquet file in a
     canonical schema (what `servetrace generate` writes), the same to every command."""
@@ -309,7 +214,7 @@ class _Trace:
         self.path = path if path.suffix == ".parquet" or (path.is_file() and not
                                                           _in_store(store, source)) else None
         if self.path is not None:
-            self.table, self.columns = _file_table(self.path)
+            self.table, self.columns = trace_files.table_of(self.path)
             import pyarrow.parquet as pq
 
             self.rows = {self.table: pq.read_metadata(self.path).num_rows}
@@ -334,10 +239,10 @@ class _Trace:
     @property
     def layout(self) -> tuple[int | None, str]:
         """(tokens per hash block, id scope): see :func:`_hash_layout` and
-        :func:`_file_layout`."""
+        :func:`servetrace.trace_files.hash_layout`."""
         if self.path is None:
             return _hash_layout(self.store, self.name)
-        return _file_layout(self.path)
+        return trace_files.hash_layout(self.path)
 
     @property
     def meta(self) -> pl.DataFrame | None:
