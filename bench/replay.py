@@ -49,7 +49,6 @@ async def _sleep_after_send(self: rp._Run) -> None:
         task = loop.create_task(self.one(i, self.t0 + offset))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        self.dispatched = i + 1
 
 
 def _run(frame: pl.DataFrame, url: str, naive: bool, spin_s: float) -> rr.ReplayResult:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from servetrace import __version__
+from servetrace import __version__, trace_files
 from servetrace.extras import MissingExtra
 from servetrace.loaders import Store, ingest
 from servetrace.loaders.download import DownloadError
@@ -191,6 +191,8 @@ def datasets_cmd(fmt: FormatOpt = "table") -> None:
 
 
 EVENT_TABLES = ("requests", "invocations", "invocation_counts")
+TRACE_HELP = ("trace id in the store (see `servetrace list`), or a .parquet file in a "
+              "canonical schema (e.g. from `servetrace generate`)")
 
 
 def _rows(store: Store, trace: str) -> dict[str, int]:
@@ -201,16 +203,74 @@ def _rows(store: Store, trace: str) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(row["tables"][0]).items() if int(v) > 0}
 
 
+class _Trace:
+    """A trace named on the command line: a trace id of the store, or a Parquet file in a
+    canonical schema (what `servetrace generate` writes), the same to every command."""
+
+    def __init__(self, source: str, store: Store):
+        self.name = source
+        self.store = store
+        path = Path(source)
+        self.path = path if path.suffix == ".parquet" or (path.is_file() and not
+                                                          _in_store(store, source)) else None
+        if self.path is not None:
+            self.table, self.columns = trace_files.table_of(self.path)
+            import pyarrow.parquet as pq
+
+            self.rows = {self.table: pq.read_metadata(self.path).num_rows}
+        else:
+            self.rows = _rows(store, source)
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """One table of the trace (a file holds one: asking for another is an error)."""
+        if self.path is None:
+            return self.store.scan(table, self.name)
+        if table != self.table:
+            raise ValueError(f"{self.path}: holds a {self.table} table, not {table}")
+        from servetrace.loaders import schema
+
+        # as the store gives a table: every canonical column, in order, with its type
+        # (checked castable by _file_table); absent ones null, others left out
+        return pl.scan_parquet(self.path).select([
+            pl.col(name).cast(dtype) if name in self.columns else
+            (pl.lit(self.path.stem) if name == "trace" else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in schema.polars_schema(table).items()])
+
+    @property
+    def layout(self) -> tuple[int | None, str]:
+        """(tokens per hash block, id scope): see :func:`_hash_layout` and
+        :func:`servetrace.trace_files.hash_layout`."""
+        if self.path is None:
+            return _hash_layout(self.store, self.name)
+        return trace_files.hash_layout(self.path)
+
+    @property
+    def meta(self) -> pl.DataFrame | None:
+        """The store's ``traces`` row (a file has none)."""
+        if self.path is not None:
+            return None
+        return self.store.traces().filter(pl.col("trace") == self.name)
+
+
+def _in_store(store: Store, name: str) -> bool:
+    return store.db_path.exists() and name in set(store.traces()["trace"])
+
+
+def _trace(source: str, store: Store) -> _Trace:
+    return _Trace(source, store)
+
+
 def _first_table(store: Store, trace: str, tables: tuple[str, ...], what: str,
                  columns: set[str] | None = None) -> tuple[str, pl.DataFrame, dict[str, int]]:
     """The first of ``tables`` the trace has rows in, collected, and its rows per table.
 
     With ``columns``, only those the table has are read: a step that needs 4 of the 30
     canonical columns holds a fraction of the trace in memory."""
-    rows = _rows(store, trace)
+    src = _trace(trace, store)
+    rows = src.rows
     for table in tables:
         if rows.get(table):
-            lf = store.scan(table, trace)
+            lf = src.scan(table)
             if columns is not None:
                 lf = lf.select([c for c in lf.collect_schema().names() if c in columns])
             return table, lf.collect(), rows
@@ -260,7 +320,7 @@ ByOpt = Annotated[str | None, typer.Option("--by", help="group by this column (e
 
 @app.command("analyze")
 def analyze_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (see `servetrace list`)")],
+    trace: Annotated[str, typer.Argument(help=TRACE_HELP)],
     by: ByOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     report: Annotated[Path | None, typer.Option("--report", help="write a self-contained "
@@ -283,7 +343,7 @@ def analyze_cmd(
                 s, trace, EVENT_TABLES, "arrival", columns={
                     "arrival_s", "window_start_s", "window_s", "count", "input_tokens",
                     "output_tokens", "failed", *groups})
-            _check_by(s.scan(table, trace), by, f"table {table} of {trace!r}")
+            _check_by(_trace(trace, s).scan(table), by, f"table {table} of {trace!r}")
             timed = burstiness.has_arrivals(events)
             arrivals = burstiness.summary(events, by=by) if timed else None
             lengths = tokens.summary(events, by=by) if table == "requests" else None
@@ -312,7 +372,7 @@ def analyze_cmd(
             _show(lengths, groups, fmt, f"{trace}: token lengths")
     if report:
         report.write_text(reports.render(f"servetrace analysis of {trace}", sections,
-                                         meta=s.traces().filter(pl.col("trace") == trace)))
+                                         meta=_trace(trace, s).meta))
         err.print(f"report: {report}", highlight=False)
     if png:
         png.mkdir(parents=True, exist_ok=True)
@@ -328,7 +388,7 @@ def analyze_cmd(
 
 @app.command("report")
 def report_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (see `servetrace list`)")],
+    trace: Annotated[str, typer.Argument(help=TRACE_HELP)],
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")],
     by: ByOpt = None,
     store: StoreOpt = None,
@@ -338,18 +398,18 @@ def report_cmd(
 
     try:
         s = Store(store)
-        rows = _rows(s, trace)
+        src = _trace(trace, s)
+        rows = src.rows
         events = [t for t in ("requests", "invocations", "invocation_counts") if t in rows]
         if by and events:  # a column some event table has must have values there
-            having = [t for t in events if by in s.scan(t, trace).collect_schema().names()]
+            having = [t for t in events if by in src.scan(t).collect_schema().names()]
             for table in having or events[:1]:
-                _check_by(s.scan(table, trace), by, f"table {table} of {trace!r}")
+                _check_by(src.scan(table), by, f"table {table} of {trace!r}")
         with err.status(f"analysing {trace} ({', '.join(rows)})"):
-            block, scope = _hash_layout(s, trace)
-            sections = reports.for_trace({t: s.scan(t, trace) for t in rows}, by=by,
+            block, scope = src.layout
+            sections = reports.for_trace({t: src.scan(t) for t in rows}, by=by,
                                          hash_block_tokens=block, hash_scope=scope)
-            page = reports.render(f"servetrace report: {trace}", sections,
-                                  meta=s.traces().filter(pl.col("trace") == trace))
+            page = reports.render(f"servetrace report: {trace}", sections, meta=src.meta)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page)
     except _ERRORS as exc:
@@ -387,7 +447,8 @@ def _hash_layout(store: Store, trace: str) -> tuple[int | None, str]:
 
 @app.command("kvcache")
 def kvcache_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id whose requests carry hash_ids")],
+    trace: Annotated[str, typer.Argument(help="trace id or requests .parquet whose requests "
+                                         "carry hash_ids")],
     capacity: Annotated[list[int] | None, typer.Option(
         "--capacity", help="LRU capacity in tokens (repeat for several)")] = None,
     scope: Annotated[str | None, typer.Option(
@@ -402,9 +463,9 @@ def kvcache_cmd(
     from servetrace.analysis import kvcache
 
     try:
-        s = Store(store)
-        known_block, known_scope = _hash_layout(s, trace)
-        frame = s.scan("requests", trace).collect()
+        src = _trace(trace, Store(store))
+        known_block, known_scope = src.layout
+        frame = src.scan("requests").collect()
         if frame.height and frame["hash_ids"].null_count() == frame.height:
             raise ValueError(f"{trace}: its requests carry no hash_ids (the source publishes "
                              "no prefix block ids), so prefix reuse cannot be computed; the "
@@ -429,7 +490,7 @@ def kvcache_cmd(
 
 @app.command("sessions")
 def sessions_cmd(
-    trace: Annotated[str, typer.Argument(help="trace id in the store (requests)")],
+    trace: Annotated[str, typer.Argument(help=TRACE_HELP)],
     by: ByOpt = None, fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Sessions, turns and agents: requests and turns per session, think/server/tool time
@@ -437,7 +498,7 @@ def sessions_cmd(
     from servetrace.analysis import sessions
 
     try:
-        frame = Store(store).scan("requests", trace)
+        frame = _trace(trace, Store(store)).scan("requests")
         with err.status(f"sessions of {trace}"):
             parts = {"sessions": sessions.summary(frame, by=by),
                      "turns": sessions.turn_stats(frame, by=by),
@@ -588,13 +649,7 @@ def fairness_cmd(
 
 def _trace_or_file(source: str, store: Store, table: str = "requests") -> pl.DataFrame:
     """A canonical table from a Parquet file (e.g. `servetrace generate`'s) or a stored trace."""
-    path = Path(source)
-    if path.suffix == ".parquet" and path.exists():
-        return pl.read_parquet(path)
-    if path.suffix == ".parquet":
-        raise FileNotFoundError(f"{path}: no such file")
-    _rows(store, source)
-    return store.scan(table, source).collect()
+    return _trace(source, store).scan(table).collect()
 
 
 @app.command("export")
@@ -918,24 +973,43 @@ def compare_cmd(
 
 @app.command("replay")
 def replay_cmd(
-    trace: Annotated[str | None, typer.Argument(help="trace id in the store (requests)")]
-    = None,
+    trace: Annotated[str | None, typer.Argument(help=TRACE_HELP + " (requests)")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="OpenAI-compatible base "
                                                  "URL")] = None,
     model: Annotated[str | None, typer.Option("--model", help="model name (default: the "
                                               "server's first)")] = None,
     time_scale: Annotated[float, typer.Option("--time-scale", help="multiply every "
-                                              "scheduled time (0.5 = twice the rate)")] = 1.0,
+                                              "scheduled time and think time (0.5 = twice "
+                                              "the rate)")] = 1.0,
     max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds a request may take "
                                            "before it is recorded as a timeout")] = 300.0,
+    limit: Annotated[int | None, typer.Option("--limit", help="replay only the first N "
+                                              "requests")] = None,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="replay only the requests scheduled in the first S seconds "
+        "(after --time-scale)")] = None,
+    open_loop: Annotated[bool, typer.Option(
+        "--open-loop", help="send every request at its trace time (default: later turns of "
+        "a session and sub-agents wait for the response before them plus the think "
+        "time)")] = False,
+    block_tokens: Annotated[int | None, typer.Option(
+        "--block-tokens", help="tokens per hash block: prompts share text where hash_ids "
+        "share a prefix (default: the trace's)")] = None,
+    hash_scope: Annotated[str | None, typer.Option(
+        "--hash-scope", help="global or session (default: the trace's)")] = None,
+    cache_tokens: Annotated[int | None, typer.Option(
+        "--cache-tokens", help="the server's prefix-cache capacity in tokens: reports the "
+        "trace's LRU hit ratio at it beside the achieved one")] = None,
     ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="seconds")] = None,
     tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="seconds")] = None,
     recover: Annotated[bool, typer.Option("--recover", help="only store replays that were "
                                           "killed before they were stored")] = False,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Replay a trace open-loop against an endpoint; the outcome becomes a new trace.
+    """Replay a trace against an endpoint (sessions in closed loop); the outcome becomes a
+    new trace. Prints progress (sent, finished, failed, lag) on stderr while it runs, and the
+    achieved prefix-cache hit ratio beside the trace's at the end.
 
     The API key is read from $OPENAI_API_KEY and never printed or stored. Replays killed
     before they were stored are stored first (or alone, with --recover). Exits 130 when
@@ -944,6 +1018,7 @@ def replay_cmd(
     from dataclasses import asdict
 
     try:
+        from servetrace.synth.replay_results import ProgressPrinter
         from servetrace.synth.replay_store import recover_pending, replay_trace
 
         s = Store(store)
@@ -954,9 +1029,21 @@ def replay_cmd(
             return
         if trace is None or endpoint is None:
             raise ValueError("replay needs a TRACE and --endpoint (or --recover alone)")
-        result = replay_trace(trace, endpoint, store=s, model=model,
-                              time_scale=time_scale, max_concurrency=max_concurrency,
-                              timeout_s=timeout, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+        src = _trace(trace, s)
+        frame = src.scan("requests").collect() if src.path is not None else None
+        known_block, known_scope = src.layout
+        block = block_tokens or known_block
+        printer = ProgressPrinter(sys.stderr)
+        try:
+            result = replay_trace(
+                trace, endpoint, store=s, frame=frame, model=model, time_scale=time_scale,
+                max_concurrency=max_concurrency, timeout_s=timeout, ttft_slo_s=ttft_slo,
+                tpot_slo_s=tpot_slo, limit=limit, duration_s=duration,
+                closed_loop=not open_loop, block_tokens=block,
+                hash_scope=hash_scope or known_scope, cache_tokens=cache_tokens,
+                progress=printer)
+        finally:
+            printer.close()
         summary = result.summary(ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
         _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)])}, fmt)
     except (*_ERRORS, ConnectionError) as exc:

@@ -24,7 +24,7 @@ stream), returned as a Polars String series.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -165,3 +165,172 @@ def _views(stream: bytes, offset: np.ndarray, length: np.ndarray) -> pa.Array:
                              .reshape(-1, 4))
     return pa.Array.from_buffers(pa.string_view(), rows,
                                  [None, pa.py_buffer(views), pa.py_buffer(stream)])
+
+
+# -- block-structured prompts (prefix sharing) ---------------------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer (Steele, Lea & Flood, *Fast splittable pseudorandom number
+    generators*, OOPSLA 2014): a bijection of uint64 whose outputs look independent."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def block_keys(hash_ids: pl.Series, session: pl.Series | None = None) -> np.ndarray:
+    """One uint64 key per block of ``hash_ids`` (a List series), flattened in prompt order.
+
+    Global scope (``session`` None): the key is the id itself. Session scope: the key mixes
+    the session's text with the id, so equal ids of different sessions get different keys
+    (as ``analysis.kvcache`` keys them by ``(session, id)``)."""
+    ids = pl.Series(hash_ids.to_arrow().flatten())
+    if ids.null_count():
+        raise ValueError("hash_ids: null ids inside a list")
+    key = ids.cast(pl.Int64).to_numpy().astype(np.uint64)
+    if session is None:
+        return key
+    if session.null_count():
+        raise ValueError("session scope: requests with a null session")
+    lens = hash_ids.list.len().fill_null(0).to_numpy()
+    salt = session.cast(pl.String).hash(seed=7).to_numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(np.repeat(salt, lens) * _GOLDEN) ^ key
+
+
+def block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Sequence[int],
+                  block_tokens: int, seed: int = 0, *,
+                  session: pl.Series | None = None, first_row: int = 0) -> pl.Series:
+    """Prompts whose shared hash-id prefixes are shared text: what a server's prefix cache
+    needs to see a trace's reuse (a String series named ``prompt``, one row per request).
+
+    Request ``i`` has ``input_tokens[i]`` words; word ``p`` belongs to block ``p //
+    block_tokens`` and is word ``p % block_tokens`` of that block's text. The text of a block
+    is a function of its key alone (:func:`block_keys`: the hash id, or (session, id) with
+    ``session`` given) and ``seed``: ``block_tokens`` words drawn from :data:`VOCABULARY` by
+    SplitMix64 of (key, position, seed). So two prompts with the same leading ids start with
+    the same text, and different ids give different text (two blocks of 16 or more words
+    coincide with probability at most 768**-16). A partial last block is the start of its
+    block's text. Words past the last block (``input_tokens`` above ``len(hash_ids) *
+    block_tokens``) and the words of a request without ``hash_ids`` are the request's own
+    (keyed by its row, counted from ``first_row``), shared with no other request.
+
+    The word count is the token count for the BPE vocabularies of the module docstring; for
+    another tokenizer see :func:`exact_block_prompts`. Built without a Python loop over rows
+    or words (string views into one byte stream, as :func:`prompts`).
+
+    Raises ``ValueError`` for a block size < 1, lengths of another size than ``hash_ids``,
+    negative lengths, null ids, or a stream over 2 GiB.
+    """
+    words = block_words(hash_ids, input_tokens, block_tokens, seed, session=session,
+                        first_row=first_row)
+    counts = np.asarray(input_tokens.to_numpy() if isinstance(input_tokens, pl.Series)
+                        else input_tokens, dtype=np.int64)
+    return _join(words, counts)
+
+
+def block_words(hash_ids: pl.Series, input_tokens: np.ndarray | pl.Series | Sequence[int],
+                block_tokens: int, seed: int = 0, *, session: pl.Series | None = None,
+                extra: int | np.ndarray = 0, first_row: int = 0) -> np.ndarray:
+    """The vocabulary index of every word of :func:`block_prompts`, flattened (request ``i``
+    holds ``input_tokens[i] + extra[i]`` words; the extra ones follow the same rule). Rows
+    are numbered from ``first_row`` (a request's own words depend on its row), so that the
+    rows of a trace built in parts are the rows of the trace built whole."""
+    if isinstance(block_tokens, bool) or not block_tokens >= 1:
+        raise ValueError(f"block_tokens must be a positive integer, got {block_tokens!r}")
+    if isinstance(input_tokens, pl.Series):
+        if input_tokens.null_count():
+            raise ValueError("input_tokens: null token count")
+        input_tokens = input_tokens.to_numpy()
+    counts = np.asarray(input_tokens, dtype=np.int64) + extra
+    if counts.ndim != 1 or counts.size != hash_ids.len():
+        raise ValueError(f"input_tokens: {counts.size} lengths for {hash_ids.len()} requests")
+    if counts.size and counts.min() < 0:
+        raise ValueError(f"input_tokens: negative token count {int(counts.min())}")
+    keys = block_keys(hash_ids, session)
+    nblocks = hash_ids.list.len().fill_null(0).to_numpy().astype(np.int64)
+    first = np.zeros(counts.size, np.int64)
+    np.cumsum(nblocks[:-1], out=first[1:])
+    wstart = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=wstart[1:])
+    req = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    pos = np.arange(wstart[-1], dtype=np.int64) - wstart[req]
+    blk, off = np.divmod(pos, block_tokens)
+    shared = blk < nblocks[req]
+    key = np.empty(pos.size, np.uint64)
+    key[shared] = keys[first[req[shared]] + blk[shared]]
+    # a request's own words: keyed by its row, in a domain apart from the ids (top bit set)
+    own = ~shared
+    key[own] = _mix((req[own] + first_row).astype(np.uint64) + np.uint64(1 << 63)) ^ blk[
+        own].astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = _mix(_mix(key ^ np.uint64(seed) * _GOLDEN) + off.astype(np.uint64))
+    return (h % np.uint64(len(VOCABULARY))).astype(np.int64)
+
+
+_PADDED = np.zeros((len(VOCABULARY), int(_LENGTHS.max()) + 1), dtype=np.uint8)
+for _i, _w in enumerate(VOCABULARY):
+    _PADDED[_i, : len(_w)] = np.frombuffer(_w.encode("ascii"), dtype=np.uint8)
+_PADDED[np.arange(len(VOCABULARY)), _LENGTHS] = ord(" ")
+
+
+def _join(words: np.ndarray, counts: np.ndarray) -> pl.Series:
+    """Rows of ``counts[i]`` consecutive words of ``words`` joined by single spaces."""
+    rows = counts.size
+    if rows == 0:
+        return pl.Series("prompt", [], dtype=pl.String)
+    size = _LENGTHS[words] + 1
+    starts = np.zeros(words.size + 1, np.int64)
+    np.cumsum(size, out=starts[1:])
+    if starts[-1] > _MAX_STREAM:
+        raise ValueError(f"prompts: {words.size} words need a stream over 2 GiB; replay or "
+                         "export in parts")
+    mask = np.arange(_PADDED.shape[1]) <= _LENGTHS[words][:, None]
+    stream = _PADDED[words][mask].tobytes()
+    wstart = np.zeros(rows + 1, np.int64)
+    np.cumsum(counts, out=wstart[1:])
+    offset = starts[wstart[:-1]]
+    length = np.where(counts > 0, starts[wstart[1:]] - 1 - offset, 0)
+    return pl.Series("prompt", _views(stream, offset, length))
+
+
+def exact_block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray, block_tokens: int,
+                        count: Callable[[str], int], seed: int = 0, *,
+                        session: pl.Series | None = None) -> tuple[list[str], np.ndarray]:
+    """:func:`block_prompts` made exact for a tokenizer: ``(texts, token counts)``.
+
+    ``count`` counts a text's tokens (for instance ``lambda s: len(tok.encode(s,
+    add_special_tokens=False))``). Every prompt is counted once; a prompt whose count is not
+    ``input_tokens[i]`` gets more or fewer words at its end (the same word sequence, run on
+    past its length) until the count is ``input_tokens[i]`` or the largest below it. Only
+    the end moves, so a prompt keeps the shared text of its leading blocks as long as the
+    tokenizer counts about a token per word; the words of a block and the tokenizer's tokens
+    no longer line up block for block when it does not. One tokenizer call per try: a loop
+    over the prompts that miss, not vectorizable.
+    """
+    n = np.asarray(input_tokens, dtype=np.int64)
+    extra = n + 8  # room to run on: up to twice the length
+    words = block_words(hash_ids, n, block_tokens, seed, session=session, extra=extra)
+    texts = _join(words, n + extra).to_list()
+    out, counts = [], np.zeros(n.size, np.int64)
+    for i, target in enumerate(n.tolist()):
+        row = texts[i].split(" ")
+        k = target
+        c = count(" ".join(row[:k]))
+        for _ in range(16):
+            if c == target:
+                break
+            k = min(max(k + (target - c), 0), len(row))
+            c = count(" ".join(row[:k]))
+        while c > target and k > 0:
+            k -= 1
+            c = count(" ".join(row[:k]))
+        out.append(" ".join(row[:k]))
+        counts[i] = c
+    return out, counts

@@ -1,9 +1,13 @@
-"""Open-loop replay of a ``requests`` trace against an OpenAI-compatible endpoint.
+"""Replay of a ``requests`` trace against an OpenAI-compatible endpoint: open loop, with
+sessions in closed loop.
 
-Each request of the trace is sent at its own scheduled time, whatever happened to the
-requests before it (open loop), to ``/v1/completions`` or ``/v1/chat/completions`` with
-``stream: true``, and what comes back is timed. The results become a new trace in the
-store (``replay/<trace>/<UTC timestamp>``), analysable like any other.
+Requests are sent to ``/v1/completions`` or ``/v1/chat/completions`` with ``stream: true``,
+and what comes back is timed. Requests without a session, and the first request of each
+session, are sent at their own scheduled time whatever happened before (open loop); the
+later turns of a session and its sub-agents' requests are sent when the request they follow
+has answered, plus the think time (closed loop, :mod:`servetrace.synth.replay_sessions`).
+The results become a new trace in the store (``replay/<trace>/<UTC timestamp>``),
+analysable like any other.
 
 Schedule
     ``scheduled_s = (arrival_s - min(arrival_s)) * time_scale``: the replay starts with the
@@ -27,9 +31,16 @@ Dispatch
     wake-up, the task's start, and, with ``max_concurrency``, the wait for a free slot
     (also recorded alone as ``wait_s``). Bounded concurrency keeps the schedule's order but
     is no longer open loop: a request waits while ``max_concurrency`` others are in flight.
+    A closed-loop request's deadline is the end of the response it waits for plus its
+    ``delay_s``; it is then sent as above (``scheduled_s`` records that deadline).
+    ``limit``/``duration_s`` replay the first requests of the schedule only.
 
 Requests
-    The prompt has ``input_tokens`` words from :mod:`servetrace.synth.prompts`, exactly that many
+    With ``hash_ids`` in the trace and its block size given (``block_tokens``, ``hash_scope``),
+    prompts are block prompts (:func:`servetrace.synth.prompts.block_prompts`): requests whose
+    ids share a prefix share that prefix's text, so a server's prefix cache sees the trace's
+    reuse (and :mod:`servetrace.analysis.kvcache` predicts what it finds). Otherwise the
+    prompt has ``input_tokens`` words from :mod:`servetrace.synth.prompts`, exactly that many
     tokens for the ``cl100k_base``/``o200k_base`` BPE vocabularies and an approximation for
     others. Given ``tokenizer`` (a function counting a text's tokens, for instance
     ``lambda s: len(tok.encode(s, add_special_tokens=False))`` for a Hugging Face
@@ -52,13 +63,20 @@ Per request (the *records*, :data:`RECORD_SCHEMA`)
     ``benchmarks/benchmark_serving.py``), ``latency_s`` (end of the response, or the
     error, from ``sent_s``), ``output_tokens`` (the server's ``usage.completion_tokens``
     where it reports one, else the number of chunks carrying text), ``prompt_tokens``
-    (the server's count), ``status`` (HTTP) and ``error`` (null on success; a non-200
+    (the server's count), ``cached_tokens`` (the server's
+    ``usage.prompt_tokens_details.cached_tokens``, streamed or not; null when it reports
+    none), ``after_index`` and ``delay_s`` (closed loop: the request waited for and the
+    delay after its end), ``status`` (HTTP) and ``error`` (null on success; a non-200
     status, a timeout or a connection error is recorded, never raised), ``failed``.
     Records are appended to the results file (JSON lines, flushed per completed request)
     as they finish, so a crash keeps everything finished; a ``<results>.meta.json`` beside
     it holds the run's settings, so :func:`recover` can store a crashed run. Ctrl-C stops
     the dispatch, cancels the requests in flight (not recorded: they did not finish) and
-    returns what finished with ``interrupted=True``.
+    returns what finished with ``interrupted=True``. ``progress`` receives a
+    :class:`~servetrace.synth.replay_results.ReplayProgress` (sent, finished, failed, lag)
+    every ``progress_interval_s``.
+    The settings hold the trace's own token hit ratios (``meta["prefix"]``: infinite cache,
+    and LRU at ``cache_tokens``), which the summary puts beside the achieved one.
 
 The results become a trace of the store through :mod:`servetrace.synth.replay_store`;
 the records, their summary and the result object are in
@@ -76,7 +94,8 @@ import os
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -85,8 +104,15 @@ import numpy as np
 import polars as pl
 
 from servetrace.extras import require
+from servetrace.synth.prompts import block_prompts, exact_block_prompts
 from servetrace.synth.prompts import prompts as make_prompts
-from servetrace.synth.replay_results import RECORD_SCHEMA, ReplayResult, meta_path
+from servetrace.synth.replay_results import (
+    RECORD_SCHEMA,
+    ReplayProgress,
+    ReplayResult,
+    meta_path,
+)
+from servetrace.synth.replay_sessions import DEPENDENCY_COLUMNS, dependencies, slice_plan
 
 aiohttp = require("aiohttp", "replay", "replay against an endpoint")
 yarl = require("yarl", "replay", "replay against an endpoint")
@@ -135,13 +161,14 @@ def redact_url(url: str) -> str:
 
 
 def schedule(requests: pl.DataFrame | pl.LazyFrame, *, time_scale: float = 1.0,
-             min_output_tokens: int = 1) -> pl.DataFrame:
+             min_output_tokens: int = 1, keep: Sequence[str] = ()) -> pl.DataFrame:
     """The replay schedule of a canonical ``requests`` frame.
 
     Returns one row per request in arrival order (ties in trace order): ``index`` (0..n-1),
     ``request_id`` (the source's, else the index as text), ``tenant``, ``session``,
     ``scheduled_s = (arrival_s - min(arrival_s)) * time_scale``, ``input_tokens`` and
-    ``max_tokens = max(output_tokens, min_output_tokens)``.
+    ``max_tokens = max(output_tokens, min_output_tokens)``, then the columns of ``keep``
+    the frame has (as they are).
 
     Raises ``ValueError`` for a missing column (``arrival_s``, ``input_tokens``,
     ``output_tokens``), nulls or non-finite values in them, negative token counts, an empty
@@ -158,9 +185,11 @@ def schedule(requests: pl.DataFrame | pl.LazyFrame, *, time_scale: float = 1.0,
             raise ValueError(f"requests: missing column {col!r}")
     optional = [pl.col(c).cast(pl.String) if c in names else pl.lit(None, pl.String).alias(c)
                 for c in ("request_id", "tenant", "session")]
+    kept = [c for c in dict.fromkeys(keep) if c in names and c not in (
+        "arrival_s", "input_tokens", "output_tokens", "request_id", "tenant", "session")]
     out = (frame.select(pl.col("arrival_s").cast(pl.Float64),
                         pl.col("input_tokens").cast(pl.Int64),
-                        pl.col("output_tokens").cast(pl.Int64), *optional)
+                        pl.col("output_tokens").cast(pl.Int64), *optional, *kept)
            .with_row_index("_row").sort("arrival_s", "_row").collect())
     if out.is_empty():
         raise ValueError("requests: no rows to replay")
@@ -179,7 +208,7 @@ def schedule(requests: pl.DataFrame | pl.LazyFrame, *, time_scale: float = 1.0,
         ((pl.col("arrival_s") - pl.col("arrival_s").min()) * time_scale).alias("scheduled_s"),
         "input_tokens",
         pl.max_horizontal("output_tokens", pl.lit(min_output_tokens, pl.Int64))
-        .alias("max_tokens"),
+        .alias("max_tokens"), *kept,
     )
 
 
@@ -239,7 +268,7 @@ class _Run:
     def __init__(self, plan: pl.DataFrame, texts: Any, *, url: str, model: str, api: str,
                  ignore_eos: bool, timeout_s: float, max_concurrency: int | None,
                  spin_s: float, secret: str | None, out: IO[str] | None,
-                 progress: Callable[[int, int], None] | None):
+                 progress: Callable[[ReplayProgress], None] | None):
         self.index = plan["index"].to_list()
         self.request_id = plan["request_id"].to_list()
         self.tenant = plan["tenant"].to_list()
@@ -247,6 +276,12 @@ class _Run:
         self.scheduled = plan["scheduled_s"].to_list()
         self.input_tokens = plan["input_tokens"].to_list()
         self.max_tokens = plan["max_tokens"].to_list()
+        self.after = plan["after_index"].to_list()
+        self.delay = plan["delay_s"].to_list()
+        self.roots = plan.filter(pl.col("after_index").is_null())["index"].to_list()
+        self.children: dict[int, list[int]] = dict(
+            plan.filter(pl.col("after_index").is_not_null())
+            .group_by("after_index", maintain_order=True).agg("index").iter_rows())
         self.texts = texts
         self.url, self.model, self.api = yarl.URL(url), model, api  # parsed once
         self.ignore_eos, self.timeout_s, self.spin_s = ignore_eos, timeout_s, spin_s
@@ -257,32 +292,59 @@ class _Run:
         self.records: list[dict[str, Any]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.dispatched = 0
+        self.failed = 0
+        self.last_lag = self.max_lag = 0.0
         self.t0 = 0.0
         self.session: aiohttp.ClientSession | None = None
 
     def body(self, i: int) -> bytes:
         return _body(self.api, self.model, self.texts[i], self.max_tokens[i], self.ignore_eos)
 
-    async def dispatch(self) -> None:
-        """Start every request at its absolute deadline (sleep, then yield until it)."""
+    def start(self, i: int, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        spin = self.spin_s
-        for i, offset in enumerate(self.scheduled):
-            deadline = self.t0 + offset
-            delay = deadline - loop.time() - spin
-            if delay > 0:
-                await asyncio.sleep(delay)
-            while loop.time() < deadline:
-                await asyncio.sleep(0)
-            task = loop.create_task(self.one(i, deadline))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            self.dispatched = i + 1
+        task = loop.create_task(self.one(i, deadline))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def until(self, deadline: float) -> None:
+        """Sleep until ``spin_s`` before ``deadline``, then yield until it."""
+        loop = asyncio.get_running_loop()
+        delay = deadline - loop.time() - self.spin_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while loop.time() < deadline:
+            await asyncio.sleep(0)
+
+    async def dispatch(self) -> None:
+        """Start every open-loop request at its absolute deadline; the closed-loop ones
+        are started by the request they wait for (:meth:`one`)."""
+        for i in self.roots:
+            deadline = self.t0 + self.scheduled[i]
+            await self.until(deadline)
+            self.start(i, deadline)
+
+    def snapshot(self, elapsed_s: float) -> ReplayProgress:
+        return ReplayProgress(total=len(self.scheduled), sent=self.dispatched,
+                              finished=len(self.records), failed=self.failed,
+                              lag_s=self.last_lag, max_lag_s=self.max_lag,
+                              elapsed_s=elapsed_s)
+
+    async def tick(self, interval_s: float) -> None:
+        """Report progress every ``interval_s`` until cancelled."""
+        assert self.progress is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self.progress(self.snapshot(max(loop.time() - self.t0, 0.0)))
+            await asyncio.sleep(interval_s)
 
     async def one(self, i: int, deadline: float) -> None:
-        """Send request ``i``, time its response, record it (file, progress)."""
+        """Send request ``i`` at ``deadline``, time its response, record it (file,
+        progress), then start the requests that wait for it."""
         loop = asyncio.get_running_loop()
         assert self.session is not None
+        if self.after[i] is not None:
+            await self.until(deadline)
+        self.dispatched += 1
         ready = acquired = loop.time()
         if self.sem is not None:
             await self.sem.acquire()
@@ -290,9 +352,12 @@ class _Run:
         try:
             body = self.body(i)
             sent = loop.time()
+            self.last_lag = sent - deadline
+            self.max_lag = max(self.max_lag, self.last_lag)
             times: list[float] = []
+            usage: dict[str, Any] = {}
             status, error, usage_out, usage_in = await _exchange(
-                self.session, self.url, body, times, self.timeout_s)
+                self.session, self.url, body, times, self.timeout_s, usage)
             end = loop.time()
         finally:
             if self.sem is not None:
@@ -305,27 +370,31 @@ class _Run:
                 if ttft is not None and out_tokens > 1 and error is None else None)
         if error is not None and self.secret:
             error = error.replace(self.secret, "***")
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
         record = {
             "index": self.index[i], "request_id": self.request_id[i],
             "tenant": self.tenant[i], "session": self.session_id[i],
-            "scheduled_s": self.scheduled[i], "sent_s": sent - self.t0,
+            "scheduled_s": deadline - self.t0, "sent_s": sent - self.t0,
             "send_lag_s": sent - deadline, "wait_s": acquired - ready,
             "ttft_s": ttft, "tpot_s": tpot, "latency_s": latency,
             "itl_s": [b - a for a, b in itertools.pairwise(times)],
             "input_tokens": self.input_tokens[i], "max_tokens": self.max_tokens[i],
             "output_tokens": int(out_tokens), "chunks": chunks, "prompt_tokens": usage_in,
+            "cached_tokens": cached, "after_index": self.after[i], "delay_s": self.delay[i],
             "status": status, "error": error, "failed": error is not None,
         }
         self.records.append(record)
+        self.failed += error is not None
         if self.out is not None:
             self.out.write(json.dumps(record) + "\n")
             self.out.flush()
-        if self.progress is not None:
-            self.progress(len(self.records), len(self.scheduled))
+        for j in self.children.get(self.index[i], ()):
+            self.start(j, end + self.delay[j])
 
 
 async def _exchange(session: aiohttp.ClientSession, url: str | yarl.URL, body: bytes,
-                    times: list[float], timeout_s: float
+                    times: list[float], timeout_s: float, usage_seen: dict[str, Any] | None = None
                     ) -> tuple[int | None, str | None, int | None, int | None]:
     """POST one streaming generation request and read the response to its end.
 
@@ -333,6 +402,8 @@ async def _exchange(session: aiohttp.ClientSession, url: str | yarl.URL, body: b
     arrives (so a cancelled exchange keeps what it saw). Returns ``(HTTP status or None,
     error or None, usage.completion_tokens, usage.prompt_tokens)``; never raises for a
     failure of the request (non-200 status, timeout, connection error, bad chunk).
+    ``usage_seen``, when given, is updated with every ``usage`` object the server sends
+    (the last one wins), ``prompt_tokens_details`` included.
     """
     loop = asyncio.get_running_loop()
     status = error = usage_out = usage_in = None
@@ -346,6 +417,8 @@ async def _exchange(session: aiohttp.ClientSession, url: str | yarl.URL, body: b
                 obj = await resp.json(content_type=None)
                 usage = obj.get("usage") or {}
                 usage_out, usage_in = usage.get("completion_tokens"), usage.get("prompt_tokens")
+                if usage_seen is not None:
+                    usage_seen.update(usage)
                 times.append(loop.time())
             else:
                 async for line in resp.content:
@@ -366,6 +439,8 @@ async def _exchange(session: aiohttp.ClientSession, url: str | yarl.URL, body: b
                     if usage:
                         usage_out = usage.get("completion_tokens", usage_out)
                         usage_in = usage.get("prompt_tokens", usage_in)
+                        if usage_seen is not None:
+                            usage_seen.update(usage)
                     if obj.get("error"):
                         error = f"stream error: {json.dumps(obj['error'])[:300]}"
     except TimeoutError:
@@ -407,13 +482,111 @@ async def _discover_model(session: aiohttp.ClientSession, models_url: str) -> st
     return str(data[0]["id"])
 
 
+def _prompts(plan: pl.DataFrame, seed: int, tokenizer: Callable[[str], int] | None,
+             block_tokens: int | None, hash_scope: str) -> tuple[Any, np.ndarray | None, bool]:
+    """``(texts, token counts or None, prefix sharing?)`` of the plan's requests: block
+    prompts (:func:`~servetrace.synth.prompts.block_prompts`) where the plan carries
+    ``hash_ids`` and ``block_tokens`` is known, else independent prompts."""
+    n_in = plan["input_tokens"].to_numpy()
+    shared = (block_tokens is not None and "hash_ids" in plan.columns
+              and plan["hash_ids"].null_count() < plan.height)
+    if not shared:
+        if tokenizer is not None:
+            return (*_exact_prompts(n_in, seed, tokenizer), False)
+        return make_prompts(n_in, seed), None, False
+    if hash_scope not in ("global", "session"):
+        raise ValueError(f"hash_scope must be 'global' or 'session', not {hash_scope!r}")
+    assert block_tokens is not None
+    ids = plan["hash_ids"]
+    session = plan["session"] if hash_scope == "session" else None
+    if tokenizer is not None:
+        return (*exact_block_prompts(ids, n_in, block_tokens, tokenizer, seed,
+                                     session=session), True)
+    return _ChunkedPrompts(ids, n_in, block_tokens, seed, session), None, True
+
+
+class _ChunkedPrompts:
+    """Block prompts built ``words_per_chunk`` words of consecutive rows at a time, when a
+    row of the chunk is first asked for, the last few chunks kept: a long session trace's
+    prompts (hundreds of millions of words) never sit in memory together. Row ``i`` is the
+    row :func:`~servetrace.synth.prompts.block_prompts` gives for the whole trace."""
+
+    def __init__(self, ids: pl.Series, n: np.ndarray, block_tokens: int, seed: int,
+                 session: pl.Series | None, words_per_chunk: int = 8_000_000, keep: int = 4):
+        self.ids, self.n, self.block_tokens, self.seed = ids, n, block_tokens, seed
+        self.session = session
+        ends = np.cumsum(n)
+        cuts = np.searchsorted(ends, np.arange(words_per_chunk, int(ends[-1]) if n.size else 0,
+                                               words_per_chunk), side="right")
+        self.bounds = np.unique(np.concatenate([[0], cuts, [n.size]])).astype(np.int64)
+        self.keep = keep
+        self.chunks: OrderedDict[int, pl.Series] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.n.size)
+
+    def __getitem__(self, i: int) -> str:
+        c = int(np.searchsorted(self.bounds, i, side="right")) - 1
+        chunk = self.chunks.get(c)
+        if chunk is None:
+            lo, hi = int(self.bounds[c]), int(self.bounds[c + 1])
+            chunk = block_prompts(
+                self.ids.slice(lo, hi - lo), self.n[lo:hi], self.block_tokens, self.seed,
+                session=None if self.session is None else self.session.slice(lo, hi - lo),
+                first_row=lo)
+            self.chunks[c] = chunk
+            while len(self.chunks) > self.keep:
+                self.chunks.popitem(last=False)
+        else:
+            self.chunks.move_to_end(c)
+        return chunk[i - int(self.bounds[c])]
+
+
+def _trace_hit_ratios(plan: pl.DataFrame, block_tokens: int, scope: str,
+                      cache_tokens: int | None) -> dict[str, Any]:
+    """The trace's own token hit ratios (:mod:`servetrace.analysis.kvcache`): infinite
+    cache, and LRU at ``cache_tokens`` when given, in the schedule's order."""
+    from servetrace.analysis import kvcache
+
+    frame = plan.select("hash_ids", "input_tokens", "session", "scheduled_s")
+    ratios = kvcache.hit_ratios(frame, block_tokens=block_tokens, scope=scope)  # type: ignore[arg-type]
+    out: dict[str, Any] = {"block_tokens": block_tokens, "scope": scope,
+                           "cache_tokens": cache_tokens,
+                           "trace_hit_ratio": ratios.token_hit_ratio, "trace_lru_hit_ratio": None}
+    if cache_tokens is not None:
+        curve = kvcache.lru_curve(frame, [cache_tokens], block_tokens=block_tokens,
+                                  scope=scope)  # type: ignore[arg-type]
+        out["trace_lru_hit_ratio"] = float(curve["token_hit_ratio"][0])
+    return out
+
+
+def _sent_order_ratio(plan: pl.DataFrame, records: pl.DataFrame, block_tokens: int,
+                      scope: str, cache_tokens: int) -> float:
+    """The trace's LRU token hit ratio at ``cache_tokens`` over the requests that finished,
+    in the order they were sent: what a server whose prefix cache is that LRU reports
+    (:mod:`servetrace.analysis.kvcache`), however closed loop and concurrency reordered
+    them (up to requests sent within the same instant that the server takes the other way
+    round)."""
+    from servetrace.analysis import kvcache
+
+    sent = (plan.select("index", "hash_ids", "input_tokens", "session")
+            .join(records.select("index", pl.col("sent_s").alias("arrival_s")), on="index")
+            .sort("arrival_s", "index"))
+    curve = kvcache.lru_curve(sent, [cache_tokens], block_tokens=block_tokens,
+                              scope=scope)  # type: ignore[arg-type]
+    return float(curve["token_hit_ratio"][0])
+
+
 async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
                   model: str | None, api: str | None, time_scale: float,
                   max_concurrency: int | None, timeout_s: float, api_key_env: str | None,
                   ignore_eos: bool, min_output_tokens: int, seed: int,
                   tokenizer: Callable[[str], int] | None, results: str | Path | None,
                   source: str | None, spin_s: float, start_delay_s: float,
-                  progress: Callable[[int, int], None] | None) -> ReplayResult:
+                  progress: Callable[[ReplayProgress], None] | None,
+                  progress_interval_s: float, closed_loop: bool, limit: int | None,
+                  duration_s: float | None, block_tokens: int | None, hash_scope: str,
+                  cache_tokens: int | None) -> ReplayResult:
     """The replay; on cancellation returns what finished with ``interrupted=True``."""
     if max_concurrency is not None and max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
@@ -421,14 +594,17 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     if spin_s < 0 or start_delay_s < 0:
         raise ValueError("spin_s and start_delay_s must be >= 0")
+    if not progress_interval_s > 0:
+        raise ValueError(f"progress_interval_s must be > 0, got {progress_interval_s}")
     url, models_url, api = endpoint_url(endpoint, api)
-    plan = schedule(requests, time_scale=time_scale, min_output_tokens=min_output_tokens)
-    n_in = plan["input_tokens"].to_numpy()
-    if tokenizer is not None:
-        texts, counts = _exact_prompts(n_in, seed, tokenizer)
+    plan = schedule(requests, time_scale=time_scale, min_output_tokens=min_output_tokens,
+                    keep=("hash_ids", *DEPENDENCY_COLUMNS))
+    if limit is not None or duration_s is not None:
+        plan = slice_plan(plan, limit=limit, duration_s=duration_s)
+    plan = dependencies(plan, time_scale=time_scale, closed_loop=closed_loop)
+    texts, counts, shared = _prompts(plan, seed, tokenizer, block_tokens, hash_scope)
+    if counts is not None:
         plan = plan.with_columns(pl.Series("input_tokens", counts))
-    else:
-        texts = make_prompts(n_in, seed)
     path = Path(results) if results is not None else None
     meta: dict[str, Any] = {
         "endpoint": redact_url(url), "api": api, "model": model, "time_scale": time_scale,
@@ -436,6 +612,11 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
         "min_output_tokens": min_output_tokens, "seed": seed, "source": source,
         "requests": plan.height, "tokenizer": tokenizer is not None,
         "api_key_env": api_key_env if api_key_env and os.environ.get(api_key_env) else None,
+        "closed_loop": closed_loop, "closed_loop_requests": int(
+            plan["after_index"].is_not_null().sum()),
+        "limit": limit, "duration_s": duration_s,
+        "prefix": _trace_hit_ratios(plan, block_tokens, hash_scope, cache_tokens)
+        if shared and block_tokens is not None else None,
     }
     out: IO[str] | None = None
     interrupted = False
@@ -457,6 +638,8 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
         meta["started_at"] = zero.isoformat()
         if path is not None:
             meta_path(path).write_text(json.dumps(meta, indent=2))
+        ticker = (loop.create_task(run.tick(progress_interval_s)) if progress is not None
+                  else None)
         try:
             await run.dispatch()
             while run.tasks:
@@ -467,11 +650,18 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
                 task.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
         finally:
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
+                progress(run.snapshot(max(loop.time() - run.t0, 0.0)))  # type: ignore[misc]
             if out is not None:
                 out.close()
     cancelled = run.dispatched - len(run.records)
     records = pl.DataFrame(run.records, schema=RECORD_SCHEMA) if run.records \
         else pl.DataFrame(schema=RECORD_SCHEMA)
+    if meta["prefix"] is not None and cache_tokens is not None and records.height:
+        meta["prefix"]["sent_order_lru_hit_ratio"] = _sent_order_ratio(
+            plan, records, meta["prefix"]["block_tokens"], hash_scope, cache_tokens)
     return ReplayResult(records=records, meta=meta, interrupted=interrupted,
                         cancelled=cancelled if interrupted else 0,
                         not_sent=plan.height - run.dispatched, results_path=path)
@@ -481,7 +671,9 @@ _DEFAULTS: dict[str, Any] = {
     "model": None, "api": None, "time_scale": 1.0, "max_concurrency": None,
     "timeout_s": 300.0, "api_key_env": "OPENAI_API_KEY", "ignore_eos": True,
     "min_output_tokens": 1, "seed": 0, "tokenizer": None, "results": None, "source": None,
-    "spin_s": 0.0, "start_delay_s": 0.05, "progress": None,
+    "spin_s": 0.0, "start_delay_s": 0.05, "progress": None, "progress_interval_s": 1.0,
+    "closed_loop": True, "limit": None, "duration_s": None, "block_tokens": None,
+    "hash_scope": "global", "cache_tokens": None,
 }
 
 
@@ -508,7 +700,11 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
            min_output_tokens: int = 1, seed: int = 0,
            tokenizer: Callable[[str], int] | None = None, results: str | Path | None = None,
            source: str | None = None, spin_s: float = 0.0, start_delay_s: float = 0.05,
-           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+           progress: Callable[[ReplayProgress], None] | None = None,
+           progress_interval_s: float = 1.0, closed_loop: bool = True,
+           limit: int | None = None, duration_s: float | None = None,
+           block_tokens: int | None = None, hash_scope: str = "global",
+           cache_tokens: int | None = None) -> ReplayResult:
     """Replay a canonical ``requests`` frame against ``endpoint`` (see the module docstring).
 
     ``endpoint``: server root, ``.../v1`` or a full generation URL (:func:`endpoint_url`);
@@ -521,8 +717,15 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     ``results``: results file (JSON lines, appended as requests finish; None: none);
     ``source``: the source trace's id, recorded in the settings; ``spin_s``: how long before
     a deadline the dispatcher stops sleeping and yields until it; ``start_delay_s``: time
-    from the call's setup to the replay zero; ``progress(done, total)``: called (in the
-    replay's own thread) as requests finish.
+    from the call's setup to the replay zero; ``progress(ReplayProgress)``: called (in the
+    replay's own thread) every ``progress_interval_s`` seconds and once at the end;
+    ``closed_loop``: sessions' later turns and sub-agents wait for the request before them
+    (:mod:`servetrace.synth.replay_sessions`; False: every request open loop);
+    ``limit``/``duration_s``: replay only the first ``limit`` requests / those scheduled
+    before ``duration_s`` seconds; ``block_tokens`` and ``hash_scope``: the trace's hash
+    block size and id scope, which make prompts share text where ``hash_ids`` share a prefix
+    (None: independent prompts); ``cache_tokens``: the server's prefix-cache capacity in
+    tokens, for the trace's LRU hit ratio beside the achieved one.
 
     Runs in a thread of its own (so it works where an event loop already runs, as in
     Jupyter). Ctrl-C stops it: the result then holds what finished, ``interrupted=True``.

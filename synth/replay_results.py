@@ -9,16 +9,18 @@ Stored trace (:func:`to_requests`)
     ``arrival_s`` is the *actual* send time from the replay zero (what the server saw; the
     schedule stays in the results file), ``input_tokens`` the requested prompt length,
     ``output_tokens`` the tokens received, ``failed``, ``latency_s``, ``ttft_s``,
-    ``tpot_s`` as measured, ``model`` the model sent, ``tenant``/``session``/
+    ``tpot_s`` as measured, ``cached_tokens`` as the server reported them, ``model`` the
+    model sent, ``tenant``/``session``/
     ``request_id`` from the source trace. ``traces.origin`` is the replay zero in UTC;
     ``traces.notes`` holds the settings and the :class:`ReplaySummary`.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
@@ -42,11 +44,68 @@ RECORD_SCHEMA = pl.Schema({
     "output_tokens": pl.Int64,    # received
     "chunks": pl.Int64,           # stream chunks that carried text
     "prompt_tokens": pl.Int64,    # the server's count of the prompt, where reported
+    "cached_tokens": pl.Int64,    # usage.prompt_tokens_details.cached_tokens, where reported
+    "after_index": pl.Int64,      # closed loop: the request this one waited for, else null
+    "delay_s": pl.Float64,        # closed loop: think/tool time after it ended (scaled)
     "status": pl.Int64,           # HTTP status; null when no response came
     "error": pl.String,           # null on success
     "failed": pl.Boolean,
 })
 """Columns of the per-request results (the results file and :attr:`ReplayResult.records`)."""
+
+
+@dataclass(frozen=True)
+class ReplayProgress:
+    """Where a running replay stands: requests ``sent`` (of ``total``), ``finished``
+    (``failed`` among them), the send lag of the latest request sent (``lag_s``: how far
+    behind its deadline the replay runs) and the largest so far, seconds since the zero."""
+
+    total: int
+    sent: int
+    finished: int
+    failed: int
+    lag_s: float
+    max_lag_s: float
+    elapsed_s: float
+
+    def line(self) -> str:
+        """One line for a terminal or a log."""
+        return (f"{self.elapsed_s:7.1f} s  sent {self.sent:,}/{self.total:,}  finished "
+                f"{self.finished:,}  failed {self.failed:,}  in flight "
+                f"{self.sent - self.finished:,}  lag {self.lag_s * 1e3:.1f} ms (max "
+                f"{self.max_lag_s * 1e3:.1f} ms)")
+
+
+class ProgressPrinter:
+    """Prints :class:`ReplayProgress` to ``stream`` (stderr): on a terminal, one line
+    rewritten in place at every call (a replay calls every ``progress_interval_s``, 1 s by
+    default); elsewhere (a log file, a pipe, CI) a line every ``every_s`` seconds of the
+    replay and the last one, so that an hour's replay writes 120 lines, not 3,600."""
+
+    def __init__(self, stream: IO[str] | None = None, *, every_s: float = 30.0,
+                 tty: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.every_s = every_s
+        self.last: float | None = None
+        self.open = False
+
+    def __call__(self, progress: ReplayProgress) -> None:
+        if self.tty:
+            self.stream.write("\r" + progress.line() + "\x1b[K")
+            self.open = True
+        elif (self.last is None or progress.elapsed_s - self.last >= self.every_s
+              or progress.finished == progress.total):
+            self.stream.write(progress.line() + "\n")
+            self.last = progress.elapsed_s
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the line a terminal shows."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
 
 
 def meta_path(results: Path) -> Path:
@@ -71,12 +130,13 @@ def to_requests(records: pl.DataFrame, *, model: str | None = None,
 
     ``arrival_s`` = ``sent_s`` (the actual send time from the replay zero), ``input_tokens``
     requested, ``output_tokens`` received, ``failed``, ``latency_s``, ``ttft_s``,
-    ``tpot_s`` measured, ``model`` = ``model``, ``request_id``/``tenant``/``session`` kept.
+    ``tpot_s`` measured, ``cached_tokens`` reported, ``model`` = ``model``,
+    ``request_id``/``tenant``/``session`` kept.
     """
     frame = records.sort("sent_s", "index").select(
         pl.lit(trace).alias("trace"), "request_id", pl.col("sent_s").alias("arrival_s"),
         "tenant", "session", pl.lit(model, pl.String).alias("model"), "input_tokens",
-        "output_tokens", "failed", "latency_s", "ttft_s", "tpot_s")
+        "output_tokens", "failed", "latency_s", "ttft_s", "tpot_s", "cached_tokens")
     return schema.conform("requests", frame)
 
 
@@ -96,6 +156,19 @@ class ReplaySummary:
     TPOT and meets any TPOT SLO). Goodput is, as in vLLM's ``benchmark_serving.py``
     ``--goodput``, those good requests per second of ``duration_s``.
     Latency percentiles are over successful requests (null when none).
+
+    Prefix cache: ``prompt_tokens`` and ``cached_tokens`` sum the server's counts over the
+    requests that report cached tokens; ``hit_ratio = cached_tokens / prompt_tokens`` (null
+    when no request reports them), next to the trace's own token hit ratio with an infinite
+    cache (``trace_hit_ratio``) and with an LRU cache of the server's capacity
+    (``trace_lru_hit_ratio``, in the schedule's order; ``sent_order_lru_hit_ratio``, in the
+    order the requests were sent, which closed loop changes), from
+    :mod:`servetrace.analysis.kvcache`, where known. A server whose prefix cache is an LRU
+    of blocks reports ``hit_ratio == sent_order_lru_hit_ratio``; a gap measures how its
+    cache differs.
+    Closed loop: ``closed_loop_requests`` waited for another request;
+    ``closed_loop_violations`` counts those sent before that request's end plus their delay
+    (0 unless the replay is broken).
     """
 
     requests: int
@@ -120,10 +193,33 @@ class ReplaySummary:
     tpot_slo_s: float | None
     slo_attainment: float
     goodput_rps: float
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    hit_ratio: float | None = None
+    trace_hit_ratio: float | None = None
+    trace_lru_hit_ratio: float | None = None
+    sent_order_lru_hit_ratio: float | None = None
+    closed_loop_requests: int = 0
+    closed_loop_violations: int = 0
+
+
+def closed_loop_check(records: pl.DataFrame) -> pl.DataFrame:
+    """The closed-loop records with ``ready_s = sent_s[after] + latency_s[after] +
+    delay_s`` (the earliest time the request may go) and ``early_s = ready_s - sent_s``
+    (positive only for a request sent too early)."""
+    ends = records.select(pl.col("index").alias("after_index"),
+                          (pl.col("sent_s") + pl.col("latency_s")).alias("_end"))
+    return (records.filter(pl.col("after_index").is_not_null())
+            .join(ends, on="after_index", how="left", maintain_order="left")
+            .with_columns((pl.col("_end") + pl.col("delay_s")).alias("ready_s"))
+            .with_columns((pl.col("ready_s") - pl.col("sent_s")).alias("early_s"))
+            .drop("_end"))
 
 
 def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
-              tpot_slo_s: float | None = None) -> ReplaySummary:
+              tpot_slo_s: float | None = None, trace_hit_ratio: float | None = None,
+              trace_lru_hit_ratio: float | None = None,
+              sent_order_lru_hit_ratio: float | None = None) -> ReplaySummary:
     """Summarize a replay's records (see :class:`ReplaySummary` for every formula).
 
     Raises ``ValueError`` for empty records or a missing :data:`RECORD_SCHEMA` column.
@@ -146,8 +242,13 @@ def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
     def q(col: str, p: float) -> pl.Expr:
         return pl.col(col).filter(ok).quantile(p, "linear").alias(f"{col}_{p}")
 
+    reported = pl.col("cached_tokens").is_not_null()
     row = records.select(
         pl.len().alias("n"), ok.sum().alias("succeeded"),
+        pl.col("prompt_tokens").filter(reported).sum().alias("prompt"),
+        pl.col("cached_tokens").filter(reported).sum().alias("cached"),
+        reported.sum().alias("reported"),
+        pl.col("after_index").is_not_null().sum().alias("closed"),
         (pl.col("sent_s") + pl.col("latency_s").fill_null(0.0)).max().alias("end"),
         (pl.col("scheduled_s").max() - pl.col("scheduled_s").min()).alias("sched_span"),
         (pl.col("sent_s").max() - pl.col("sent_s").min()).alias("sent_span"),
@@ -174,6 +275,14 @@ def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
         ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
         slo_attainment=row["good"] / n,
         goodput_rps=row["good"] / duration if duration > 0 else 0.0,
+        prompt_tokens=int(row["prompt"]) if row["reported"] else None,
+        cached_tokens=int(row["cached"]) if row["reported"] else None,
+        hit_ratio=row["cached"] / row["prompt"] if row["reported"] and row["prompt"] else None,
+        trace_hit_ratio=trace_hit_ratio, trace_lru_hit_ratio=trace_lru_hit_ratio,
+        sent_order_lru_hit_ratio=sent_order_lru_hit_ratio,
+        closed_loop_requests=int(row["closed"]),
+        closed_loop_violations=int((closed_loop_check(records)["early_s"] > 1e-9).sum())
+        if row["closed"] else 0,
     )
 
 
@@ -204,5 +313,14 @@ class ReplayResult:
 
     def summary(self, *, ttft_slo_s: float | None = None,
                 tpot_slo_s: float | None = None) -> ReplaySummary:
-        """:func:`summarize` of the records."""
-        return summarize(self.records, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
+        """:func:`summarize` of the records, with the trace's hit ratios from ``meta``."""
+        return summarize(self.records, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
+                         **trace_ratios(self.meta))
+
+
+def trace_ratios(meta: dict[str, Any]) -> dict[str, float | None]:
+    """``trace_hit_ratio``, ``trace_lru_hit_ratio`` and ``sent_order_lru_hit_ratio`` of a
+    replay's settings (None when its prompts did not share prefixes)."""
+    prefix = meta.get("prefix") or {}
+    return {k: prefix.get(k) for k in ("trace_hit_ratio", "trace_lru_hit_ratio",
+                                       "sent_order_lru_hit_ratio")}

@@ -30,6 +30,7 @@ from servetrace.synth.replay_results import (
     meta_path,
     summarize,
     to_requests,
+    trace_ratios,
 )
 
 
@@ -88,7 +89,8 @@ def write_replay(store: Store, result: ReplayResult, *, name: str | None = None,
     source = result.meta.get("source") or "frame"
     name = name or f"replay/{source}/{_stamp()}"
     trace = result.records
-    summary = (asdict(summarize(trace, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s))
+    summary = (asdict(summarize(trace, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
+                                **trace_ratios(result.meta)))
                if trace.height else None)
     frame = to_requests(trace, model=result.meta.get("model"), trace=name)
     started = result.meta.get("started_at")
@@ -124,26 +126,40 @@ def recover(store: Store, results: str | Path, *, name: str | None = None,
 
 def replay_trace(trace: str, endpoint: str, *, store: Store | None = None,
                  name: str | None = None, ttft_slo_s: float | None = None,
-                 tpot_slo_s: float | None = None, **options: Any) -> ReplayResult:
-    """Replay a store trace and store the outcome as a new trace (the CLI's
-    ``servetrace replay TRACE --endpoint URL``).
+                 tpot_slo_s: float | None = None, frame: pl.DataFrame | None = None,
+                 **options: Any) -> ReplayResult:
+    """Replay a store trace, or ``frame`` (a canonical ``requests`` frame, e.g. a Parquet
+    file `servetrace generate` wrote, named ``trace``), and store the outcome as a new trace
+    (the CLI's ``servetrace replay TRACE --endpoint URL``).
 
-    ``name`` defaults to ``replay/<trace>/<UTC timestamp>``; the results file defaults to
-    ``<store>/replays/<name with / as __>.jsonl``. ``options`` go to :func:`replay`.
-    The trace's license and citation are carried over. Also on Ctrl-C the finished
-    requests are stored (``interrupted=True`` in the result and the notes).
+    ``name`` defaults to ``replay/<trace>/<UTC timestamp>`` (a file: its name without
+    ``.parquet``); the results file defaults to ``<store>/replays/<name with / as
+    __>.jsonl``. ``options`` go to :func:`replay`; ``block_tokens`` and ``hash_scope``
+    default to the store trace's ``traces.hash_block_tokens`` and ``hash_scope``. The
+    trace's license and citation are carried over. Also on Ctrl-C the finished requests
+    are stored (``interrupted=True`` in the result and the notes).
     Raises ``ValueError`` when the trace has no requests.
     """
     store = store or Store()
-    frame = store.scan("requests", trace).collect()
+    lic = cite = ""
+    if frame is None:
+        frame = store.scan("requests", trace).collect()
+        meta = store.traces().filter(pl.col("trace") == trace)
+        if meta.height:
+            row = meta.row(0, named=True)
+            lic, cite = row["license"] or "", row["citation"] or ""
+            if row.get("hash_block_tokens") and options.get("block_tokens") is None:
+                options["block_tokens"] = int(row["hash_block_tokens"])
+                options["hash_scope"] = row.get("hash_scope") or "global"
+        label = trace
+    else:
+        label = Path(trace).name.removesuffix(".parquet")
     if frame.is_empty():
-        raise ValueError(f"trace {trace!r} has no requests in store {store.root}")
-    name = name or f"replay/{trace}/{_stamp()}"
+        raise ValueError(f"trace {trace!r} has no requests"
+                         + ("" if label != trace else f" in store {store.root}"))
+    name = name or f"replay/{label}/{_stamp()}"
     results = Path(options.setdefault(
         "results", store.root / "replays" / (name.replace("/", "__") + ".jsonl")))
-    meta = store.traces().filter(pl.col("trace") == trace)
-    lic, cite = (meta.row(0, named=True)["license"] or "", meta.row(0, named=True)["citation"]
-                 or "") if meta.height else ("", "")
     with _running(results):
         result = replay(frame, endpoint, source=trace, **options)
         return write_replay(store, result, name=name, ttft_slo_s=ttft_slo_s,

@@ -29,6 +29,21 @@ Serving with PagedAttention*, SOSP 2023):
 - ``input_tokens`` is approximated by the number of whitespace-separated words of the
   prompt (all message contents for chat), exact for :mod:`servetrace.synth.prompts` prompts.
 
+Prefix cache (``prefix_cache_tokens`` set): an LRU cache of prompt blocks of ``block_size``
+words (:class:`PrefixCache`), looked up when a request's prefill starts. A request's cached
+tokens are its longest run of leading blocks found in the cache (a partial last block counts
+its words); its prefill then costs ``prefill_base_s + (input_tokens - cached) /
+prefill_tokens_per_s``, and the usage it reports carries
+``prompt_tokens_details.cached_tokens`` as vLLM and the OpenAI API do. The cache follows the
+model of :mod:`servetrace.analysis.kvcache` access for access (a block is keyed by its text,
+every block of a prompt is accessed in prompt order and moved to the most-recent end, the
+least recent is evicted beyond ``prefix_cache_tokens // block_size`` blocks), so over the
+same order of requests it reports what :func:`~servetrace.analysis.kvcache.lru_curve`
+predicts for that capacity. Keying by a block's own text rather than by the chain of its
+prefix matches the analysis; the two agree whenever ids are chained (a block id implies its
+prefix), as in Mooncake's and in hash-derived traces. ``prefix_log`` lists, in lookup order,
+``(request number, prompt tokens, cached tokens)``.
+
 Faults: ``fail_every`` (every Nth request, counted from 1 over both generation endpoints,
 answers HTTP 500), ``fail_fraction`` (that fraction at random, seeded), ``stall_every`` /
 ``stall_fraction`` (the request hangs ``stall_s`` seconds before anything is sent, then
@@ -54,6 +69,7 @@ import json
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -65,7 +81,7 @@ from servetrace.synth.prompts import VOCABULARY
 
 web = require("aiohttp.web", "replay", "the local test server")
 
-__all__ = ["Server", "ServerConfig", "serve"]
+__all__ = ["PrefixCache", "Server", "ServerConfig", "serve"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,7 @@ class ServerConfig:
     max_concurrent_sequences: int = 64
     kv_cache_tokens: int | None = None
     block_size: int = 16
+    prefix_cache_tokens: int | None = None
     eos_after_tokens: int | None = None
     default_max_tokens: int = 16
     fail_every: int = 0
@@ -109,10 +126,50 @@ class ServerConfig:
         for name in ("fail_every", "stall_every", "block_size", "default_max_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.prefix_cache_tokens is not None:
+            if self.prefix_cache_tokens < 0:
+                raise ValueError("prefix_cache_tokens must be >= 0, got "
+                                 f"{self.prefix_cache_tokens}")
+            if self.block_size < 1:
+                raise ValueError("a prefix cache needs block_size >= 1")
 
     def ttft_s(self, input_tokens: int | np.ndarray) -> float | np.ndarray:
         """TTFT of a request on an idle server: ``prefill_base_s + input / prefill rate``."""
         return self.prefill_base_s + np.asarray(input_tokens) / self.prefill_tokens_per_s
+
+
+class PrefixCache:
+    """An LRU cache of prompt blocks with prefix semantics (the model of
+    :mod:`servetrace.analysis.kvcache`; Mattson et al., IBM Systems Journal 9(2), 1970, for
+    LRU). ``capacity_tokens // block_size`` blocks of ``block_size`` words; a partial block
+    takes a whole slot."""
+
+    def __init__(self, capacity_tokens: int, block_size: int):
+        self.block_size = block_size
+        self.capacity_blocks = capacity_tokens // block_size
+        self.blocks: OrderedDict[str, None] = OrderedDict()
+        self.queries = 0
+        self.hits = 0
+
+    def access(self, words: list[str]) -> int:
+        """Look up and insert a prompt's blocks in order; returns its cached tokens (the
+        words of its longest run of leading blocks that were cached when reached)."""
+        bs, cached, prefix = self.block_size, 0, True
+        blocks = self.blocks
+        for start in range(0, len(words), bs):  # blocks of one prompt: a sequential LRU walk
+            key = " ".join(words[start:start + bs])
+            if key in blocks:
+                blocks.move_to_end(key)
+                if prefix:
+                    cached += min(bs, len(words) - start)
+            else:
+                prefix = False
+                blocks[key] = None
+                while len(blocks) > self.capacity_blocks:
+                    blocks.popitem(last=False)
+        self.queries += len(words)
+        self.hits += cached
+        return cached
 
 
 @dataclass(frozen=True)
@@ -137,6 +194,9 @@ class _App:
         self.waiting = 0
         self.slots: asyncio.Semaphore | None = None
         self.prefill: asyncio.Lock | None = None
+        self.cache = (PrefixCache(config.prefix_cache_tokens, config.block_size)
+                      if config.prefix_cache_tokens is not None else None)
+        self.prefix_log: list[tuple[int, int, int]] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -169,6 +229,9 @@ class _App:
             blocks = c.kv_cache_tokens // c.block_size
             lines.append(f'vllm:cache_config_info{{block_size="{c.block_size}",'
                          f'num_gpu_blocks="{blocks}"}} 1.0')
+        if self.cache is not None:  # vLLM v1's counters, in tokens
+            lines += [f"vllm:prefix_cache_queries_total {self.cache.queries}",
+                      f"vllm:prefix_cache_hits_total {self.cache.hits}"]
         return web.Response(text="\n".join(lines) + "\n")
 
     # -- generation ----------------------------------------------------------------------
@@ -208,7 +271,8 @@ class _App:
         else:
             prompt = body.get("prompt", "")
             text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-        input_tokens = len(text.split())
+        prompt_words = text.split()
+        input_tokens = len(prompt_words)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         max_tokens = c.default_max_tokens if max_tokens is None else int(max_tokens)
         n_out = max_tokens
@@ -231,10 +295,16 @@ class _App:
             if _gone(request):  # the client left while queued: abort, as vLLM does
                 return web.Response(status=499)
             async with self.prefill:
-                await _sleep_until(loop, loop.time() + float(c.ttft_s(input_tokens)))
+                cached = 0
+                if self.cache is not None:
+                    cached = self.cache.access(prompt_words)
+                    self.prefix_log.append((number, input_tokens, cached))
+                await _sleep_until(loop, loop.time() + float(c.ttft_s(input_tokens - cached)))
             t_first = loop.time()
-            usage = {"prompt_tokens": input_tokens, "completion_tokens": n_out,
-                     "total_tokens": input_tokens + n_out}
+            usage: dict[str, Any] = {"prompt_tokens": input_tokens, "completion_tokens": n_out,
+                                     "total_tokens": input_tokens + n_out}
+            if self.cache is not None:
+                usage["prompt_tokens_details"] = {"cached_tokens": cached}
             words = [VOCABULARY[(number + k) % len(VOCABULARY)] for k in range(n_out)]
             if not stream:
                 await _sleep_until(loop, t_first + (n_out - 1) / c.decode_tokens_per_s)
@@ -316,6 +386,11 @@ class Server:
     @property
     def received(self) -> list[Received]:
         return list(self._state.received)
+
+    @property
+    def prefix_log(self) -> list[tuple[int, int, int]]:
+        """``(request number, prompt tokens, cached tokens)`` in prefix-cache lookup order."""
+        return list(self._state.prefix_log)
 
     def start(self) -> str:
         if self._thread is not None:
@@ -410,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         default = f.default
         kind = str if f.name in ("model", "api_key") else int if f.name in (
             "max_concurrent_sequences", "kv_cache_tokens", "block_size", "eos_after_tokens",
+            "prefix_cache_tokens",
             "default_max_tokens", "fail_every", "stall_every", "seed") else float
         parser.add_argument(flag, type=kind, default=default, help=f"default {default}")
     args = parser.parse_args(argv)
