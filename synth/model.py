@@ -107,7 +107,6 @@ from servetrace.synth.arrivals import (
     _detect_tick,
     _even_scores,
     _rng,
-    _session_requests,
     _times,
     fit_arrivals,
 )
@@ -133,21 +132,36 @@ from servetrace.synth.parameters import (
     Renewal,
     ScaleRecord,
     Sessions,
+    SubAgents,
     Table,
 )
 from servetrace.synth.prefixes import (
+    _chain_ids,
+    _chain_lengths,
     _fit_prefix,
     _prefix_chains,
     _prefix_ids,
+    block_size,
 )
-from servetrace.synth.sessions import _fit_sessions
+from servetrace.synth.sessions import (
+    _fit_sessions,
+    _request_types,
+    _session_requests,
+)
+from servetrace.synth.subagents import (
+    _fit_subagents,
+    _subagent_requests,
+)
 
-VERSION = "2"
+VERSION = "3"
 """Version of the model format written; :meth:`WorkloadModel.from_json` reads it and the
-versions in :data:`READABLE_VERSIONS`, and refuses others. 2 added :attr:`Table.step`."""
-READABLE_VERSIONS = ("1", "2")
+versions in :data:`READABLE_VERSIONS`, and refuses others. 2 added :attr:`Table.step`; 3 the
+session DAG (think and server times and request types by turn, sub-agents) and the chain
+prefix structure (shared roots, growth and kept blocks per position)."""
+READABLE_VERSIONS = ("1", "2", "3")
 """Format versions :meth:`WorkloadModel.from_json` reads: a version-1 document has no
-``step`` tables and loads as it was written (every table interpolated)."""
+``step`` tables and loads as it was written (every table interpolated); version-1 and -2
+documents have none of the format-3 fields and sample as they did."""
 
 
 @dataclass(frozen=True)
@@ -223,8 +237,8 @@ class WorkloadModel:
 
 
 _TYPES: dict[str, type] = {c.__name__: c for c in (
-    Table, Renewal, Harmonic, OnOff, Arrivals, Piecewise, Lengths, Sessions, Prefix, Labels, Group,
-    ScaleRecord, WorkloadModel)}
+    Table, Renewal, Harmonic, OnOff, Arrivals, Piecewise, Lengths, Sessions, SubAgents, Prefix,
+    Labels, Group, ScaleRecord, WorkloadModel)}
 
 
 def _to_plain(obj: object) -> object:
@@ -320,7 +334,8 @@ def _collect(requests: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
-               t_origin: float, tick: float, seed: int) -> Group:
+               t_origin: float, tick: float, seed: int, block_tokens: int = 512,
+               scope: str = "global") -> Group:
     has_sessions = frame["session"].null_count() < frame.height and \
         frame["session"].n_unique() < frame.height
     tenant_is_session = bool(
@@ -334,21 +349,33 @@ def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
     times = frame["arrival_s"].to_numpy() - t_origin
     if has_sessions:
         sessions, starts = _fit_sessions(frame)
-        arrivals = fit_arrivals(starts - t_origin, span, origin_s=0.0, phase_s=t_origin,
-                                tick_s=tick,
-                                calibrate=False, seed=seed)
-        arrivals = _calibrate_cv(arrivals, times, seed, sessions)
+        sessions = dataclasses.replace(sessions, subagents=_fit_subagents(frame))
+        if "subagent" in frame.columns and frame["subagent"].null_count() < frame.height:
+            times = frame.filter(pl.col("subagent").is_null())["arrival_s"].to_numpy() - t_origin
+        if float(np.ptp(starts)) <= max(tick, 1e-9):
+            # every session starts at once (WEKA's release puts each conversation at 0):
+            # samples do too (:attr:`Sessions.together`), sessions / span per second
+            sessions = dataclasses.replace(sessions, together=True, warmup_s=0.0)
+            arrivals = Arrivals(len(starts) / span, span / 16, Table((1.0, 1.0)), 0.5, span,
+                                Renewal("exponential"), tick_s=tick)
+        else:
+            arrivals = fit_arrivals(starts - t_origin, span, origin_s=0.0, phase_s=t_origin,
+                                    tick_s=tick, calibrate=False, seed=seed)
+        if not sessions.together:  # a batch of the trace's own sessions needs no calibration
+            arrivals = _calibrate_cv(arrivals, times, seed, sessions)
     else:
         arrivals = fit_arrivals(times, span, origin_s=0.0, phase_s=t_origin, tick_s=tick,
                                 seed=seed)
-    prefix = _fit_prefix(frame) if frame["hash_ids"].null_count() < frame.height else None
+    prefix = (_fit_prefix(frame, block_tokens, scope)
+              if frame["hash_ids"].null_count() < frame.height else None)
     failed = bool(frame["failed"].null_count() < frame.height)
     return Group(key, share, arrivals, lengths, _labels(frame, tenant_is_session), sessions,
                  prefix, failed)
 
 
 def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
-        seed: int = 0) -> WorkloadModel:
+        seed: int = 0, block_tokens: int | None = None,
+        hash_scope: str = "global") -> WorkloadModel:
     """Fit a :class:`WorkloadModel` to a canonical ``requests`` table.
 
     ``by``: ``None`` (one group, labels drawn from the trace's mix), ``"tenant"``, ``"model"``
@@ -356,8 +383,16 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
     :data:`MIN_GROUP_REQUESTS` requests are pooled into one group keyed ``None``). ``seed``
     only drives the spreading of ticked timestamps within their tick. Needs ``arrival_s``,
     ``input_tokens``, ``output_tokens``; uses ``tenant``, ``session``, ``model``,
-    ``log_type``, ``failed``, ``hash_ids`` where present and filled.
+    ``log_type``, ``failed``, ``hash_ids`` where present and filled, and for sessions
+    ``subagent``, ``request_id``, ``parent_request_id``, ``agent_depth``, ``request_type``,
+    ``think_s``, ``server_s``. ``block_tokens``: tokens per block of ``hash_ids`` (the
+    trace's ``traces.hash_block_tokens``; ``None`` reads it from the lengths,
+    :func:`~servetrace.synth.prefixes.block_size`); ``hash_scope``: the trace's
+    ``traces.hash_scope`` (``"session"``: ids local to a session, so no roots are shared
+    across sessions).
     """
+    if hash_scope not in ("global", "session"):
+        raise ValueError(f"fit: hash_scope must be 'global' or 'session', got {hash_scope!r}")
     if by is not None and by not in LABELS:
         raise ValueError(f"fit: by must be None or one of {', '.join(LABELS)}; got {by!r}")
     frame = _collect(requests)
@@ -386,12 +421,98 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
         rest = frame.filter(~pl.col(by).is_in(keys) | pl.col(by).is_null())
         if rest.height >= 2:
             parts.append((None, rest))
-    groups = tuple(_fit_group(f, k, f.height / n, span, origin, tick, seed) for k, f in parts)
+    if block_tokens is None:
+        block_tokens = block_size(frame)
+    elif not (isinstance(block_tokens, int) and block_tokens > 0):
+        raise ValueError(f"fit: block_tokens must be a positive integer, got {block_tokens!r}")
+    groups = tuple(_fit_group(f, k, f.height / n, span, origin, tick, seed, block_tokens,
+                              hash_scope) for k, f in parts)
     return WorkloadModel(source, by, span, n, groups)
+
+
+def _previous(chain: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Index of the previous member of each request's chain (−1 for a chain's first)."""
+    order = np.lexsort((position, chain))
+    c = chain[order]
+    prev = np.full(len(chain), -1, np.int64)
+    later = np.concatenate([[False], c[1:] == c[:-1]]) if len(c) else np.zeros(0, bool)
+    prev[order[later]] = order[np.flatnonzero(later) - 1]
+    return prev
+
+
+def _sample_chains(g: Group, gi: int, duration: float, seed: int, rate_scale: float
+                   ) -> dict[str, object]:
+    """A group of format 3 (:attr:`Prefix.growth`): sessions (and their sub-agents) or
+    conversations as chains of requests whose inputs grow and whose hash ids extend the
+    previous member's (:func:`~servetrace.synth.prefixes._chain_ids`)."""
+    rng_t, rng_l, rng_s, rng_p, rng_lab = (_rng(seed, gi, k) for k in range(5))
+    p = g.prefix
+    assert p is not None
+    extra: dict[str, np.ndarray] = {}
+    session_idx = None
+    if g.sessions is not None:
+        ss = g.sessions
+        t, sess, turn, n_sess, think, server = _session_requests(
+            g.arrivals, ss, duration, rate_scale, rng_t, rng_s, detail=True)
+        sub = _subagent_requests(ss, t, sess, duration, _rng(seed, gi, 5))
+        n_main, n_sub = len(t), len(sub["t"])
+        inp_m, out_m, drop_m = _chain_lengths(p, ss.by_turn[0], ss.by_turn, sess, turn, rng_l)
+        sa = ss.subagents
+        first = sa.first if sa is not None and sa.first is not None else ss.by_turn[0]
+        inp_s, out_s, drop_s = _chain_lengths(p, first, ss.by_turn, sub["agent"], sub["turn"],
+                                              _rng(seed, gi, 6), remap=False)
+        n_agents = int(sub["agent"].max()) + 1 if n_sub else 0
+        agent_session = np.full(n_agents, -1, np.int64)
+        agent_session[sub["agent"]] = sub["session"]
+        chain = np.concatenate([sess, n_sess + sub["agent"]])
+        position = np.concatenate([turn, sub["turn"]])
+        inp = np.concatenate([inp_m, inp_s])
+        out = np.concatenate([out_m, out_s])
+        ids, offsets = _chain_ids(p, chain, position, inp, np.concatenate([drop_m, drop_s]),
+                                  rng_p, np.concatenate([np.full(n_sess, -1), agent_session]),
+                                  sa.root_blocks if sa is not None else 0)
+        parent = np.concatenate([_previous(sess, turn), sub["parent"]])
+        t = np.concatenate([t, sub["t"]])
+        session_idx = np.concatenate([sess, sub["session"]])
+        extra = {"turn": position + 1, "parent": parent,
+                 "agent": np.concatenate([np.full(n_main, -1), sub["agent"]]),
+                 "agent_depth": np.concatenate([np.zeros(n_main, np.int64), sub["depth"]]),
+                 "think_s": np.concatenate([think, sub["think"]]),
+                 "server_s": np.concatenate([server, sub["server"]])}
+        types = _request_types(ss, position, rng_s)
+        if types is not None:
+            extra["request_type"] = types
+        # requests in time order (sub-agents interleave with their sessions)
+        order = np.argsort(t, kind="stable")
+        inv = np.empty(len(order), np.int64)
+        inv[order] = np.arange(len(order))
+        nb = np.diff(offsets)
+        starts = offsets[:-1][order]
+        ids = ids[np.repeat(starts, nb[order]) + np.arange(int(nb.sum()))
+                  - np.repeat(np.cumsum(nb[order]) - nb[order], nb[order])]
+        offsets = np.concatenate([[0], np.cumsum(nb[order])]).astype(np.int64)
+        t, inp, out, session_idx = t[order], inp[order], out[order], session_idx[order]
+        extra = {k: v[order] for k, v in extra.items()}
+        extra["parent"] = np.where(extra["parent"] >= 0, inv[np.maximum(extra["parent"], 0)],
+                                   -1)
+    else:
+        t = _times(g.arrivals, duration, rate_scale, rng_t)
+        chain, position = _prefix_chains(p, len(t), rng_p)
+        first = p.by_position[0] if p.by_position else g.lengths
+        inp, out, drop = _chain_lengths(p, first, p.by_position or (g.lengths,), chain,
+                                        position, rng_l)
+        ids, offsets = _chain_ids(p, chain, position, inp, drop, rng_p)
+    n = len(t)
+    lab = (rng_lab.choice(len(g.labels.weights), size=n, p=np.asarray(g.labels.weights))
+           if len(g.labels.weights) > 1 else np.zeros(n, np.int64))
+    return {"t": t, "input": inp, "output": out, "labels": lab, "session": session_idx,
+            "hash": (ids, offsets), "extra": extra}
 
 
 def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: float
                   ) -> dict[str, object]:
+    if g.prefix is not None and g.prefix.growth:
+        return _sample_chains(g, gi, duration, seed, rate_scale)
     rng_t, rng_l, rng_s, rng_p, rng_lab = (_rng(seed, gi, k) for k in range(5))
     session_idx = None
     if g.sessions is not None:
@@ -451,6 +572,9 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
         raise ValueError(f"sample: rate_scale must be positive, got {rate_scale!r}")
     parts = []
     session_base = 0
+    id_base = 0
+    key_base = 0
+    agent_base = 0
     for gi, g in enumerate(model.groups):  # one vectorized pass per group
         s = _sample_group(g, gi, float(duration_s), int(seed), float(rate_scale))
         n = len(s["t"])
@@ -471,8 +595,16 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
                 cols["tenant"] = cols["session"]
         if g.failed:
             cols["failed"] = pl.Series(s["output"] == 0)
+        extra = s.get("extra") or {}
+        if extra:
+            cols.update(_extra_columns(extra, key_base, agent_base, g.sessions))
+            agent_base += int(np.max(extra["agent"], initial=-1)) + 1
+        cols["_k"] = pl.Series("_k", np.arange(n, dtype=np.int64) + key_base)
+        key_base += n
         if s["hash"] is not None:
             ids, offsets = s["hash"]
+            ids = ids + id_base  # groups never share a block by chance
+            id_base = int(ids.max()) + 1 if len(ids) else id_base
             arr = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)
                                                     if offsets[-1] < 2**31 else offsets),
                                            pa.array(ids))
@@ -491,4 +623,32 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
                             "output_tokens": pl.Series([], dtype=pl.Int64)})
     out = out.with_columns(pl.lit(f"synth/{model.source}").alias("trace"),
                            pl.int_range(pl.len()).cast(pl.String).alias("request_id"))
-    return conform("requests", out)
+    if "_pk" in out.columns:  # parents by key, to the rows' final numbers
+        row = np.empty(out.height, np.int64)
+        row[out["_k"].to_numpy()] = np.arange(out.height)
+        pk = out["_pk"].fill_null(-1).to_numpy()
+        out = out.with_columns(pl.Series("parent_request_id", np.where(
+            pk >= 0, row[np.maximum(pk, 0)], -1)).cast(pl.String).replace("-1", None))
+        out = out.drop("_pk")
+    return conform("requests", out.drop("_k"))
+
+
+def _extra_columns(extra: dict[str, np.ndarray], key_base: int, agent_base: int,
+                   sessions: Sessions | None) -> dict[str, pl.Series]:
+    """The session DAG's columns of a format-3 sample (see :func:`_sample_chains`)."""
+    cols = {"turn": pl.Series("turn", extra["turn"], pl.Int64),
+            "_pk": pl.Series("_pk", np.where(extra["parent"] >= 0, extra["parent"] + key_base,
+                                             -1), pl.Int64),
+            "subagent": pl.DataFrame({"a": extra["agent"] + agent_base,
+                                      "m": extra["agent"] >= 0}).select(
+                pl.when(pl.col("m")).then(pl.format("a{}", pl.col("a"))).alias("subagent")
+            )["subagent"],
+            "agent_depth": pl.Series("agent_depth", extra["agent_depth"], pl.Int64)}
+    if sessions is not None and sessions.think_by_turn:
+        cols["think_s"] = pl.Series("think_s", extra["think_s"], pl.Float64)
+        if sessions.server_by_turn:
+            cols["server_s"] = pl.Series("server_s", extra["server_s"], pl.Float64)
+    if "request_type" in extra and sessions is not None:
+        cols["request_type"] = pl.Series(list(sessions.types), dtype=pl.String).gather(
+            extra["request_type"])
+    return cols
