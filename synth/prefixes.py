@@ -79,14 +79,15 @@ def _fit_prefix(frame: pl.DataFrame, block_tokens: int = BLOCK_TOKENS,
     else:
         key = pl.col("hash_ids").list.get(root_blocks, null_on_oob=True)
     roots, weights, growth, rounding = _fit_chain(frame, key, block_tokens, scope)
+    gap_table = Table.of(np.maximum(gaps, 1), log=True) if len(gaps) >= 2 else None
     return Prefix(block_tokens, root_blocks, float(root_share), Table.of(sizes, integer=True),
-                  gap, by_position, roots, weights, growth, rounding, scope)
+                  gap, by_position, roots, weights, growth, rounding, scope, gap_table)
 
 
 def _prefix_chains(p: Prefix, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Chain (conversation) and position within it of ``n`` requests in arrival order: chain
-    sizes from their table, members at exponential distances (mean ``chain_gap``) in request
-    order from a uniform start."""
+    sizes from their table, members at distances in request order from ``chain_gaps``
+    (exponential of mean ``chain_gap`` without it) from a uniform start."""
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     mean_size = max(p.chain_sizes.mean(), 1.0)
@@ -98,7 +99,8 @@ def _prefix_chains(p: Prefix, n: int, rng: np.random.Generator) -> tuple[np.ndar
     sizes = sizes[: np.searchsorted(np.cumsum(sizes), n) + 1]
     chain = np.repeat(np.arange(len(sizes)), sizes)
     first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    step = rng.exponential(p.chain_gap, len(chain))
+    step = (p.chain_gaps.ppf(rng.random(len(chain))) if p.chain_gaps is not None
+            else rng.exponential(p.chain_gap, len(chain)))
     step[first] = 0.0
     cs = np.cumsum(step)
     at = rng.random(len(sizes))[chain] * n + cs - cs[first][chain]
