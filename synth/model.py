@@ -54,20 +54,50 @@ Spearman ρ_S (Kruskal 1958): input and output are never resampled independently
 scores are drawn by Latin hypercube (:func:`_stratified_normal`), so a sample's input
 marginal is the fitted one to within 1/:data:`CHUNK`.
 
-**Sessions** (:class:`Sessions`, where ``session`` is filled) — the arrival model describes
-session starts; each session draws its turns and its think times (gaps between turns) from
-empirical tables; lengths come from a copula per turn index (1, 2, …, the last class pooled),
-which carries the growth of input across turns, with a shared per-session component of the
-input score (its scores stratified per class, :func:`_even_scores`). Samples start with a
+**Sessions** (:class:`Sessions`, where ``session`` is filled) — turn DAGs. The arrival
+model describes session starts (the Cox process above; where every session starts at once,
+as in WEKA's release where each conversation starts at its own zero, samples start theirs
+at once too, :attr:`Sessions.together`, rather than invent a start process); each session
+draws its turns from an empirical table; by turn class (2, 3, …, the last pooled) the
+client's think time and the server's time on the previous turn, a turn starting
+``server + think`` after the previous one (where the trace has ``think_s``/``server_s``;
+otherwise the gaps between turns); the request-type mix by turn class; lengths from a
+copula per turn index (1, 2, …, the last class pooled) with a shared per-session component
+of the input score (its scores stratified per class, :func:`_even_scores`), or, with
+prefix blocks, by context growth along the chain (below). **Sub-agents**
+(:class:`SubAgents`, from ``subagent``/``parent_request_id``): a turn launches sub-agents
+with a fitted probability, a fan-out and a turn count from empirical tables, nested down to
+the deepest level seen; their requests are children of their launcher in the DAG, with
+their own chain opening on a root the session's sub-agents share. Samples start with a
 warm-up so that sessions are already under way at time 0; turns are counted from a
-session's first request in the sample, as in the trace.
+session's first request in the sample, as in the trace. Format-3 samples carry ``turn``,
+``parent_request_id``, ``subagent``, ``agent_depth``, ``request_type``, ``think_s`` and
+``server_s``.
 
-**Prefix sharing** (:class:`Prefix`, where ``hash_ids`` is filled) — a common root prefix
-(blocks most requests share, e.g. a system prompt) and conversation chains: a chain's
-members share its leading blocks, each member's prompt at least as long as the previous
-one's, as Mooncake's 512-token block hashes do (Qin et al., FAST 2025). Chain sizes are an
-empirical table, members follow each other at a fitted mean distance in request order, and
-lengths come from a copula per position in the chain. ``len(hash_ids) = ⌈input / 512⌉``.
+**Prefix sharing** (:class:`Prefix`, where ``hash_ids`` is filled) — the structure of
+prompt reuse, as block hashes show it (Mooncake's 512-token blocks, Qin et al., FAST 2025;
+WEKA's agentic traces, 64-token full blocks; the trace's ``hash_block_tokens`` and
+``hash_scope`` are passed to :func:`fit`, or the block size is read from the lengths):
+
+* **roots** shared across chains (system and tool prompts): the most common first blocks of
+  chains' first requests, each with the run of blocks ≥ 90 % of its chains share and its
+  popularity (share of chains); only where ids are global (``session`` scope ids say
+  nothing across sessions);
+* **the chain**: a session's agent (or, without sessions, a conversation read from the
+  first block after the root, with its size and member distances in request order as
+  empirical tables): each member's hash ids are the previous member's minus its last
+  ``dropped`` blocks, then new ones. Per position class a copula (as for lengths) of the
+  input tokens appended to the previous member's (context growth; negative where a context
+  is compacted) and of ``dropped``;
+* **new blocks**: fresh integers per sample, so no two chains share a block unless a root
+  says so; ``len(hash_ids) = ⌈input / block⌉`` (``⌊⌋`` where the trace keeps full blocks).
+
+A chain's first input comes from the first turn's copula; each later one adds its growth,
+and each class's inputs are then mapped, in the ranks the chains gave, onto the class's
+fitted marginal (Iman & Conover 1982): summed growths alone drift from it (contexts saturate
+and get compacted; WEKA's sample held 1.4× the trace's blocks). Outputs follow from the
+copula given the input's rank. Models of format 2 (no ``growth``) sample as before: chains
+of independently drawn lengths, reordered to grow.
 
 **Mix** — with ``by``, one model per group (tenant, model or log type), superposed; labels
 (tenant, model, log type) are drawn from each group's empirical mix.
@@ -78,8 +108,9 @@ shape, and lengths from the published per-window PMFs.
 
 The parts live in their own modules: :mod:`~servetrace.synth.parameters` (the data),
 :mod:`~servetrace.synth.arrivals`, :mod:`~servetrace.synth.lengths`,
-:mod:`~servetrace.synth.sessions`, :mod:`~servetrace.synth.prefixes` and
-:mod:`~servetrace.synth.servegen_model`; this module fits, samples and serializes.
+:mod:`~servetrace.synth.sessions`, :mod:`~servetrace.synth.subagents`,
+:mod:`~servetrace.synth.prefixes` and :mod:`~servetrace.synth.servegen_model`; this module
+fits, samples and serializes.
 
 Sampling is vectorized (NumPy; loops run over groups, windows of a calibration or a handful
 of length classes, never over requests) and deterministic: the same model, duration, seed and

@@ -452,9 +452,14 @@ class Group:
 
     @property
     def request_rate(self) -> float:
-        """Mean requests per second (session starts × mean turns where there are sessions;
-        turns cut by the end of a sample are not discounted)."""
+        """Mean requests per second (session starts × mean turns where there are sessions,
+        sub-agents' turns included; turns cut by the end of a sample are not discounted)."""
         turns = self.sessions.turns.mean() if self.sessions is not None else 1.0
+        sub = self.sessions.subagents if self.sessions is not None else None
+        if sub is not None:  # each turn's sub-agents' turns (and theirs, level by level)
+            per = sub.fanout.mean() * sub.turns.mean()
+            nested = sum((sub.nested_p * per) ** k for k in range(sub.max_depth))
+            turns *= 1.0 + sub.spawn_p * per * nested
         return self.arrivals.mean_rate * turns
 
 

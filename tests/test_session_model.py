@@ -140,6 +140,56 @@ def test_format_2_documents_still_load_and_sample(known):
     assert WorkloadModel.from_json(model.to_json()) == model
 
 
+SPAWN, FAN, SUB_TURNS = 0.1, 2, 3
+
+
+def with_subagents(frame: pl.DataFrame, seed: int = 1) -> pl.DataFrame:
+    """``frame``'s sessions, each request launching with probability SPAWN FAN sub-agents of
+    SUB_TURNS turns each, 1 s apart after their launcher, each on a chain of its own."""
+    rng = np.random.default_rng(seed)
+    main = frame.with_row_index("i").with_columns(
+        pl.format("m{}", pl.col("i")).alias("request_id"))
+    main = main.with_columns(pl.col("request_id").shift(1).over("session")
+                             .alias("parent_request_id"),
+                             pl.lit(None, pl.String).alias("subagent"))
+    launch = np.flatnonzero(rng.random(main.height) < SPAWN)
+    agent = np.repeat(np.arange(len(launch) * FAN), SUB_TURNS)
+    turn = np.tile(np.arange(SUB_TURNS), len(launch) * FAN)
+    parent_row = launch[agent // FAN]
+    sub = pl.DataFrame({
+        "arrival_s": main["arrival_s"].to_numpy()[parent_row] + 1.0 + turn,
+        "session": main["session"].gather(parent_row),
+        "input_tokens": (8 + 2 * turn) * B,
+        "output_tokens": rng.integers(50, 500, len(agent)),
+        "request_id": [f"a{a}.{k}" for a, k in zip(agent.tolist(), turn.tolist(), strict=True)],
+        "subagent": [f"agent{a}" for a in agent.tolist()],
+        "hash_ids": pl.Series([list(range(10 ** 7 + 100 * a, 10 ** 7 + 100 * a + 8 + 2 * k))
+                               for a, k in zip(agent.tolist(), turn.tolist(), strict=True)],
+                              dtype=pl.List(pl.Int64)),
+    }).with_columns(pl.when(pl.Series(turn) == 0)
+                    .then(main["request_id"].gather(parent_row))
+                    .otherwise(pl.format("a{}.{}", pl.Series(agent), pl.Series(turn) - 1))
+                    .alias("parent_request_id"))
+    cols = ["arrival_s", "session", "input_tokens", "output_tokens", "request_id",
+            "parent_request_id", "subagent", "hash_ids"]
+    return pl.concat([main.select(cols), sub.select(cols)]).sort("arrival_s")
+
+
+def test_fit_recovers_sub_agent_spawning(known):
+    frame = with_subagents(known[0])
+    model = fit(frame, block_tokens=B)
+    sa = model.groups[0].sessions.subagents
+    n_main = frame["subagent"].null_count()
+    assert sa.spawn_p == pytest.approx(SPAWN, abs=4 * np.sqrt(SPAWN * (1 - SPAWN) / n_main))
+    assert sa.fanout.mean() == pytest.approx(FAN) and sa.turns.mean() == pytest.approx(SUB_TURNS)
+    assert sa.nested_p == 0 and sa.max_depth == 1
+    s = model.sample(SPAN, 2)
+    share = s["subagent"].is_not_null().mean()
+    want = SPAWN * FAN * SUB_TURNS / (1 + SPAWN * FAN * SUB_TURNS)
+    assert share == pytest.approx(want, rel=0.15)
+    assert model.mean_rate == pytest.approx(s.height / SPAN, rel=0.1)
+
+
 # ---- real traces ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
