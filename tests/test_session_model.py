@@ -188,6 +188,13 @@ def test_fit_recovers_sub_agent_spawning(known):
     want = SPAWN * FAN * SUB_TURNS / (1 + SPAWN * FAN * SUB_TURNS)
     assert share == pytest.approx(want, rel=0.15)
     assert model.mean_rate == pytest.approx(s.height / SPAN, rel=0.1)
+    # without prefix blocks the DAG is sampled all the same, lengths from the turn copulas
+    bare = fit(frame.drop("hash_ids"))
+    s = bare.sample(SPAN, 2)
+    assert s["hash_ids"].null_count() == s.height
+    assert s["subagent"].is_not_null().mean() == pytest.approx(want, rel=0.15)
+    first = s.filter(pl.col("subagent").is_not_null() & (pl.col("turn") == 1))
+    assert first["parent_request_id"].null_count() == 0
 
 
 # ---- real traces ---------------------------------------------------------------------------
