@@ -1,6 +1,8 @@
-"""Prefix sharing of the workload model: a common root prefix and conversation chains of
-hash-id blocks, fitted from ``hash_ids`` and sampled consistent with the input lengths (see
-:mod:`servetrace.synth.model`).
+"""Prefix sharing of the workload model: root prefixes shared across chains, and chains of
+hash-id blocks (a session's agent, or a conversation) in which each member extends the
+previous member's blocks, fitted from ``hash_ids`` (the block size read from the lengths
+where the trace does not give it) and sampled consistent with the input lengths, with fresh
+ids for new blocks (see :mod:`servetrace.synth.model`).
 """
 
 from __future__ import annotations

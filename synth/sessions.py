@@ -1,5 +1,6 @@
-"""Sessions of the workload model: turns per session and think times fitted from the trace,
-and sessions expanded into requests when sampling (see :mod:`servetrace.synth.model`).
+"""Sessions of the workload model: turns per session, think and server times and request
+types by turn class fitted from the trace, and sessions expanded into requests when sampling
+(see :mod:`servetrace.synth.model`; sub-agents in :mod:`~servetrace.synth.subagents`).
 """
 
 from __future__ import annotations
