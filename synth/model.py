@@ -685,7 +685,7 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
         out = out.with_columns(pl.Series("parent_request_id", np.where(
             pk >= 0, row[np.maximum(pk, 0)], -1)).cast(pl.String).replace("-1", None))
         out = out.drop("_pk")
-    return conform("requests", out.drop("_k"))
+    return conform("requests", out.drop("_k", strict=False))
 
 
 def _extra_columns(extra: dict[str, np.ndarray], key_base: int, agent_base: int,
