@@ -93,9 +93,10 @@ WEKA's agentic traces, 64-token full blocks; the trace's ``hash_block_tokens`` a
   says so; ``len(hash_ids) = ⌈input / block⌉`` (``⌊⌋`` where the trace keeps full blocks).
 
 A chain's first input comes from the first turn's copula; each later one adds its growth,
-and each class's inputs are then mapped, in the ranks the chains gave, onto the class's
-fitted marginal (Iman & Conover 1982): summed growths alone drift from it (contexts saturate
-and get compacted; WEKA's sample held 1.4× the trace's blocks). Outputs follow from the
+and the inputs of each log-spaced position class (1, 2, 3, 4, 5–8, 9–16, …) are then
+mapped, in the ranks the chains gave, onto the class's fitted marginal (Iman & Conover
+1982): summed growths alone drift from it (contexts saturate and get compacted over tens of
+turns; WEKA's sample held 1.4× the trace's blocks). Outputs follow from the
 copula given the input's rank. Models of format 2 (no ``growth``) sample as before: chains
 of independently drawn lengths, reordered to grow.
 

@@ -409,7 +409,10 @@ class Prefix:
     blocks only (WEKA's agentic traces); ``scope`` is the fitted trace's ``hash_scope``;
     ``chain_gaps`` the distances between a chain's members in request order (their table
     replaces the exponential of mean ``chain_gap``: Mooncake's turns are rarely less than
-    140 requests apart, which an exponential of mean 734 puts 10 % of them under 35)."""
+    140 requests apart, which an exponential of mean 734 puts 10 % of them under 35);
+    ``inputs_by_position`` the input marginal per log-spaced position class (positions 1,
+    2, 3, 4, then 5–8, 9–16, …; :func:`~servetrace.synth.prefixes._log_class`), onto which
+    sampled inputs are mapped."""
 
     block_tokens: int
     root_blocks: int
@@ -423,6 +426,7 @@ class Prefix:
     rounding: str = "ceil"
     scope: str = "global"
     chain_gaps: Table | None = None
+    inputs_by_position: tuple[Table, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,11 @@ def _fit_prefix(frame: pl.DataFrame, block_tokens: int = BLOCK_TOKENS,
         key = pl.concat_str([pl.col("session"), pl.coalesce(sub, pl.lit(""))], separator="/")
     else:
         key = pl.col("hash_ids").list.get(root_blocks, null_on_oob=True)
-    roots, weights, growth, rounding = _fit_chain(frame, key, block_tokens, scope)
+    roots, weights, growth, rounding, inputs = _fit_chain(frame, key, block_tokens, scope)
     gap_table = Table.of(np.maximum(gaps, 1), log=True) if len(gaps) >= 2 else None
     return Prefix(block_tokens, root_blocks, float(root_share), Table.of(sizes, integer=True),
-                  gap, by_position, roots, weights, growth, rounding, scope, gap_table)
+                  gap, by_position, roots, weights, growth, rounding, scope, gap_table,
+                  inputs)
 
 
 def _prefix_chains(p: Prefix, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +188,24 @@ def _classes(position: np.ndarray, start: int, least: int = 50, most: int = 8) -
     return c_max
 
 
+def _log_class(position: np.ndarray) -> np.ndarray:
+    """Log-spaced class of 0-based chain positions: 0, 1, 2, 3, then 4–7, 8–15, 16–31, …
+    (a context saturates and is compacted over tens of turns, not at turn 8)."""
+    pos = np.asarray(position, np.int64)
+    big = 4 + np.floor(np.log2(np.maximum(pos, 4) / 4)).astype(np.int64)
+    return np.where(pos < 4, pos, big)
+
+
+def _log_classes(position: np.ndarray, least: int = 50) -> int:
+    """Number of log-spaced position classes (:func:`_log_class`), the last pooling the
+    rest, such that the last has at least ``least`` members (at least one class)."""
+    cls = _log_class(position)
+    counts = np.bincount(cls)
+    tail = np.cumsum(counts[::-1])[::-1]  # members at or above each class
+    ok = np.flatnonzero(tail >= least)
+    return int(ok[-1]) + 1 if len(ok) else 1
+
+
 def _rounding(frame: pl.DataFrame, block_tokens: int) -> str:
     """``"floor"`` where more rows have ⌊input / block⌋ blocks than ⌈input / block⌉."""
     n = pl.col("hash_ids").list.len()
@@ -251,12 +270,14 @@ def _fit_roots(firsts: pl.DataFrame) -> tuple[tuple[int, ...], tuple[float, ...]
 
 
 def _fit_chain(frame: pl.DataFrame, chain: pl.Expr, block_tokens: int, scope: str
-               ) -> tuple[tuple[int, ...], tuple[float, ...], tuple[Lengths, ...], str]:
+               ) -> tuple[tuple[int, ...], tuple[float, ...], tuple[Lengths, ...], str,
+                          tuple[Table, ...]]:
     """Chain structure of requests grouped by ``chain`` (a conversation, or a session's
     agent): roots shared across chains (``global`` scope only: ids local to a session say
     nothing across sessions), and per position class 1, 2, … the copula of the input tokens
     appended to the previous member's and of the previous member's blocks not kept (the
-    previous list minus the common leading run of the two lists). Rows in time order."""
+    previous list minus the common leading run of the two lists), and the input marginal
+    per log-spaced position class (:func:`_log_class`). Rows in time order."""
     c = (frame.select(chain.alias("_c"), "input_tokens", "hash_ids")
          .filter(pl.col("_c").is_not_null() & pl.col("hash_ids").is_not_null())
          .with_columns(pl.int_range(pl.len()).over("_c").alias("_p"),
@@ -269,7 +290,12 @@ def _fit_chain(frame: pl.DataFrame, chain: pl.Expr, block_tokens: int, scope: st
         roots, weights = _fit_roots(c.filter(pl.col("_p") == 0))
     later = c.filter(pl.col("_p") > 0)
     if later.height < 2:
-        return roots, weights, (), rounding
+        return roots, weights, (), rounding, ()
+    all_pos = c["_p"].to_numpy()
+    k_in = _log_classes(all_pos)
+    cls_in = np.minimum(_log_class(all_pos), k_in - 1)
+    all_in = c["input_tokens"].to_numpy()
+    inputs = tuple(Table.empirical(all_in[cls_in == j], integer=True) for j in range(k_in))
     shared = _shared_blocks(later, "hash_ids", "_ph")
     dropped = later["_ph"].list.len().to_numpy().astype(np.int64) - shared
     growth = (later["input_tokens"] - later["_pin"]).to_numpy()
@@ -277,7 +303,7 @@ def _fit_chain(frame: pl.DataFrame, chain: pl.Expr, block_tokens: int, scope: st
     k = _classes(pos, 1)
     cls = np.minimum(pos, k) - 1
     lengths = tuple(_lengths(growth[cls == j], dropped[cls == j]) for j in range(k))
-    return roots, weights, lengths, rounding
+    return roots, weights, lengths, rounding, inputs
 
 
 def _chain_order(chain: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,7 +322,8 @@ def _chain_lengths(p: Prefix, first: Lengths, by_class: tuple[Lengths, ...],
     input and output from ``first``; each later input = the previous one + the growth drawn
     from its position class (inputs ≥ 1); with ``remap``, the inputs of each class are then
     mapped in their rank order onto the evenly spaced quantiles of the class's fitted input
-    marginal (``by_class``; Iman & Conover 1982): chains keep their order of growth and the
+    marginal (``inputs_by_position``, by log-spaced class, else ``by_class``; Iman &
+    Conover 1982): chains keep their order of growth and the
     sample the fitted marginals. Summed growths alone drift from them, as independent
     growths add up where real contexts saturate and get compacted: WEKA's sample held 1.4×
     the trace's blocks, Mooncake's input KS was 0.033 against 0.010 for resampling;
@@ -324,10 +351,15 @@ def _chain_lengths(p: Prefix, first: Lengths, by_class: tuple[Lengths, ...],
     x = np.maximum(base[head] + cs - cs[head], 1)
     kc = np.minimum(pos, len(by_class) - 1)
     if remap:  # each class's fitted marginal, in the ranks the chains gave
-        for j, lm in enumerate(by_class):  # ≤ 8 position classes
-            sel = kc == j
+        if p.inputs_by_position:
+            tables = p.inputs_by_position
+            rc = np.minimum(_log_class(pos), len(tables) - 1)
+        else:
+            tables, rc = tuple(lm.input for lm in by_class), kc
+        for j, table in enumerate(tables):  # ≤ a few dozen position classes
+            sel = rc == j
             z = _even_scores(x[sel] + rng.random(int(sel.sum())) * 0.5)
-            x[sel] = lm.input.ppf(special.ndtr(z))
+            x[sel] = table.ppf(special.ndtr(z))
     y = np.zeros(n, np.int64)
     y[is_first] = o0
     for j, lm in enumerate(by_class):  # ≤ 8 position classes
