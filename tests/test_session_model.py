@@ -211,17 +211,22 @@ def moon(shared: Path) -> pl.DataFrame:
                          "mooncake/conversation").tables["requests"]
 
 
-def curve_error(real: pl.DataFrame, synth: pl.DataFrame, block: int, scope: str
-                ) -> tuple[float, float, float]:
-    """(infinite-cache block hit ratio of ``synth``, of ``real``, mean absolute error of the
-    LRU curve over 8 capacities log-spaced up to the real footprint)."""
+def real_curve(real: pl.DataFrame, block: int, scope: str) -> tuple[np.ndarray, pl.Series, float]:
+    """Capacities (8, log-spaced up to the footprint), the real LRU curve, real hit ratio."""
     fp = kvcache.footprint_blocks(real, scope=scope)
     caps = (np.geomspace(fp / 64, fp, 8) * block).astype(np.int64)
-    a = kvcache.lru_curve(real, caps, block_tokens=block, scope=scope)["block_hit_ratio"]
+    curve = kvcache.lru_curve(real, caps, block_tokens=block, scope=scope)["block_hit_ratio"]
+    return caps, curve, kvcache.hit_ratios(real, block_tokens=block, scope=scope).block_hit_ratio
+
+
+def curve_error(real: tuple[np.ndarray, pl.Series, float], synth: pl.DataFrame, block: int,
+                scope: str) -> tuple[float, float, float]:
+    """(infinite-cache block hit ratio of ``synth``, of the real trace, mean absolute error
+    of the LRU curve against the real one, :func:`real_curve`)."""
+    caps, a, real_hit = real
     b = kvcache.lru_curve(synth, caps, block_tokens=block, scope=scope)["block_hit_ratio"]
     return (kvcache.hit_ratios(synth, block_tokens=block, scope=scope).block_hit_ratio,
-            kvcache.hit_ratios(real, block_tokens=block, scope=scope).block_hit_ratio,
-            float((a - b).abs().mean()))
+            real_hit, float((a - b).abs().mean()))
 
 
 def no_sharing(s: pl.DataFrame, block: int) -> pl.DataFrame:
@@ -239,9 +244,10 @@ def test_weka_sessions_reuse_like_the_trace(weka):
     assert g.sessions.together and g.sessions.subagents is not None
     s = model.sample(model.span_s, 1)
     assert (s["hash_ids"].list.len() == s["input_tokens"] // 64).all()
-    hit, real_hit, mae = curve_error(weka, s, 64, "session")
+    real = real_curve(weka, 64, "session")
+    hit, real_hit, mae = curve_error(real, s, 64, "session")
     assert hit == pytest.approx(real_hit, abs=0.02)
-    _, _, naive = curve_error(weka, no_sharing(s, 64), 64, "session")
+    _, _, naive = curve_error(real, no_sharing(s, 64), 64, "session")
     assert mae < 0.09 and mae < naive / 5  # 10 seeds: 0.054 ± 0.006 (format 2: 0.084)
     # turns per session and think times (main agents)
     main_r = weka.filter(pl.col("subagent").is_null())
@@ -274,15 +280,16 @@ def test_mooncake_reuse_beats_format_2_and_no_sharing(moon):
     assert p.block_tokens == 512 and p.rounding == "ceil" and p.roots[0] == 1
     old = dataclasses.replace(model, groups=(dataclasses.replace(
         model.groups[0], prefix=dataclasses.replace(p, growth=())),))
+    real = real_curve(moon, 512, "global")
     new_err, old_err, naive_err, hits = [], [], [], []
     for seed in range(3):
         s = model.sample(model.span_s, seed)
         assert (s["hash_ids"].list.len() == (s["input_tokens"] + 511) // 512).all()
-        hit, real_hit, mae = curve_error(moon, s, 512, "global")
+        hit, real_hit, mae = curve_error(real, s, 512, "global")
         hits.append(hit)
         new_err.append(mae)
-        old_err.append(curve_error(moon, old.sample(model.span_s, seed), 512, "global")[2])
-        naive_err.append(curve_error(moon, no_sharing(s, 512), 512, "global")[2])
+        old_err.append(curve_error(real, old.sample(model.span_s, seed), 512, "global")[2])
+        naive_err.append(curve_error(real, no_sharing(s, 512), 512, "global")[2])
     assert np.mean(hits) == pytest.approx(real_hit, abs=0.02)
     assert np.mean(new_err) < 0.75 * np.mean(old_err)
     assert np.mean(new_err) < np.mean(naive_err) / 3
