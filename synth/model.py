@@ -373,7 +373,7 @@ def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
     tenant_is_session = bool(
         frame["session"].null_count() < frame.height
         and frame.filter(pl.col("session").is_not_null())
-        .select((pl.col("tenant") == pl.col("session")).all()).item())
+        .select((pl.col("tenant") == pl.col("session")).fill_null(False).all()).item())
     inp = frame["input_tokens"].to_numpy()
     out = frame["output_tokens"].to_numpy()
     lengths = _lengths(inp, out)
