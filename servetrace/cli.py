@@ -793,8 +793,9 @@ def fit_cmd(
         else:
             requests = _trace_or_file(trace, s)
             _check_by(requests, by, f"the requests of {trace!r}")
+            block, scope = (None, "global") if Path(trace).exists() else _hash_layout(s, trace)
             with err.status(f"fitting {trace}"):
-                model = fit(requests, by=by, seed=seed)
+                model = fit(requests, by=by, seed=seed, block_tokens=block, hash_scope=scope)
         model.save(output)
     except _ERRORS as exc:
         _fail(exc)

@@ -473,6 +473,8 @@ def _sample_cv(a: Arrivals, horizon: float, runs: int, seed: int,
         if sessions is None:
             t = _arrival_times(a, horizon, 1.0, _rng(seed, 2, r))
         else:
+            from servetrace.synth.sessions import _session_requests  # sessions import us
+
             t = _session_requests(a, sessions, horizon, 1.0, _rng(seed, 2, r),
                                   _rng(seed, 3, r))[0]
         d = np.diff(t)
@@ -759,44 +761,3 @@ def _times(a: Arrivals | Piecewise, duration: float, rate_scale: float,
     if isinstance(a, Piecewise):
         return _piecewise_times(a, duration, rate_scale, rng)
     return _arrival_times(a, duration, rate_scale, rng)
-
-
-def _expand_sessions(sessions: Sessions, starts: np.ndarray, duration: float, tick: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Requests of sessions starting at ``starts``: turns per session and think times from
-    their tables; turns past ``duration`` are cut. Returns times (sorted), session index and
-    turn index (0 = first)."""
-    k = np.maximum(sessions.turns.ppf(rng.random(len(starts))).astype(np.int64), 1)
-    sess = np.repeat(np.arange(len(starts)), k)
-    first = np.concatenate([[0], np.cumsum(k)[:-1]]).astype(np.int64)
-    turn = np.arange(len(sess)) - first[sess]
-    think = np.where(turn > 0, sessions.think_s.ppf(rng.random(len(sess))), 0.0)
-    cs = np.cumsum(think)
-    t = starts[sess] + cs - cs[first][sess]
-    if tick > 0:
-        t = np.floor(t / tick) * tick
-    keep = t < duration
-    t, sess, turn = t[keep], sess[keep], turn[keep]
-    order = np.argsort(t, kind="stable")
-    return t[order], sess[order], turn[order]
-
-
-def _session_requests(a: Arrivals | Piecewise, sessions: Sessions, duration: float,
-                      rate_scale: float, rng_t: np.random.Generator,
-                      rng_s: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Requests of sessions starting in [−warm-up, duration): times, session, turn, and the
-    number of sessions drawn. The warm-up (:attr:`Sessions.warmup_s`) fills the sample's
-    start with sessions already under way, as in a window cut from a real trace. Turns are
-    counted as :func:`_fit_sessions` counts them in a trace: from a session's first request
-    inside the window (a session under way at 0 starts at turn 0), so that each request
-    draws its lengths from the class it would have been fitted in; counting from the
-    session's true start instead gave the warm-up's sessions the later turns' longer
-    prompts (BurstGPT sample: mean input 1.3× the trace's)."""
-    warm = sessions.warmup_s
-    starts = _times(a, duration + warm, rate_scale, rng_t) - warm
-    t, sess, turn = _expand_sessions(sessions, starts, duration, _tick(a), rng_s)
-    keep = t >= 0
-    t, sess, turn = t[keep], sess[keep], turn[keep]
-    first = np.full(len(starts), np.iinfo(np.int64).max)
-    np.minimum.at(first, sess, turn)
-    return t, sess, turn - first[sess], len(starts)

@@ -54,20 +54,51 @@ Spearman ρ_S (Kruskal 1958): input and output are never resampled independently
 scores are drawn by Latin hypercube (:func:`_stratified_normal`), so a sample's input
 marginal is the fitted one to within 1/:data:`CHUNK`.
 
-**Sessions** (:class:`Sessions`, where ``session`` is filled) — the arrival model describes
-session starts; each session draws its turns and its think times (gaps between turns) from
-empirical tables; lengths come from a copula per turn index (1, 2, …, the last class pooled),
-which carries the growth of input across turns, with a shared per-session component of the
-input score (its scores stratified per class, :func:`_even_scores`). Samples start with a
+**Sessions** (:class:`Sessions`, where ``session`` is filled) — turn DAGs. The arrival
+model describes session starts (the Cox process above; where every session starts at once,
+as in WEKA's release where each conversation starts at its own zero, samples start theirs
+at once too, :attr:`Sessions.together`, rather than invent a start process); each session
+draws its turns from an empirical table; by turn class (2, 3, …, the last pooled) the
+client's think time and the server's time on the previous turn, a turn starting
+``server + think`` after the previous one (where the trace has ``think_s``/``server_s``;
+otherwise the gaps between turns); the request-type mix by turn class; lengths from a
+copula per turn index (1, 2, …, the last class pooled) with a shared per-session component
+of the input score (its scores stratified per class, :func:`_even_scores`), or, with
+prefix blocks, by context growth along the chain (below). **Sub-agents**
+(:class:`SubAgents`, from ``subagent``/``parent_request_id``): a turn launches sub-agents
+with a fitted probability, a fan-out and a turn count from empirical tables, nested down to
+the deepest level seen; their requests are children of their launcher in the DAG, with
+their own chain opening on a root the session's sub-agents share. Samples start with a
 warm-up so that sessions are already under way at time 0; turns are counted from a
-session's first request in the sample, as in the trace.
+session's first request in the sample, as in the trace. Format-3 samples carry ``turn``,
+``parent_request_id``, ``subagent``, ``agent_depth``, ``request_type``, ``think_s`` and
+``server_s``.
 
-**Prefix sharing** (:class:`Prefix`, where ``hash_ids`` is filled) — a common root prefix
-(blocks most requests share, e.g. a system prompt) and conversation chains: a chain's
-members share its leading blocks, each member's prompt at least as long as the previous
-one's, as Mooncake's 512-token block hashes do (Qin et al., FAST 2025). Chain sizes are an
-empirical table, members follow each other at a fitted mean distance in request order, and
-lengths come from a copula per position in the chain. ``len(hash_ids) = ⌈input / 512⌉``.
+**Prefix sharing** (:class:`Prefix`, where ``hash_ids`` is filled) — the structure of
+prompt reuse, as block hashes show it (Mooncake's 512-token blocks, Qin et al., FAST 2025;
+WEKA's agentic traces, 64-token full blocks; the trace's ``hash_block_tokens`` and
+``hash_scope`` are passed to :func:`fit`, or the block size is read from the lengths):
+
+* **roots** shared across chains (system and tool prompts): the most common first blocks of
+  chains' first requests, each with the run of blocks ≥ 90 % of its chains share and its
+  popularity (share of chains); only where ids are global (``session`` scope ids say
+  nothing across sessions);
+* **the chain**: a session's agent (or, without sessions, a conversation read from the
+  first block after the root, with its size and member distances in request order as
+  empirical tables): each member's hash ids are the previous member's minus its last
+  ``dropped`` blocks, then new ones. Per position class a copula (as for lengths) of the
+  input tokens appended to the previous member's (context growth; negative where a context
+  is compacted) and of ``dropped``;
+* **new blocks**: fresh integers per sample, so no two chains share a block unless a root
+  says so; ``len(hash_ids) = ⌈input / block⌉`` (``⌊⌋`` where the trace keeps full blocks).
+
+A chain's first input comes from the first turn's copula; each later one adds its growth,
+and the inputs of each log-spaced position class (1, 2, 3, 4, 5–8, 9–16, …) are then
+mapped, in the ranks the chains gave, onto the class's fitted marginal (Iman & Conover
+1982): summed growths alone drift from it (contexts saturate and get compacted over tens of
+turns; WEKA's sample held 1.4× the trace's blocks). Outputs follow from the
+copula given the input's rank. Models of format 2 (no ``growth``) sample as before: chains
+of independently drawn lengths, reordered to grow.
 
 **Mix** — with ``by``, one model per group (tenant, model or log type), superposed; labels
 (tenant, model, log type) are drawn from each group's empirical mix.
@@ -78,8 +109,9 @@ shape, and lengths from the published per-window PMFs.
 
 The parts live in their own modules: :mod:`~servetrace.synth.parameters` (the data),
 :mod:`~servetrace.synth.arrivals`, :mod:`~servetrace.synth.lengths`,
-:mod:`~servetrace.synth.sessions`, :mod:`~servetrace.synth.prefixes` and
-:mod:`~servetrace.synth.servegen_model`; this module fits, samples and serializes.
+:mod:`~servetrace.synth.sessions`, :mod:`~servetrace.synth.subagents`,
+:mod:`~servetrace.synth.prefixes` and :mod:`~servetrace.synth.servegen_model`; this module
+fits, samples and serializes.
 
 Sampling is vectorized (NumPy; loops run over groups, windows of a calibration or a handful
 of length classes, never over requests) and deterministic: the same model, duration, seed and
@@ -107,7 +139,6 @@ from servetrace.synth.arrivals import (
     _detect_tick,
     _even_scores,
     _rng,
-    _session_requests,
     _times,
     fit_arrivals,
 )
@@ -133,21 +164,36 @@ from servetrace.synth.parameters import (
     Renewal,
     ScaleRecord,
     Sessions,
+    SubAgents,
     Table,
 )
 from servetrace.synth.prefixes import (
+    _chain_ids,
+    _chain_lengths,
     _fit_prefix,
     _prefix_chains,
     _prefix_ids,
+    block_size,
 )
-from servetrace.synth.sessions import _fit_sessions
+from servetrace.synth.sessions import (
+    _fit_sessions,
+    _request_types,
+    _session_requests,
+)
+from servetrace.synth.subagents import (
+    _fit_subagents,
+    _subagent_requests,
+)
 
-VERSION = "2"
+VERSION = "3"
 """Version of the model format written; :meth:`WorkloadModel.from_json` reads it and the
-versions in :data:`READABLE_VERSIONS`, and refuses others. 2 added :attr:`Table.step`."""
-READABLE_VERSIONS = ("1", "2")
+versions in :data:`READABLE_VERSIONS`, and refuses others. 2 added :attr:`Table.step`; 3 the
+session DAG (think and server times and request types by turn, sub-agents) and the chain
+prefix structure (shared roots, growth and kept blocks per position)."""
+READABLE_VERSIONS = ("1", "2", "3")
 """Format versions :meth:`WorkloadModel.from_json` reads: a version-1 document has no
-``step`` tables and loads as it was written (every table interpolated)."""
+``step`` tables and loads as it was written (every table interpolated); version-1 and -2
+documents have none of the format-3 fields and sample as they did."""
 
 
 @dataclass(frozen=True)
@@ -223,8 +269,8 @@ class WorkloadModel:
 
 
 _TYPES: dict[str, type] = {c.__name__: c for c in (
-    Table, Renewal, Harmonic, OnOff, Arrivals, Piecewise, Lengths, Sessions, Prefix, Labels, Group,
-    ScaleRecord, WorkloadModel)}
+    Table, Renewal, Harmonic, OnOff, Arrivals, Piecewise, Lengths, Sessions, SubAgents, Prefix,
+    Labels, Group, ScaleRecord, WorkloadModel)}
 
 
 def _to_plain(obj: object) -> object:
@@ -320,13 +366,14 @@ def _collect(requests: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
-               t_origin: float, tick: float, seed: int) -> Group:
+               t_origin: float, tick: float, seed: int, block_tokens: int = 512,
+               scope: str = "global") -> Group:
     has_sessions = frame["session"].null_count() < frame.height and \
         frame["session"].n_unique() < frame.height
     tenant_is_session = bool(
         frame["session"].null_count() < frame.height
         and frame.filter(pl.col("session").is_not_null())
-        .select((pl.col("tenant") == pl.col("session")).all()).item())
+        .select((pl.col("tenant") == pl.col("session")).fill_null(False).all()).item())
     inp = frame["input_tokens"].to_numpy()
     out = frame["output_tokens"].to_numpy()
     lengths = _lengths(inp, out)
@@ -334,21 +381,33 @@ def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
     times = frame["arrival_s"].to_numpy() - t_origin
     if has_sessions:
         sessions, starts = _fit_sessions(frame)
-        arrivals = fit_arrivals(starts - t_origin, span, origin_s=0.0, phase_s=t_origin,
-                                tick_s=tick,
-                                calibrate=False, seed=seed)
-        arrivals = _calibrate_cv(arrivals, times, seed, sessions)
+        sessions = dataclasses.replace(sessions, subagents=_fit_subagents(frame))
+        if "subagent" in frame.columns and frame["subagent"].null_count() < frame.height:
+            times = frame.filter(pl.col("subagent").is_null())["arrival_s"].to_numpy() - t_origin
+        if float(np.ptp(starts)) <= max(tick, 1e-9):
+            # every session starts at once (WEKA's release puts each conversation at 0):
+            # samples do too (:attr:`Sessions.together`), sessions / span per second
+            sessions = dataclasses.replace(sessions, together=True, warmup_s=0.0)
+            arrivals = Arrivals(len(starts) / span, span / 16, Table((1.0, 1.0)), 0.5, span,
+                                Renewal("exponential"), tick_s=tick)
+        else:
+            arrivals = fit_arrivals(starts - t_origin, span, origin_s=0.0, phase_s=t_origin,
+                                    tick_s=tick, calibrate=False, seed=seed)
+        if not sessions.together:  # a batch of the trace's own sessions needs no calibration
+            arrivals = _calibrate_cv(arrivals, times, seed, sessions)
     else:
         arrivals = fit_arrivals(times, span, origin_s=0.0, phase_s=t_origin, tick_s=tick,
                                 seed=seed)
-    prefix = _fit_prefix(frame) if frame["hash_ids"].null_count() < frame.height else None
+    prefix = (_fit_prefix(frame, block_tokens, scope)
+              if frame["hash_ids"].null_count() < frame.height else None)
     failed = bool(frame["failed"].null_count() < frame.height)
     return Group(key, share, arrivals, lengths, _labels(frame, tenant_is_session), sessions,
                  prefix, failed)
 
 
 def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
-        seed: int = 0) -> WorkloadModel:
+        seed: int = 0, block_tokens: int | None = None,
+        hash_scope: str = "global") -> WorkloadModel:
     """Fit a :class:`WorkloadModel` to a canonical ``requests`` table.
 
     ``by``: ``None`` (one group, labels drawn from the trace's mix), ``"tenant"``, ``"model"``
@@ -356,8 +415,16 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
     :data:`MIN_GROUP_REQUESTS` requests are pooled into one group keyed ``None``). ``seed``
     only drives the spreading of ticked timestamps within their tick. Needs ``arrival_s``,
     ``input_tokens``, ``output_tokens``; uses ``tenant``, ``session``, ``model``,
-    ``log_type``, ``failed``, ``hash_ids`` where present and filled.
+    ``log_type``, ``failed``, ``hash_ids`` where present and filled, and for sessions
+    ``subagent``, ``request_id``, ``parent_request_id``, ``agent_depth``, ``request_type``,
+    ``think_s``, ``server_s``. ``block_tokens``: tokens per block of ``hash_ids`` (the
+    trace's ``traces.hash_block_tokens``; ``None`` reads it from the lengths,
+    :func:`~servetrace.synth.prefixes.block_size`); ``hash_scope``: the trace's
+    ``traces.hash_scope`` (``"session"``: ids local to a session, so no roots are shared
+    across sessions).
     """
+    if hash_scope not in ("global", "session"):
+        raise ValueError(f"fit: hash_scope must be 'global' or 'session', got {hash_scope!r}")
     if by is not None and by not in LABELS:
         raise ValueError(f"fit: by must be None or one of {', '.join(LABELS)}; got {by!r}")
     frame = _collect(requests)
@@ -386,27 +453,137 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
         rest = frame.filter(~pl.col(by).is_in(keys) | pl.col(by).is_null())
         if rest.height >= 2:
             parts.append((None, rest))
-    groups = tuple(_fit_group(f, k, f.height / n, span, origin, tick, seed) for k, f in parts)
+    if block_tokens is None:
+        block_tokens = block_size(frame)
+    elif not (isinstance(block_tokens, int) and block_tokens > 0):
+        raise ValueError(f"fit: block_tokens must be a positive integer, got {block_tokens!r}")
+    groups = tuple(_fit_group(f, k, f.height / n, span, origin, tick, seed, block_tokens,
+                              hash_scope) for k, f in parts)
     return WorkloadModel(source, by, span, n, groups)
+
+
+def _previous(chain: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Index of the previous member of each request's chain (−1 for a chain's first)."""
+    order = np.lexsort((position, chain))
+    c = chain[order]
+    prev = np.full(len(chain), -1, np.int64)
+    later = np.concatenate([[False], c[1:] == c[:-1]]) if len(c) else np.zeros(0, bool)
+    prev[order[later]] = order[np.flatnonzero(later) - 1]
+    return prev
+
+
+def _sample_chains(g: Group, gi: int, duration: float, seed: int, rate_scale: float
+                   ) -> dict[str, object]:
+    """A group of format 3: sessions as turn DAGs (with their sub-agents), and with
+    :attr:`Prefix.growth` sessions or conversations as chains of requests whose inputs grow
+    and whose hash ids extend the previous member's
+    (:func:`~servetrace.synth.prefixes._chain_ids`). Without prefix blocks a session's
+    lengths come from its turn classes' copulas (a shared per-session input score) and a
+    sub-agent's from its first request's."""
+    rng_t, rng_l, rng_s, rng_p, rng_lab = (_rng(seed, gi, k) for k in range(5))
+    p = g.prefix if g.prefix is not None and g.prefix.growth else None
+    ids = offsets = None
+    extra: dict[str, np.ndarray] = {}
+    session_idx = None
+    if g.sessions is not None:
+        ss = g.sessions
+        t, sess, turn, n_sess, think, server = _session_requests(
+            g.arrivals, ss, duration, rate_scale, rng_t, rng_s, detail=True)
+        sub = _subagent_requests(ss, t, sess, duration, _rng(seed, gi, 5))
+        n_main, n_sub = len(t), len(sub["t"])
+        sa = ss.subagents
+        first = sa.first if sa is not None and sa.first is not None else ss.by_turn[0]
+        position = np.concatenate([turn, sub["turn"]])
+        if p is not None:
+            inp_m, out_m, drop_m = _chain_lengths(p, ss.by_turn[0], ss.by_turn, sess, turn,
+                                                  rng_l)
+            inp_s, out_s, drop_s = _chain_lengths(p, first, ss.by_turn, sub["agent"],
+                                                  sub["turn"], _rng(seed, gi, 6), remap=False)
+            n_agents = int(sub["agent"].max()) + 1 if n_sub else 0
+            agent_session = np.full(n_agents, -1, np.int64)
+            agent_session[sub["agent"]] = sub["session"]
+            chain = np.concatenate([sess, n_sess + sub["agent"]])
+            ids, offsets = _chain_ids(p, chain, position, np.concatenate([inp_m, inp_s]),
+                                      np.concatenate([drop_m, drop_s]), rng_p,
+                                      np.concatenate([np.full(n_sess, -1), agent_session]),
+                                      sa.root_blocks if sa is not None else 0)
+        else:
+            inp_m, out_m = _turn_lengths(ss, sess, turn, n_sess, rng_l)
+            inp_s, out_s = _copula(first, _stratified_normal(n_sub, _rng(seed, gi, 6)),
+                                   _rng(seed, gi, 6))
+        inp = np.concatenate([inp_m, inp_s])
+        out = np.concatenate([out_m, out_s])
+        parent = np.concatenate([_previous(sess, turn), sub["parent"]])
+        t = np.concatenate([t, sub["t"]])
+        session_idx = np.concatenate([sess, sub["session"]])
+        extra = {"turn": position + 1, "parent": parent,
+                 "agent": np.concatenate([np.full(n_main, -1), sub["agent"]]),
+                 "agent_depth": np.concatenate([np.zeros(n_main, np.int64), sub["depth"]]),
+                 "think_s": np.concatenate([think, sub["think"]]),
+                 "server_s": np.concatenate([server, sub["server"]])}
+        types = _request_types(ss, position, rng_s)
+        if types is not None:
+            extra["request_type"] = types
+        # requests in time order (sub-agents interleave with their sessions)
+        order = np.argsort(t, kind="stable")
+        inv = np.empty(len(order), np.int64)
+        inv[order] = np.arange(len(order))
+        if ids is not None and offsets is not None:
+            nb = np.diff(offsets)
+            starts = offsets[:-1][order]
+            ids = ids[np.repeat(starts, nb[order]) + np.arange(int(nb.sum()))
+                      - np.repeat(np.cumsum(nb[order]) - nb[order], nb[order])]
+            offsets = np.concatenate([[0], np.cumsum(nb[order])]).astype(np.int64)
+        t, inp, out, session_idx = t[order], inp[order], out[order], session_idx[order]
+        extra = {k: v[order] for k, v in extra.items()}
+        extra["parent"] = np.where(extra["parent"] >= 0, inv[np.maximum(extra["parent"], 0)],
+                                   -1)
+    else:
+        assert p is not None
+        t = _times(g.arrivals, duration, rate_scale, rng_t)
+        chain, position = _prefix_chains(p, len(t), rng_p)
+        first = p.by_position[0] if p.by_position else g.lengths
+        inp, out, drop = _chain_lengths(p, first, p.by_position or (g.lengths,), chain,
+                                        position, rng_l)
+        ids, offsets = _chain_ids(p, chain, position, inp, drop, rng_p)
+    n = len(t)
+    lab = (rng_lab.choice(len(g.labels.weights), size=n, p=np.asarray(g.labels.weights))
+           if len(g.labels.weights) > 1 else np.zeros(n, np.int64))
+    return {"t": t, "input": inp, "output": out, "labels": lab, "session": session_idx,
+            "hash": (ids, offsets) if ids is not None else None, "extra": extra}
+
+
+def _turn_lengths(ss: Sessions, sess: np.ndarray, turn: np.ndarray, n_sess: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths per turn class, with a shared session component in the input score."""
+    rho = ss.input_rho
+    z_sess = rng.standard_normal(n_sess)[sess]
+    z_in = math.sqrt(rho) * z_sess + math.sqrt(1 - rho) * rng.standard_normal(len(turn))
+    cls = np.minimum(turn, len(ss.by_turn) - 1)
+    inp = np.empty(len(turn), np.int64)
+    out = np.empty(len(turn), np.int64)
+    for c, lm in enumerate(ss.by_turn):  # ≤ 8 turn classes
+        sel = cls == c
+        inp[sel], out[sel] = _copula(lm, _even_scores(z_in[sel]), rng)
+    return inp, out
+
+
+def _has_dag(ss: Sessions | None) -> bool:
+    """Whether sessions carry format 3's turn DAG (times or types by turn, sub-agents)."""
+    return ss is not None and bool(ss.think_by_turn or ss.types or ss.subagents is not None)
 
 
 def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: float
                   ) -> dict[str, object]:
+    if (g.prefix is not None and g.prefix.growth) or (g.prefix is None
+                                                       and _has_dag(g.sessions)):
+        return _sample_chains(g, gi, duration, seed, rate_scale)
     rng_t, rng_l, rng_s, rng_p, rng_lab = (_rng(seed, gi, k) for k in range(5))
     session_idx = None
     if g.sessions is not None:
         t, sess, turn, n_sess = _session_requests(g.arrivals, g.sessions, duration, rate_scale,
                                                   rng_t, rng_s)
-        # lengths per turn class, with a shared session component in the input score
-        rho = g.sessions.input_rho
-        z_sess = rng_l.standard_normal(n_sess)[sess]
-        z_in = math.sqrt(rho) * z_sess + math.sqrt(1 - rho) * rng_l.standard_normal(len(t))
-        cls = np.minimum(turn, len(g.sessions.by_turn) - 1)
-        inp = np.empty(len(t), np.int64)
-        out = np.empty(len(t), np.int64)
-        for c, lm in enumerate(g.sessions.by_turn):  # ≤ 8 turn classes
-            sel = cls == c
-            inp[sel], out[sel] = _copula(lm, _even_scores(z_in[sel]), rng_l)
+        inp, out = _turn_lengths(g.sessions, sess, turn, n_sess, rng_l)
         session_idx = sess
     else:
         t = _times(g.arrivals, duration, rate_scale, rng_t)
@@ -451,6 +628,9 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
         raise ValueError(f"sample: rate_scale must be positive, got {rate_scale!r}")
     parts = []
     session_base = 0
+    id_base = 0
+    key_base = 0
+    agent_base = 0
     for gi, g in enumerate(model.groups):  # one vectorized pass per group
         s = _sample_group(g, gi, float(duration_s), int(seed), float(rate_scale))
         n = len(s["t"])
@@ -471,8 +651,16 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
                 cols["tenant"] = cols["session"]
         if g.failed:
             cols["failed"] = pl.Series(s["output"] == 0)
+        extra = s.get("extra") or {}
+        if extra:
+            cols.update(_extra_columns(extra, key_base, agent_base, g.sessions))
+            agent_base += int(np.max(extra["agent"], initial=-1)) + 1
+        cols["_k"] = pl.Series("_k", np.arange(n, dtype=np.int64) + key_base)
+        key_base += n
         if s["hash"] is not None:
             ids, offsets = s["hash"]
+            ids = ids + id_base  # groups never share a block by chance
+            id_base = int(ids.max()) + 1 if len(ids) else id_base
             arr = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)
                                                     if offsets[-1] < 2**31 else offsets),
                                            pa.array(ids))
@@ -491,4 +679,32 @@ def sample(model: WorkloadModel, duration_s: float, seed: int, rate_scale: float
                             "output_tokens": pl.Series([], dtype=pl.Int64)})
     out = out.with_columns(pl.lit(f"synth/{model.source}").alias("trace"),
                            pl.int_range(pl.len()).cast(pl.String).alias("request_id"))
-    return conform("requests", out)
+    if "_pk" in out.columns:  # parents by key, to the rows' final numbers
+        row = np.empty(out.height, np.int64)
+        row[out["_k"].to_numpy()] = np.arange(out.height)
+        pk = out["_pk"].fill_null(-1).to_numpy()
+        out = out.with_columns(pl.Series("parent_request_id", np.where(
+            pk >= 0, row[np.maximum(pk, 0)], -1)).cast(pl.String).replace("-1", None))
+        out = out.drop("_pk")
+    return conform("requests", out.drop("_k", strict=False))
+
+
+def _extra_columns(extra: dict[str, np.ndarray], key_base: int, agent_base: int,
+                   sessions: Sessions | None) -> dict[str, pl.Series]:
+    """The session DAG's columns of a format-3 sample (see :func:`_sample_chains`)."""
+    cols = {"turn": pl.Series("turn", extra["turn"], pl.Int64),
+            "_pk": pl.Series("_pk", np.where(extra["parent"] >= 0, extra["parent"] + key_base,
+                                             -1), pl.Int64),
+            "subagent": pl.DataFrame({"a": extra["agent"] + agent_base,
+                                      "m": extra["agent"] >= 0}).select(
+                pl.when(pl.col("m")).then(pl.format("a{}", pl.col("a"))).alias("subagent")
+            )["subagent"],
+            "agent_depth": pl.Series("agent_depth", extra["agent_depth"], pl.Int64)}
+    if sessions is not None and sessions.think_by_turn:
+        cols["think_s"] = pl.Series("think_s", extra["think_s"], pl.Float64)
+        if sessions.server_by_turn:
+            cols["server_s"] = pl.Series("server_s", extra["server_s"], pl.Float64)
+    if "request_type" in extra and sessions is not None:
+        cols["request_type"] = pl.Series(list(sessions.types), dtype=pl.String).gather(
+            extra["request_type"])
+    return cols

@@ -84,7 +84,8 @@ LABELS = ("tenant", "model", "log_type")
 
 
 _COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "tenant", "session", "model",
-            "log_type", "failed", "hash_ids", "trace")
+            "log_type", "failed", "hash_ids", "trace", "request_id", "parent_request_id",
+            "subagent", "agent_depth", "request_type", "think_s", "server_s")
 
 
 _SEED_ROOT = 0x5E7ACE  # mixes into every SeedSequence, so streams differ from plain seeds
@@ -343,16 +344,51 @@ class Lengths:
 
 
 @dataclass(frozen=True)
+class SubAgents:
+    """Sub-agent spawning (format 3): a main-agent turn launches sub-agents with probability
+    ``spawn_p``, ``fanout`` of them (how many per launching turn); each runs ``turns`` turns;
+    a sub-agent launches its own with probability ``nested_p`` per turn, down to
+    ``max_depth`` levels. A sub-agent's requests share, within their session, a root of
+    ``root_blocks`` blocks (its own system prompt), then extend their own chain; ``first``
+    the lengths of a sub-agent's first request."""
+
+    spawn_p: float
+    fanout: Table
+    turns: Table
+    nested_p: float = 0.0
+    max_depth: int = 1
+    root_blocks: int = 0
+    first: Lengths | None = None
+
+
+@dataclass(frozen=True)
 class Sessions:
     """Turns per session, think times (s) between turns, lengths per turn index, the
     within-session correlation of input normal scores, and the warm-up (s) before a sample
-    (the 95th percentile of session durations)."""
+    (the 95th percentile of session durations).
+
+    Format 3 adds, per turn class (turn 2, 3, …, the last pooled; the first turn has none):
+    ``think_by_turn`` the client's think time (s) before a turn and ``server_by_turn`` the
+    server's time (s) on the turn before it (a turn starts ``server + think`` after the
+    previous one; empty where the trace lacks them: then ``think_by_turn`` holds the gaps);
+    ``types``/``type_mix`` the request-type mix per turn class (turn 1 first);
+    ``subagents`` the spawning of sub-agents; ``together``: the trace starts every session
+    at once (WEKA's release puts each conversation at its own zero, with no wall-clock
+    time), so a sample does too: ``rate × rate_scale × duration`` sessions (rounded at
+    random) at time 0, no warm-up, rather than inventing a start process the trace does
+    not show."""
 
     turns: Table
     think_s: Table
     by_turn: tuple[Lengths, ...]
     input_rho: float
     warmup_s: float = 0.0
+    think_by_turn: tuple[Table, ...] = ()
+    server_by_turn: tuple[Table, ...] = ()
+    types: tuple[str, ...] = ()
+    type_mix: tuple[tuple[float, ...], ...] = ()
+    subagents: SubAgents | None = None
+    together: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,7 +396,23 @@ class Prefix:
     """Prefix blocks: ``root_blocks`` shared by a fraction ``root_share`` of requests, then a
     chain per conversation; chain sizes from ``chain_sizes``, members ``chain_gap`` apart in
     request order (mean, exponential); ``by_position`` the lengths of a chain's 1st, 2nd, …
-    member (the last class pooling the rest): prompts grow along a conversation."""
+    member (the last class pooling the rest): prompts grow along a conversation.
+
+    Format 3 (``growth`` non-empty) replaces the reordering of independent lengths by the
+    chain itself: ``roots`` (lengths in blocks) are prefixes shared across chains (system and
+    tool prompts), a chain starting with root j with probability ``root_weights[j]`` (none
+    with the rest); per position class 1, 2, … (the last pooled) ``growth`` is a copula of
+    the input tokens appended to the previous member's (``input``, negative where a context
+    is compacted) and of the previous member's blocks not kept (``output``): a member's
+    hash ids are the previous member's first ``len − dropped`` blocks, then new ones.
+    ``rounding`` ``"ceil"`` gives ⌈input / block⌉ blocks (Mooncake), ``"floor"`` full
+    blocks only (WEKA's agentic traces); ``scope`` is the fitted trace's ``hash_scope``;
+    ``chain_gaps`` the distances between a chain's members in request order (their table
+    replaces the exponential of mean ``chain_gap``: Mooncake's turns are rarely less than
+    140 requests apart, which an exponential of mean 734 puts 10 % of them under 35);
+    ``inputs_by_position`` the input marginal per log-spaced position class (positions 1,
+    2, 3, 4, then 5–8, 9–16, …; :func:`~servetrace.synth.prefixes._log_class`), onto which
+    sampled inputs are mapped."""
 
     block_tokens: int
     root_blocks: int
@@ -368,6 +420,13 @@ class Prefix:
     chain_sizes: Table
     chain_gap: float
     by_position: tuple[Lengths, ...] = ()
+    roots: tuple[int, ...] = ()
+    root_weights: tuple[float, ...] = ()
+    growth: tuple[Lengths, ...] = ()
+    rounding: str = "ceil"
+    scope: str = "global"
+    chain_gaps: Table | None = None
+    inputs_by_position: tuple[Table, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -397,9 +456,14 @@ class Group:
 
     @property
     def request_rate(self) -> float:
-        """Mean requests per second (session starts × mean turns where there are sessions;
-        turns cut by the end of a sample are not discounted)."""
+        """Mean requests per second (session starts × mean turns where there are sessions,
+        sub-agents' turns included; turns cut by the end of a sample are not discounted)."""
         turns = self.sessions.turns.mean() if self.sessions is not None else 1.0
+        sub = self.sessions.subagents if self.sessions is not None else None
+        if sub is not None:  # each turn's sub-agents' turns (and theirs, level by level)
+            per = sub.fanout.mean() * sub.turns.mean()
+            nested = sum((sub.nested_p * per) ** k for k in range(sub.max_depth))
+            turns *= 1.0 + sub.spawn_p * per * nested
         return self.arrivals.mean_rate * turns
 
 

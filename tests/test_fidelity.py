@@ -307,8 +307,8 @@ def test_burstgpt_cv_is_decided_by_the_order_of_its_quiet_and_busy_hours(real_tr
     # the quiet ones and the CV drops by a third, the model's own shortfall. A model whose
     # rate is stationary over the trace draws that order at random; nothing fitted to 17
     # hours can tell a night from a random lull.
-    from servetrace.synth.arrivals import _expand_sessions, _rng
-    from servetrace.synth.sessions import _fit_sessions
+    from servetrace.synth.arrivals import _rng
+    from servetrace.synth.sessions import _expand_sessions, _fit_sessions
 
     real = real_traces["burstgpt"]
     model = fit(real)

@@ -317,15 +317,15 @@ def test_json_round_trip(models, tmp_path):
     path = model.save(tmp_path / "model.json")
     assert WorkloadModel.load(path) == model
     text = model.to_json()
-    assert '"version":"2"' in text and '"step":true' in text  # exact length marginals
-    bad = text.replace('"version":"2"', '"version":"0"')
+    assert '"version":"3"' in text and '"step":true' in text  # exact length marginals
+    bad = text.replace('"version":"3"', '"version":"0"')
     with pytest.raises(ValueError, match="version '0' is not one of the supported"):
         WorkloadModel.from_json(bad)
     # a version-1 document (no step tables: interpolated marginals) loads as written
-    old = (text.replace('"version":"2"', '"version":"1"').replace(',"step":true', '')
+    old = (text.replace('"version":"3"', '"version":"1"').replace(',"step":true', '')
            .replace(',"step":false', ''))
     v1 = WorkloadModel.from_json(old)
-    assert v1.version == "2" and not v1.groups[0].lengths.input.step
+    assert v1.version == "3" and not v1.groups[0].lengths.input.step
     assert v1.sample(300, 7).height == model.sample(300, 7).height
 
 
