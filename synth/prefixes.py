@@ -37,21 +37,7 @@ def _fit_prefix(frame: pl.DataFrame, block_tokens: int = BLOCK_TOKENS,
         pl.col("hash_ids").list.len() > 0)
     if h.height < 10:
         return None
-    # root blocks: leading blocks shared by the most common first block's requests
-    first = h["hash_ids"].list.first()
-    top = first.value_counts(sort=True).row(0)
-    root_share = top[1] / h.height
-    with_root = h.filter(first == top[0])
-    # common leading length among root requests: positions where one id covers ≥ 90 %
-    root_blocks = 0
-    for pos in range(16):  # ≤ 16 leading positions
-        col = with_root["hash_ids"].list.get(pos, null_on_oob=True)
-        vc = col.drop_nulls().value_counts(sort=True)
-        if vc.height == 0 or vc.row(0)[1] < 0.9 * with_root.height:
-            break
-        root_blocks += 1
-    if root_share < 0.5 or root_blocks == 0:
-        root_blocks, root_share = 0, 0.0
+    root_blocks, root_share = _root(h["hash_ids"])
     chain = h.select("_i", pl.col("hash_ids").list.get(root_blocks, null_on_oob=True)
                      .alias("_c")).filter(pl.col("_c").is_not_null())
     if chain.height < 2:
@@ -85,6 +71,36 @@ def _fit_prefix(frame: pl.DataFrame, block_tokens: int = BLOCK_TOKENS,
     return Prefix(block_tokens, root_blocks, float(root_share), Table.of(sizes, integer=True),
                   gap, by_position, roots, weights, growth, rounding, scope, gap_table,
                   inputs)
+
+
+def _root(hash_ids: pl.Series) -> tuple[int, float]:
+    """Leading blocks most requests share (a system prompt) and the share of requests that
+    start with them: the requests of the most common first block, and the leading positions
+    where one id covers at least 90 % of them; (0, 0) when under half of the requests (of
+    non-empty ``hash_ids``) start with that block."""
+    first = hash_ids.list.first()
+    top = first.value_counts(sort=True).row(0)
+    root_share = top[1] / len(hash_ids)
+    with_root = hash_ids.filter(first == top[0])
+    root_blocks = 0
+    for pos in range(16):  # ≤ 16 leading positions
+        vc = with_root.list.get(pos, null_on_oob=True).drop_nulls().value_counts(sort=True)
+        if vc.height == 0 or vc.row(0)[1] < 0.9 * len(with_root):
+            break
+        root_blocks += 1
+    if root_share < 0.5 or root_blocks == 0:
+        return 0, 0.0
+    return root_blocks, float(root_share)
+
+
+def conversations(requests: pl.DataFrame) -> pl.Series:
+    """The conversation of each request of a trace without sessions, read from its prefix
+    chain as :func:`_fit_prefix` reads it: the first hash id after the blocks most requests
+    share (:func:`_root`). Null for a request without blocks past the root."""
+    ids = requests["hash_ids"]
+    filled = ids.filter(ids.list.len() > 0)
+    root = _root(filled)[0] if len(filled) else 0
+    return ids.list.get(root, null_on_oob=True).alias("conversation")
 
 
 def _prefix_chains(p: Prefix, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,7 @@ from scipy import stats
 from servetrace.analysis import kvcache
 from servetrace.analysis import sessions as sess
 from servetrace.loaders import schema
+from servetrace.synth import prefixes
 
 CURVE_POINTS = 16
 """Capacities of the hit-ratio grid (log spaced from one block to the real footprint)."""
@@ -115,6 +116,20 @@ def _with_keys(requests: pl.DataFrame) -> pl.DataFrame:
         session, pl.format("\x00r{}", pl.int_range(pl.len(), dtype=pl.Int64))).alias(_KEY))
 
 
+def _conversation_keys(requests: pl.DataFrame) -> pl.DataFrame:
+    """:func:`_with_keys`, except in a trace without sessions whose requests carry hash ids
+    (Mooncake's conversation trace): there a request's conversation, read from its prefix
+    chain as the model reads it (:func:`servetrace.synth.prefixes.conversations`), is the
+    key, so that whole conversations are resampled or split, not single turns of one (whose
+    shared history would then pass for a prompt shared across sessions)."""
+    if has_sessions(requests) or not has_hashes(requests):
+        return _with_keys(requests)
+    conversation = prefixes.conversations(requests)
+    return requests.with_columns(pl.coalesce(
+        pl.format("\x00c{}", conversation),
+        pl.format("\x00r{}", pl.int_range(pl.len(), dtype=pl.Int64))).alias(_KEY))
+
+
 # --------------------------------------------------------------------------- candidates
 
 
@@ -136,8 +151,9 @@ def session_naive(real: pl.DataFrame, duration_s: float, seed: int, *,
                   scope: str = "global") -> pl.DataFrame:
     """Whole real sessions resampled at Poisson starts: the session-naive baseline.
 
-    Sessions (requests without one are sessions of one) start at the times of a Poisson
-    process of rate λ = sessions / span of ``real`` (first to last arrival) on
+    Sessions (conversations read from the prefix chains in a trace with hash ids and no
+    sessions, :func:`_conversation_keys`; other requests are sessions of one) start at the
+    times of a Poisson process of rate λ = sessions / span of ``real`` (first to last arrival) on
     ``[0, duration_s)``; each start copies one real session, drawn uniformly with
     replacement, with its requests at their offsets from the session's first request (cut
     at ``duration_s``) and every column kept (turns, sub-agents, lengths, think times).
@@ -151,7 +167,7 @@ def session_naive(real: pl.DataFrame, duration_s: float, seed: int, *,
     if scope not in kvcache.SCOPES:
         raise ValueError(f"session_naive: scope must be 'global' or 'session', got {scope!r}")
     rng = np.random.default_rng(seed)
-    keyed = _with_keys(real)
+    keyed = _conversation_keys(real)
     first = pl.col("arrival_s").min().over(_KEY)
     keyed = keyed.with_columns((pl.col("arrival_s") - first).alias("_offset"),
                                pl.col(_KEY).rank("dense").cast(pl.Int64).sub(1).alias("_s"))
@@ -207,15 +223,20 @@ def split_sessions(requests: Frame, seed: int = 0) -> tuple[pl.DataFrame, pl.Dat
     """Conversation-level split for held-out scoring: (fit half, score half).
 
     A session goes wholly to one half, by the parity of Polars' seeded 64-bit hash of its
-    key (stable for one Polars version); a request without a session is a session of one,
-    keyed by its ``request_id`` (else its row in arrival order). Times are kept: both
+    key (stable for one Polars version); in a trace without sessions whose requests carry
+    hash ids, a conversation read from the prefix chains
+    (:func:`servetrace.synth.prefixes.conversations`) does; any other request is a session
+    of one, keyed by its ``request_id`` (else its row in arrival order). Times are kept: both
     halves cover the same period, each with about half of the sessions."""
     frame = requests.lazy().collect().sort("arrival_s", maintain_order=True)
     session = pl.col("session").cast(pl.String) if "session" in frame.columns \
         else pl.lit(None, pl.String)
     rid = pl.col("request_id").cast(pl.String) if "request_id" in frame.columns \
         else pl.lit(None, pl.String)
-    key = pl.coalesce(pl.format("s{}", session), pl.format("r{}", rid),
+    conversation = (prefixes.conversations(frame) if not has_sessions(frame)
+                    and has_hashes(frame) else pl.lit(None, pl.Int64))
+    key = pl.coalesce(pl.format("s{}", session), pl.format("c{}", conversation),
+                      pl.format("r{}", rid),
                       pl.format("i{}", pl.int_range(pl.len(), dtype=pl.Int64)))
     side = (key.hash(seed=seed) % 2).alias("_side")
     frame = frame.with_columns(side)

@@ -12,6 +12,7 @@ import pytest
 from servetrace.analysis import kvcache
 from servetrace.loaders import agentic_coding_weka, mooncake
 from servetrace.loaders.schema import conform
+from servetrace.synth import prefixes
 from servetrace.synth import session_fidelity as sf
 from servetrace.synth.fidelity import fidelity, holdout, verdict
 
@@ -191,6 +192,25 @@ def test_split_puts_every_session_wholly_on_one_side():
     again, _ = sf.split_sessions(real, seed=1)
     other, _ = sf.split_sessions(real, seed=2)
     assert again.equals(a) and set(other["session"].drop_nulls()) != sa
+
+
+def test_conversations_of_a_trace_without_sessions_stay_whole(moon):
+    # Mooncake has no session column: its conversations are read from the prefix chains,
+    # and the split and the session-naive baseline keep each one whole
+    conv = prefixes.conversations(moon)
+    assert conv.null_count() < moon.height and conv.n_unique() < 0.7 * moon.height
+    a, b = sf.split_sessions(moon, seed=3)
+    ca, cb = set(prefixes.conversations(a).drop_nulls()), set(
+        prefixes.conversations(b).drop_nulls())
+    assert a.height + b.height == moon.height and ca and cb and not ca & cb
+    out = sf.session_naive(moon, float(moon["arrival_s"].max()), seed=0)
+    # a block private to one real conversation is in one copy only: no two copies share it
+    owners = (moon.with_columns(conv).explode("hash_ids").drop_nulls("hash_ids")
+              .group_by("hash_ids").agg(pl.col("conversation").n_unique().alias("n")))
+    private = set(owners.filter(pl.col("n") == 1)["hash_ids"])
+    kept = out["hash_ids"].explode().drop_nulls()
+    assert not private & set(kept)  # every private id was re-keyed per copy
+    assert kept.n_unique() > len(set(moon["hash_ids"].explode().drop_nulls()) - private)
 
 
 # ----------------------------------------------------------------------------- hooks
