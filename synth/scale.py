@@ -298,8 +298,16 @@ def target_hardware(model: WorkloadModel, profile: HardwareProfile,
 def sample_metadata(model: WorkloadModel, duration_s: float, seed: int,
                     rate_scale: float = 1.0) -> dict[str, str]:
     """Parquet metadata of a sample: the model's source, version and scaling history plus
-    the sampling call itself, as ``{METADATA_KEY: JSON}``."""
+    the sampling call itself, as ``{METADATA_KEY: JSON}``; and where the model samples
+    ``hash_ids``, their block size and scope (``hash_block_tokens``, ``hash_scope``: what
+    ``traces`` holds for a stored trace), so that a command given the file (``kvcache``,
+    ``replay``, ``export``) reads the blocks as the model wrote them."""
     records = (*model.history, _record("sample", source=model.source, version=model.version,
                                        duration_s=duration_s, seed=seed,
                                        rate_scale=rate_scale))
-    return {METADATA_KEY: records_json(records)}
+    meta = {METADATA_KEY: records_json(records)}
+    prefix = next((g.prefix for g in model.groups if g.prefix is not None), None)
+    if prefix is not None:
+        meta["hash_block_tokens"] = str(prefix.block_tokens)
+        meta["hash_scope"] = prefix.scope
+    return meta
