@@ -107,6 +107,49 @@ def expected_block_vars(hurst: float, memory: int, n: int, ks: np.ndarray) -> np
     return m / (m - 1) * (v[ks] - v[m * ks])
 
 
+def _grid_block_vars(hurst: float, memories: Sequence[int], n: int, ks: np.ndarray
+                     ) -> np.ndarray:
+    """:func:`expected_block_vars` for every memory L in ``memories`` at one Hurst exponent,
+    row by row, with the same arithmetic (the same floating-point values): the powers
+    |τ|^{2H} are computed once for τ = 0 … n + max L and every γ_L(τ) is read off them by
+    shifting, and only the V_j the block sizes need are formed from the running sums. The
+    grid search of :func:`fit_driver` spent most of its time recomputing those powers per
+    memory and in page faults on fresh temporaries; here the buffers are reused."""
+    ks = np.asarray(ks, dtype=np.int64)
+    m = n // ks
+    need = np.concatenate([ks, m * ks])
+    jj = need.astype(np.float64)
+    h2 = 2.0 * hurst
+    top = n + max(memories)
+    pw = np.arange(top + 1, dtype=np.float64) ** h2
+    tau = np.arange(n + 1, dtype=np.float64)
+    acov = np.empty(n + 1)
+    mirror = np.empty(n + 1)
+    tmp = np.empty(n + 1)
+    g1 = np.empty(n)
+    g2 = np.empty(n)
+    out = np.empty((len(memories), len(ks)))
+    for r, memory in enumerate(memories):  # ≤ 22 memories, each a few passes over n lags
+        if memory <= n:  # |τ − L| for τ = 0 … n: L … 1, then 0 … n − L
+            mirror[:memory] = pw[memory:0:-1]
+            mirror[memory:] = pw[:n + 1 - memory]
+        else:
+            mirror[:] = pw[memory:memory - n - 1:-1]
+        np.add(pw[memory:memory + n + 1], mirror, out=acov)
+        np.multiply(pw[:n + 1], 2, out=tmp)
+        np.subtract(acov, tmp, out=acov)
+        np.multiply(acov, 0.5, out=acov)
+        np.cumsum(acov[1:], out=g1)
+        np.multiply(tau, acov, out=tmp)
+        np.cumsum(tmp[1:], out=g2)
+        i = need - 1  # g[j − 1] = Σ_{τ=1}^{j−1}, as in :func:`_window_vars`
+        s = jj * acov[0] + 2 * (jj * np.where(i > 0, g1[i - 1], 0.0)
+                                - np.where(i > 0, g2[i - 1], 0.0))
+        v = s / jj ** 2
+        out[r] = m / (m - 1) * (v[:len(ks)] - v[len(ks):])
+    return out
+
+
 def _normal_scores(x: np.ndarray) -> np.ndarray:
     """Φ⁻¹((rank − ½)/n), ties at their mean rank (van der Waerden scores)."""
     r = stats.rankdata(x)
@@ -166,18 +209,24 @@ def fit_driver(x: np.ndarray, noise: float = 0.0) -> tuple[float, int, float]:
     ks, sv = ks[keep], sv[keep]
     if len(sv) < 3 or sv[0] <= noise * 1.0001 or ks[0] != 1:
         return 0.5, 1, 0.0
-    best = (math.inf, 0.5, 1, 0.0)
     memories = [1 << i for i in range(int(math.log2(2 * n)) + 1)]
-    for memory in memories:  # ≤ 15 memories × a vectorized-enough grid of H
-        for h in np.linspace(0.05, 0.98, 94):
-            e = expected_block_vars(float(h), memory, n, ks)
+    hs = np.linspace(0.05, 0.98, 94)
+    errs = np.full((len(memories), len(hs)), np.inf)
+    signals = np.zeros_like(errs)
+    for i, h in enumerate(hs):  # 94 Hurst values, each with every memory at once
+        e_all = _grid_block_vars(float(h), memories, n, ks)
+        for j, e in enumerate(e_all):  # ≤ 22 memories
             if not e[0] > 0:
                 continue
             signal = (sv[0] - noise) / e[0]
             model = signal * e + noise / ks
-            err = float(((np.log(np.maximum(model, 1e-300)) - np.log(sv)) ** 2).sum())
-            if err < best[0] - 1e-12:
-                best = (err, float(h), memory, float(signal))
+            errs[j, i] = float(((np.log(np.maximum(model, 1e-300)) - np.log(sv)) ** 2).sum())
+            signals[j, i] = signal
+    best = (math.inf, 0.5, 1, 0.0)
+    for j, memory in enumerate(memories):  # the first best in (memory, H) order, as scanned
+        for i, h in enumerate(hs):
+            if errs[j, i] < best[0] - 1e-12:
+                best = (float(errs[j, i]), float(h), memory, float(signals[j, i]))
     return best[1], best[2], best[3]
 
 
