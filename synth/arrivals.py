@@ -452,15 +452,16 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     (:func:`fit_driver`); the modulation table from the Wiener-smoothed factors
     (:func:`smoothed_factors`); with ``calibrate``, the renewal's CV (:func:`_calibrate_cv`).
     """
-    t = np.sort(np.asarray(times, dtype=np.float64))
+    t = np.asarray(times, dtype=np.float64)
+    t = t.copy() if _is_sorted(t) else np.sort(t)  # one working copy of the times
     n = len(t)
     if n < 2:
         raise ValueError("fit_arrivals: at least 2 arrivals are needed")
     origin = float(t[0]) if origin_s is None else float(origin_s)
-    t = t - origin
+    t -= origin
     if t[0] < 0:
         raise ValueError("fit_arrivals: an arrival precedes origin_s")
-    raw = t.copy()
+    target = _cv_target(t) if calibrate else None  # what the raw times are needed for
     tick = _detect_tick(t) if tick_s is None else float(tick_s)
     span = float(span_s) if span_s is not None else float(t[-1] - t[0]) * n / (n - 1)
     if tick > 0:
@@ -509,7 +510,7 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
         xs = smoothed_factors(x, noise, hurst, memory)
     fitted = Arrivals(rate, window, Table.of(xs), hurst, span, renewal, harmonics, offset,
                       phase, tick, off, memory)
-    return _calibrate_cv(fitted, raw, seed) if calibrate else fitted
+    return _calibrate_to(fitted, target, seed) if calibrate else fitted
 
 
 def _sample_cv(a: Arrivals, horizon: float, runs: int, seed: int,
@@ -575,15 +576,35 @@ def _calibrate_cv(a: Arrivals, raw: np.ndarray, seed: int,
     as fitted: raising its CV to reach the requests' CV (which a handful of long silences
     decide in a short trace) would clump whole sessions and overshoot the peaks.
     """
-    raw = np.sort(raw)
+    return _calibrate_to(a, _cv_target(raw), seed, sessions)
+
+
+def _is_sorted(t: np.ndarray) -> bool:
+    return bool((t[1:] >= t[:-1]).all())
+
+
+def _cv_target(raw: np.ndarray) -> tuple[float, int, float] | None:
+    """What :func:`_calibrate_cv` takes from the trace's times: their inter-arrival CV, the
+    events k of a calibration sample and its horizon (s); None when there is nothing to
+    match. Computed once, so that the fit need not keep a copy of the raw times."""
+    raw = raw if _is_sorted(raw) else np.sort(raw)
     g = np.diff(raw)
     if len(g) < 10 or not g.mean() > 0:
-        return a
+        return None
     target = float(g.std() / g.mean())
     k = min(len(raw), CALIBRATION_EVENTS)
     horizon = float(raw[k - 1] - raw[0]) * k / max(k - 1, 1)
     if not horizon > 0:
+        return None
+    return target, k, horizon
+
+
+def _calibrate_to(a: Arrivals, goal: tuple[float, int, float] | None, seed: int,
+                  sessions: Sessions | None = None) -> Arrivals:
+    """:func:`_calibrate_cv` given :func:`_cv_target`'s figures."""
+    if goal is None:
         return a
+    target, k, horizon = goal
     runs = min(4 * CALIBRATION_RUNS, max(CALIBRATION_RUNS, CALIBRATION_EVENTS // k))
     if sessions is not None:
         rate = a.rate
