@@ -5,9 +5,9 @@
 For each size, writes a generated CSV in the Azure LLM 2024 format block by block
 (:func:`bench.ingest.generate`: ``TIMESTAMP,ContextTokens,GeneratedTokens``, 50 requests/s,
 lengths resampled from the real BurstGPT sample), then runs each stage as its own
-subprocess, so that every stage's peak resident memory is its own (``os.wait4``'s
-``ru_maxrss``: the whole process, interpreter and imports included) and its wall time is
-measured from outside:
+subprocess, so that every stage's peak resident memory is its own (the child's ``VmHWM``:
+the whole process, interpreter and imports included) and its wall time is measured from
+outside:
 
 - ``ingest``: ``servetrace.loaders.ingest`` into a fresh store (streamed in chunks);
 - ``analyze``: ``servetrace analyze bench --format json`` (the CLI as a user runs it);
@@ -61,17 +61,39 @@ fit(Store(Path(sys.argv[1])).scan("requests", "bench").collect()).save(sys.argv[
 """
 
 
+def _hwm_bytes(pid: int) -> int:
+    """The peak resident size of process ``pid`` so far (``VmHWM``), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_stage(name: str, argv: list[str], log: Path) -> dict[str, object]:
-    """Run ``argv`` as a child process; its wall seconds, peak RSS (GB) and exit status."""
+    """Run ``argv`` as a child process; its wall seconds, peak RSS (GB) and exit status.
+
+    The peak is the child's ``VmHWM`` read every 10 ms while it runs (the high-water mark of
+    its own address space since ``exec``). ``wait4``'s ``ru_maxrss`` would not do: Linux
+    carries the parent's resident size at ``fork`` into it."""
     t0 = time.perf_counter()
+    peak = 0
     with open(log, "ab") as out:
         out.write(f"--- {name}: {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _hwm_bytes(proc.pid))
+            time.sleep(0.01)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"stage": name, "seconds": seconds, "peak_gb": usage.ru_maxrss * 1024 / 1e9,
+    return {"stage": name, "seconds": seconds, "peak_gb": peak / 1e9,
             "ok": proc.returncode == 0}
 
 

@@ -240,21 +240,53 @@ def _detect_tick(t: np.ndarray) -> float:
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
     """
-    u = np.unique(t)
+    if _is_sorted(t):  # np.unique's values without its sorted copy
+        keep = np.empty(len(t), dtype=bool)
+        keep[:1] = True
+        np.not_equal(t[1:], t[:-1], out=keep[1:])
+        u = t[keep]
+        del keep
+    else:
+        u = np.unique(t)
     if len(u) < 3:
         return 0.0
     d = np.diff(u)
+    del u
     q0 = float(np.median(d[d < 1.5 * d.min()]))
+    m = np.empty_like(d)
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
         if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
-        m = np.maximum(np.rint(d / q), 1.0)
-        q = float(d.sum() / m.sum())
-        m = np.maximum(np.rint(d / q), 1.0)
-        if np.abs(d - m * q).max() <= 0.02 * q:
+        for step in range(2):  # the multiples, then the grid refined on them, twice
+            np.divide(d, q, out=m)
+            np.rint(m, out=m)
+            np.maximum(m, 1.0, out=m)
+            if step == 0:
+                q = float(d.sum() / m.sum())
+        np.multiply(m, q, out=m)
+        np.subtract(d, m, out=m)
+        if np.abs(m, out=m).max() <= 0.02 * q:
             return round(q, 3)
     return 0.0
+
+
+T_CHUNK = 1 << 22
+"""Times per chunk where a pass over a trace's times builds temporaries (32 MB each)."""
+
+
+def _bin_counts(t: np.ndarray, width: float, length: int, clip: int | None = None
+                ) -> np.ndarray:
+    """Events per bin ``⌊t / width⌋`` (bins ≥ ``clip`` counted in bin ``clip``), bins
+    0 … ``length`` − 1, added up chunk by chunk (integer sums: the same as one
+    ``np.bincount``)."""
+    out = np.zeros(length, dtype=np.int64)
+    for lo in range(0, len(t), T_CHUNK):
+        b = (t[lo:lo + T_CHUNK] // width).astype(np.int64)
+        if clip is not None:
+            np.minimum(b, clip, out=b)
+        out += np.bincount(b, minlength=length)[:length]
+    return out
 
 
 def _pick_window(rate: float, span: float) -> float:
@@ -302,7 +334,7 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
     if not terms:
         return (), 0.0
     hours = int(span // 3600)
-    counts = np.bincount((t // 3600).astype(np.int64), minlength=hours)[:hours]
+    counts = _bin_counts(t, 3600.0, hours)
     mid = (np.arange(hours) + 0.5) * 3600 + phase
     x = _harmonic_design(mid, terms)
     y = np.log(counts + 0.5)
@@ -321,7 +353,9 @@ def _fit_renewal(u: np.ndarray) -> Renewal:
     """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring)."""
     from servetrace.analysis.fitting import fit_distributions
 
-    u = u[np.isfinite(u) & (u > 0)]
+    ok = np.isfinite(u) & (u > 0)
+    u = u if ok.all() else u[ok]
+    del ok
     if len(u) < 20:
         return Renewal("exponential")
     u = u / u.mean()
@@ -339,11 +373,25 @@ def _rescaled_gaps(t: np.ndarray, rates: np.ndarray, window: float) -> np.ndarra
     """Gaps of Λ(t_k), Λ piecewise linear with ``rates`` per window (time rescaling)."""
     n_w = len(rates)
     edges_mass = np.concatenate([[0.0], np.cumsum(rates * window)])
-    inside = t < n_w * window
-    tt = t[inside]
-    w = np.minimum((tt // window).astype(np.int64), n_w - 1)
-    lam = edges_mass[w] + rates[w] * (tt - w * window)
-    return np.diff(lam)
+    limit = n_w * window
+    m = sum(int(np.count_nonzero(t[lo:lo + T_CHUNK] < limit))
+            for lo in range(0, len(t), T_CHUNK))
+    out = np.empty(max(m - 1, 0))
+    at, prev = 0, None
+    for lo in range(0, len(t), T_CHUNK):  # chunks of times: the temporaries stay small
+        tt = t[lo:lo + T_CHUNK]
+        tt = tt[tt < limit]
+        if not len(tt):
+            continue
+        w = np.minimum((tt // window).astype(np.int64), n_w - 1)
+        lam = edges_mass[w] + rates[w] * (tt - w * window)
+        if prev is not None:
+            out[at] = lam[0] - prev
+            at += 1
+        out[at:at + len(lam) - 1] = np.diff(lam)
+        at += len(lam) - 1
+        prev = lam[-1]
+    return out
 
 
 def _split_off(t: np.ndarray, span: float
@@ -454,6 +502,15 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     """
     t = np.asarray(times, dtype=np.float64)
     t = t.copy() if _is_sorted(t) else np.sort(t)  # one working copy of the times
+    return _fit_sorted(t, span_s, origin_s=origin_s, phase_s=phase_s, tick_s=tick_s,
+                       detect_off=detect_off, calibrate=calibrate, seed=seed)
+
+
+def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float | None = None,
+                phase_s: float | None = None, tick_s: float | None = None,
+                detect_off: bool = True, calibrate: bool = True, seed: int = 0) -> Arrivals:
+    """:func:`fit_arrivals` of sorted float64 times ``t``, which it takes over (shifts and
+    overwrites): a caller that holds the times of a large trace passes them without a copy."""
     n = len(t)
     if n < 2:
         raise ValueError("fit_arrivals: at least 2 arrivals are needed")
@@ -487,8 +544,7 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     if level_at is not None:  # the ON-period levels act like a known multiplier per window
         mid = np.minimum(np.searchsorted(t, (np.arange(n_w) + 0.5) * window), len(t) - 1)
         det = det * level_at[mid]
-    counts = np.bincount(np.minimum((t // window).astype(np.int64), n_w), minlength=n_w + 1)
-    counts = counts[:n_w].astype(np.float64)
+    counts = _bin_counts(t, window, n_w, clip=n_w).astype(np.float64)
     x = counts / (rate * window * det)
     x = x / x.mean() if x.mean() > 0 else np.ones(n_w)
     var_x = float(x.var())

@@ -106,6 +106,7 @@ from servetrace.synth.arrivals import (
     _calibrate_cv,
     _detect_tick,
     _even_scores,
+    _fit_sorted,
     _rng,
     _session_requests,
     _times,
@@ -446,14 +447,18 @@ def _lazy_times(requests: pl.LazyFrame) -> np.ndarray:
 
 
 def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span: float,
-                    t_origin: float, tick: float, seed: int) -> Group:
-    """:func:`_fit_group` for a group without sessions or prefix blocks, from aggregates."""
+                    t_origin: float, tick: float, seed: int,
+                    times: np.ndarray | None = None) -> Group:
+    """:func:`_fit_group` for a group without sessions or prefix blocks, from aggregates.
+    ``times``: the group's sorted arrival times minus ``t_origin`` where the caller has
+    them (taken over: overwritten)."""
     failed = (requests.select(pl.col("failed").count()).collect().item() > 0
               if "failed" in requests.collect_schema().names() else False)
-    times = _lazy_times(requests)
-    times -= t_origin
-    arrivals = fit_arrivals(times, span, origin_s=0.0, phase_s=t_origin, tick_s=tick,
-                            seed=seed)
+    if times is None:
+        times = _lazy_times(requests)
+        times -= t_origin
+    arrivals = _fit_sorted(times, span, origin_s=0.0, phase_s=t_origin, tick_s=tick,
+                           seed=seed)
     del times
     pairs = (requests.group_by("input_tokens", "output_tokens").len()
              .with_columns(pl.col("input_tokens", "output_tokens").cast(pl.Int64)).collect())
@@ -479,7 +484,6 @@ def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadMode
     span = (last - origin) * n / (n - 1)
     a -= origin
     tick = _detect_tick(a)
-    del a
     if tick > 0:
         span = max(span, float(np.floor((last - origin) / tick) + 1) * tick)
     if not span > 0:
@@ -487,18 +491,19 @@ def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadMode
     traces = (requests.select(pl.col("trace").drop_nulls().unique().sort())
               .collect().to_series().to_list())
     source = traces[0] if len(traces) == 1 else ("mixed" if traces else "unknown")
-    if by is None:
-        parts: list[tuple[str | None, int, pl.LazyFrame]] = [(None, n, requests)]
-    else:
-        col = pl.col(by)
-        sizes = requests.group_by(by).len().collect()
-        big = sizes.filter((pl.col("len") >= MIN_GROUP_REQUESTS) & pl.col(by).is_not_null())
-        keys = sorted(big[by].to_list())
-        parts = [(k, int(big.filter(pl.col(by) == k)["len"][0]), requests.filter(col == k))
-                 for k in keys]
-        rest = n - sum(p[1] for p in parts)
-        if rest >= 2:
-            parts.append((None, rest, requests.filter(~col.is_in(keys) | col.is_null())))
+    if by is None:  # one group: the times read for the tick are its times
+        return WorkloadModel(source, by, span, n, (
+            _fit_group_lazy(requests, None, 1.0, span, origin, tick, seed, times=a),))
+    del a
+    col = pl.col(by)
+    sizes = requests.group_by(by).len().collect()
+    big = sizes.filter((pl.col("len") >= MIN_GROUP_REQUESTS) & pl.col(by).is_not_null())
+    keys = sorted(big[by].to_list())
+    parts = [(k, int(big.filter(pl.col(by) == k)["len"][0]), requests.filter(col == k))
+             for k in keys]
+    rest = n - sum(p[1] for p in parts)
+    if rest >= 2:
+        parts.append((None, rest, requests.filter(~col.is_in(keys) | col.is_null())))
     groups = tuple(_fit_group_lazy(lf, k, size / n, span, origin, tick, seed)
                    for k, size, lf in parts)
     return WorkloadModel(source, by, span, n, groups)
