@@ -240,24 +240,22 @@ def _detect_tick(t: np.ndarray) -> float:
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
     """
-    if _is_sorted(t):  # np.unique's values without its sorted copy
-        keep = np.empty(len(t), dtype=bool)
-        keep[:1] = True
-        np.not_equal(t[1:], t[:-1], out=keep[1:])
-        u = t[keep]
-        del keep
+    if _is_sorted(t):  # the gaps between distinct times: the non-zero gaps, no sorted copy
+        d = np.diff(t)
+        if not d.all():
+            d = d[d != 0]
     else:
-        u = np.unique(t)
-    if len(u) < 3:
+        d = np.diff(np.unique(t))
+    if len(d) < 2:
         return 0.0
-    d = np.diff(u)
-    del u
     q0 = float(np.median(d[d < 1.5 * d.min()]))
-    m = np.empty_like(d)
+    m = None
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
         if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
+        if m is None:
+            m = np.empty_like(d)
         for step in range(2):  # the multiples, then the grid refined on them, twice
             np.divide(d, q, out=m)
             np.rint(m, out=m)
@@ -350,7 +348,8 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
 
 
 def _fit_renewal(u: np.ndarray) -> Renewal:
-    """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring)."""
+    """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring); ``u`` is
+    overwritten (rescaled in place: the gaps of a large trace are not copied)."""
     from servetrace.analysis.fitting import fit_distributions
 
     ok = np.isfinite(u) & (u > 0)
@@ -358,7 +357,7 @@ def _fit_renewal(u: np.ndarray) -> Renewal:
     del ok
     if len(u) < 20:
         return Renewal("exponential")
-    u = u / u.mean()
+    u /= u.mean()
     cv = float(u.std() / u.mean())
     fits = fit_distributions(u, ("gamma", "weibull"), max_samples=50_000)
     best = fits.row(0, named=True)
@@ -522,7 +521,11 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
     tick = _detect_tick(t) if tick_s is None else float(tick_s)
     span = float(span_s) if span_s is not None else float(t[-1] - t[0]) * n / (n - 1)
     if tick > 0:
-        t = np.sort(t + _rng(seed, 1).random(n) * tick)
+        spread = _rng(seed, 1).random(n)
+        spread *= tick
+        t += spread
+        del spread
+        t.sort()
         span = max(span, float(np.floor(t[-1] / tick) + 1) * tick)
     if not span > 0:
         raise ValueError("fit_arrivals: the arrivals span no time (all equal)")
@@ -532,7 +535,8 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
         proto = Arrivals(1.0, 1.0, Table((1.0,)), 0.5, span, Renewal("exponential"),
                          harmonics, offset, phase, tick)
         grid, clock = _clock(proto, span)
-        t = np.interp(t, grid, clock)
+        for lo in range(0, n, T_CHUNK):  # in place, a chunk at a time
+            t[lo:lo + T_CHUNK] = np.interp(t[lo:lo + T_CHUNK], grid, clock)
         span = float(clock[-1])
     off, level_at = None, None
     if detect_off:
