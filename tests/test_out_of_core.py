@@ -121,3 +121,42 @@ def test_a_scan_with_sessions_is_fitted_from_its_rows(trace):
         ("s" + (pl.int_range(pl.len()) // 3).cast(pl.String)).alias("session"))
     assert fit(part.lazy()).to_json() == fit(part).to_json()
     assert fit(part.lazy()).groups[0].sessions is not None
+
+
+def test_chunked_passes_over_the_times_are_the_whole_array_passes(monkeypatch):
+    """Window counts, rescaled gaps and the harmonic clock run in chunks of
+    ``T_CHUNK`` times; chunk edges (a gap across two chunks, a window split by them) must not
+    show: the fit with chunks of 1,000 times is the fit with one chunk."""
+    from servetrace.synth import arrivals
+
+    t = mmpp_arrivals(3 * 86_400, 5, rates=(0.6, 0.1), sojourn=900.0)  # harmonics: 3 days
+    assert len(t) > 20_000
+    whole = arrivals.fit_arrivals(t, seed=1)
+    monkeypatch.setattr(arrivals, "T_CHUNK", 1_000)
+    assert arrivals.fit_arrivals(t, seed=1) == whole
+    assert whole.harmonics  # the clock was chunked too
+    rng = np.random.default_rng(4)
+    rates = rng.random(900) + 0.5
+    tt = np.sort(rng.random(5_500) * 7.0 * 1_000)  # some past the 900 windows: left out
+    edges = np.concatenate([[0.0], np.cumsum(rates * 7.0)])
+    inside = tt[tt < 900 * 7.0]
+    w = (inside // 7.0).astype(np.int64)
+    whole_gaps = np.diff(edges[w] + rates[w] * (inside - w * 7.0))  # Λ(t) in one pass
+    assert np.array_equal(arrivals._rescaled_gaps(tt, rates, 7.0), whole_gaps)
+    x = np.sort(np.random.default_rng(6).random(10_000) * 100)
+    assert np.array_equal(arrivals._bin_counts(x, 3.0, 30, clip=30),
+                          np.bincount(np.minimum((x // 3).astype(np.int64), 30),
+                                      minlength=31)[:30])
+
+
+def test_the_tick_of_sorted_times_is_that_of_shuffled_ones():
+    from servetrace.synth.arrivals import _detect_tick
+
+    rng = np.random.default_rng(7)
+    for t in (np.floor(mmpp_arrivals(2_000, 8)),                      # whole seconds, ties
+              np.round(mmpp_arrivals(500, 9) * 1000) / 1000,          # milliseconds
+              3.0 * np.arange(500) + rng.uniform(-0.003, 0.003, 500),  # 3 s ticks, jitter
+              mmpp_arrivals(500, 10)):                                 # continuous
+        t = np.sort(t)
+        assert _detect_tick(t) == _detect_tick(rng.permutation(t))
+    assert _detect_tick(np.sort(np.floor(mmpp_arrivals(2_000, 8)))) == 1.0
