@@ -17,7 +17,7 @@ import pytest
 from known_processes import mmpp_arrivals
 from scipy import stats
 
-from servetrace.synth.arrivals import _block_vars, _grid_block_vars, expected_block_vars
+from servetrace.synth.driver import _block_vars, _grid_block_vars, expected_block_vars
 from servetrace.synth.lengths import _spearman_from_pairs, lengths_from_pairs, pair_counts
 from servetrace.synth.model import fit
 from servetrace.synth.parameters import Table
