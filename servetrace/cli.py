@@ -652,6 +652,17 @@ def _trace_or_file(source: str, store: Store, table: str = "requests") -> pl.Dat
     return _trace(source, store).scan(table).collect()
 
 
+def _scan_trace_or_file(source: str, store: Store, table: str = "requests") -> pl.LazyFrame:
+    """:func:`_trace_or_file`, lazily: nothing is read until a step asks for columns."""
+    path = Path(source)
+    if path.suffix == ".parquet" and path.exists():
+        return pl.scan_parquet(path)
+    if path.suffix == ".parquet":
+        raise FileNotFoundError(f"{path}: no such file")
+    _rows(store, source)
+    return store.scan(table, source)
+
+
 @app.command("export")
 def export_cmd(
     source: Annotated[str, typer.Argument(help="trace id in the store, or a .parquet file "
@@ -791,9 +802,10 @@ def fit_cmd(
             model = from_servegen(s.scan("client_windows", trace).collect(),
                                   s.scan("length_pmfs", trace).collect(), source=trace)
         else:
-            requests = _trace_or_file(trace, s)
+            requests = _scan_trace_or_file(trace, s)  # fitted out of core (synth.model.fit)
             _check_by(requests, by, f"the requests of {trace!r}")
-            block, scope = (None, "global") if Path(trace).exists() else _hash_layout(s, trace)
+            block, scope = (trace_files.hash_layout(Path(trace)) if Path(trace).exists()
+                            else _hash_layout(s, trace))
             with err.status(f"fitting {trace}"):
                 model = fit(requests, by=by, seed=seed, block_tokens=block, hash_scope=scope)
         model.save(output)

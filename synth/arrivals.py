@@ -1,6 +1,7 @@
 """Arrivals of the workload model: the Cox process, fitted and sampled.
 
-The rate driver (fractional Gaussian noise and its finite-sample variances), the base window,
+The rate driver (fractional Gaussian noise and its finite-sample variances, in
+:mod:`~servetrace.synth.driver`), the base window,
 diurnal/weekly harmonics, ON/OFF silences, the renewal inside a window fitted on time-rescaled
 gaps, the inter-arrival CV calibration by simulated moments, and the sampling of times by time
 rescaling. The model as a whole, with its references, is described in
@@ -8,6 +9,9 @@ rescaling. The model as a whole, with its references, is described in
 """
 
 from __future__ import annotations
+
+__all__ = ["driver", "driver_acov", "expected_block_vars", "fgn", "fit_arrivals", "fit_driver",
+           "floored", "smoothed_factors"]
 
 import dataclasses
 import json
@@ -17,6 +21,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special, stats
 
+from servetrace.synth.driver import (  # fgn, driver_acov: re-exported, as before the split
+    _modulated,
+    driver,
+    driver_acov,
+    expected_block_vars,
+    fgn,
+    fit_driver,
+    smoothed_factors,
+)
 from servetrace.synth.parameters import (
     _SEED_ROOT,
     CALIBRATION_EVENTS,
@@ -46,67 +59,6 @@ def _rng(seed: int, *path: int) -> np.random.Generator:
         [_SEED_ROOT, int(seed) & 0xFFFFFFFFFFFFFFFF, *path])))
 
 
-def fgn(n: int, hurst: float, rng: np.random.Generator) -> np.ndarray:
-    """Fractional Gaussian noise, unit variance, by circulant embedding (Davies & Harte 1987).
-
-    Autocovariance γ(k) = ½(|k+1|^{2H} − 2|k|^{2H} + |k−1|^{2H}); embedded in a circulant of
-    size 2n whose eigenvalues (one FFT) are non-negative for fGn (Craigmile 2003), so the
-    sample is exact. One more FFT of complex white noise scaled by √(λ/2n) gives the path.
-    """
-    if n <= 0:
-        return np.zeros(0)
-    if n == 1 or abs(hurst - 0.5) < 1e-9:
-        return rng.standard_normal(n)
-    k = np.arange(n + 1, dtype=np.float64)
-    h2 = 2.0 * hurst
-    gamma = 0.5 * ((k + 1) ** h2 - 2 * k ** h2 + np.abs(k - 1) ** h2)
-    c = np.concatenate([gamma, gamma[-2:0:-1]])
-    lam = np.maximum(np.fft.fft(c).real, 0.0)
-    m = len(c)
-    w = rng.standard_normal(m) + 1j * rng.standard_normal(m)
-    return np.fft.fft(np.sqrt(lam / m) * w).real[:n]
-
-
-def driver_acov(hurst: float, memory: int, lags: int) -> np.ndarray:
-    """Autocovariance γ(τ), τ = 0 … ``lags``, of the modulation's Gaussian driver
-    z_i = B(i) − B(i − L): increments over ``memory`` = L windows of fractional Brownian motion
-    B of Hurst exponent H. γ(τ) = ½(|τ+L|^{2H} + |τ−L|^{2H} − 2|τ|^{2H}) (Mandelbrot & Van
-    Ness 1968). L = 1 is fractional Gaussian noise; a larger L behaves like fBm (a random
-    trend) on scales below L windows and is stationary beyond them."""
-    tau = np.arange(lags + 1, dtype=np.float64)
-    h2 = 2.0 * hurst
-    return 0.5 * (np.abs(tau + memory) ** h2 + np.abs(tau - memory) ** h2 - 2 * tau ** h2)
-
-
-def driver(n: int, hurst: float, memory: int, rng: np.random.Generator) -> np.ndarray:
-    """A path of the driver of :func:`driver_acov`: cumulative fGn differenced at lag L."""
-    if memory <= 1:
-        return fgn(n, hurst, rng)
-    b = np.concatenate([[0.0], np.cumsum(fgn(n + memory, hurst, rng))])
-    return b[memory:memory + n] - b[:n]
-
-
-def _window_vars(acov: np.ndarray) -> np.ndarray:
-    """V_j = Var(mean of j consecutive values), j = 0 … len(acov) − 1 (V_0 unused), of a
-    stationary series: V_j = (j γ(0) + 2 Σ_{τ<j} (j − τ) γ(τ)) / j²."""
-    n = len(acov) - 1
-    j = np.arange(1, n + 1, dtype=np.float64)
-    tau = np.arange(n + 1, dtype=np.float64)
-    g1 = np.concatenate([[0.0], np.cumsum(acov[1:])])          # Σ_{τ=1}^{i} γ(τ)
-    g2 = np.concatenate([[0.0], np.cumsum((tau * acov)[1:])])  # Σ_{τ=1}^{i} τ γ(τ)
-    s = j * acov[0] + 2 * (j * g1[:-1] - g2[:-1])
-    return np.concatenate([[np.nan], s / j ** 2])
-
-
-def expected_block_vars(hurst: float, memory: int, n: int, ks: np.ndarray) -> np.ndarray:
-    """E[sample variance of the m = ⌊n/k⌋ block means of size k] over n values of the driver:
-    m/(m−1) · (V_k − V_{mk}) — the within-sample variances a trace of n windows shows."""
-    v = _window_vars(driver_acov(hurst, memory, n))
-    ks = np.asarray(ks, dtype=np.int64)
-    m = n // ks
-    return m / (m - 1) * (v[ks] - v[m * ks])
-
-
 def _normal_scores(x: np.ndarray) -> np.ndarray:
     """Φ⁻¹((rank − ½)/n), ties at their mean rank (van der Waerden scores)."""
     r = stats.rankdata(x)
@@ -131,56 +83,6 @@ def _even_scores(z: np.ndarray) -> np.ndarray:
     return special.ndtri((rank + 0.5) / n)
 
 
-def _block_vars(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Block sizes k (log-spaced, ≥ 4 blocks) and the sample variances of the block means."""
-    n = len(x)
-    ks = np.unique(np.round(np.logspace(0, math.log10(max(n / 4, 1)), 16)).astype(np.int64))
-    out = []
-    for k in ks:  # a loop over ≤ 16 block sizes
-        m = n // k
-        out.append(float(x[: m * k].reshape(m, k).mean(axis=1).var(ddof=1)))
-    return ks, np.array(out)
-
-
-def fit_driver(x: np.ndarray, noise: float = 0.0) -> tuple[float, int, float]:
-    """Hurst exponent H, memory L (windows) and signal scale of a windowed rate series
-    ``x`` = signal + white noise of variance ``noise``.
-
-    Aggregated-variance method (Taqqu, Teverovsky & Willinger 1995) generalized to the driver
-    family of :func:`driver_acov` and made exact for a finite trace: for block sizes k the
-    sample variance s²_k of the block means is matched, in log space, to
-
-        S · E_{H,L}[s²_k] + noise / k
-
-    where E is :func:`expected_block_vars` (it includes the downward bias that long-range
-    dependence puts on a finite sample's variance, Beran 1994 §2) and S is fixed by k = 1.
-    H on a grid over [0.05, 0.98], L over powers of 2 up to twice the series. Returns
-    ``(H, L, S)``; ``(0.5, 1, 0)`` when the series holds no variance beyond the noise.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    if n < 8:
-        return 0.5, 1, 0.0
-    ks, sv = _block_vars(x)
-    keep = sv > 0
-    ks, sv = ks[keep], sv[keep]
-    if len(sv) < 3 or sv[0] <= noise * 1.0001 or ks[0] != 1:
-        return 0.5, 1, 0.0
-    best = (math.inf, 0.5, 1, 0.0)
-    memories = [1 << i for i in range(int(math.log2(2 * n)) + 1)]
-    for memory in memories:  # ≤ 15 memories × a vectorized-enough grid of H
-        for h in np.linspace(0.05, 0.98, 94):
-            e = expected_block_vars(float(h), memory, n, ks)
-            if not e[0] > 0:
-                continue
-            signal = (sv[0] - noise) / e[0]
-            model = signal * e + noise / ks
-            err = float(((np.log(np.maximum(model, 1e-300)) - np.log(sv)) ** 2).sum())
-            if err < best[0] - 1e-12:
-                best = (err, float(h), memory, float(signal))
-    return best[1], best[2], best[3]
-
-
 def _detect_tick(t: np.ndarray) -> float:
     """The grid the timestamps sit on (s), or 0 when they are continuous.
 
@@ -191,21 +93,51 @@ def _detect_tick(t: np.ndarray) -> float:
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
     """
-    u = np.unique(t)
-    if len(u) < 3:
+    if _is_sorted(t):  # the gaps between distinct times: the non-zero gaps, no sorted copy
+        d = np.diff(t)
+        if not d.all():
+            d = d[d != 0]
+    else:
+        d = np.diff(np.unique(t))
+    if len(d) < 2:
         return 0.0
-    d = np.diff(u)
     q0 = float(np.median(d[d < 1.5 * d.min()]))
+    m = None
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
         if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
-        m = np.maximum(np.rint(d / q), 1.0)
-        q = float(d.sum() / m.sum())
-        m = np.maximum(np.rint(d / q), 1.0)
-        if np.abs(d - m * q).max() <= 0.02 * q:
+        if m is None:
+            m = np.empty_like(d)
+        for step in range(2):  # the multiples, then the grid refined on them, twice
+            np.divide(d, q, out=m)
+            np.rint(m, out=m)
+            np.maximum(m, 1.0, out=m)
+            if step == 0:
+                q = float(d.sum() / m.sum())
+        np.multiply(m, q, out=m)
+        np.subtract(d, m, out=m)
+        if np.abs(m, out=m).max() <= 0.02 * q:
             return round(q, 3)
     return 0.0
+
+
+T_CHUNK = 1 << 22
+"""Times per chunk where a pass over a trace's times builds temporaries (32 MB each)."""
+
+
+def _bin_counts(t: np.ndarray, width: float, length: int, clip: int | None = None
+                ) -> np.ndarray:
+    """Events per bin ``⌊t / width⌋`` (bins ≥ ``clip`` counted in bin ``clip``), bins
+    0 … ``length`` − 1, added up chunk by chunk (integer sums: the same as one
+    ``np.bincount``)."""
+    out = np.zeros(length, dtype=np.int64)
+    for lo in range(0, len(t), T_CHUNK):
+        b = (t[lo:lo + T_CHUNK] // width).astype(np.int64)
+        if clip is not None:
+            np.minimum(b, clip, out=b)
+        out += np.bincount(b, minlength=length)[:length]
+    return out
 
 
 def _pick_window(rate: float, span: float) -> float:
@@ -253,7 +185,7 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
     if not terms:
         return (), 0.0
     hours = int(span // 3600)
-    counts = np.bincount((t // 3600).astype(np.int64), minlength=hours)[:hours]
+    counts = _bin_counts(t, 3600.0, hours)
     mid = (np.arange(hours) + 0.5) * 3600 + phase
     x = _harmonic_design(mid, terms)
     y = np.log(counts + 0.5)
@@ -269,13 +201,16 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
 
 
 def _fit_renewal(u: np.ndarray) -> Renewal:
-    """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring)."""
+    """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring); ``u`` is
+    overwritten (rescaled in place: the gaps of a large trace are not copied)."""
     from servetrace.analysis.fitting import fit_distributions
 
-    u = u[np.isfinite(u) & (u > 0)]
+    ok = np.isfinite(u) & (u > 0)
+    u = u if ok.all() else u[ok]
+    del ok
     if len(u) < 20:
         return Renewal("exponential")
-    u = u / u.mean()
+    u /= u.mean()
     cv = float(u.std() / u.mean())
     fits = fit_distributions(u, ("gamma", "weibull"), max_samples=50_000)
     best = fits.row(0, named=True)
@@ -290,11 +225,25 @@ def _rescaled_gaps(t: np.ndarray, rates: np.ndarray, window: float) -> np.ndarra
     """Gaps of Λ(t_k), Λ piecewise linear with ``rates`` per window (time rescaling)."""
     n_w = len(rates)
     edges_mass = np.concatenate([[0.0], np.cumsum(rates * window)])
-    inside = t < n_w * window
-    tt = t[inside]
-    w = np.minimum((tt // window).astype(np.int64), n_w - 1)
-    lam = edges_mass[w] + rates[w] * (tt - w * window)
-    return np.diff(lam)
+    limit = n_w * window
+    m = sum(int(np.count_nonzero(t[lo:lo + T_CHUNK] < limit))
+            for lo in range(0, len(t), T_CHUNK))
+    out = np.empty(max(m - 1, 0))
+    at, prev = 0, None
+    for lo in range(0, len(t), T_CHUNK):  # chunks of times: the temporaries stay small
+        tt = t[lo:lo + T_CHUNK]
+        tt = tt[tt < limit]
+        if not len(tt):
+            continue
+        w = np.minimum((tt // window).astype(np.int64), n_w - 1)
+        lam = edges_mass[w] + rates[w] * (tt - w * window)
+        if prev is not None:
+            out[at] = lam[0] - prev
+            at += 1
+        out[at:at + len(lam) - 1] = np.diff(lam)
+        at += len(lam) - 1
+        prev = lam[-1]
+    return out
 
 
 def _split_off(t: np.ndarray, span: float
@@ -334,57 +283,6 @@ def _split_off(t: np.ndarray, span: float
                                 Table.of(levels / levels.mean())), level[period]
 
 
-def _modulated(x: np.ndarray, noise: float, alpha: float = 1e-3) -> bool:
-    """Whether the windowed rate factors vary more than the renewal noise alone explains:
-    the index-of-dispersion test (Cox & Lewis 1966, §6.4; (m−1) s²_k k / noise ~ χ²_{m−1})
-    at every block size k with m ≥ 8 blocks, Bonferroni-corrected at level ``alpha``."""
-    if len(x) < 8 or not noise > 0:
-        return len(x) >= 2 and float(np.var(x)) > 0
-    ks, sv = _block_vars(x)
-    m = len(x) // ks
-    use = m >= 8
-    if not use.any():
-        return False
-    stat = (m[use] - 1) * sv[use] * ks[use] / noise
-    crit = stats.chi2.ppf(1 - alpha / use.sum(), m[use] - 1)
-    return bool((stat > crit).any())
-
-
-def smoothed_factors(x: np.ndarray, noise: float, hurst: float, memory: int) -> np.ndarray:
-    """The signal part of windowed rate factors ``x`` = s + e, e white noise of variance
-    ``noise`` (the renewal's own count noise), for the modulation table.
-
-    ŝ = Σ_s (Σ_s + noise · I)⁻¹ (x − x̄), the Wiener smoother (Wiener 1949) with Σ_s the
-    autocovariance of the fitted driver (:func:`driver_acov`, Hurst exponent ``hurst``,
-    memory ``memory`` windows) scaled to the signal variance Var x − noise; applied in the
-    frequency domain on a zero-padded circulant embedding (O(n log n)). ŝ is then rescaled to
-    the signal variance, floored at 0 and normalized to mean 1.
-
-    Shrinking each window on its own toward 1 by √(1 − noise / Var x) gives the right variance
-    but keeps the *noise's* shape (Poisson-like counts make it bell-shaped whatever the
-    signal); pooling neighbouring windows by the signal's own correlation recovers the
-    signal's shape, e.g. the bounded, flat-topped distribution of a slow ramp, whose peaks
-    the pointwise table overstates. For a white signal (H = ½, L = 1) the two coincide.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    signal = float(x.var()) - noise
-    if n < 2 or not signal > 0:
-        return np.ones(n)
-    m = 1 << math.ceil(math.log2(2 * n))
-    acov = driver_acov(hurst, memory, m // 2)
-    acov = acov * (signal / acov[0])
-    spectrum = np.maximum(np.fft.rfft(np.concatenate([acov, acov[-2:0:-1]])).real, 0.0)
-    y = np.zeros(m)
-    y[:n] = x - x.mean()
-    s = np.fft.irfft(np.fft.rfft(y) * (spectrum / (spectrum + max(noise, 0.0))), m)[:n]
-    sd = float(s.std())
-    if not sd > 0:
-        return np.ones(n)
-    out = np.maximum(1.0 + s * (math.sqrt(signal) / sd), 0.0)
-    return out / out.mean()
-
-
 def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: float | None = None,
                  phase_s: float | None = None, tick_s: float | None = None,
                  detect_off: bool = True,
@@ -403,19 +301,33 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     (:func:`fit_driver`); the modulation table from the Wiener-smoothed factors
     (:func:`smoothed_factors`); with ``calibrate``, the renewal's CV (:func:`_calibrate_cv`).
     """
-    t = np.sort(np.asarray(times, dtype=np.float64))
+    t = np.asarray(times, dtype=np.float64)
+    t = t.copy() if _is_sorted(t) else np.sort(t)  # one working copy of the times
+    return _fit_sorted(t, span_s, origin_s=origin_s, phase_s=phase_s, tick_s=tick_s,
+                       detect_off=detect_off, calibrate=calibrate, seed=seed)
+
+
+def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float | None = None,
+                phase_s: float | None = None, tick_s: float | None = None,
+                detect_off: bool = True, calibrate: bool = True, seed: int = 0) -> Arrivals:
+    """:func:`fit_arrivals` of sorted float64 times ``t``, which it takes over (shifts and
+    overwrites): a caller that holds the times of a large trace passes them without a copy."""
     n = len(t)
     if n < 2:
         raise ValueError("fit_arrivals: at least 2 arrivals are needed")
     origin = float(t[0]) if origin_s is None else float(origin_s)
-    t = t - origin
+    t -= origin
     if t[0] < 0:
         raise ValueError("fit_arrivals: an arrival precedes origin_s")
-    raw = t.copy()
+    target = _cv_target(t) if calibrate else None  # what the raw times are needed for
     tick = _detect_tick(t) if tick_s is None else float(tick_s)
     span = float(span_s) if span_s is not None else float(t[-1] - t[0]) * n / (n - 1)
     if tick > 0:
-        t = np.sort(t + _rng(seed, 1).random(n) * tick)
+        spread = _rng(seed, 1).random(n)
+        spread *= tick
+        t += spread
+        del spread
+        t.sort()
         span = max(span, float(np.floor(t[-1] / tick) + 1) * tick)
     if not span > 0:
         raise ValueError("fit_arrivals: the arrivals span no time (all equal)")
@@ -425,7 +337,8 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
         proto = Arrivals(1.0, 1.0, Table((1.0,)), 0.5, span, Renewal("exponential"),
                          harmonics, offset, phase, tick)
         grid, clock = _clock(proto, span)
-        t = np.interp(t, grid, clock)
+        for lo in range(0, n, T_CHUNK):  # in place, a chunk at a time
+            t[lo:lo + T_CHUNK] = np.interp(t[lo:lo + T_CHUNK], grid, clock)
         span = float(clock[-1])
     off, level_at = None, None
     if detect_off:
@@ -437,8 +350,7 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
     if level_at is not None:  # the ON-period levels act like a known multiplier per window
         mid = np.minimum(np.searchsorted(t, (np.arange(n_w) + 0.5) * window), len(t) - 1)
         det = det * level_at[mid]
-    counts = np.bincount(np.minimum((t // window).astype(np.int64), n_w), minlength=n_w + 1)
-    counts = counts[:n_w].astype(np.float64)
+    counts = _bin_counts(t, window, n_w, clip=n_w).astype(np.float64)
     x = counts / (rate * window * det)
     x = x / x.mean() if x.mean() > 0 else np.ones(n_w)
     var_x = float(x.var())
@@ -460,7 +372,7 @@ def fit_arrivals(times: np.ndarray, span_s: float | None = None, *, origin_s: fl
         xs = smoothed_factors(x, noise, hurst, memory)
     fitted = Arrivals(rate, window, Table.of(xs), hurst, span, renewal, harmonics, offset,
                       phase, tick, off, memory)
-    return _calibrate_cv(fitted, raw, seed) if calibrate else fitted
+    return _calibrate_to(fitted, target, seed) if calibrate else fitted
 
 
 def _sample_cv(a: Arrivals, horizon: float, runs: int, seed: int,
@@ -528,15 +440,35 @@ def _calibrate_cv(a: Arrivals, raw: np.ndarray, seed: int,
     as fitted: raising its CV to reach the requests' CV (which a handful of long silences
     decide in a short trace) would clump whole sessions and overshoot the peaks.
     """
-    raw = np.sort(raw)
+    return _calibrate_to(a, _cv_target(raw), seed, sessions)
+
+
+def _is_sorted(t: np.ndarray) -> bool:
+    return bool((t[1:] >= t[:-1]).all())
+
+
+def _cv_target(raw: np.ndarray) -> tuple[float, int, float] | None:
+    """What :func:`_calibrate_cv` takes from the trace's times: their inter-arrival CV, the
+    events k of a calibration sample and its horizon (s); None when there is nothing to
+    match. Computed once, so that the fit need not keep a copy of the raw times."""
+    raw = raw if _is_sorted(raw) else np.sort(raw)
     g = np.diff(raw)
     if len(g) < 10 or not g.mean() > 0:
-        return a
+        return None
     target = float(g.std() / g.mean())
     k = min(len(raw), CALIBRATION_EVENTS)
     horizon = float(raw[k - 1] - raw[0]) * k / max(k - 1, 1)
     if not horizon > 0:
+        return None
+    return target, k, horizon
+
+
+def _calibrate_to(a: Arrivals, goal: tuple[float, int, float] | None, seed: int,
+                  sessions: Sessions | None = None) -> Arrivals:
+    """:func:`_calibrate_cv` given :func:`_cv_target`'s figures."""
+    if goal is None:
         return a
+    target, k, horizon = goal
     runs = min(4 * CALIBRATION_RUNS, max(CALIBRATION_RUNS, CALIBRATION_EVENTS // k))
     if sessions is not None:
         rate = a.rate

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special, stats
+import polars as pl
+from scipy import special
 
 from servetrace.synth.parameters import (
     CHUNK,
@@ -70,12 +71,64 @@ def _mean_tokens(g: Group) -> tuple[float, float]:
     return g.lengths.input.mean(), g.lengths.output.mean()
 
 
+def pair_counts(inp: np.ndarray, out: np.ndarray) -> pl.DataFrame:
+    """The joint histogram of (input, output) token lengths: columns ``input_tokens``,
+    ``output_tokens`` (Int64) and ``len`` (UInt32), one row per distinct pair, in any
+    order — what a store aggregates with ``GROUP BY input_tokens, output_tokens`` without
+    reading a trace into memory (token lengths are small integers: a few hundred thousand
+    distinct pairs at most, whatever the rows)."""
+    frame = pl.DataFrame({"input_tokens": np.asarray(inp, dtype=np.int64),
+                          "output_tokens": np.asarray(out, dtype=np.int64)})
+    return frame.group_by("input_tokens", "output_tokens").len()
+
+
+def _midranks(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean rank (1-based) of each distinct sorted value with ``counts`` copies: ties share
+    the mean of the ranks they span, as :func:`scipy.stats.rankdata` gives them."""
+    before = np.cumsum(counts) - counts
+    return before + (counts + 1) / 2.0
+
+
+def _spearman_from_pairs(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    """Spearman's ρ_S (Spearman 1904) of a sample given as distinct pairs (a, b) with
+    counts ``w``: Pearson's correlation of the mid-ranks, ties at their mean rank — the
+    value :func:`scipy.stats.spearmanr` returns on the expanded sample, within rounding."""
+    n = float(w.sum())
+    va, ia = np.unique(a, return_inverse=True)
+    vb, ib = np.unique(b, return_inverse=True)
+    ca = np.bincount(ia, weights=w, minlength=len(va))
+    cb = np.bincount(ib, weights=w, minlength=len(vb))
+    mid = (n + 1) / 2.0  # the mean rank of either margin
+    ra = _midranks(va, ca) - mid
+    rb = _midranks(vb, cb) - mid
+    cov = float((w * ra[ia] * rb[ib]).sum())
+    var = float((ca * ra * ra).sum()) * float((cb * rb * rb).sum())
+    return cov / math.sqrt(var) if var > 0 else math.nan
+
+
 def _lengths(inp: np.ndarray, out: np.ndarray) -> Lengths:
-    if len(inp) >= 3 and np.ptp(inp) > 0 and np.ptp(out) > 0:
-        rs = float(stats.spearmanr(inp, out).statistic)
-    else:
-        rs = 0.0
+    return lengths_from_pairs(pair_counts(inp, out))
+
+
+def lengths_from_pairs(pairs: pl.DataFrame) -> Lengths:
+    """:class:`Lengths` from the joint histogram of token lengths (:func:`pair_counts`'
+    columns): the empirical marginals of :meth:`Table.from_counts` (the tables
+    :meth:`Table.empirical` builds from the raw values) and the copula correlation
+    ρ = 2 sin(π ρ_S / 6) (Kruskal 1958) from the histogram's Spearman ρ_S. Nothing here
+    grows with the number of requests, only with the number of distinct lengths."""
+    pairs = pairs.sort("input_tokens", "output_tokens")
+    a = pairs["input_tokens"].to_numpy().astype(np.float64)
+    b = pairs["output_tokens"].to_numpy().astype(np.float64)
+    w = pairs["len"].to_numpy().astype(np.float64)
+    n = int(w.sum())
+    rs = (_spearman_from_pairs(a, b, w)
+          if n >= 3 and len(np.unique(a)) > 1 and len(np.unique(b)) > 1 else 0.0)
     rs = 0.0 if not math.isfinite(rs) else rs
     rho = 2.0 * math.sin(math.pi * rs / 6.0)
-    return Lengths(Table.empirical(inp, integer=True), Table.empirical(out, integer=True),
+    margin_in = pairs.group_by("input_tokens").agg(pl.col("len").sum()).sort("input_tokens")
+    margin_out = pairs.group_by("output_tokens").agg(pl.col("len").sum()).sort("output_tokens")
+    return Lengths(Table.from_counts(margin_in["input_tokens"].to_numpy(),
+                                     margin_in["len"].to_numpy(), integer=True),
+                   Table.from_counts(margin_out["output_tokens"].to_numpy(),
+                                     margin_out["len"].to_numpy(), integer=True),
                    rho, rs)

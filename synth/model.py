@@ -138,6 +138,7 @@ from servetrace.synth.arrivals import (
     _calibrate_cv,
     _detect_tick,
     _even_scores,
+    _fit_sorted,
     _rng,
     _times,
     fit_arrivals,
@@ -147,6 +148,7 @@ from servetrace.synth.lengths import (
     _lengths,
     _mean_tokens,
     _stratified_normal,
+    lengths_from_pairs,
 )
 from servetrace.synth.parameters import (
     _COLUMNS,
@@ -322,14 +324,19 @@ def _coerce(value: object, hint: object) -> object:
     return value
 
 
-def _labels(frame: pl.DataFrame, tenant_is_session: bool) -> Labels:
-    cols = tuple(c for c in LABELS if frame[c].null_count() < frame.height
+def _labels(frame: pl.DataFrame | pl.LazyFrame, tenant_is_session: bool) -> Labels:
+    lf = frame.lazy()
+    names = lf.collect_schema().names()
+    counts = lf.select(pl.len().alias("__rows"),
+                       *(pl.col(c).count() for c in LABELS if c in names)).collect().row(0)
+    filled = dict(zip([c for c in LABELS if c in names], counts[1:], strict=True))
+    cols = tuple(c for c in LABELS if filled.get(c, 0) > 0
                  and not (c == "tenant" and tenant_is_session))
     if not cols:
         return Labels((), ((),), (1.0,), tenant_is_session)
-    mix = (frame.group_by(list(cols)).len().sort(["len", *cols], descending=[True] +
-                                                  [False] * len(cols), nulls_last=True)
-           .head(MAX_LABELS))
+    mix = (lf.group_by(list(cols)).len().sort(["len", *cols], descending=[True] +
+                                               [False] * len(cols), nulls_last=True)
+           .head(MAX_LABELS)).collect()
     w = mix["len"].to_numpy().astype(np.float64)
     values = tuple(tuple(r) for r in mix.select(list(cols)).iter_rows())
     return Labels(cols, values, tuple(float(v) for v in w / w.sum()), tenant_is_session)
@@ -422,11 +429,19 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
     :func:`~servetrace.synth.prefixes.block_size`); ``hash_scope``: the trace's
     ``traces.hash_scope`` (``"session"``: ids local to a session, so no roots are shared
     across sessions).
+
+    A ``LazyFrame`` (a store's :meth:`~servetrace.loaders.Store.scan`, ``pl.scan_parquet``)
+    is fitted out of core where the trace has no sessions and no prefix blocks: only the
+    arrival times are read into memory (8 bytes a request), lengths and labels come from
+    ``GROUP BY`` aggregates (:func:`_fit_lazy`); the model is the one the same rows in a
+    ``DataFrame`` give. Sessions and prefix chains need the rows and are fitted in memory.
     """
     if hash_scope not in ("global", "session"):
         raise ValueError(f"fit: hash_scope must be 'global' or 'session', got {hash_scope!r}")
     if by is not None and by not in LABELS:
         raise ValueError(f"fit: by must be None or one of {', '.join(LABELS)}; got {by!r}")
+    if isinstance(requests, pl.LazyFrame) and not _needs_rows(requests):
+        return _fit_lazy(requests, by, seed)
     frame = _collect(requests)
     if frame.height < 20:
         raise ValueError(f"fit: at least 20 requests are needed, got {frame.height}")
@@ -571,6 +586,110 @@ def _turn_lengths(ss: Sessions, sess: np.ndarray, turn: np.ndarray, n_sess: int,
 def _has_dag(ss: Sessions | None) -> bool:
     """Whether sessions carry format 3's turn DAG (times or types by turn, sub-agents)."""
     return ss is not None and bool(ss.think_by_turn or ss.types or ss.subagents is not None)
+
+
+def _needs_rows(requests: pl.LazyFrame) -> bool:
+    """Whether the trace has sessions or prefix blocks, whose fits need the rows."""
+    names = requests.collect_schema().names()
+    cols = [c for c in ("session", "hash_ids") if c in names]
+    if not cols:
+        return False
+    return any(requests.select(pl.col(c).count() for c in cols).collect().row(0))
+
+
+def _check_lazy(requests: pl.LazyFrame) -> int:
+    """The checks of :func:`_collect` as one aggregate query; the number of rows."""
+    names = requests.collect_schema().names()
+    missing = [c for c in ("arrival_s", "input_tokens", "output_tokens") if c not in names]
+    if missing:
+        raise ValueError(f"fit: requests lacks column {missing[0]!r}")
+    row = requests.select(
+        pl.len().alias("n"),
+        *(pl.col(c).null_count().alias(c) for c in ("arrival_s", "input_tokens",
+                                                     "output_tokens")),
+        (~pl.col("arrival_s").is_finite()).sum().alias("infinite"),
+    ).collect().row(0, named=True)
+    n = int(row["n"])
+    if n and row["arrival_s"] == n:
+        raise ValueError("fit: the requests have no arrival times (a batch trace): a workload "
+                         "model needs arrivals")
+    for c in ("arrival_s", "input_tokens", "output_tokens"):
+        if row[c]:
+            raise ValueError(f"fit: column {c!r} has nulls")
+    if row["infinite"]:
+        raise ValueError("fit: column 'arrival_s' has non-finite values")
+    return n
+
+
+def _lazy_times(requests: pl.LazyFrame) -> np.ndarray:
+    """The arrival times, sorted, as the only per-request array the lazy fit holds."""
+    s = requests.select(pl.col("arrival_s").cast(pl.Float64)).collect().to_series()
+    if s.is_sorted():
+        return np.array(s.to_numpy(), dtype=np.float64)  # writable: shifted in place
+    return np.sort(s.to_numpy())
+
+
+def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span: float,
+                    t_origin: float, tick: float, seed: int,
+                    times: np.ndarray | None = None) -> Group:
+    """:func:`_fit_group` for a group without sessions or prefix blocks, from aggregates.
+    ``times``: the group's sorted arrival times minus ``t_origin`` where the caller has
+    them (taken over: overwritten)."""
+    failed = (requests.select(pl.col("failed").count()).collect().item() > 0
+              if "failed" in requests.collect_schema().names() else False)
+    if times is None:
+        times = _lazy_times(requests)
+        times -= t_origin
+    arrivals = _fit_sorted(times, span, origin_s=0.0, phase_s=t_origin, tick_s=tick,
+                           seed=seed)
+    del times
+    pairs = (requests.group_by("input_tokens", "output_tokens").len()
+             .with_columns(pl.col("input_tokens", "output_tokens").cast(pl.Int64)).collect())
+    return Group(key, share, arrivals, lengths_from_pairs(pairs), _labels(requests, False),
+                 None, None, failed)
+
+
+def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadModel:
+    """:func:`fit` out of core: see its docstring. Every step but the arrival times is a
+    query the engine streams (counts, null counts, a length histogram, a label mix)."""
+    n = _check_lazy(requests)
+    if n < 20:
+        raise ValueError(f"fit: at least 20 requests are needed, got {n}")
+    names = requests.collect_schema().names()
+    requests = requests.with_columns(  # as :func:`_collect` reads them
+        (pl.col(c).cast(pl.String) if c in names else pl.lit(None, pl.String)).alias(c)
+        for c in (*LABELS, "trace"))
+    if by is not None:
+        warn_empty(requests, [by])
+    a = _lazy_times(requests)
+    origin = float(a[0])
+    last = float(a[-1])
+    span = (last - origin) * n / (n - 1)
+    a -= origin
+    tick = _detect_tick(a)
+    if tick > 0:
+        span = max(span, float(np.floor((last - origin) / tick) + 1) * tick)
+    if not span > 0:
+        raise ValueError("fit: column 'arrival_s' spans no time (all arrivals equal)")
+    traces = (requests.select(pl.col("trace").drop_nulls().unique().sort())
+              .collect().to_series().to_list())
+    source = traces[0] if len(traces) == 1 else ("mixed" if traces else "unknown")
+    if by is None:  # one group: the times read for the tick are its times
+        return WorkloadModel(source, by, span, n, (
+            _fit_group_lazy(requests, None, 1.0, span, origin, tick, seed, times=a),))
+    del a
+    col = pl.col(by)
+    sizes = requests.group_by(by).len().collect()
+    big = sizes.filter((pl.col("len") >= MIN_GROUP_REQUESTS) & pl.col(by).is_not_null())
+    keys = sorted(big[by].to_list())
+    parts = [(k, int(big.filter(pl.col(by) == k)["len"][0]), requests.filter(col == k))
+             for k in keys]
+    rest = n - sum(p[1] for p in parts)
+    if rest >= 2:
+        parts.append((None, rest, requests.filter(~col.is_in(keys) | col.is_null())))
+    groups = tuple(_fit_group_lazy(lf, k, size / n, span, origin, tick, seed)
+                   for k, size, lf in parts)
+    return WorkloadModel(source, by, span, n, groups)
 
 
 def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: float

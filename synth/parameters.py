@@ -204,6 +204,30 @@ class Table:
             x = x[np.clip(np.ceil(p * len(x)).astype(np.int64) - 1, 0, len(x) - 1)]
         return Table(tuple(float(v) for v in x), integer=integer, step=True)
 
+    @staticmethod
+    def from_counts(values: np.ndarray, counts: np.ndarray, *, integer: bool = False,
+                    size: int = EMPIRICAL_SIZE) -> Table:
+        """:meth:`empirical` of the sample in which each of the sorted distinct ``values``
+        occurs ``counts`` times (a histogram, as a store aggregates it): the same table,
+        value for value, without expanding the sample — past ``size`` values the
+        inverted-CDF positions ⌈p·n⌉ − 1 are looked up in the cumulative counts."""
+        v = np.asarray(values, dtype=np.float64)
+        c = np.asarray(counts, dtype=np.int64)
+        keep = c > 0
+        v, c = v[keep], c[keep]
+        if len(v) > 1 and not (np.diff(v) > 0).all():
+            raise ValueError("Table.from_counts: values must be distinct and ascending")
+        n = int(c.sum())
+        if n == 0:
+            return Table((0.0,), integer=integer, step=True)
+        if n > size:
+            p = (np.arange(size) + 0.5) / size
+            pos = np.clip(np.ceil(p * n).astype(np.int64) - 1, 0, n - 1)
+            x = v[np.searchsorted(np.cumsum(c), pos, side="right")]
+        else:
+            x = np.repeat(v, c)
+        return Table(tuple(float(x_) for x_ in x), integer=integer, step=True)
+
 
 @dataclass(frozen=True)
 class Renewal:

@@ -1,0 +1,175 @@
+"""Scale benchmark: ingest, analyze and fit of large Azure-2024-format traces, one process each.
+
+    python bench/scale.py [--rows N [N ...]] [--baseline-max N] [--today PYTHON] [--keep DIR]
+
+For each size, writes a generated CSV in the Azure LLM 2024 format block by block
+(:func:`bench.ingest.generate`: ``TIMESTAMP,ContextTokens,GeneratedTokens``, 50 requests/s,
+lengths resampled from the real BurstGPT sample), then runs each stage as its own
+subprocess, so that every stage's peak resident memory is its own (the child's ``VmHWM``:
+the whole process, interpreter and imports included) and its wall time is measured from
+outside:
+
+- ``ingest``: ``servetrace.loaders.ingest`` into a fresh store (streamed in chunks);
+- ``analyze``: ``servetrace analyze bench --format json`` (the CLI as a user runs it);
+- ``fit``: ``servetrace fit bench`` — out of core: :func:`servetrace.synth.model.fit` of the
+  store's lazy scan holds the arrival times (8 bytes a request) and reads lengths and labels
+  as ``GROUP BY`` histograms;
+- ``fit in memory`` (sizes up to ``--baseline-max``): ``fit`` of the same trace collected
+  into a DataFrame, as before this path existed, in the same code. The two models are
+  compared: they must be identical;
+- ``fit today`` (with ``--today PYTHON``, a Python environment with another checkout of
+  servetrace installed, e.g. the main branch before this change; sizes up to
+  ``--baseline-max``): its ``servetrace fit`` on the same store.
+
+Prints a table of seconds and peak GB per stage and size, and per stage the log-log slope of
+time and of peak memory against rows between consecutive sizes (1 is linear). Targets (issue
+19): peak under 4 GB for analyze and fit at every size, slopes near 1. The CSV is deleted
+once ingested (the next size needs the disk); the stores are kept with ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import work_dir
+from ingest import generate
+
+INGEST = """
+import sys
+from pathlib import Path
+from servetrace.loaders import Store, ingest
+[rec] = ingest(Path(sys.argv[1]), as_format="azure_llm_2024", trace="bench",
+               store=Store(Path(sys.argv[2])), progress=False)
+assert rec["rows"] + rec["rejected"] == int(sys.argv[3]), rec
+"""
+
+FIT_IN_MEMORY = """
+import sys
+from pathlib import Path
+from servetrace.loaders import Store
+from servetrace.synth.model import fit
+fit(Store(Path(sys.argv[1])).scan("requests", "bench").collect()).save(sys.argv[2])
+"""
+
+
+def _hwm_bytes(pid: int) -> int:
+    """The peak resident size of process ``pid`` so far (``VmHWM``), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_stage(name: str, argv: list[str], log: Path) -> dict[str, object]:
+    """Run ``argv`` as a child process; its wall seconds, peak RSS (GB) and exit status.
+
+    The peak is the child's ``VmHWM`` read every 10 ms while it runs (the high-water mark of
+    its own address space since ``exec``). ``wait4``'s ``ru_maxrss`` would not do: Linux
+    carries the parent's resident size at ``fork`` into it."""
+    t0 = time.perf_counter()
+    peak = 0
+    with open(log, "ab") as out:
+        out.write(f"--- {name}: {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _hwm_bytes(proc.pid))
+            time.sleep(0.01)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"stage": name, "seconds": seconds, "peak_gb": peak / 1e9,
+            "ok": proc.returncode == 0}
+
+
+def slopes(results: list[dict[str, object]]) -> list[str]:
+    """Log-log slopes of seconds and peak GB against rows, per stage, between consecutive
+    sizes where the stage succeeded at both."""
+    lines = []
+    stages = dict.fromkeys(str(r["stage"]) for r in results)
+    for stage in stages:
+        rows = sorted((r for r in results if r["stage"] == stage and r["ok"]),
+                      key=lambda r: int(r["rows"]))
+        for a, b in itertools.pairwise(rows):
+            dx = math.log(int(b["rows"]) / int(a["rows"]))
+            st = math.log(float(b["seconds"]) / float(a["seconds"])) / dx
+            sm = math.log(float(b["peak_gb"]) / float(a["peak_gb"])) / dx
+            lines.append(f"{stage:<16}{int(a['rows']):>12,} -> {int(b['rows']):<12,}"
+                         f" time {st:5.2f}   memory {sm:5.2f}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
+    ap.add_argument("--baseline-max", type=int, default=10_000_000,
+                    help="largest size at which the in-memory fit also runs")
+    ap.add_argument("--today", type=Path, help="python of another servetrace checkout, "
+                    "whose `servetrace fit` runs side by side up to --baseline-max")
+    ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
+    ap.add_argument("--json", type=Path, help="also write the measurements here")
+    args = ap.parse_args()
+    py = sys.executable
+    cli = str(Path(py).parent / "servetrace")
+    results: list[dict[str, object]] = []
+    with work_dir(args.keep) as work:
+        log = work / "scale.log"
+        for rows in args.rows:
+            csv = work / f"{rows}" / "AzureLLMInferenceTrace_conv_1week.csv"
+            store = work / f"{rows}" / "store"
+            csv.parent.mkdir(exist_ok=True)
+            print(f"generating {rows:,} rows -> {csv}", flush=True)
+            generate(csv, rows, "azure_llm_2024")
+            print(f"{rows:,} rows, {csv.stat().st_size / 1e6:,.0f} MB", flush=True)
+            model = csv.parent / "model.json"
+            stages = [("ingest", [py, "-c", INGEST, str(csv), str(store), str(rows)]),
+                      ("analyze", [cli, "analyze", "bench", "--format", "json",
+                                   "--store", str(store)]),
+                      ("fit", [cli, "fit", "bench", "-o", str(model), "--store", str(store)])]
+            if rows <= args.baseline_max:
+                stages.append(("fit in memory", [py, "-c", FIT_IN_MEMORY, str(store),
+                                                 str(csv.parent / "model_in_memory.json")]))
+                if args.today:
+                    stages.append(("fit today", [str(args.today), "-m", "servetrace.cli",
+                                                 "fit", "bench", "-o",
+                                                 str(csv.parent / "model_today.json"),
+                                                 "--store", str(store)]))
+            for name, argv in stages:
+                r = {"rows": rows, **run_stage(name, argv, log)}
+                results.append(r)
+                print(f"{rows:>12,} {name:<16}{r['seconds']:>9.1f} s {r['peak_gb']:>7.2f} GB"
+                      f"{'' if r['ok'] else '  FAILED (see ' + str(log) + ')'}", flush=True)
+                if name == "ingest":
+                    csv.unlink()
+            if rows <= args.baseline_max:
+                same = (model.exists() and (csv.parent / "model_in_memory.json").exists()
+                        and model.read_text() ==
+                        (csv.parent / "model_in_memory.json").read_text())
+                print(f"{rows:>12,} out-of-core model == in-memory model: {same}", flush=True)
+        print(f"\n{'rows':>12} {'stage':<16}{'seconds':>9} {'peak GB':>9}")
+        for r in results:
+            print(f"{int(r['rows']):>12,} {r['stage']:<16}{r['seconds']:>9.1f} "
+                  f"{r['peak_gb']:>9.2f}{'' if r['ok'] else '  failed'}")
+        print("\nlog-log slopes against rows (1 = linear):")
+        print("\n".join(slopes(results)) or "(one size: no slope)")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
