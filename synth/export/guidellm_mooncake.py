@@ -30,7 +30,7 @@ SUFFIX = ".jsonl"
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
           block_size: int = _common.MOONCAKE_BLOCK_TOKENS, keep_hash_ids: bool = True,
-          min_output_tokens: int = 1) -> Path:
+          min_output_tokens: int = 1) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a GuideLLM Mooncake JSONL file at
     ``path``: ``timestamp`` (s), ``input_length``, ``output_length``, ``hash_ids``.
 
@@ -45,4 +45,6 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = Fals
         raise ValueError(f"{NAME}: {bad} request(s) have len(hash_ids) != ceil(input_tokens "
                          f"/ {block_size}), which GuideLLM rejects; pass keep_hash_ids=False "
                          f"to write fresh block ids")
-    return _common.write_jsonl(out.with_columns(ids), path)
+    written = _common.write_jsonl(out.with_columns(ids), path)
+    return _common.Export(written, guidellm.command(written, "mooncake",
+                                                    hash_id_block_size=block_size))

@@ -13,8 +13,10 @@ Units: ``timestamp`` is whole **milliseconds** from the trace start, ``round(arr
 ``hash_ids`` are kept where the frame has them; elsewhere each request gets fresh ids of its
 own (see :func:`servetrace.synth.export._common.hash_ids`), so no prefix sharing is invented.
 
-Reading the file back with :mod:`servetrace.loaders.mooncake` gives the same arrivals (to the
-millisecond), lengths and block ids.
+The command line returned is AIPerf's (``mooncake_trace`` reads this layout; with the trace's
+own timestamps it gets ``--fixed-schedule-auto-offset``). Reading the file back with
+:mod:`servetrace.loaders.mooncake` gives the same arrivals (to the millisecond), lengths and
+block ids.
 """
 
 from __future__ import annotations
@@ -46,12 +48,17 @@ def rows(frame: pl.DataFrame | pl.LazyFrame, *, rebase: bool = False,
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
-          block_size: int = _common.MOONCAKE_BLOCK_TOKENS, keep_hash_ids: bool = True) -> Path:
+          block_size: int = _common.MOONCAKE_BLOCK_TOKENS, keep_hash_ids: bool = True
+          ) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a Mooncake trace JSONL file at ``path``.
 
     Options: ``rebase`` (time from the first request), ``block_size`` (tokens per generated
     block id; the kept ids are 512-token blocks, so another size needs
     ``keep_hash_ids=False``). Returns ``path``.
     """
-    return _common.write_jsonl(rows(frame, rebase=rebase, block_size=block_size,
-                                    keep_hash_ids=keep_hash_ids), path)
+    out = rows(frame, rebase=rebase, block_size=block_size, keep_hash_ids=keep_hash_ids)
+    written = _common.write_jsonl(out, path)
+    extra = [] if rebase else ["--fixed-schedule-auto-offset"]
+    command = _common.aiperf_command(written, "mooncake_trace", "--isl-block-size",
+                                     block_size, *extra)
+    return _common.Export(written, command)
