@@ -22,7 +22,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from servetrace.loaders import azure_functions_2019, azure_llm_2023, burstgpt, mooncake
+from servetrace.analysis import kvcache
+from servetrace.loaders import (
+    agentic_coding_weka,
+    azure_functions_2019,
+    azure_llm_2023,
+    burstgpt,
+    mooncake,
+    qwen_bailian,
+)
 from servetrace.synth import prompts
 from servetrace.synth.export import FORMATS, _common, export, options, vhive
 
@@ -462,3 +470,152 @@ def test_prompts_reject_bad_counts():
     with pytest.raises(ValueError, match="whole numbers"):
         prompts.prompts(np.array([1.5]), 0)
     assert prompts.prompts([], 0).len() == 0
+
+
+# -- sessions, block sizes and consumer command lines ----------------------------------------
+@pytest.fixture(scope="module")
+def weka(shared):
+    """20 real WEKA conversations (64-token blocks, session-local ids, think times)."""
+    files = sorted((shared / "agentic_coding_weka").glob("*.json"))[:20]
+    return agentic_coding_weka.load(files, "weka").tables["requests"]
+
+
+def test_block_ids_split_merge_and_scope_known_answer():
+    """Hand-made: 512 → 128 splits id h into 4h..4h+3 and cuts to ceil(in/128); 64 → 128 pairs
+    ids (a pair is one coarse id iff both match); session-local ids are made distinct; a short
+    list is padded with fresh ids above every other."""
+    frame = pl.DataFrame({"input_tokens": [600, 300], "hash_ids": [[5, 7], [5]]})
+    ids = _common.consumer_hash_ids(frame, 128, hash_block_tokens=512)
+    assert ids.to_list() == [[20, 21, 22, 23, 28], [20, 21, 22]]
+    fine = pl.DataFrame({"input_tokens": [256, 256, 200],
+                         "hash_ids": [[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 3]]})
+    assert _common.consumer_hash_ids(fine, 128, hash_block_tokens=64).to_list() == \
+        [[0, 1], [0, 2], [0, 3]]
+    local = pl.DataFrame({"input_tokens": [128, 128, 128], "session": ["a", "a", "b"],
+                          "hash_ids": [[0, 1], [0, 1], [0, 1]]})
+    got = _common.consumer_hash_ids(local, 64, hash_block_tokens=64, hash_scope="session")
+    assert got[0].to_list() == got[1].to_list() and set(got[0]).isdisjoint(got[2])
+    floor = pl.DataFrame({"input_tokens": [100, 150], "hash_ids": [[0], [0, 1]]})
+    assert _common.consumer_hash_ids(floor, 64, hash_block_tokens=64).to_list() == \
+        [[0, 2], [0, 1, 3]]
+    with pytest.raises(ValueError, match="one size must be a whole multiple"):
+        _common.consumer_hash_ids(frame, 96, hash_block_tokens=512)
+    assert _common.infer_block_tokens(pl.DataFrame({"input_tokens": [1024, 2000],
+                                                    "hash_ids": [[0, 1], [0, 1, 2, 3]]})) == 512
+    with pytest.raises(ValueError, match="pass hash_block_tokens"):
+        _common.infer_block_tokens(pl.DataFrame({"input_tokens": [5],
+                                                 "hash_ids": [[1, 2, 3, 4, 5, 6]]}))
+
+
+def test_rechunked_ids_keep_the_traces_prefix_hits(tmp_path, weka, moon):
+    """The cached prefix of every request (infinite cache) is the source's: same block size,
+    session scope made global; coarser blocks can only lose hits, finer ones only gain."""
+    src = kvcache.prefix_reuse(weka, block_tokens=64, scope="session")
+    for size, check in ((64, "equal"), (512, "coarse")):
+        rows = jsonl(export(weka, "vllm-mooncake", tmp_path / f"w{size}.jsonl",
+                            block_size=size, hash_block_tokens=64, hash_scope="session"))
+        assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / size) for r in rows)
+        got = kvcache.prefix_reuse(pl.DataFrame({
+            "arrival_s": [r["timestamp"] for r in rows],
+            "input_tokens": [r["input_length"] for r in rows],
+            "hash_ids": [r["hash_ids"] for r in rows]}), block_tokens=size)
+        fine = src["cached_blocks"].to_numpy()
+        if check == "equal":
+            assert (got["cached_blocks"].to_numpy() == fine).all()
+        else:
+            assert (got["cached_blocks"].to_numpy() * 8 <= fine).all()
+            assert got["cached_blocks"].sum() > 0.8 * fine.sum() / 8
+    part = moon.head(2000)
+    rows = jsonl(export(part, "sglang-mooncake", tmp_path / "s.jsonl"))
+    coarse = kvcache.prefix_reuse(part, block_tokens=512)["cached_tokens"].to_numpy()
+    split = kvcache.prefix_reuse(pl.DataFrame({
+        "arrival_s": part["arrival_s"], "input_tokens": part["input_tokens"],
+        "hash_ids": [r["hash_ids"] for r in rows]}), block_tokens=128)["cached_tokens"]
+    assert (split.to_numpy() >= coarse).all() and split.sum() > 0
+
+
+def test_vllm_timed_trace_rebases_and_prints_flags(tmp_path, conv):
+    late = conv.head(100).with_columns(pl.col("arrival_s") + 19_440_110.0)
+    result = export(late, "vllm-mooncake", tmp_path / "v.jsonl")
+    rows = jsonl(result)
+    assert rows[0]["timestamp"] == 0.0 and not result.notes
+    assert rows[5]["timestamp"] == pytest.approx(conv["arrival_s"][5] - conv["arrival_s"][0])
+    assert result.command.endswith(f"--dataset-name timed_trace --dataset-path {result.path} "
+                                   f"--timed-trace-chunk-hash-size 512 --num-prompts 100")
+    kept = export(late, "vllm-mooncake", tmp_path / "k.jsonl", rebase=False, time_unit="ms")
+    assert jsonl(kept)[0]["timestamp"] == round(late["arrival_s"][0] * 1000)
+    assert "--timed-trace-sec-multiplier 0.001" in kept.command
+    assert "225.0 days" in kept.notes[0]
+
+
+def test_aiperf_mooncake_sessions_with_think_delays(tmp_path, weka):
+    result = export(weka, "aiperf-mooncake", tmp_path / "a.jsonl", hash_block_tokens=64,
+                    hash_scope="session")
+    rows = jsonl(result)
+    assert "--custom-dataset-type mooncake_trace --fixed-schedule --isl-block-size 64" in \
+        result.command
+    req = weka.sort("arrival_s", maintain_order=True)
+    assert [r["session_id"] for r in rows] == req["session"].to_list()
+    first = req.select(pl.int_range(pl.len()).over("session") == 0).to_series().to_list()
+    think = req["think_s"].to_list()
+    for r, f, t in zip(rows, first, think, strict=True):
+        if f or t is None:
+            assert r["delay"] is None and isinstance(r["timestamp"], int)
+        else:
+            assert r["timestamp"] is None and r["delay"] == round(t * 1000)
+    assert sum(r["delay"] is not None for r in rows) > 0.8 * len(rows)
+
+
+def test_aiperf_bailian_round_trip(tmp_path, weka):
+    """Read back with this project's Bailian reader: parents, turns, 16-token ids, seconds."""
+    weka = weka.filter(pl.col("session").is_in(weka["session"].unique().sort().head(4)))
+    result = export(weka, "aiperf-bailian", tmp_path / "b.jsonl", hash_block_tokens=64,
+                    hash_scope="session")
+    assert "--custom-dataset-type bailian_trace" in result.command
+    assert "--isl-block-size" not in result.command
+    back = qwen_bailian.load([result.path], "again")
+    assert back.rejects.height == 0 and back.notes["hash_ids_length_violations"] == 0
+    got = back.tables["requests"]
+    req = weka.sort("arrival_s", maintain_order=True)
+    assert got.height == req.height
+    assert (got["arrival_s"] - (req["arrival_s"] - req["arrival_s"].min())).abs().max() < 1e-9
+    assert got["input_tokens"].equals(req["input_tokens"])
+    rows = jsonl(result)
+    roots = sum(r["parent_chat_id"] == -1 for r in rows)
+    assert roots == req["session"].n_unique()  # one tree per conversation
+    assert all(r["parent_chat_id"] < r["chat_id"] for r in rows)
+
+
+def test_weka_folder_round_trip_and_guidellm_lines(tmp_path, weka):
+    result = export(weka, "weka", tmp_path / "w", hash_block_tokens=64, hash_scope="session")
+    files = sorted(result.path.glob("*.json"))
+    assert len(files) == weka["session"].n_unique() == 20
+    assert "--load.type trace_session_replay" in result.command
+    back = agentic_coding_weka.load(files, "again").tables["requests"].sort("session",
+                                                                            "arrival_s")
+    src = weka.sort("session", "arrival_s")
+    for col in ("input_tokens", "output_tokens", "think_s", "server_s", "subagent"):
+        assert back[col].equals(src[col]), col
+    assert (back["arrival_s"] - src["arrival_s"]).abs().max() < 1e-9
+    assert back["hash_ids"].list.len().equals((src["input_tokens"] + 63) // 64)
+    lines = export(weka, "guidellm-weka", tmp_path / "g.jsonl", hash_block_tokens=64,
+                   hash_scope="session")
+    assert len(jsonl(lines)) == 20 and '"hash_id_block_size": 64' in lines.command
+
+
+def test_vidur_both_layouts(tmp_path, conv):
+    head = export(conv.head(3), "vidur", tmp_path / "h.csv")
+    pypi = export(conv.head(3), "vidur-pypi", tmp_path / "p.csv")
+    assert head.path.read_text().splitlines()[0] == "arrived_at,num_prefill_tokens," \
+                                                    "num_decode_tokens"
+    assert pypi.path.read_text().splitlines()[:2] == [
+        "Date,Time,PromptTokenCount,CompletionTokenCount", "2023-08-21,0.0,374,44"]
+    for r in (head, pypi):
+        assert "--trace_request_generator_config_prefill_scale_factor 1" in r.command
+        assert "--trace_request_generator_config_time_scale_factor 1" in r.command
+
+
+def test_text_export_size_note(tmp_path, conv, monkeypatch):
+    monkeypatch.setattr(_common, "TEXT_WARN_BYTES", 1000)
+    result = export(conv.head(50), "aiperf-multi-turn", tmp_path / "m.jsonl")
+    assert "GiB of prompt text" in result.notes[-1] and "aiperf-mooncake" in result.notes[-1]
