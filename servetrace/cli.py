@@ -663,7 +663,13 @@ def export_cmd(
                 if block is not None:
                     given.setdefault("hash_block_tokens", block)
                     given.setdefault("hash_scope", scope)
-            result = export(_trace_or_file(source, s), to, output, **given)
+            frame = _trace_or_file(source, s)
+            if ("hash_scope" in accepted and "hash_scope" not in given
+                    and "hash_ids" in frame.columns and "session" in frame.columns):
+                err.print("note: hash ids taken as one namespace for the whole file; pass "
+                          "--hash-scope session if they are local to each session",
+                          highlight=False, soft_wrap=True)
+            result = export(frame, to, output, **given)
     except _ERRORS as exc:
         _fail(exc)
     out.print(f"wrote {to}: {result.path}", highlight=False, soft_wrap=True)
