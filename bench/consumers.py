@@ -1,6 +1,7 @@
 """Check exports against the real consumers' own parsing code, from their published packages.
 
 Usage: ``python bench/consumers.py [--work DIR] [--rows N] [--only NAME ...]``
+(``PYTHON312``: a Python 3.12 interpreter for inference-perf, default ``python3.12``)
 
 Each case writes a real trace from ``../shared/traces`` with
 :func:`servetrace.synth.export.export`, hands the file to the consumer's own loader (the
@@ -58,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -76,10 +78,18 @@ from servetrace.synth.export import Export, export  # noqa: E402
 
 WHEELS = {"vllm": ("vllm==0.34.0", "vllm/benchmarks/datasets/"),
           "sglang": ("sglang==0.5.23", "sglang/benchmark/datasets/")}
-VENVS = {"aiperf": ("python3.11", ["aiperf==0.13.0"]),
-         "guidellm": ("python3.11", None),
-         "iperf": ("python3.12", ["inference-perf==0.7.0"]),
-         "vidur": ("python3.11", None)}
+GUIDELLM_DEPS = ["click~=8.4.0", "culsans~=0.10.0", "datasets>=5.0.1", "eval_type_backport",
+                 "faker", "ftfy>=6.0.0", "httpx[http2]<1.0.0", "loguru", "msgpack",
+                 "numpy>=2.0.0", "protobuf", "pydantic>=2.11.7", "pydantic-settings>=2.0.0",
+                 "pyyaml", "rich", "sanic", "tabulate", "transformers", "uvloop>=0.18",
+                 "more-itertools>=10.8.0", "typing-extensions>=4.15.0", "websockets>=13.0",
+                 "tokenizers"]
+VENVS = {"aiperf": ("python3.11", [["aiperf==0.13.0"]]),
+         # GuideLLM without torch (6 GB): its data path does not import it
+         "guidellm": ("python3.11", [GUIDELLM_DEPS, ["--no-deps", "guidellm==0.8.1"]]),
+         "iperf": (os.environ.get("PYTHON312", "python3.12"), [["inference-perf==0.7.0"]]),
+         # Vidur's trace reader needs pandas and scipy only (the rest pulls in wandb, streamlit)
+         "vidur": ("python3.11", [["--no-deps", "vidur==0.0.26"], ["numpy", "pandas", "scipy"]])}
 
 STUBS = r"""
 import importlib.util, sys, types
@@ -280,11 +290,11 @@ def venv_python(work: Path, name: str) -> Path:
     """The scratch virtual environment's python (created with the consumer if absent)."""
     python = work / name / "bin" / "python"
     if not python.exists():
-        interpreter, packages = VENVS[name]
-        if packages is None:
-            raise RuntimeError(f"{work / name}: install {name} first (see the docstring)")
+        interpreter, steps = VENVS[name]
+        print(f"creating {work / name} with {name} (minutes)", flush=True)
         subprocess.run([interpreter, "-m", "venv", str(work / name)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+        for packages in steps:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return python
 
 
@@ -366,11 +376,15 @@ def check_aiperf(work: Path, result: Export, kind: str, frame: pl.DataFrame,
                  block: int) -> list[str]:
     got = probe(venv_python(work, "aiperf"), AIPERF, kind, result.path)
     src = frame.sort("arrival_s", maintain_order=True)
+    if kind == "multi_turn":  # one line per session: compare in the file's session order
+        order = {sid: i for i, sid in enumerate(dict.fromkeys(r[5] for r in got["rows"]))}
+        src = src.with_columns(pl.col("session").replace_strict(order, default=None)
+                               .alias("_o")).sort("_o", maintain_order=True)
     problems = [] if got["detected"] else [f"AIPerf does not detect {kind}"]
     rows = got["rows"]
     if len(rows) != src.height:
         return [*problems, f"{len(rows)} rows read, {src.height} written"]
-    ms = np.round(_rebased(src) * 1000)
+    ms = np.round((src["arrival_s"] - frame["arrival_s"].min()).to_numpy() * 1000)
     stamps = np.array([np.nan if r[0] is None else r[0] for r in rows], dtype=np.float64)
     known = ~np.isnan(stamps)
     if np.abs(stamps[known] - ms[known]).max() > 0.5:
