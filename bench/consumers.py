@@ -54,11 +54,14 @@ Consumers, and how their code is run (scratch environments under ``DIR``, defaul
   ``TraceReplayRequestGenerator`` on the ``vidur-pypi`` file with the config the printed
   command sets. Checked: rows, ``arrived_at`` (s), prefill and decode tokens.
 
-Last run (Python 3.11, inference-perf on 3.12; 300–1,200 rows of each real trace, 10 WEKA
-conversations = 1,063 requests; on a shared machine at load average ≈ 9): every case OK —
-vLLM 0.34.0 (2 cases, and the defaults variant fails as it must), SGLang 0.5.23 (128-token
-ids OK; the 512 variant fails as it must), AIPerf 0.13.0 (4), GuideLLM 0.8.1 (3),
-inference-perf 0.7.0 (1), Vidur 0.0.26 (1). Results also in the README's export section.
+Last run (``--rows 500``; Python 3.11, inference-perf on 3.12; 10 WEKA conversations =
+1,063 requests; one run of about 10 minutes on a shared machine at load average ≈ 9): all 15
+cases OK, exit 0 — vLLM 0.34.0 (Mooncake and Azure; read with vLLM's defaults instead of the
+printed flags the file fails as it must: prompts built from 16-token chunks, and 1,000 rows
+when the file has more), SGLang 0.5.23 (128-token ids OK; the 512 variant fails as it must,
+prompts 0.25–0.34 of the input), AIPerf 0.13.0 (4 cases), GuideLLM 0.8.1 (3),
+inference-perf 0.7.0 (1), Vidur 0.0.26 (1). The same results are in the README's export
+section.
 """
 
 from __future__ import annotations
