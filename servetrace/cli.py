@@ -665,40 +665,89 @@ def _scan_trace_or_file(source: str, store: Store, table: str = "requests") -> p
 
 @app.command("export")
 def export_cmd(
-    source: Annotated[str, typer.Argument(help="trace id in the store, or a .parquet file "
-                                          "(e.g. from `servetrace generate`)")],
+    source: Annotated[str | None, typer.Argument(
+        help="trace id in the store, or a .parquet file in a canonical schema (e.g. from "
+             "`servetrace generate`); not needed with --to help")] = None,
     to: Annotated[str, typer.Option("--to", help="format: " + ", ".join(
-        ["vllm-custom", "guidellm", "aiperf-mooncake", "mooncake", "vidur", "vhive",
-         "faasrail", "invocations-csv", "..."]))],
-    output: Annotated[Path, typer.Option("-o", "--output", help="file (folder for vhive)")],
+        ["vllm-mooncake", "aiperf-mooncake", "aiperf-bailian", "sglang-mooncake",
+         "guidellm-weka", "weka", "vidur", "vidur-pypi", "vhive", "faasrail",
+         "invocations-csv", "..."]) + " (`--to help` lists them all)")] = "help",
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="file (folder for vhive and weka)")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        "--block-size", help="tokens per hash id the consumer builds (default: the "
+        "format's; the trace's ids are re-chunked to it)")] = None,
+    keep_timestamps: Annotated[bool, typer.Option(
+        "--keep-timestamps", help="keep the trace's time offsets instead of counting from "
+        "the first request (formats that rebase by default)")] = False,
+    hash_block_tokens: Annotated[int | None, typer.Option(
+        "--hash-block-tokens", help="tokens per hash id in the source (default: the "
+        "trace's; inferred for a Parquet file)")] = None,
+    hash_scope: Annotated[str | None, typer.Option(
+        "--hash-scope", help="global or session: the source ids' scope (default: the "
+        "trace's; global for a Parquet file)")] = None,
     option: Annotated[list[str] | None, typer.Option(
-        "--option", "-O", help="a format option KEY=VALUE, repeatable (e.g. "
-        "granularity=second for vhive, workloads=FILE for faasrail)")] = None,
+        "--set", "--option", "-O", help="KEY=VALUE, another option of the format (e.g. "
+        "--set date=2024-01-01, -O granularity=second for vhive, -O workloads=FILE for "
+        "faasrail; `--to help` lists them); repeat for several")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Write a trace in a format another tool replays (`--to help` lists them)."""
-    from servetrace.synth.export import FORMATS, export
+    """Write a trace in a format another tool replays, and print the command line that
+    replays it (`--to help` lists the formats and their options)."""
+    from servetrace.synth.export import FORMATS, export, options
 
     if to == "help":
         for name, module in FORMATS.items():
             first = " ".join((module.__doc__ or "").split()).split(". ")[0]
             out.print(f"{name:22} {first}", highlight=False, soft_wrap=True)
+            opts = ", ".join(f"{k}={v}" for k, v in options(name).items() if k != "functions")
+            out.print(f"{'':22} options: {opts or 'none'}", highlight=False, soft_wrap=True)
         return
     try:
+        if source is None or output is None:
+            raise ValueError(f"--to {to}: give a SOURCE trace and -o OUTPUT "
+                             f"(only --to help needs neither)")
+        accepted = options(to)
+        given = _export_options(to, option or [])
+        flags = {"block_size": block_size, "hash_block_tokens": hash_block_tokens,
+                 "hash_scope": hash_scope, "rebase": False if keep_timestamps else None}
+        for key, value in flags.items():
+            if value is None:
+                continue
+            if key not in accepted:
+                shown = "--keep-timestamps" if key == "rebase" else "--" + key.replace("_", "-")
+                raise ValueError(f"{to}: {shown} does not apply (it accepts "
+                                 f"{', '.join(accepted) or 'no options'})")
+            given[key] = value
         s = Store(store)
-        opts = _export_options(to, option or [])
         tables = getattr(FORMATS.get(to), "TABLES", None)
         if tables is not None and not Path(source).exists():
             _, frame, rows = _first_table(s, source, tables, " or ".join(tables))
-            if "functions" in _export_defaults(to):
-                opts.setdefault("functions", _functions(s, source, rows))
-            path = export(frame, to, output, **opts)
+            if "functions" in accepted:
+                given.setdefault("functions", _functions(s, source, rows))
+            result = export(frame, to, output, **given)
+        elif tables is not None:
+            result = export(_trace_or_file(source, s, "invocations"), to, output, **given)
         else:
-            table = "invocations" if tables is not None else "requests"
-            path = export(_trace_or_file(source, s, table), to, output, **opts)
+            if "hash_block_tokens" in accepted and not Path(source).suffix == ".parquet":
+                block, scope = _hash_layout(s, source)
+                if block is not None:
+                    given.setdefault("hash_block_tokens", block)
+                    given.setdefault("hash_scope", scope)
+            frame = _trace_or_file(source, s)
+            if ("hash_scope" in accepted and "hash_scope" not in given
+                    and "hash_ids" in frame.columns and "session" in frame.columns):
+                err.print("note: hash ids taken as one namespace for the whole file; pass "
+                          "--hash-scope session if they are local to each session",
+                          highlight=False, soft_wrap=True)
+            result = export(frame, to, output, **given)
     except _ERRORS as exc:
         _fail(exc)
-    out.print(f"wrote {to}: {path}", highlight=False)
+    out.print(f"wrote {to}: {result.path}", highlight=False, soft_wrap=True)
+    if result.command:
+        out.print(f"replay it with:\n  {result.command}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _export_defaults(to: str) -> dict[str, object]:

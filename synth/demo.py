@@ -121,7 +121,7 @@ def run(store: Store, out_dir: str | Path,
         on_step(f"exporting for {fmt}")
         for trace, frame in synthetic.items():
             exports[f"{fmt}/{trace}"] = export(
-                frame, fmt, out / "exports" / fmt / f"{_slug(trace)}.{ext}")
+                frame, fmt, out / "exports" / fmt / f"{_slug(trace)}.{ext}").path
     on_step("writing the report")
     meta = store.traces().filter(pl.col("trace").is_in(traces))
     page = report.render("servetrace demo: Azure LLM 2023 and Mooncake", sections, meta=meta)

@@ -204,6 +204,38 @@ def test_export_serverless_formats(env, mirror, tmp_path):
     assert res.exit_code == 1 and "--option seed: faasrail accepts" in res.output
 
 
+def test_export_prints_consumer_commands(env, mirror, tmp_path):
+    """`--to help` needs no source; vLLM gets its block size and row count on the command
+    line; SGLang's default re-chunks 512-token blocks to its 128; flags a format does not
+    take are refused."""
+    res = runner.invoke(app, ["export", "--to", "help"])
+    assert res.exit_code == 0 and "aiperf-bailian" in res.output and "vidur-pypi" in res.output
+    moon = mirror / "mooncake_fast25" / "conversation_trace.jsonl"
+    res = runner.invoke(app, ["ingest", str(moon), "--trace", "moon"])
+    assert res.exit_code == 0, res.output
+    path = tmp_path / "v.jsonl"
+    res = runner.invoke(app, ["export", "moon", "--to", "vllm-mooncake", "-o", str(path)])
+    assert res.exit_code == 0, res.output
+    assert (f"vllm bench serve --backend vllm --model MODEL --dataset-name timed_trace "
+            f"--dataset-path {path} --timed-trace-chunk-hash-size 512 --num-prompts 12031"
+            ) in res.output.replace("\n", " ")
+    res = runner.invoke(app, ["export", "moon", "--to", "sglang-mooncake", "-o",
+                              str(tmp_path / "s.jsonl")])
+    assert res.exit_code == 0 and "--num-prompts 12031" in res.output
+    first = json.loads((tmp_path / "s.jsonl").read_text().splitlines()[0])
+    assert first["input_length"] == 6758 and first["hash_ids"] == list(range(53))
+    res = runner.invoke(app, ["export", "moon", "--to", "vidur", "--block-size", "16",
+                              "-o", str(tmp_path / "x.csv")])
+    assert res.exit_code == 1 and "--block-size does not apply" in res.output
+    res = runner.invoke(app, ["export", "moon", "--to", "vllm-mooncake"])
+    assert res.exit_code == 1 and "give a SOURCE trace and -o OUTPUT" in res.output
+    res = runner.invoke(app, ["export", "moon", "--to", "vidur-pypi", "--set",
+                              "date=2024-05-01", "-o", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0 and "--trace_request_generator_config_date 2024-05-01" in \
+        res.output.replace("\n", " ")
+    assert (tmp_path / "p.csv").read_text().splitlines()[1] == "2024-05-01,0.0,6758,500"
+
+
 def test_coldstart_and_fairness_json(env, mirror):
     cold = mirror / "specimens" / "huawei_2025_cold_starts_all_regions.csv"
     assert runner.invoke(app, ["ingest", str(cold), "--trace", "hw/cold"]).exit_code == 0

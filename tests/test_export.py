@@ -22,14 +22,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from servetrace.loaders import azure_functions_2019, azure_llm_2023, burstgpt, mooncake
+from servetrace.analysis import kvcache
+from servetrace.loaders import (
+    agentic_coding_weka,
+    azure_functions_2019,
+    azure_llm_2023,
+    burstgpt,
+    mooncake,
+    qwen_bailian,
+)
 from servetrace.synth import prompts
 from servetrace.synth.export import FORMATS, _common, export, options, vhive
 
 NAMES = ["vllm-custom", "vllm-mooncake", "sglang-custom", "sglang-mooncake", "guidellm",
-         "guidellm-mooncake", "aiperf-single-turn", "aiperf-multi-turn", "aiperf-mooncake",
-         "mooncake", "vidur", "splitwise", "inference-perf-azure", "burstgpt", "azure-2023",
-         "vhive", "faasrail", "invocations-csv"]
+         "guidellm-mooncake", "guidellm-weka", "weka", "aiperf-single-turn",
+         "aiperf-multi-turn", "aiperf-mooncake", "aiperf-bailian", "mooncake", "vidur",
+         "vidur-pypi", "splitwise", "inference-perf-azure", "burstgpt", "azure-2023", "vhive",
+         "faasrail", "invocations-csv"]
 SERVERLESS_FORMATS = ["vhive", "faasrail", "invocations-csv"]
 REQUEST_FORMATS = [n for n in NAMES if n not in SERVERLESS_FORMATS]
 
@@ -96,8 +105,8 @@ def test_unknown_format_and_option(tmp_path, conv):
     with pytest.raises(ValueError, match=r"mooncake: unknown option\(s\) seed; it accepts "
                                          r"rebase, block_size, keep_hash_ids"):
         export(conv, "mooncake", tmp_path / "x", seed=1)
-    assert options("aiperf-multi-turn") == {"seed": 0, "rebase": False, "min_output_tokens": 1,
-                                            "delta_inputs": False}
+    assert options("aiperf-multi-turn") == {"seed": 0, "rebase": True, "min_output_tokens": 1,
+                                            "delta_inputs": False, "think_times": True}
 
 
 @pytest.mark.parametrize("name", REQUEST_FORMATS)
@@ -129,7 +138,7 @@ def test_bad_frames_rejected(tmp_path, conv):
 def test_lazy_input_and_unsorted_rows(tmp_path, conv):
     """A LazyFrame is collected; rows are written in arrival order whatever the input order."""
     part = conv.head(50)
-    path = export(part.reverse().lazy(), "vidur", tmp_path / "v.csv")
+    path = export(part.reverse().lazy(), "vidur", tmp_path / "v.csv").path
     back = pl.read_csv(path)
     assert back["arrived_at"].to_list() == part["arrival_s"].to_list()
 
@@ -163,7 +172,7 @@ def test_mooncake_from_azure_blocks_and_units(tmp_path, conv):
     assert (req["arrival_s"] - conv["arrival_s"]).abs().max() <= 0.0005 + 1e-12
 
 
-@pytest.mark.parametrize("name", ["sglang-mooncake", "aiperf-mooncake"])
+@pytest.mark.parametrize("name", ["aiperf-mooncake"])
 def test_millisecond_mooncake_variants(tmp_path, moon, name):
     rows = jsonl(export(moon.head(400), name, tmp_path / "t.jsonl"))
     assert len(rows) == 400
@@ -205,12 +214,11 @@ def test_guidellm_mooncake_block_rule(tmp_path, moon):
     rows = jsonl(export(moon.head(500), "guidellm-mooncake", tmp_path / "t.jsonl"))
     assert all(math.ceil(r["input_length"] / 512) == len(r["hash_ids"]) for r in rows)
     assert [r["timestamp"] for r in rows] == moon["arrival_s"].head(500).to_list()
-    broken = moon.head(3).with_columns(pl.col("input_tokens") * 4)
-    with pytest.raises(ValueError, match=r"3 request.*which GuideLLM rejects"):
-        export(broken, "guidellm-mooncake", tmp_path / "b.jsonl")
-    fixed = jsonl(export(broken, "guidellm-mooncake", tmp_path / "f.jsonl",
-                         keep_hash_ids=False))
-    assert all(math.ceil(r["input_length"] / 512) == len(r["hash_ids"]) for r in fixed)
+    coarse = moon.head(3).with_columns(pl.col("input_tokens") * 4)  # ids of 2048 tokens
+    split = jsonl(export(coarse, "guidellm-mooncake", tmp_path / "f.jsonl",
+                         hash_block_tokens=2048))
+    assert all(math.ceil(r["input_length"] / 512) == len(r["hash_ids"]) for r in split)
+    assert split[0]["hash_ids"][:8] == [0, 1, 2, 3, 4, 5, 6, 7]  # id h → 4h .. 4h+3
 
 
 def test_hash_ids_kept_and_generated_do_not_collide():
@@ -271,7 +279,8 @@ def test_aiperf_multi_turn_groups_sessions(tmp_path, burst):
     for r in rows:
         stamps = [t["timestamp"] for t in r["turns"]]
         assert stamps == sorted(stamps) and all(isinstance(s, int) for s in stamps)
-        assert all(set(t) == {"text", "timestamp", "output_length"} for t in r["turns"])
+        assert all(set(t) == {"text", "timestamp", "delay", "output_length"}
+                   for t in r["turns"])
     firsts = [r["turns"][0]["timestamp"] for r in rows]
     assert firsts == sorted(firsts)
     one = next(r for r in rows if len(r["turns"]) > 2)
@@ -318,7 +327,7 @@ def test_splitwise(tmp_path, burst):
 
 def test_inference_perf_azure_offsets(tmp_path, conv):
     path = export(conv, "inference-perf-azure", tmp_path / "i.csv",
-                  origin="2023-11-16T18:15:46.680590Z")
+                  origin="2023-11-16T18:15:46.680590Z").path
     assert csv.Sniffer().has_header(path.read_text()[:2048])  # how it decides to skip line 1
     header, rows = csv_rows(path)
     assert header == ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
@@ -331,10 +340,10 @@ def test_inference_perf_azure_offsets(tmp_path, conv):
 
 
 def test_azure_2023_byte_identical_and_round_trip(tmp_path, shared, azure, conv):
-    path = export(conv, "azure-2023", tmp_path / "a.csv", origin=azure.origin)
+    path = export(conv, "azure-2023", tmp_path / "a.csv", origin=azure.origin).path
     original = (shared / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv").read_text()
     assert path.read_text() == original.replace("\r\n", "\n").rstrip("\n") + "\n"
-    default = export(conv.head(2), "azure-2023", tmp_path / "e.csv")
+    default = export(conv.head(2), "azure-2023", tmp_path / "e.csv").path
     assert default.read_text().splitlines()[1:] == ["1970-01-01 00:00:00.0000000,374,44",
                                                     "1970-01-01 00:00:04.3145790,396,109"]
     back = azure_llm_2023.load([path], "again").tables["requests"]
@@ -364,7 +373,7 @@ def test_burstgpt_round_trip(tmp_path, burst):
 def test_vhive_round_trip(tmp_path, shared, functions_sample):
     counts = functions_sample.tables["invocation_counts"]
     functions = functions_sample.tables["functions"]
-    folder = export(counts, "vhive", tmp_path / "trace", functions=functions)
+    folder = export(counts, "vhive", tmp_path / "trace", functions=functions).path
     assert sorted(p.name for p in folder.iterdir()) == ["durations.csv", "invocations.csv",
                                                         "memory.csv"]
     header, rows = csv_rows(folder / "invocations.csv")
@@ -404,7 +413,7 @@ def test_vhive_from_invocations_known_answer(tmp_path):
         "duration_s": np.arange(1, n + 1) / 1000.0,
         "memory_mb": np.linspace(100.0, 300.0, n),
     })
-    folder = export(frame, "vhive", tmp_path / "t")
+    folder = export(frame, "vhive", tmp_path / "t").path
     header, rows = csv_rows(folder / "invocations.csv")
     assert header == [*vhive.INVOCATIONS_HEADER, "1", "2", "3", "4"]
     assert rows == [["f", "f", "f", "others", str(3 + n - 5), "1", "0", "1"]]
@@ -426,7 +435,7 @@ def test_vhive_windows_sum_to_minutes(tmp_path, functions_sample):
                            "function": [f["function"]] * 3,
                            "window_start_s": [0.0, 30.0, 60.0], "window_s": [30.0] * 3,
                            "count": [2, 5, 1]})
-    folder = export(halves, "vhive", tmp_path / "t", functions=functions)
+    folder = export(halves, "vhive", tmp_path / "t", functions=functions).path
     header, rows = csv_rows(folder / "invocations.csv")
     assert header[4:] == ["1", "2"] and rows[0][3:] == [f["trigger"], "7", "1"]
     with pytest.raises(ValueError, match="do not fit in one minute"):
@@ -462,3 +471,152 @@ def test_prompts_reject_bad_counts():
     with pytest.raises(ValueError, match="whole numbers"):
         prompts.prompts(np.array([1.5]), 0)
     assert prompts.prompts([], 0).len() == 0
+
+
+# -- sessions, block sizes and consumer command lines ----------------------------------------
+@pytest.fixture(scope="module")
+def weka(shared):
+    """20 real WEKA conversations (64-token blocks, session-local ids, think times)."""
+    files = sorted((shared / "agentic_coding_weka").glob("*.json"))[:20]
+    return agentic_coding_weka.load(files, "weka").tables["requests"]
+
+
+def test_block_ids_split_merge_and_scope_known_answer():
+    """Hand-made: 512 → 128 splits id h into 4h..4h+3 and cuts to ceil(in/128); 64 → 128 pairs
+    ids (a pair is one coarse id iff both match); session-local ids are made distinct; a short
+    list is padded with fresh ids above every other."""
+    frame = pl.DataFrame({"input_tokens": [600, 300], "hash_ids": [[5, 7], [5]]})
+    ids = _common.consumer_hash_ids(frame, 128, hash_block_tokens=512)
+    assert ids.to_list() == [[20, 21, 22, 23, 28], [20, 21, 22]]
+    fine = pl.DataFrame({"input_tokens": [256, 256, 200],
+                         "hash_ids": [[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 3]]})
+    assert _common.consumer_hash_ids(fine, 128, hash_block_tokens=64).to_list() == \
+        [[0, 1], [0, 2], [0, 3]]
+    local = pl.DataFrame({"input_tokens": [128, 128, 128], "session": ["a", "a", "b"],
+                          "hash_ids": [[0, 1], [0, 1], [0, 1]]})
+    got = _common.consumer_hash_ids(local, 64, hash_block_tokens=64, hash_scope="session")
+    assert got[0].to_list() == got[1].to_list() and set(got[0]).isdisjoint(got[2])
+    floor = pl.DataFrame({"input_tokens": [100, 150], "hash_ids": [[0], [0, 1]]})
+    assert _common.consumer_hash_ids(floor, 64, hash_block_tokens=64).to_list() == \
+        [[0, 2], [0, 1, 3]]
+    with pytest.raises(ValueError, match="one size must be a whole multiple"):
+        _common.consumer_hash_ids(frame, 96, hash_block_tokens=512)
+    assert _common.infer_block_tokens(pl.DataFrame({"input_tokens": [1024, 2000],
+                                                    "hash_ids": [[0, 1], [0, 1, 2, 3]]})) == 512
+    with pytest.raises(ValueError, match="pass hash_block_tokens"):
+        _common.infer_block_tokens(pl.DataFrame({"input_tokens": [5],
+                                                 "hash_ids": [[1, 2, 3, 4, 5, 6]]}))
+
+
+def test_rechunked_ids_keep_the_traces_prefix_hits(tmp_path, weka, moon):
+    """The cached prefix of every request (infinite cache) is the source's: same block size,
+    session scope made global; coarser blocks can only lose hits, finer ones only gain."""
+    src = kvcache.prefix_reuse(weka, block_tokens=64, scope="session")
+    for size, check in ((64, "equal"), (512, "coarse")):
+        rows = jsonl(export(weka, "vllm-mooncake", tmp_path / f"w{size}.jsonl",
+                            block_size=size, hash_block_tokens=64, hash_scope="session"))
+        assert all(len(r["hash_ids"]) == math.ceil(r["input_length"] / size) for r in rows)
+        got = kvcache.prefix_reuse(pl.DataFrame({
+            "arrival_s": [r["timestamp"] for r in rows],
+            "input_tokens": [r["input_length"] for r in rows],
+            "hash_ids": [r["hash_ids"] for r in rows]}), block_tokens=size)
+        fine = src["cached_blocks"].to_numpy()
+        if check == "equal":
+            assert (got["cached_blocks"].to_numpy() == fine).all()
+        else:
+            assert (got["cached_blocks"].to_numpy() * 8 <= fine).all()
+            assert got["cached_blocks"].sum() > 0.8 * fine.sum() / 8
+    part = moon.head(2000)
+    rows = jsonl(export(part, "sglang-mooncake", tmp_path / "s.jsonl"))
+    coarse = kvcache.prefix_reuse(part, block_tokens=512)["cached_tokens"].to_numpy()
+    split = kvcache.prefix_reuse(pl.DataFrame({
+        "arrival_s": part["arrival_s"], "input_tokens": part["input_tokens"],
+        "hash_ids": [r["hash_ids"] for r in rows]}), block_tokens=128)["cached_tokens"]
+    assert (split.to_numpy() >= coarse).all() and split.sum() > 0
+
+
+def test_vllm_timed_trace_rebases_and_prints_flags(tmp_path, conv):
+    late = conv.head(100).with_columns(pl.col("arrival_s") + 19_440_110.0)
+    result = export(late, "vllm-mooncake", tmp_path / "v.jsonl")
+    rows = jsonl(result)
+    assert rows[0]["timestamp"] == 0.0 and not result.notes
+    assert rows[5]["timestamp"] == pytest.approx(conv["arrival_s"][5] - conv["arrival_s"][0])
+    assert result.command.endswith(f"--dataset-name timed_trace --dataset-path {result.path} "
+                                   f"--timed-trace-chunk-hash-size 512 --num-prompts 100")
+    kept = export(late, "vllm-mooncake", tmp_path / "k.jsonl", rebase=False, time_unit="ms")
+    assert jsonl(kept)[0]["timestamp"] == round(late["arrival_s"][0] * 1000)
+    assert "--timed-trace-sec-multiplier 0.001" in kept.command
+    assert "225.0 days" in kept.notes[0]
+
+
+def test_aiperf_mooncake_sessions_with_think_delays(tmp_path, weka):
+    result = export(weka, "aiperf-mooncake", tmp_path / "a.jsonl", hash_block_tokens=64,
+                    hash_scope="session")
+    rows = jsonl(result)
+    assert "--custom-dataset-type mooncake_trace --fixed-schedule --isl-block-size 64" in \
+        result.command
+    req = weka.sort("arrival_s", maintain_order=True)
+    assert [r["session_id"] for r in rows] == req["session"].to_list()
+    first = req.select(pl.int_range(pl.len()).over("session") == 0).to_series().to_list()
+    think = req["think_s"].to_list()
+    for r, f, t in zip(rows, first, think, strict=True):
+        if f or t is None:
+            assert r["delay"] is None and isinstance(r["timestamp"], int)
+        else:
+            assert r["timestamp"] is None and r["delay"] == round(t * 1000)
+    assert sum(r["delay"] is not None for r in rows) > 0.8 * len(rows)
+
+
+def test_aiperf_bailian_round_trip(tmp_path, weka):
+    """Read back with this project's Bailian reader: parents, turns, 16-token ids, seconds."""
+    weka = weka.filter(pl.col("session").is_in(weka["session"].unique().sort().head(4).to_list()))
+    result = export(weka, "aiperf-bailian", tmp_path / "b.jsonl", hash_block_tokens=64,
+                    hash_scope="session")
+    assert "--custom-dataset-type bailian_trace" in result.command
+    assert "--isl-block-size" not in result.command
+    back = qwen_bailian.load([result.path], "again")
+    assert back.rejects.height == 0 and back.notes["hash_ids_length_violations"] == 0
+    got = back.tables["requests"]
+    req = weka.sort("arrival_s", maintain_order=True)
+    assert got.height == req.height
+    assert (got["arrival_s"] - (req["arrival_s"] - req["arrival_s"].min())).abs().max() < 1e-9
+    assert got["input_tokens"].equals(req["input_tokens"])
+    rows = jsonl(result)
+    roots = sum(r["parent_chat_id"] == -1 for r in rows)
+    assert roots == req["session"].n_unique()  # one tree per conversation
+    assert all(r["parent_chat_id"] < r["chat_id"] for r in rows)
+
+
+def test_weka_folder_round_trip_and_guidellm_lines(tmp_path, weka):
+    result = export(weka, "weka", tmp_path / "w", hash_block_tokens=64, hash_scope="session")
+    files = sorted(result.path.glob("*.json"))
+    assert len(files) == weka["session"].n_unique() == 20
+    assert "--load.type trace_session_replay" in result.command
+    back = agentic_coding_weka.load(files, "again").tables["requests"].sort("session",
+                                                                            "arrival_s")
+    src = weka.sort("session", "arrival_s")
+    for col in ("input_tokens", "output_tokens", "think_s", "server_s", "subagent"):
+        assert back[col].equals(src[col]), col
+    assert (back["arrival_s"] - src["arrival_s"]).abs().max() < 1e-9
+    assert back["hash_ids"].list.len().equals((src["input_tokens"] + 63) // 64)
+    lines = export(weka, "guidellm-weka", tmp_path / "g.jsonl", hash_block_tokens=64,
+                   hash_scope="session")
+    assert len(jsonl(lines)) == 20 and '"hash_id_block_size": 64' in lines.command
+
+
+def test_vidur_both_layouts(tmp_path, conv):
+    head = export(conv.head(3), "vidur", tmp_path / "h.csv")
+    pypi = export(conv.head(3), "vidur-pypi", tmp_path / "p.csv")
+    assert head.path.read_text().splitlines()[0] == "arrived_at,num_prefill_tokens," \
+                                                    "num_decode_tokens"
+    assert pypi.path.read_text().splitlines()[:2] == [
+        "Date,Time,PromptTokenCount,CompletionTokenCount", "2023-08-21,0.0,374,44"]
+    for r in (head, pypi):
+        assert "--trace_request_generator_config_prefill_scale_factor 1" in r.command
+        assert "--trace_request_generator_config_time_scale_factor 1" in r.command
+
+
+def test_text_export_size_note(tmp_path, conv, monkeypatch):
+    monkeypatch.setattr(_common, "TEXT_WARN_BYTES", 1000)
+    result = export(conv.head(50), "aiperf-multi-turn", tmp_path / "m.jsonl")
+    assert "GiB of prompt text" in result.notes[-1] and "aiperf-mooncake" in result.notes[-1]

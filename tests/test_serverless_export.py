@@ -69,7 +69,7 @@ def read_invitro(folder: Path, columns: int) -> dict[str, list[int]]:
 # -- FaaSRail -----------------------------------------------------------------------------------
 def test_faasrail_spec_from_azure_2019(tmp_path, shared, af19):
     path = export(af19["invocation_counts"], "faasrail", tmp_path / "spec.csv",
-                  functions=af19["functions"])
+                  functions=af19["functions"]).path
     rows = read_faasrail(path)
     with open(shared / "azure_functions_2019" / "invocations.csv", newline="") as fh:
         reader = csv.reader(fh)
@@ -119,7 +119,7 @@ def test_faasrail_workload_mapping(tmp_path):
 
 # -- per-invocation CSV -------------------------------------------------------------------------
 def test_invocations_csv_azure_2021(tmp_path, af21):
-    path = export(af21, "invocations-csv", tmp_path / "inv.csv", tenancy=True)
+    path = export(af21, "invocations-csv", tmp_path / "inv.csv", tenancy=True).path
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         assert next(reader) == invocations_csv.TENANCY_HEADER
@@ -134,7 +134,7 @@ def test_invocations_csv_azure_2021(tmp_path, af21):
     ms = np.array([float(r[4]) for r in rows])
     assert np.allclose(ms, ordered["duration_s"].to_numpy() * 1000, rtol=0, atol=5e-7)
     assert {r[5] for r in rows} == {""}  # Azure 2021 has no memory
-    again = export(af21, "invocations-csv", tmp_path / "r.csv", rebase=True)
+    again = export(af21, "invocations-csv", tmp_path / "r.csv", rebase=True).path
     first = pl.read_csv(again)
     assert first.columns == invocations_csv.HEADER and first["timestamp_s"][0] == 0.0
 
@@ -153,11 +153,11 @@ def test_vhive_per_second_known_answer(tmp_path):
     """Arrivals at 0.2, 0.7, 1.5 and 3.99 s are 2, 1, 0, 1 invocations in seconds 1..4."""
     frame = pl.DataFrame({"arrival_s": [0.2, 0.7, 1.5, 3.99], "function": ["f"] * 4,
                           "duration_s": [0.1, 0.2, 0.3, 0.4], "memory_mb": [128.0] * 4})
-    folder = export(frame, "vhive", tmp_path / "s", granularity="second")
+    folder = export(frame, "vhive", tmp_path / "s", granularity="second").path
     assert read_invitro(folder, 4) == {"f": [2, 1, 0, 1]}
     with open(folder / "invocations.csv") as fh:
         assert fh.readline().strip().split(",")[4:] == ["1", "2", "3", "4"]
-    minute = export(frame, "vhive", tmp_path / "m")
+    minute = export(frame, "vhive", tmp_path / "m").path
     assert read_invitro(minute, 1) == {"f": [4]}
     assert options("vhive")["granularity"] == "minute"
     with pytest.raises(ValueError, match="granularity must be one of minute, second"):
@@ -176,7 +176,7 @@ def test_synthetic_sample_exports(tmp_path, synthetic):
     """A model sample exports to all three formats with the sample's own counts."""
     secs = synthetic.group_by(pl.col("function").cast(pl.String)).agg(
         (pl.col("arrival_s").floor().cast(pl.Int64)).value_counts())
-    folder = export(synthetic, "vhive", tmp_path / "v", granularity="second")
+    folder = export(synthetic, "vhive", tmp_path / "v", granularity="second").path
     parsed = read_invitro(folder, 900)
     assert sum(map(sum, parsed.values())) == synthetic.height
     for row in secs.head(20).iter_rows():
@@ -185,11 +185,11 @@ def test_synthetic_sample_exports(tmp_path, synthetic):
         for item in vc:
             expected[item["arrival_s"]] = item["count"]
         assert parsed[name] == expected
-    back = azure_functions_2019.load([export(synthetic, "vhive", tmp_path / "m")], "back")
+    back = azure_functions_2019.load([export(synthetic, "vhive", tmp_path / "m").path], "back")
     assert back.tables["invocation_counts"]["count"].sum() == synthetic.height
     assert back.rejects.height == 0
 
-    rows = read_faasrail(export(synthetic, "faasrail", tmp_path / "f.csv"))
+    rows = read_faasrail(export(synthetic, "faasrail", tmp_path / "f.csv").path)
     assert sum(sum(c) for _, _, c in rows) == synthetic.height
     assert all(len(c) == math.ceil(synthetic["arrival_s"].max() / 60) for _, _, c in rows)
     means = synthetic.group_by(pl.col("function").cast(pl.String)).agg(
@@ -197,7 +197,7 @@ def test_synthetic_sample_exports(tmp_path, synthetic):
     lookup = dict(means.iter_rows())
     assert all(avg == pytest.approx(lookup[w["bench"]]) for avg, w, _ in rows)
 
-    inv = pl.read_csv(export(synthetic, "invocations-csv", tmp_path / "i.csv"),
+    inv = pl.read_csv(export(synthetic, "invocations-csv", tmp_path / "i.csv").path,
                       schema_overrides={"function": pl.String})
     assert inv.height == synthetic.height
     assert np.allclose(inv["memory_mb"].to_numpy(), synthetic["memory_mb"].to_numpy(),

@@ -1,20 +1,32 @@
 """AIPerf ``mooncake_trace`` custom dataset JSONL (``aiperf profile --input-file FILE
 --custom-dataset-type mooncake_trace --fixed-schedule``).
 
-Source of truth: ``ai-dynamo/aiperf``, ``src/aiperf/dataset/loader/models.py`` (pydantic
-model ``MooncakeTrace``: ``input_length`` int; ``output_length`` int; ``hash_ids`` list of
-int, allowed only with ``input_length``; ``timestamp`` int|float "in milliseconds";
-``session_id`` optional) and ``src/aiperf/dataset/loader/mooncake_trace.py`` (each line is a
-conversation of its own unless lines share a ``session_id``; prompts are synthesized from
-``hash_ids`` in blocks of ``--isl-block-size`` tokens). One object per line::
+Source of truth: the ``aiperf`` wheel on PyPI (checked: 0.13.0),
+``aiperf/dataset/loader/models.py`` (pydantic model ``MooncakeTrace``: ``input_length`` int;
+``output_length`` int; ``hash_ids`` list of int, allowed only with ``input_length``;
+``timestamp`` and ``delay`` int|float "in milliseconds", not both; ``session_id`` optional),
+``aiperf/dataset/loader/mooncake_trace.py`` and ``base_trace_loader.py`` (lines sharing a
+``session_id`` form one conversation, sent in file order, each turn after the previous
+response; other lines are conversations of their own; prompts are synthesized from
+``hash_ids`` in blocks of ``--isl-block-size`` tokens, 512 by default for this type in
+``plugins.yaml``), and ``aiperf/timing/strategies/fixed_schedule.py`` (a conversation's first
+turn is sent at its ``timestamp`` as an **absolute** offset from the benchmark start unless
+``--fixed-schedule-auto-offset``; a later turn at its ``timestamp``, or ``delay`` ms after
+the previous response). One object per line::
 
-    {"timestamp": 0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1, ...]}
+    {"timestamp": 0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1, ...],
+     "session_id": "s1", "delay": null}
 
-Units: ``timestamp`` whole **milliseconds** (``rebase``: from the first request);
-lengths in tokens (output raised to ``min_output_tokens``, default 1); ``hash_ids`` name
-512-token blocks, so run AIPerf with ``--isl-block-size 512``. With ``sessions`` the
-canonical ``session`` is written as ``session_id`` where not null (AIPerf then sends a
-session's rows in order, each after the previous one's response).
+Units: ``timestamp`` whole **milliseconds** from the first request (``rebase``, the default;
+``rebase=False`` keeps the trace zero); ``delay`` whole milliseconds; lengths in tokens
+(output raised to ``min_output_tokens``, default 1); ``hash_ids`` name ``block_size``-token
+blocks (default: the trace's own, 512 without ids), ``ceil(input_length / block_size)`` per
+request, re-chunked as in :func:`servetrace.synth.export._common.consumer_hash_ids`; the
+command line passes ``--isl-block-size``. ``sessions`` (default: when the frame has a
+``session`` column with values) writes ``session_id`` (requests without one get
+``request-<row>``), and with ``think_times`` a session's later turn whose ``think_s`` is known
+gets ``delay`` = its think time instead of a timestamp: AIPerf then waits for the previous
+response plus the think time, as the agent did.
 """
 
 from __future__ import annotations
@@ -30,21 +42,37 @@ REQUIRED = mooncake.REQUIRED
 SUFFIX = ".jsonl"
 
 
-def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
-          block_size: int = _common.MOONCAKE_BLOCK_TOKENS, keep_hash_ids: bool = True,
-          min_output_tokens: int = 1, sessions: bool = False) -> Path:
+def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = True,
+          block_size: int | None = None, keep_hash_ids: bool = True,
+          hash_block_tokens: int | None = None, hash_scope: str = "global",
+          min_output_tokens: int = 1, sessions: bool | None = None,
+          think_times: bool = True) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as an AIPerf mooncake_trace JSONL file at
     ``path``: ``timestamp`` (ms, Int64), ``input_length``, ``output_length`` (Int64),
-    ``hash_ids`` (List(Int64)) and, with ``sessions``, ``session_id``. Returns ``path``.
+    ``hash_ids`` (List(Int64)) and, with ``sessions``, ``session_id`` and ``delay`` (ms).
+    Returns the Export with the ``aiperf profile`` command line.
     """
     if min_output_tokens < 0:
         raise ValueError(f"min_output_tokens must be >= 0, got {min_output_tokens}")
     req = _common.requests(frame, NAME, REQUIRED)
-    out = mooncake.rows(req, rebase=rebase, block_size=block_size,
-                        keep_hash_ids=keep_hash_ids, fmt=NAME)
-    out = out.with_columns(pl.max_horizontal("output_length", pl.lit(min_output_tokens))
-                           .cast(pl.Int64).alias("output_length"))
+    size = block_size or _common.trace_block_tokens(req, hash_block_tokens, keep_hash_ids)
+    ids = _common.consumer_hash_ids(req, size, hash_block_tokens=hash_block_tokens,
+                                    hash_scope=hash_scope, keep=keep_hash_ids)
+    sessions = _common.has_sessions(req) if sessions is None else sessions
     if sessions:
-        out = out.with_columns(req.select(_common.optional(req, "session", pl.String)
-                                          .alias("session_id")).to_series())
-    return _common.write_jsonl(out, path)
+        req = req.with_columns(_common.session_ids(req).alias("session_id"))
+        stamp, delay = _common.turn_schedule(req, rebase, think_times)
+    else:
+        stamp, delay = _common.milliseconds(rebase).alias("timestamp"), None
+    cols = [stamp,
+            pl.col("input_tokens").cast(pl.Int64).alias("input_length"),
+            _common.clip_output(min_output_tokens).cast(pl.Int64).alias("output_length"),
+            pl.lit(ids).alias("hash_ids")]
+    if sessions:
+        cols += [pl.col("session_id"), delay]
+    out = req.select(cols)
+    written = _common.write_jsonl(out, path)
+    command = _common.aiperf_command(written, "mooncake_trace", "--isl-block-size", size)
+    notes = _common.offset_notes(req, rebase, "AIPerf's fixed schedule waits for the absolute "
+                                 "offset unless --fixed-schedule-auto-offset")
+    return _common.Export(written, command, notes)

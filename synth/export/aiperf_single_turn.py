@@ -10,8 +10,9 @@ written here: every request is its own conversation). One object per line::
 
     {"text": "data every correct ...", "timestamp": 3021, "output_length": 129}
 
-Units: ``timestamp`` is whole **milliseconds** from the trace zero (``rebase``: from the
-first request); ``text`` is synthetic (:mod:`servetrace.synth.prompts`) of ≈ ``input_tokens``
+Units: ``timestamp`` is whole **milliseconds** from the first request (``rebase``, the
+default: AIPerf's fixed schedule replays absolute offsets; ``rebase=False`` keeps the trace
+zero); ``text`` is synthetic (:mod:`servetrace.synth.prompts`) of ≈ ``input_tokens``
 tokens, at least one word (AIPerf rejects a row without content); ``output_length`` is tokens,
 raised to ``min_output_tokens`` (default 1), and null where it would be 0 (AIPerf requires
 > 0; null leaves the length to ``--osl``).
@@ -38,7 +39,7 @@ def output_length(min_output_tokens: int) -> pl.Expr:
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
-          rebase: bool = False, min_output_tokens: int = 1) -> Path:
+          rebase: bool = True, min_output_tokens: int = 1) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as an AIPerf single_turn JSONL file at
     ``path``: ``text`` (String), ``timestamp`` (ms, Int64), ``output_length`` (Int64 or
     null), in arrival order. ``seed`` fixes the text. Returns ``path``.
@@ -50,4 +51,8 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
         _common.milliseconds(rebase).alias("timestamp"),
         output_length(min_output_tokens),
     )
-    return _common.write_jsonl(out, path)
+    written = _common.write_jsonl(out, path)
+    notes = (*_common.offset_notes(req, rebase, "AIPerf's fixed schedule waits for the "
+                                   "absolute offset unless --fixed-schedule-auto-offset"),
+             *_common.size_notes(written, NAME, "aiperf-mooncake"))
+    return _common.Export(written, _common.aiperf_command(written, "single_turn"), notes)

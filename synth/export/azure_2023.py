@@ -78,9 +78,12 @@ def write_layout(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, name: str,
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
-          origin: datetime | str | None = None) -> Path:
+          origin: datetime | str | None = None) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as an Azure LLM 2023 CSV at ``path``:
     ``TIMESTAMP`` (text, 7 fractional digits), ``ContextTokens``, ``GeneratedTokens``
     (Int64), in arrival order. Returns ``path``.
     """
-    return write_layout(frame, path, name=NAME, origin=origin, digits=7)
+    written = write_layout(frame, path, name=NAME, origin=origin, digits=7)
+    command = _common.shell("servetrace", "ingest", "azure_llm_2023", written)
+    return _common.Export(written, command, ("the release's own layout; for inference-perf "
+                                             "use the inference-perf-azure format",))

@@ -43,7 +43,7 @@ HEADER_V2 = ["Timestamp", "Session ID", "Elapsed time", "Model", "Request tokens
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
           layout: Literal["v1", "v2"] = "v1", rebase: bool = False, model: str = "GPT-4",
-          log_type: str = "Conversation log") -> Path:
+          log_type: str = "Conversation log") -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a BurstGPT CSV at ``path`` with the
     ``layout`` header above (numbers: Timestamp and Elapsed time Float64, tokens Int64), in
     arrival order. Returns ``path``.
@@ -63,4 +63,10 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
     }
     header = HEADER_V1 if layout == "v1" else HEADER_V2
     out = req.select(columns[name].alias(name) for name in header)
-    return _common.write_csv(out, path)
+    written = _common.write_csv(out, path)
+    command = _common.shell("vllm", "bench", "serve", "--backend", "vllm", "--model", "MODEL",
+                            "--dataset-name", "burstgpt", "--dataset-path", written,
+                            "--num-prompts", out.height)
+    return _common.Export(written, command, ("vLLM's burstgpt reader keeps GPT-4 rows with "
+                                             "response tokens > 0 and paces them by "
+                                             "--request-rate, not by the timestamps",))

@@ -133,12 +133,15 @@ def _mean_durations(data: pl.DataFrame, kind: str,
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
           functions: pl.DataFrame | pl.LazyFrame | None = None,
           workloads: str | Path | None = None,
-          first_minute: int | None = None, last_minute: int | None = None) -> Path:
+          first_minute: int | None = None, last_minute: int | None = None
+          ) -> _common.Export:
     """Write a FaaSRail spec CSV at ``path``: ``avg`` (ms, Float64), ``mapped_wreq`` (JSON
     text), then Int64 invocations per minute from ``first_minute`` to ``last_minute``
     (1-based, inclusive). ``frame`` is ``invocations`` or ``invocation_counts``;
     ``functions`` the canonical table; ``workloads`` a FaaSRail measurements JSON (module
-    doc). Returns ``path``."""
+    doc). Returns the :class:`~servetrace.synth.export._common.Export`, with FaaSRail's
+    ways of reading the spec as notes (no single command line: its load generator is
+    configured per deployment)."""
     data = _common.collect(frame)
     counts, kind = vhive._minute_counts(data)
     if counts.height == 0:
@@ -176,4 +179,7 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
     out = table.sort("_n", descending=True, maintain_order=True).join(
         wide, on=KEY, how="left", maintain_order="left").select(
         pl.col("avg"), pl.col("mapped_wreq"), *(vhive._int_or_zero(wide, m) for m in minutes))
-    return _common.write_csv(out, path)
+    return _common.Export(_common.write_csv(out, path), "", (
+        f"{out.height} function(s) x {len(minutes)} minute(s) of requests per minute; "
+        f"FaaSRail's load generator replays the spec as written (scale the rate with "
+        f"servetrace's operators before exporting, not FaaSRail's)",))

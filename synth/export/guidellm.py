@@ -17,6 +17,7 @@ output raised to ``min_output_tokens`` (default 1).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -42,8 +43,17 @@ def rows(frame: pl.DataFrame | pl.LazyFrame, *, rebase: bool = False,
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
-          min_output_tokens: int = 1) -> Path:
+          min_output_tokens: int = 1) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a GuideLLM trace JSONL file at ``path``.
-    Returns ``path``."""
+    Returns the Export with the ``guidellm run`` command line."""
     _, out = rows(frame, rebase=rebase, min_output_tokens=min_output_tokens)
-    return _common.write_jsonl(out, path)
+    written = _common.write_jsonl(out, path)
+    return _common.Export(written, command(written, "trace_synthetic"))
+
+
+def command(path: Path, kind: str, **options: object) -> str:
+    """``guidellm run`` replaying the file at ``path`` as ``--data kind=KIND`` (a JSON
+    object: the ``source`` is a nested ``json_file``)."""
+    data = {"kind": kind, "source": {"kind": "json_file", "path": str(path)}, **options}
+    return _common.shell("guidellm", "run", "--target", "URL", "--profile", "kind=replay",
+                         "--data", json.dumps(data))

@@ -12,7 +12,8 @@ block by block from the ids, so shared ids give shared prefixes. One object per 
 Units: ``timestamp`` is **seconds** (float) — GuideLLM reads every trace's timestamps as
 seconds, so this differs from the Mooncake release, whose timestamps are milliseconds;
 lengths are tokens (output raised to ``min_output_tokens``, default 1); ``hash_ids`` name
-512-token blocks (``block_size`` must match GuideLLM's ``hash_id_block_size``).
+``block_size``-token blocks (default 512; the printed command passes the same
+``hash_id_block_size``), the trace's own ids re-chunked to that size.
 """
 
 from __future__ import annotations
@@ -30,19 +31,18 @@ SUFFIX = ".jsonl"
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
           block_size: int = _common.MOONCAKE_BLOCK_TOKENS, keep_hash_ids: bool = True,
-          min_output_tokens: int = 1) -> Path:
+          hash_block_tokens: int | None = None, hash_scope: str = "global",
+          min_output_tokens: int = 1) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a GuideLLM Mooncake JSONL file at
-    ``path``: ``timestamp`` (s), ``input_length``, ``output_length``, ``hash_ids``.
-
-    Raises ``ValueError`` when kept ``hash_ids`` break GuideLLM's block rule
-    (``ceil(input_length / block_size) == len(hash_ids)``). Returns ``path``.
+    ``path``: ``timestamp`` (s), ``input_length``, ``output_length``, ``hash_ids``
+    (``ceil(input_length / block_size)`` per request, the trace's ids re-chunked to
+    ``block_size``: :func:`servetrace.synth.export._common.consumer_hash_ids`, so GuideLLM's
+    block rule holds). Returns the Export with the ``guidellm run`` command line.
     """
     req, out = guidellm.rows(frame, rebase=rebase, min_output_tokens=min_output_tokens,
                              fmt=NAME)
-    ids = _common.hash_ids(req, block_size, keep_hash_ids)
-    bad = _common.block_mismatch(ids, req["input_tokens"], block_size)
-    if bad:
-        raise ValueError(f"{NAME}: {bad} request(s) have len(hash_ids) != ceil(input_tokens "
-                         f"/ {block_size}), which GuideLLM rejects; pass keep_hash_ids=False "
-                         f"to write fresh block ids")
-    return _common.write_jsonl(out.with_columns(ids), path)
+    ids = _common.consumer_hash_ids(req, block_size, hash_block_tokens=hash_block_tokens,
+                                    hash_scope=hash_scope, keep=keep_hash_ids)
+    written = _common.write_jsonl(out.with_columns(ids), path)
+    return _common.Export(written, guidellm.command(written, "mooncake",
+                                                    hash_id_block_size=block_size))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from servetrace.synth.export import _common
 from servetrace.synth.export.azure_2023 import write_layout
 
 NAME = "inference-perf-azure"
@@ -31,9 +32,14 @@ SUFFIX = ".csv"
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
-          origin: datetime | str | None = None) -> Path:
+          origin: datetime | str | None = None) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as an inference-perf AzurePublicDataset CSV
     at ``path``: ``TIMESTAMP`` (text, 6 fractional digits), ``ContextTokens``,
     ``GeneratedTokens`` (Int64). Returns ``path``.
     """
-    return write_layout(frame, path, name=NAME, origin=origin, digits=6)
+    written = write_layout(frame, path, name=NAME, origin=origin, digits=6)
+    command = _common.shell("inference-perf", "--load.type", "trace_replay",
+                            "--load.trace.file", written, "--load.trace.format",
+                            "AzurePublicDataset", "--data.type", "random",
+                            "--data.trace.file", written)
+    return _common.Export(written, command)

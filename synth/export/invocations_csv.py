@@ -47,10 +47,11 @@ TENANCY_HEADER = ["timestamp_s", "function", "owner", "app", "duration_ms", "mem
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
-          tenancy: bool = False) -> Path:
+          tenancy: bool = False) -> _common.Export:
     """Write one CSV line per invocation at ``path`` (columns and units: module doc), in time
     order. ``rebase`` counts time from the first invocation; ``tenancy`` adds ``owner`` and
-    ``app``. Returns ``path``."""
+    ``app``. Returns the :class:`~servetrace.synth.export._common.Export`: no consumer
+    command (simulators read the file their own way), the columns and units as a note."""
     data = _common.collect(frame)
     if "window_start_s" in data.columns and "arrival_s" not in data.columns:
         raise ValueError(f"{NAME}: per-window counts have no invocation times; fit the "
@@ -72,4 +73,7 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = Fals
         (pl.col("duration_s").cast(pl.Float64) * 1000.0).round(6).alias("duration_ms"),
         _common.optional(data, "memory_mb", pl.Float64).fill_nan(None).round(6)
         .alias("memory_mb"))
-    return _common.write_csv(out, path)
+    return _common.Export(_common.write_csv(out, path), "", (
+        f"columns {', '.join(out.columns)}: timestamp_s in seconds"
+        f"{' from the first invocation' if rebase else ' of the trace'}, duration_ms in "
+        f"milliseconds, memory_mb in MB",))

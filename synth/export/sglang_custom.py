@@ -35,7 +35,7 @@ MIN_TOKENS = 2  # SGLang drops a row whose prompt or completion is shorter
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
-          min_output_tokens: int = MIN_TOKENS) -> Path:
+          min_output_tokens: int = MIN_TOKENS) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a SGLang custom JSONL file at ``path``:
     one ``conversations`` pair (user prompt, assistant completion) per request, in arrival
     order. ``seed`` fixes the text (the completion uses ``seed + 1``). Returns ``path``.
@@ -50,4 +50,9 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
         pl.struct(pl.lit("user").alias("role"), pl.col("user").alias("content")),
         pl.struct(pl.lit("assistant").alias("role"), pl.col("assistant").alias("content")),
     ).alias("conversations"))
-    return _common.write_jsonl(out, path)
+    written = _common.write_jsonl(out, path)
+    command = _common.shell("python", "-m", "sglang.bench_serving", "--backend", "sglang",
+                            "--dataset-name", "custom", "--dataset-path", written,
+                            "--num-prompts", out.height)
+    return _common.Export(written, command,
+                          _common.size_notes(written, NAME, "sglang-mooncake"))

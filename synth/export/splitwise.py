@@ -33,7 +33,7 @@ GENERATIVE_LLM = 2
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = False,
-          application_id: int = 0) -> Path:
+          application_id: int = 0) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a splitwise-sim trace CSV at ``path``
     (columns above; Int64 except ``arrival_timestamp``, Float64). Returns ``path``."""
     req = _common.requests(frame, NAME, REQUIRED)
@@ -46,4 +46,7 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = Fals
         pl.col("input_tokens").cast(pl.Int64).clip(lower_bound=1).alias("prompt_size"),
         pl.col("output_tokens").cast(pl.Int64).clip(lower_bound=1).alias("token_size"),
     )
-    return _common.write_csv(out, path)
+    written = _common.write_csv(out, path)
+    command = _common.shell("python", "run.py", f"trace.filename={written.stem}")
+    return _common.Export(written, command, (f"splitwise-sim reads traces/{written.name}: "
+                                             f"copy the file into its traces/ folder",))

@@ -185,7 +185,7 @@ def _missing(table: pl.DataFrame, columns: list[str], what: str) -> None:
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
           functions: pl.DataFrame | pl.LazyFrame | None = None,
           first_minute: int | None = None, last_minute: int | None = None,
-          granularity: str = "minute") -> Path:
+          granularity: str = "minute") -> _common.Export:
     """Write an InVitro trace folder at ``path`` (created if needed): ``invocations.csv``
     (Int64 counts per minute), ``durations.csv`` (ms, Float64; ``Count`` Int64) and
     ``memory.csv`` (MB, Float64; ``SampleCount`` Int64), one row per function in the order
@@ -194,7 +194,7 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
     ``first_minute`` .. ``last_minute`` (1-based, inclusive) are left out. With
     ``granularity="second"`` every column counts one second instead (InVitro's
     ``"Granularity": "second"``), and ``first_minute``/``last_minute`` number seconds.
-    Returns ``path``.
+    Returns the :class:`~servetrace.synth.export._common.Export` (folder, loader command).
     """
     if granularity not in GRANULARITY:
         raise ValueError(f"{NAME}: granularity must be one of {', '.join(GRANULARITY)}, got "
@@ -269,7 +269,10 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *,
     invocations.write_csv(folder / "invocations.csv")
     durations.write_csv(folder / "durations.csv")
     memory.write_csv(folder / "memory.csv")
-    return folder
+    command = _common.shell("go", "run", "cmd/loader.go", "--config", "CONFIG.json")
+    return _common.Export(folder, command, (f"InVitro reads the folder named by TracePath in "
+                                            f"its JSON config: set \"TracePath\": "
+                                            f"\"{folder}\"",))
 
 
 def _int_or_zero(wide: pl.DataFrame, minute: str) -> pl.Expr:

@@ -33,7 +33,7 @@ SUFFIX = ".jsonl"
 
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
-          min_output_tokens: int = 1) -> Path:
+          min_output_tokens: int = 1) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as a vLLM custom JSONL file at ``path``:
     ``prompt`` (text, ≈ input_tokens tokens), ``output_tokens`` (Int64), in arrival order.
     ``seed`` fixes the prompt text. Returns ``path``.
@@ -44,4 +44,10 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
         pl.lit(text).alias("prompt"),
         _common.clip_output(min_output_tokens).cast(pl.Int64).alias("output_tokens"),
     )
-    return _common.write_jsonl(out, path)
+    written = _common.write_jsonl(out, path)
+    command = _common.shell("vllm", "bench", "serve", "--backend", "openai-chat",
+                            "--endpoint", "/v1/chat/completions", "--model", "MODEL",
+                            "--dataset-name", "custom", "--dataset-path", written,
+                            "--custom-output-len", "-1", "--num-prompts", out.height)
+    return _common.Export(written, command,
+                          _common.size_notes(written, NAME, "vllm-mooncake (timed_trace)"))
