@@ -211,7 +211,10 @@ def _rekey(keyed: pl.DataFrame, out: pl.DataFrame) -> pl.Series:
                            .otherwise(top + pl.col("_copy") * n_priv
                                       + pl.col("_rank").cast(pl.Int64)).alias("hash_ids"))
              .sort("_pos"))
-    lists = cells.group_by("_r", maintain_order=True).agg(pl.col("hash_ids").drop_nulls())
+    # every row back, in order: a row whose list is empty may leave no cell after explode
+    lists = (pl.DataFrame({"_r": pl.int_range(out.height, dtype=pl.UInt32, eager=True)})
+             .join(cells.group_by("_r").agg(pl.col("hash_ids").drop_nulls()), on="_r",
+                   how="left", maintain_order="left"))
     empty = out["hash_ids"].list.len().fill_null(0) == 0
     col = lists["hash_ids"]
     return pl.select(pl.when(out["hash_ids"].is_null()).then(None)

@@ -620,3 +620,11 @@ def test_text_export_size_note(tmp_path, conv, monkeypatch):
     monkeypatch.setattr(_common, "TEXT_WARN_BYTES", 1000)
     result = export(conv.head(50), "aiperf-multi-turn", tmp_path / "m.jsonl")
     assert "GiB of prompt text" in result.notes[-1] and "aiperf-mooncake" in result.notes[-1]
+
+
+def test_session_local_ids_keep_rows_with_no_blocks():
+    # an empty id list leaves no cell after explode (newer Polars): its row must come back
+    frame = pl.DataFrame({"session": ["a", "a", "b", None, "b"],
+                          "hash_ids": [[1, 2], [], [1], None, [1, 3]]},
+                         schema_overrides={"hash_ids": pl.List(pl.Int64)})
+    assert _common._global_ids(frame).to_list() == [[0, 1], [], [2], None, [2, 3]]

@@ -258,3 +258,13 @@ def test_holdout_by_sessions():
     assert table.filter(pl.col("metric") == "turns_ks")["session_naive"][0] is not None
     with pytest.raises(ValueError, match="split must be"):
         holdout(real, split="random")
+
+
+def test_session_naive_keeps_requests_without_blocks():
+    real = _sessions(60, 200.0, 9)
+    real = real.with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0)
+                             .then(pl.lit([], pl.List(pl.Int64))).otherwise("hash_ids")
+                             .alias("hash_ids"))
+    out = sf.session_naive(real, 400.0, seed=1, scope="global")
+    assert out.height > 0 and (out["hash_ids"].list.len() == 0).any()
+    assert out["hash_ids"].null_count() == real["hash_ids"].null_count() == 0

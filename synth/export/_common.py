@@ -244,7 +244,11 @@ def _global_ids(frame: pl.DataFrame) -> pl.Series:
     cells = (pl.DataFrame({"c": codes, "h": ids}).with_row_index("r").explode("h")
              .with_columns((pl.col("c") * (1 << width) + pl.col("h")).alias("k")))
     cells = cells.with_columns((pl.col("k").rank("dense") - 1).cast(pl.Int64).alias("g"))
-    lists = cells.group_by("r", maintain_order=True).agg(pl.col("g").drop_nulls())
+    # every row back, in order: a row whose list is empty may leave no cell after explode
+    lists = (pl.DataFrame({"r": pl.int_range(len(ids), dtype=pl.UInt32, eager=True)})
+             .join(cells.group_by("r").agg(pl.col("g").drop_nulls()), on="r", how="left",
+                   maintain_order="left")
+             .with_columns(pl.col("g").fill_null(pl.lit([], pl.List(pl.Int64)))))
     return pl.select(pl.when(ids.is_null()).then(None).otherwise(lists["g"])).to_series() \
         .alias("hash_ids")
 
