@@ -320,17 +320,24 @@ def exact_block_prompts(hash_ids: pl.Series, input_tokens: np.ndarray, block_tok
     texts = _join(words, n + extra).to_list()
     out, counts = [], np.zeros(n.size, np.int64)
     for i, target in enumerate(n.tolist()):
-        row = texts[i].split(" ")
-        k = target
-        c = count(" ".join(row[:k]))
-        for _ in range(16):
-            if c == target:
-                break
-            k = min(max(k + (target - c), 0), len(row))
-            c = count(" ".join(row[:k]))
-        while c > target and k > 0:
-            k -= 1
-            c = count(" ".join(row[:k]))
-        out.append(" ".join(row[:k]))
-        counts[i] = c
+        text, counts[i] = fit_words(texts[i].split(" "), target, count)
+        out.append(text)
     return out, counts
+
+
+def fit_words(words: list[str], target: int, count: Callable[[str], int]) -> tuple[str, int]:
+    """The longest leading run of ``words`` (joined by spaces) whose ``count`` (a tokenizer's)
+    is at most ``target``, and that count: a secant step on the word count (at most 16
+    tokenizer calls), then words taken off while the count is over. One tokenizer call per
+    try: not vectorizable."""
+    k = target
+    c = count(" ".join(words[:k]))
+    for _ in range(16):
+        if c == target:
+            break
+        k = min(max(k + (target - c), 0), len(words))
+        c = count(" ".join(words[:k]))
+    while c > target and k > 0:
+        k -= 1
+        c = count(" ".join(words[:k]))
+    return " ".join(words[:k]), c

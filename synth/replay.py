@@ -104,7 +104,7 @@ import numpy as np
 import polars as pl
 
 from servetrace.extras import require
-from servetrace.synth.prompts import block_prompts, exact_block_prompts
+from servetrace.synth.prompts import block_prompts, exact_block_prompts, fit_words
 from servetrace.synth.prompts import prompts as make_prompts
 from servetrace.synth.replay_results import (
     RECORD_SCHEMA,
@@ -220,19 +220,8 @@ def _exact_prompts(n_tokens: np.ndarray, seed: int,
     long = make_prompts(2 * n_tokens + 8, seed)
     texts, counts = [], np.zeros(n_tokens.size, dtype=np.int64)
     for i, n in enumerate(n_tokens.tolist()):  # one tokenizer call per try: not vectorizable
-        words = long[i].split(" ")
-        k = n
-        c = count(" ".join(words[:k]))
-        for _ in range(16):
-            if c == n:
-                break
-            k = min(max(k + (n - c), 0), len(words))
-            c = count(" ".join(words[:k]))
-        while c > n and k > 0:
-            k -= 1
-            c = count(" ".join(words[:k]))
-        texts.append(" ".join(words[:k]))
-        counts[i] = c
+        text, counts[i] = fit_words(long[i].split(" "), n, count)
+        texts.append(text)
     return texts, counts
 
 
