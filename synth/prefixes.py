@@ -104,26 +104,33 @@ def conversations(requests: pl.DataFrame) -> pl.Series:
 
 
 def _prefix_chains(p: Prefix, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Chain (conversation) and position within it of ``n`` requests in arrival order: chain
-    sizes from their table, members at distances in request order from ``chain_gaps``
-    (exponential of mean ``chain_gap`` without it) from a uniform start."""
+    """Chain (conversation) and position within it of ``n`` requests in arrival order, as a
+    window cut from a stationary chain process, the way a trace's window cuts its
+    conversations: chains (sizes from their table) start uniformly on ``[-n, n)`` at one
+    member per request on average, members at distances in request order from
+    ``chain_gaps`` (exponential of mean ``chain_gap`` without it), and the first ``n``
+    members at or after 0 are the sample's; positions count from a chain's first member in
+    the window. Starting every chain inside the window and cutting the members that ran past
+    its end instead kept the short distances and lost the long ones (Mooncake's median
+    distance 330 requests against the trace's 421, and an LRU curve too high at mid
+    capacities: mean error 0.017 against 0.005 cut from the stationary process)."""
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     mean_size = max(p.chain_sizes.mean(), 1.0)
-    m = int(n / mean_size * 1.2) + 16
+    m = int(rng.poisson(2 * n / mean_size)) + 16
     sizes = np.maximum(p.chain_sizes.ppf(rng.random(m)).astype(np.int64), 1)
-    while sizes.sum() < n:  # rare top-up, in chunks
-        sizes = np.concatenate([sizes, np.maximum(
-            p.chain_sizes.ppf(rng.random(m)).astype(np.int64), 1)])
-    sizes = sizes[: np.searchsorted(np.cumsum(sizes), n) + 1]
-    chain = np.repeat(np.arange(len(sizes)), sizes)
+    chain = np.repeat(np.arange(m), sizes)
     first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     step = (p.chain_gaps.ppf(rng.random(len(chain))) if p.chain_gaps is not None
             else rng.exponential(p.chain_gap, len(chain)))
     step[first] = 0.0
     cs = np.cumsum(step)
-    at = rng.random(len(sizes))[chain] * n + cs - cs[first][chain]
-    chain = chain[np.argsort(at)][:n]
+    at = rng.uniform(-n, n, m)[chain] + cs - cs[first][chain]
+    keep = at >= 0
+    chain = chain[keep][np.argsort(at[keep], kind="stable")[:n]]
+    if len(chain) < n:  # too few members at or after 0 (tiny n): the rest are single turns
+        chain = np.concatenate([chain, m + np.arange(n - len(chain))])
+    chain = np.unique(chain, return_inverse=True)[1].astype(np.int64)
     by_time = np.argsort(chain, kind="stable")
     start = np.searchsorted(chain[by_time], chain[by_time], side="left")
     position = np.empty(n, np.int64)
