@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from servetrace.analysis import tokens
+from servetrace.analysis import token_counts, tokens
 from servetrace.analysis.fitting import distribution
 from servetrace.loaders import azure_llm_2023, burstgpt
 
@@ -435,7 +435,7 @@ def _tied_frame(seed: int, n: int = 3000) -> pl.DataFrame:
 
 def _sorting_path(monkeypatch, call):
     with monkeypatch.context() as patch:
-        patch.setattr(tokens, "_MAX_CELLS", 0)
+        patch.setattr(token_counts, "_MAX_CELLS", 0)
         return call()
 
 
@@ -538,7 +538,7 @@ def test_drift_paths_match_scipy(monkeypatch, cells):
                           "output_tokens": rng.integers(100, 200, n)})
     frame = frame.filter(~pl.col("arrival_s").is_between(1800, 2400))  # an empty window
     if cells is not None:
-        monkeypatch.setattr(tokens, "_MAX_CELLS", cells)
+        monkeypatch.setattr(token_counts, "_MAX_CELLS", cells)
     got = tokens.drift(frame, "output_tokens", window_s=600.0)
     assert got.height == 8 and got["next_window_start_s"][2] - got["window_start_s"][2] == 1200
     window = (pl.col("arrival_s") // 600) * 600
