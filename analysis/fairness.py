@@ -36,17 +36,22 @@ import numpy as np
 import polars as pl
 
 from servetrace.analysis.scheduling import (
-    _REQUIRED,
     DEFAULT_SERVER,
-    MEASURES,
     SCHEDULERS,
+    Scheduler,
+    Server,
+    SimResult,
+    simulate,
+    simulate_runs,
+    vtc_bound,
+)
+from servetrace.analysis.tenancy import (
+    _REQUIRED,
+    MEASURES,
     W_IN,
     W_OUT,
     By,
     Frame,
-    Scheduler,
-    Server,
-    SimResult,
     _check,
     _keys,
     _label,
@@ -55,9 +60,6 @@ from servetrace.analysis.scheduling import (
     _strings,
     _values,
     _weights,
-    simulate,
-    simulate_runs,
-    vtc_bound,
 )
 
 __all__ = ["DEFAULT_SERVER", "MEASURES", "SCHEDULERS", "W_IN", "W_OUT", "Scheduler", "Server",

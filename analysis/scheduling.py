@@ -77,84 +77,24 @@ import numpy as np
 import polars as pl
 
 from servetrace.analysis.engine import Engine
-from servetrace.analysis.frames import columns, lazy
+from servetrace.analysis.tenancy import (  # noqa: F401 (W_IN, W_OUT, MEASURES: the API)
+    _REQUIRED,
+    MEASURES,
+    W_IN,
+    W_OUT,
+    By,
+    Frame,
+    _check,
+    _keys,
+    _label,
+    _lazy,
+    _weights,
+)
 
-Frame = pl.DataFrame | pl.LazyFrame
-By = str | Sequence[str]
 Scheduler = Literal["fcfs", "vtc", "fairserve"]
 
-W_IN = 1.0
-"""Default cost of one input token (``input_price = 1`` in the VTC artifact's scheduler)."""
-W_OUT = 2.0
-"""Default cost of one output token (``output_price = 2`` in the VTC artifact's scheduler)."""
 SCHEDULERS = ("fcfs", "vtc", "fairserve")
-MEASURES = ("requests", "service")
-
-_REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
 _FEW = 16  # arrivals taken into the queue one at a time (more: vectorized)
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def _lazy(frame: Frame, name: str = "requests") -> pl.LazyFrame:
-    return lazy(frame, name)
-
-
-def _keys(by: By | None) -> list[str]:
-    if by is None:
-        raise ValueError("by: fairness groups requests by tenant; name the column(s), "
-                         "e.g. by='tenant'")
-    keys = columns(by)
-    if not keys:
-        raise ValueError("by: no column given")
-    return keys
-
-
-def _check(lf: pl.LazyFrame, columns: Sequence[str], name: str = "requests") -> None:
-    schema = lf.collect_schema()
-    for c in columns:
-        if c not in schema:
-            raise ValueError(f"{name}: missing column {c!r}")
-
-
-def _weights(w_in: float, w_out: float) -> None:
-    for name, w in (("w_in", w_in), ("w_out", w_out)):
-        if not (math.isfinite(w) and w >= 0):
-            raise ValueError(f"{name}: must be a finite number >= 0, got {w!r}")
-    if w_in == 0 and w_out == 0:
-        raise ValueError("w_in, w_out: at least one token weight must be positive")
-
-
-def _service(w_in: float, w_out: float) -> pl.Expr:
-    return (w_in * pl.col("input_tokens").cast(pl.Float64)
-            + w_out * pl.col("output_tokens").cast(pl.Float64))
-
-
-def _strings(keys: Sequence[str], schema: pl.Schema) -> list[pl.Expr]:
-    """The key columns, Categorical/Enum ones as strings (stable sorting and joins)."""
-    return [pl.col(k).cast(pl.String) if isinstance(schema[k], pl.Categorical | pl.Enum)
-            else pl.col(k) for k in keys]
-
-
-def _label(keys: Sequence[str]) -> pl.Expr:
-    """One string per tenant: the key column, or the key columns joined with ``/``."""
-    if len(keys) == 1:
-        return pl.col(keys[0]).cast(pl.String).alias("tenant")
-    return pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="/").alias(
-        "tenant")
-
-
-def _values(x: Sequence[float] | np.ndarray | pl.Series, name: str) -> np.ndarray:
-    a = np.asarray(x.to_numpy() if isinstance(x, pl.Series) else x, dtype=np.float64).ravel()
-    if a.size == 0:
-        raise ValueError(f"{name}: empty input")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name}: values must be finite")
-    if (a < 0).any():
-        raise ValueError(f"{name}: values must be >= 0")
-    return a
 
 
 # ---------------------------------------------------------------------------------------------
