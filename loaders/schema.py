@@ -123,6 +123,16 @@ REQUESTS = pa.schema([
     _f("think_s", pa.float64(), "s", doc="client think time before the request"),
     _f("server_s", pa.float64(), "s", doc="server (API) time of the request"),
     _f("tool_s", pa.float64(), "s", doc="tool time before the request, where the source gives it"),
+    _f("request_class", pa.string(),
+       doc="workload class the request belongs to in a mix: online, offline, or a label of "
+           "the mix's own (servetrace.synth.mix)"),
+    _f("offline", pa.bool_(),
+       doc="throughput-oriented request with no deadline: replay sends it from a backlog "
+           "once its arrival_s has passed, whenever a concurrency slot is free"),
+    _f("priority", pa.int64(), "levels", doc="scheduling priority, 0 the most urgent"),
+    _f("slo_ttft_s", pa.float64(), "s", doc="time-to-first-token target of the request's class"),
+    _f("slo_tpot_s", pa.float64(), "s",
+       doc="time-per-output-token target of the request's class"),
 ])
 
 INVOCATIONS = pa.schema([
