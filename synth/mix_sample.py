@@ -387,6 +387,12 @@ def sample(mix: Mix, duration_s: float, seed: int, rate_scale: float = 1.0, *,
                                                             strict=True)]
     factors = solve(mix, nat, duration_s, rate_scale)
     notes: list[str] = []
+    for c in mix.components:
+        path = resolve(c.source, base)
+        if c.sha256 and c.label not in given and path is not None \
+                and file_sha256(path) != c.sha256:
+            notes.append(f"component {c.label!r}: {path} has changed since the mix was made "
+                         "(its SHA-256 differs from the mix's)")
     layout: tuple[int | None, str] | None = None
     parts: list[pl.DataFrame] = []
     id_base = 0

@@ -397,6 +397,9 @@ def test_cli_mix_generate_round_trip(env: Path):
     assert runner.invoke(app, ["generate", str(out), "--duration", "1800", "--seed", "3",
                                "-o", str(again)]).exit_code == 0
     assert pl.read_parquet(again).equals(df)
+    poisson(2.5, inputs=(100, 200), outputs=(30,)).save(env / "chat.json")  # refitted
+    res = runner.invoke(app, ["generate", str(out), "--duration", "60", "-o", str(again)])
+    assert res.exit_code == 0 and "has changed since the mix was made" in res.output
 
 
 @pytest.mark.parametrize(("args", "message"), [
