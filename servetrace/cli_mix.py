@@ -25,8 +25,10 @@ from rich.markup import escape
 from servetrace.cli import _ERRORS, StoreOpt, _fail, app, err, out
 from servetrace.loaders import Store
 
-PerSource = Annotated[list[str] | None, typer.Option(
-    help="one value per SOURCE, comma-separated ('-': none)")]
+
+def _per_source(flag: str, what: str) -> object:
+    """A per-source option: one value per SOURCE, comma-separated."""
+    return typer.Option(flag, help=f"per source, comma-separated ('-': none): {what}")
 
 
 def _values(flag: str, given: list[str] | None, n: int) -> list[str | None]:
@@ -111,18 +113,25 @@ def mix_cmd(
         metavar="SOURCE...", help="model JSON (servetrace fit), requests .parquet or store "
         "trace id, one per component")],
     output: Annotated[Path, typer.Option("-o", "--output", help="mix JSON to write")],
-    kind: PerSource = None,
-    label: PerSource = None,
-    share: PerSource = None,
+    kind: Annotated[list[str] | None, _per_source(
+        "--kind", "model, replay, resample or batch (default: model for .json, replay "
+        "otherwise)")] = None,
+    label: Annotated[list[str] | None, _per_source(
+        "--label", "component label (default: the file name or trace id)")] = None,
+    share: Annotated[list[str] | None, _per_source(
+        "--share", "share of the requests (or tokens); all or none, summing to 1")] = None,
     by: Annotated[str, typer.Option("--by", help="shares of requests or tokens")] = "requests",
     rate: Annotated[float | None, typer.Option(
         "--rate", help="total requests (or tokens, with --by tokens) per second; default: "
         "the first component with arrivals keeps its own rate")] = None,
-    count: PerSource = None,
-    at: PerSource = None,
+    count: Annotated[list[str] | None, _per_source(
+        "--count", "requests of a batch (without shares)")] = None,
+    at: Annotated[list[str] | None, _per_source(
+        "--at", "seconds at which a batch becomes available (default 0)")] = None,
     request_class: Annotated[list[str] | None, typer.Option(
         "--class", help="per source: online, offline or a class name of yours")] = None,
-    priority: PerSource = None,
+    priority: Annotated[list[str] | None, _per_source(
+        "--priority", "scheduling priority, 0 the most urgent")] = None,
     slo_ttft: Annotated[list[str] | None, typer.Option(
         "--slo-ttft", help="per source: time-to-first-token target, seconds")] = None,
     slo_tpot: Annotated[list[str] | None, typer.Option(

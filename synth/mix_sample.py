@@ -447,7 +447,8 @@ def _merge(parts: list[pl.DataFrame], name: str) -> pl.DataFrame:
                            pl.lit(f"synth/mix/{name}").alias("trace"))
     if "parent_request_id" in out.columns:
         ids = out.select("_part", pl.col("_rid").alias("parent_request_id"),
-                         pl.col("request_id").alias("_new"))
+                         pl.col("request_id").alias("_new")).drop_nulls().unique(
+            ["_part", "parent_request_id"], keep="first", maintain_order=True)
         out = out.join(ids, on=["_part", "parent_request_id"], how="left",
                        maintain_order="left").with_columns(
             pl.col("_new").alias("parent_request_id")).drop("_new")

@@ -100,16 +100,21 @@ def test_request_shares_are_met_and_batches_count_exactly():
 def test_token_shares_are_met():
     a = poisson(2.0, inputs=(100, 300), outputs=(50,))    # 250 tokens a request
     b = poisson(5.0, inputs=(1000,), outputs=(10, 30))    # 1,020
-    m = Mix((component("a", "a.json", share=0.7, priority=0),
-             component("b", "b.json", share=0.3, priority=1),), by="tokens")
-    r = sample(m, D, 1, sources={"a": a, "b": b})
-    total = 2.0 * D * 250 / 0.7
+    m = Mix((component("a", "a.json", share=0.6, priority=0),
+             component("b", "b.json", share=0.3, priority=1),
+             component("bat", "b.json", kind="batch", share=0.1)), by="tokens")
+    r = sample(m, D, 1, sources={"a": a, "b": b, "bat": b})
+    total = 2.0 * D * 250 / 0.6
     assert r.expected[1] * 1020 == pytest.approx(0.3 * total)
-    tok = r.requests.group_by("priority").agg(
+    assert r.counts[2] == round(0.1 * total / 1020)  # a batch of b's lengths: 1,020 each
+    batch = r.requests.filter(pl.col("offline"))
+    assert within((batch["input_tokens"] + batch["output_tokens"]).sum(), 0.1 * total,
+                  math.sqrt(r.counts[2]) * 10 + 1)  # outputs 10 or 30, stratified inputs
+    tok = r.requests.filter(~pl.col("offline")).group_by("priority").agg(
         (pl.col("input_tokens") + pl.col("output_tokens")).sum()).sort("priority")
     got = tok["input_tokens"].to_list()
     # compound Poisson: Var(Σ X) = E[N]·E[X²]
-    assert within(got[0], 0.7 * total, math.sqrt(2.0 * D * (150**2 + 350**2) / 2))
+    assert within(got[0], 0.6 * total, math.sqrt(2.0 * D * (150**2 + 350**2) / 2))
     assert within(got[1], 0.3 * total, math.sqrt(r.expected[1] * (1010**2 + 1030**2) / 2))
 
 
