@@ -154,6 +154,23 @@ def integral(envelopes: tuple[Envelope, ...] | list[Envelope], duration_s: float
     return float(((hi - lo) / 2 * (multiplier(envelopes, t) @ w)).sum())
 
 
+def excess_end(envelopes: tuple[Envelope, ...] | list[Envelope], duration_s: float) -> float:
+    """A time past which Π m_j(t) ≤ 1 on [0, D): the product exceeds 1 only where a
+    factor does, and a factor does until its own end (a spike's, a ramp's from a start
+    above 1; a step or ramp up, or a profile with a window above 1: the end, D)."""
+    end = 0.0
+    for e in envelopes:
+        if e.maximum <= 1.0:
+            continue
+        if e.kind == "spike":
+            end = max(end, e.at_s + e.duration_s)
+        elif e.kind == "ramp" and e.height <= 1.0:  # a ramp down from above 1
+            end = max(end, e.at_s + e.duration_s)
+        else:
+            end = duration_s
+    return float(min(max(end, 0.0), duration_s)) or float(duration_s)
+
+
 def keep_probabilities(envelopes: tuple[Envelope, ...] | list[Envelope], t: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, float]:
     """(keep probability of the process's own points, of the added copy's points, M) at

@@ -261,26 +261,37 @@ def _replay_at(frame: pl.DataFrame, g: float, duration_s: float, rng: np.random.
     return out.drop("_sub")
 
 
+def _has_sessions(src: Source) -> bool:
+    if isinstance(src, WorkloadModel):
+        return any(g.sessions is not None for g in src.groups)
+    return "session" in src.columns and src["session"].null_count() < src.height
+
+
 def _arrival_pieces(c: Component, src: Source, f: float, envelopes: tuple[me.Envelope, ...],
                     duration_s: float, seed: int, i: int) -> list[pl.DataFrame]:
     """Component i's requests through its envelopes (own process thinned by min(m, 1), an
-    added copy at rate (M − 1)·f thinned by (max(m, 1) − 1)/(M − 1))."""
+    added copy at rate (M − 1)·f thinned by (max(m, 1) − 1)/(M − 1)). Without sessions the
+    copy is sampled only up to the last time a multiplier exceeds 1
+    (:func:`~servetrace.synth.mix_envelopes.excess_end`): past it every one of its points
+    would be dropped. With sessions it runs to the end, so that a session starting in a
+    spike keeps all its turns."""
     if c.kind == "resample":
         assert isinstance(src, pl.DataFrame)
         src = fit(src, seed=_seed(seed, i, 9))
 
-    def draw(scale: float, k: int) -> pl.DataFrame:
+    def draw(scale: float, k: int, horizon: float) -> pl.DataFrame:
         if isinstance(src, WorkloadModel):
-            return src.sample(duration_s, _seed(seed, i, k), rate_scale=scale)
-        return _replay_at(src, scale, duration_s, _rng(seed, i, k))
+            return src.sample(horizon, _seed(seed, i, k), rate_scale=scale)
+        return _replay_at(src, scale, horizon, _rng(seed, i, k))
 
-    own = draw(f, 0)
+    own = draw(f, 0, duration_s)
     if not envelopes:
         return [own]
     big = me.bound(envelopes)
     pieces = [_thin(own, lambda t: me.keep_probabilities(envelopes, t)[0], _rng(seed, i, 2))]
     if big > 1.0:
-        extra = draw(f * (big - 1.0), 1)
+        horizon = duration_s if _has_sessions(src) else me.excess_end(envelopes, duration_s)
+        extra = draw(f * (big - 1.0), 1, horizon)
         pieces.append(_thin(extra, lambda t: me.keep_probabilities(envelopes, t)[1],
                             _rng(seed, i, 3)))
     return pieces

@@ -233,6 +233,9 @@ def test_envelope_integral_is_exact():
     # ∫ (1 + t/D) dt over [0, D) plus (3 − 1)∫ over the spike: 5400 + 2·362.5
     assert me.integral((spike, ramp), D) == pytest.approx(6125.0, rel=1e-12)
     assert me.bound((spike, ramp)) == 6.0
+    assert me.excess_end((spike,), D) == 900.0 and me.excess_end((spike, ramp), D) == D
+    down = me.Envelope("ramp", at_s=100.0, duration_s=200.0, height=0.5, start=2.0)
+    assert me.excess_end((down,), D) == 300.0
     with pytest.raises(ValueError, match="duration_s must be positive"):
         me.Envelope("spike", at_s=1.0, height=2.0)
     assert me.parse("spike", "at=600,duration=300,height=3,to=a+b") == {
