@@ -441,3 +441,25 @@ def test_resample_fits_the_trace_and_samples_it_at_the_solved_rate():
     assert r.factors[0] == pytest.approx(2.0, rel=1e-3)
     assert within(r.counts[0], 4.0 * D)
     assert np.isin(r.requests["arrival_s"].to_numpy(), t).mean() < 0.01  # sampled, not replayed
+
+
+def test_cli_adapters_from_a_trace_fit_or_copy_its_model_column(env: Path):
+    poisson(1.0).save(env / "chat.json")
+    rng = np.random.default_rng(8)
+    counts = rng.multinomial(5000, zipf_law(12, 0.9))
+    names = np.repeat([f"ft-{j}" for j in range(12)], counts)
+    pl.DataFrame({"arrival_s": np.arange(5000.0), "input_tokens": np.full(5000, 10),
+                  "model": rng.permutation(names)}).write_parquet(env / "models.parquet")
+    for law in ("fit", "empirical"):
+        out = env / f"{law}.json"
+        res = runner.invoke(app, ["mix", str(env / "chat.json"), "--adapters",
+                                  str(env / "models.parquet"), "--zipf", law, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        pop = Mix.load(out).components[0].models
+        assert pop.names[0] == "ft-0" and len(pop.names) == 12
+        if law == "fit":
+            assert pop.law == "zipf-fit"
+            assert abs(pop.exponent - 0.9) < 4 * mp.zipf_standard_error(12, 0.9, 5000)
+        else:
+            assert pop.law == "empirical" and pop.weights[0] == pytest.approx(
+                counts.max() / 5000)
