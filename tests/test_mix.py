@@ -463,3 +463,22 @@ def test_cli_adapters_from_a_trace_fit_or_copy_its_model_column(env: Path):
         else:
             assert pop.law == "empirical" and pop.weights[0] == pytest.approx(
                 counts.max() / 5000)
+
+
+def test_a_batch_trace_without_times_is_the_backlog_whole(tmp_path):
+    # canonical rows of a batch job (ServeGen offline): no arrival times, no output lengths
+    job = pl.DataFrame({"trace": "servegen_offline/trace_a",
+                        "request_id": [str(i) for i in range(40)],
+                        "arrival_s": pl.Series([None] * 40, dtype=pl.Float64),
+                        "input_tokens": np.arange(40) + 100,
+                        "output_tokens": pl.Series([None] * 40, dtype=pl.Int64),
+                        "hash_ids": [[i, i + 1] for i in range(40)]})
+    m = Mix((component("chat", "a.json", priority=0),
+             component("job", "servegen_offline/trace_a", kind="batch", at_s=5.0)))
+    r = sample(m, 60.0, 0, sources={"chat": poisson(1.0), "job": job})
+    back = r.requests.filter(pl.col("offline"))
+    assert r.counts[1] == 40 and back["input_tokens"].sort().to_list() == list(range(100, 140))
+    assert (back["arrival_s"] == 5.0).all() and back["output_tokens"].null_count() == 40
+    job.write_parquet(tmp_path / "job.parquet")
+    with pytest.raises(ValueError, match=r"has no arrival times .* use it as a batch"):
+        sample(Mix((component("job", "job.parquet"),)), 60.0, 0, base=tmp_path)
