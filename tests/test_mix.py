@@ -20,7 +20,15 @@ from servetrace.synth import mix_popularity as mp
 from servetrace.synth.mix import Mix, component
 from servetrace.synth.mix_sample import sample
 from servetrace.synth.model import WorkloadModel
-from servetrace.synth.parameters import Arrivals, Group, Labels, Lengths, Renewal, Table
+from servetrace.synth.parameters import (
+    Arrivals,
+    Group,
+    Labels,
+    Lengths,
+    Renewal,
+    Sessions,
+    Table,
+)
 
 runner = CliRunner()
 D = 3600.0
@@ -482,3 +490,24 @@ def test_a_batch_trace_without_times_is_the_backlog_whole(tmp_path):
     job.write_parquet(tmp_path / "job.parquet")
     with pytest.raises(ValueError, match=r"has no arrival times .* use it as a batch"):
         sample(Mix((component("job", "job.parquet"),)), 60.0, 0, base=tmp_path)
+
+
+def test_a_spike_on_a_session_model_multiplies_session_starts_and_keeps_sessions_whole():
+    # Poisson session starts at 0.5/s, three turns 5 s apart: 1.5 requests/s
+    a = Arrivals(0.5, 60.0, Table((1.0, 1.0)), 0.5, D, Renewal("exponential"))
+    lengths = Lengths(Table.empirical(np.array([100.0]), integer=True),
+                      Table.empirical(np.array([10.0]), integer=True), 0.0, 0.0)
+    turns = Sessions(Table((3.0, 3.0), integer=True), Table((5.0, 5.0)), (lengths,), 0.0, 10.0)
+    model = WorkloadModel("s", None, D, 5400, (Group(None, 1.0, a, lengths,
+                                                     Labels((), ((),), (1.0,)), turns),))
+    spike = me.Envelope("spike", "s", at_s=1200.0, duration_s=600.0, height=3.0)
+    r = sample(Mix((component("a", "a.json"),), (spike,)), D, 0, sources={"a": model})
+    assert r.expected[0] == pytest.approx(1.5 * (D + 2 * 600))
+    sess = r.requests.group_by("session").agg(pl.col("arrival_s").min().alias("t0"),
+                                              pl.col("arrival_s").max().alias("t1"), pl.len())
+    inner = sess.filter((pl.col("t0") >= 10.0) & (pl.col("t0") < D - 10.0))  # not cut
+    assert (inner["len"] == 3).all()  # a session that starts in the spike runs on whole
+    assert (inner.filter(pl.col("t0") >= 1790.0)["t1"] > 1800.0).any()
+    starts = sess["t0"].to_numpy()
+    assert within(((starts >= 1200) & (starts < 1800)).sum(), 0.5 * 3.0 * 600)
+    assert within(((starts >= 1800) | (starts < 1200)).sum(), 0.5 * (D - 600))
