@@ -14,7 +14,7 @@ of skewed popularity (multi-LoRA serving, BlockLLM), load spikes and ramps (λSc
   past its end; at a rate factor f ≤ 1 p-thinned, above 1 superposed with randomly shifted
   copies of itself), ``resample`` (a trace fitted in memory, then sampled) or ``batch``
   (``count`` offline requests, lengths from a model or a trace's rows, all available at
-  ``at_s``: no arrival process);
+  ``at_s``: no arrival process; a trace's batch without a count or share is all its rows);
 * its ``share`` of the mix's requests or tokens (``Mix.by``): the rate factors are solved at
   sampling time so that the expected requests (or tokens) of each component are its share
   (:func:`solve`); without shares each component keeps its own rate (a batch its count);
@@ -32,9 +32,10 @@ Sources are file paths (model ``.json``, requests ``.parquet``; relative paths a
 to the mix file's folder, ``base`` in :meth:`Mix.sample`) or trace ids of a store. The
 sample's ``trace`` is ``synth/mix/<name>``, request ids number the rows, sessions and
 prefix block ids are renumbered so that no two parts share one by accident, and
-:func:`sample_metadata` names the mix (components with their solved factors and expected
-counts, envelopes, seed) for the Parquet file. Sampling lives in
-:mod:`~servetrace.synth.mix_sample`.
+:meth:`~servetrace.synth.mix_sample.MixSample.metadata` names the mix (components with their
+solved factors, expected and sampled counts, envelopes, seed) for the Parquet file. Sampling
+lives in :mod:`~servetrace.synth.mix_sample`; the command line is ``servetrace mix``
+(:mod:`servetrace.cli_mix`) and ``servetrace generate MIX.json``.
 """
 
 from __future__ import annotations
