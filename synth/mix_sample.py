@@ -268,16 +268,18 @@ def _has_sessions(src: Source) -> bool:
 
 
 def _arrival_pieces(c: Component, src: Source, f: float, envelopes: tuple[me.Envelope, ...],
-                    duration_s: float, seed: int, i: int) -> list[pl.DataFrame]:
+                    duration_s: float, seed: int, i: int,
+                    block: tuple[int | None, str] = (None, "global")) -> list[pl.DataFrame]:
     """Component i's requests through its envelopes (own process thinned by min(m, 1), an
     added copy at rate (M − 1)·f thinned by (max(m, 1) − 1)/(M − 1)). Without sessions the
     copy is sampled only up to the last time a multiplier exceeds 1
     (:func:`~servetrace.synth.mix_envelopes.excess_end`): past it every one of its points
     would be dropped. With sessions it runs to the end, so that a session starting in a
-    spike keeps all its turns."""
+    spike keeps all its turns. ``block``: the trace's hash block size and id scope, for
+    ``resample``'s fit."""
     if c.kind == "resample":
         assert isinstance(src, pl.DataFrame)
-        src = fit(src, seed=_seed(seed, i, 9))
+        src = fit(src, seed=_seed(seed, i, 9), block_tokens=block[0], hash_scope=block[1])
 
     def draw(scale: float, k: int, horizon: float) -> pl.DataFrame:
         if isinstance(src, WorkloadModel):
@@ -409,15 +411,15 @@ def sample(mix: Mix, duration_s: float, seed: int, rate_scale: float = 1.0, *,
     id_base = 0
     expected = []
     for i, (c, src, e, f) in enumerate(zip(mix.components, srcs, envs, factors, strict=True)):
+        block = (_block_layout(src, c, base, store)
+                 if c.label not in given or isinstance(src, WorkloadModel) else (None, "global"))
         if c.kind == "batch":
             count = round(f)
             expected.append(float(count))
             pieces = [_batch(c, src, count, duration_s, seed, i)] if count else []
         else:
             expected.append(f * nat[i].requests)
-            pieces = _arrival_pieces(c, src, f, e, duration_s, seed, i)
-        block = (_block_layout(src, c, base, store)
-                 if c.label not in given or isinstance(src, WorkloadModel) else (None, "global"))
+            pieces = _arrival_pieces(c, src, f, e, duration_s, seed, i, block)
         for piece in pieces:  # a handful per component
             piece = piece.with_columns(pl.lit(len(parts), pl.Int64).alias("_part"))
             if "hash_ids" in piece.columns and piece["hash_ids"].null_count() < piece.height:

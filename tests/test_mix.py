@@ -99,6 +99,10 @@ def test_request_shares_are_met_and_batches_count_exactly():
     assert online.filter(pl.col("priority") == 1)["slo_tpot_s"].unique().to_list() == [0.05]
     assert df["request_id"].to_list() == [str(i) for i in range(df.height)]
     assert df["arrival_s"].is_sorted() and (df["trace"] == "synth/mix/mix").all()
+    # rate_scale multiplies every component, batches included
+    doubled = sample(m, D, 0, 2.0, sources=src)
+    assert doubled.expected == pytest.approx((14400, 8640, 2880, 2880))
+    assert within(doubled.counts[0], 14400) and doubled.counts[3] == 2880
     # a total rate instead of the first component's own
     r = sample(Mix(m.components, rate=3.0), D, 0, sources=src)
     assert sum(r.expected) == pytest.approx(3.0 * D)
