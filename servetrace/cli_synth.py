@@ -187,7 +187,7 @@ def _serverless_source(source: str, store: Store
 
 
 def _model_type(path: Path) -> str:
-    """``type`` of a model JSON file (ServerlessModel or WorkloadModel)."""
+    """``type`` of a model JSON file (ServerlessModel, WorkloadModel or Mix)."""
     try:
         head = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -243,7 +243,7 @@ def fit_cmd(
 @app.command("generate")
 def generate_cmd(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="model JSON (servetrace "
-                                               "fit)")],
+                                               "fit) or mix JSON (servetrace mix)")],
     duration: Annotated[float, typer.Option("--duration", help="seconds to synthesize")],
     output: Annotated[Path, typer.Option("-o", "--output", help="requests .parquet to write")],
     seed: Annotated[int, typer.Option("--seed", help="same seed, same trace")] = 0,
@@ -263,11 +263,14 @@ def generate_cmd(
     cluster: Annotated[Path | None, typer.Option(
         "--cluster", help="serverless: cluster YAML (nodes, cores, memory_mb, keep_alive_s, "
         "hybrid); with --utilization, scale to that load of it")] = None,
+    store: StoreOpt = None,
 ) -> None:
     """Sample a synthetic requests trace from a model, scaled as asked, into Parquet.
 
     A serverless model (`servetrace fit` on invocations or invocation_counts) gives an
-    invocations table; --functions and --target-rps select and scale its functions."""
+    invocations table; --functions and --target-rps select and scale its functions. A mix
+    (`servetrace mix`) gives its components' requests with their class columns; --store is
+    where its trace-id sources are."""
     from servetrace.synth import scale
     from servetrace.synth.model import WorkloadModel
 
@@ -279,6 +282,17 @@ def generate_cmd(
             frame = _generate_serverless(model_path, duration, output, seed, functions,
                                          target_rps, scale_op, cluster, utilization)
             out.print(f"{frame.height:,} invocations over {duration:g} s (seed {seed}) -> "
+                      f"{output}", highlight=False)
+            return
+        if _model_type(model_path) == "Mix":
+            if (functions, target_rps, cluster, profile, utilization) != (None,) * 5:
+                raise ValueError("--functions, --target-rps, --cluster, --profile and "
+                                 "--utilization do not apply to a mix (scale it with "
+                                 "--rate-scale, or set its rate with `servetrace mix --rate`)")
+            from servetrace.cli_mix import generate_mix
+
+            frame = generate_mix(model_path, duration, output, seed, rate_scale, store)
+            out.print(f"{frame.height:,} requests over {duration:g} s (seed {seed}) -> "
                       f"{output}", highlight=False)
             return
         if functions is not None or target_rps is not None or cluster is not None:
@@ -556,3 +570,7 @@ def demo_cmd(
               "\"select trace, count(*) from requests group by 1 order by 1\")", highlight=False)
     out.print(f"done in {time.perf_counter() - started:.0f} s; report: {result.report}",
               highlight=False)
+
+
+# the mix command registers on `app` when imported
+from servetrace import cli_mix  # noqa: E402, F401
