@@ -419,6 +419,15 @@ def replay_cmd(
                                               "scheduled time and think time (0.5 = twice "
                                               "the rate)")] = 1.0,
     max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
+    offline_concurrency: Annotated[int | None, typer.Option(
+        "--offline-concurrency", help="at most N offline requests in flight (default: the "
+        "slots of --max-concurrency that online requests leave free)")] = None,
+    send_priority: Annotated[bool, typer.Option(
+        "--send-priority", help="send each request's priority in the body (vLLM needs "
+        "--scheduling-policy priority for a non-zero one)")] = False,
+    trace_models: Annotated[bool | None, typer.Option(
+        "--trace-models/--no-trace-models", help="send each request to its trace's model "
+        "(default: when --model is not given and the server lists every one)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds a request may take "
                                            "before it is recorded as a timeout")] = 300.0,
     limit: Annotated[int | None, typer.Option("--limit", help="replay only the first N "
@@ -438,15 +447,19 @@ def replay_cmd(
     cache_tokens: Annotated[int | None, typer.Option(
         "--cache-tokens", help="the server's prefix-cache capacity in tokens: reports the "
         "trace's LRU hit ratio at it beside the achieved one")] = None,
-    ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="seconds")] = None,
-    tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="seconds")] = None,
+    ttft_slo: Annotated[float | None, typer.Option(
+        "--ttft-slo", help="seconds, for requests without their own slo_ttft_s")] = None,
+    tpot_slo: Annotated[float | None, typer.Option(
+        "--tpot-slo", help="seconds, for requests without their own slo_tpot_s")] = None,
     recover: Annotated[bool, typer.Option("--recover", help="only store replays that were "
                                           "killed before they were stored")] = False,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Replay a trace against an endpoint (sessions in closed loop); the outcome becomes a
     new trace. Prints progress (sent, finished, failed, lag) on stderr while it runs, and the
-    achieved prefix-cache hit ratio beside the trace's at the end.
+    achieved prefix-cache hit ratio beside the trace's at the end; per class, model and
+    priority (SLO attainment, goodput, throughput) where the trace has them. Offline
+    requests go from a backlog as --max-concurrency or --offline-concurrency allows.
 
     The API key is read from $OPENAI_API_KEY and never printed or stored. Replays killed
     before they were stored are stored first (or alone, with --recover). Exits 130 when
@@ -455,7 +468,7 @@ def replay_cmd(
     from dataclasses import asdict
 
     try:
-        from servetrace.synth.replay_results import ProgressPrinter
+        from servetrace.synth.replay_results import ProgressPrinter, class_tables
         from servetrace.synth.replay_store import recover_pending, replay_trace
 
         s = Store(store)
@@ -474,7 +487,9 @@ def replay_cmd(
         try:
             result = replay_trace(
                 trace, endpoint, store=s, frame=frame, model=model, time_scale=time_scale,
-                max_concurrency=max_concurrency, timeout_s=timeout, ttft_slo_s=ttft_slo,
+                max_concurrency=max_concurrency, offline_concurrency=offline_concurrency,
+                send_priority=send_priority, trace_models=trace_models,
+                timeout_s=timeout, ttft_slo_s=ttft_slo,
                 tpot_slo_s=tpot_slo, limit=limit, duration_s=duration,
                 closed_loop=not open_loop, block_tokens=block,
                 hash_scope=hash_scope or known_scope, cache_tokens=cache_tokens,
@@ -482,7 +497,9 @@ def replay_cmd(
         finally:
             printer.close()
         summary = result.summary(ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
-        _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)])}, fmt)
+        groups = class_tables(result.records, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+        _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)]), **groups},
+              fmt)
     except (*_ERRORS, ConnectionError) as exc:
         _fail(exc)
     if result.interrupted:
