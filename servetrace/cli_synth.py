@@ -1,5 +1,5 @@
 """The synthesis commands of :mod:`servetrace.cli`: export, fit, generate, compare, replay,
-profile and demo (each a thin call into :mod:`servetrace.synth`).
+serve, profile and demo (each a thin call into :mod:`servetrace.synth`).
 """
 
 from __future__ import annotations
@@ -508,6 +508,58 @@ def replay_cmd(
         _fail(ValueError(f"every one of the {summary.requests:,} requests failed (stored as "
                          f"{result.trace}; see its failed and error columns in the results "
                          "file)"))
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="NAME or NAME=PREFILL_MS_PER_TOKEN,DECODE_MS_PER_TOKEN, repeated: "
+        "the first is the default model (and the base of --lora), the others are served "
+        "beside it at their own costs")] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        "--lora", help="a LoRA adapter of the first --model, repeated")] = None,
+    max_loras: Annotated[int, typer.Option("--max-loras", help="adapters resident at "
+                                           "once (LRU)")] = 1,
+    lora_load_ms: Annotated[float, typer.Option(
+        "--lora-load-ms", help="prefill time added when an adapter must be loaded")] = 0.0,
+    prefill_ms: Annotated[float, typer.Option(
+        "--prefill-ms-per-token", help="default model's prefill cost")] = 0.02,
+    decode_ms: Annotated[float, typer.Option(
+        "--decode-ms-per-token", help="default model's decode step, per sequence")] = 10.0,
+    prefill_base_ms: Annotated[float, typer.Option("--prefill-base-ms")] = 5.0,
+    max_num_seqs: Annotated[int, typer.Option(
+        "--max-num-seqs", help="sequence slots; beyond them requests queue")] = 64,
+    priority_scheduling: Annotated[bool, typer.Option(
+        "--priority-scheduling", help="queued requests with a lower priority field go "
+        "first")] = False,
+    prefix_cache_tokens: Annotated[int | None, typer.Option(
+        "--prefix-cache-tokens", help="LRU prefix cache of this many tokens")] = None,
+    block_size: Annotated[int, typer.Option("--block-size")] = 16,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="0 picks a free port")] = 8000,
+) -> None:
+    """Run the local OpenAI-compatible test server (its token timing follows a cost model;
+    see servetrace.synth.server) until Ctrl-C; prints its base URL first. Several models
+    with their own costs, LoRA adapters with a load cost, and priority scheduling stand in
+    for the serving systems a workload mix is replayed against."""
+    try:
+        from servetrace.synth.server import models_config, run_forever
+
+        for name, value in (("--prefill-ms-per-token", prefill_ms),
+                            ("--decode-ms-per-token", decode_ms)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        config = models_config(
+            list(model or []), prefill_tokens_per_s=1e3 / prefill_ms,
+            decode_tokens_per_s=1e3 / decode_ms, prefill_base_s=prefill_base_ms / 1e3,
+            max_concurrent_sequences=max_num_seqs, lora_adapters=tuple(lora or ()),
+            max_loras=max_loras, lora_load_s=lora_load_ms / 1e3,
+            priority_scheduling=priority_scheduling, prefix_cache_tokens=prefix_cache_tokens,
+            block_size=block_size)
+        run_forever(config, host=host, port=port,
+                    ready=lambda url: out.print(url, highlight=False, soft_wrap=True))
+    except (*_ERRORS, OSError) as exc:
+        _fail(exc)
 
 
 @app.command("profile")

@@ -75,7 +75,9 @@ Run it in-process (a background thread with its own event loop)::
     with serve(ServerConfig(decode_tokens_per_s=100)) as url:   # "http://127.0.0.1:PORT"
         ...
 
-or as a process: ``python -m servetrace.synth.server --port 8000 [--decode-tokens-per-s 50 ...]``
+or as a process: ``servetrace serve --port 8000 [--model NAME=PREFILL_MS,DECODE_MS ...]``
+(:func:`models_config`, :func:`run_forever`), or ``python -m servetrace.synth.server --port
+8000 [--decode-tokens-per-s 50 ...]`` (every field of :class:`ServerConfig` as a flag)
 (``--port 0`` picks a free port; the first line printed is the base URL).
 """
 

@@ -332,3 +332,61 @@ def test_stored_trace_keeps_the_classes(classes_run, store):
     notes = json.loads(notes) if isinstance(notes, str) else notes
     assert [r["request_class"] for r in notes["per_class"]] == ["batch", "interactive"]
     assert [r["model"] for r in notes["per_model"]] == ["big", "small"]
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_serve_command_runs_several_models():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("servetrace")
+    proc = subprocess.Popen([str(exe), "serve", "--port", "0", "--model", "base=0.1,5",
+                             "--model", "big=0.5,20", "--lora", "ad0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "/v1/models", timeout=10) as resp:
+            ids = [m["id"] for m in json.loads(resp.read())["data"]]
+        assert ids == ["base", "big", "ad0"]
+        assert _post(url, {"model": "other", "prompt": "a", "max_tokens": 1})[0] == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_command_refuses_bad_costs():
+    from typer.testing import CliRunner
+
+    from servetrace.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", "big=1"])
+    assert result.exit_code == 1 and "NAME=PREFILL_MS_PER_TOKEN" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_replay_command_prints_per_class_tables(tmp_path, two_models):
+    from typer.testing import CliRunner
+
+    from servetrace.cli import app
+    from servetrace.loaders import schema
+
+    frame = _online_offline(6, 4).with_columns(
+        pl.lit("mix").alias("trace"), pl.lit(0.5).alias("slo_ttft_s"),
+        pl.Series("model", ["big", "small"] * 5))
+    path = tmp_path / "mix.parquet"
+    schema.conform("requests", frame).write_parquet(path)
+    res = CliRunner().invoke(app, ["replay", str(path), "--endpoint", two_models.url,
+                                   "--time-scale", "0.2", "--offline-concurrency", "2",
+                                   "--store", str(tmp_path / "s"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [r["request_class"] for r in doc["per class"]] == ["offline", "online"]
+    assert [r["requests"] for r in doc["per class"]] == [4, 6]
+    assert [r["offline"] for r in doc["per class"]] == [4, 0]
+    assert [r["model"] for r in doc["per model"]] == ["big", "small"]
+    assert doc["replay"][0]["offline_requests"] == 4
+    res = CliRunner().invoke(app, ["replay", str(path), "--endpoint", two_models.url,
+                                   "--store", str(tmp_path / "s")])
+    assert res.exit_code == 1 and "--offline-concurrency" in res.output
