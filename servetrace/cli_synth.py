@@ -156,6 +156,8 @@ def _export_options(to: str, given: list[str]) -> dict[str, object]:
             except ValueError as exc:
                 raise ValueError(f"--option {key}={value}: expected "
                                  f"{'a number' if kind is float else 'an integer'}") from exc
+        elif default is None and value.lower() in ("true", "false"):  # bool | None options
+            parsed[key] = value.lower() == "true"
         elif key == "functions":
             raise ValueError("--option functions: the stored trace's functions table is used")
         else:
