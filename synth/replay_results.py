@@ -2,8 +2,9 @@
 
 The records (:data:`RECORD_SCHEMA`) are written as JSON lines while a replay runs
 (:mod:`servetrace.synth.replay`), read back by :func:`load_results`, summarized by
-:func:`summarize` (dispatch accuracy, latency percentiles, SLO attainment, goodput) and turned
-into canonical ``requests`` rows by :func:`to_requests`.
+:func:`summarize` (dispatch accuracy, latency percentiles, SLO attainment, goodput, the offline
+backlog's throughput) and, per request class, model or priority, by :func:`summarize_by`, and
+turned into canonical ``requests`` rows by :func:`to_requests`.
 
 Stored trace (:func:`to_requests`)
     ``arrival_s`` is the *actual* send time from the replay zero (what the server saw; the
