@@ -73,13 +73,13 @@ def two_models():
 
 
 def _classes_trace() -> pl.DataFrame:
-    """12 requests 0.35 s apart (prefills never overlap), half to each model, inputs
-    40/80/400/600 tokens; class ``interactive`` (own TTFT SLO 0.1 s, TPOT SLO 10 ms) and
-    ``batch`` (no SLO of its own)."""
+    """12 requests 0.25 s apart (the longest prefill takes 0.205 s: they never overlap),
+    half to each model, inputs 40/80/400/600 tokens; class ``interactive`` (own TTFT SLO
+    0.1 s, TPOT SLO 10 ms) and ``batch`` (no SLO of its own)."""
     n_in = [40, 80, 400, 600] * 3
     return pl.DataFrame({
         "request_id": [f"r{i}" for i in range(12)],
-        "arrival_s": np.arange(12) * 0.35,
+        "arrival_s": np.arange(12) * 0.25,
         "input_tokens": n_in,
         "output_tokens": [4] * 12,
         "model": ["big", "small"] * 6,
