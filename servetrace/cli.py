@@ -319,7 +319,8 @@ def _check_by(frame: pl.DataFrame | pl.LazyFrame, by: str | None, where: str) ->
 
 
 ByOpt = Annotated[str | None, typer.Option("--by", help="group by this column (e.g. tenant, "
-                                           "model, function, trigger)")]
+                                           "model, function, trigger; class: a mix's "
+                                           "request_class)")]
 
 
 def _emit(trace: str, parts: dict[str, pl.DataFrame], fmt: str) -> None:

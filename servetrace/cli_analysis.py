@@ -52,6 +52,7 @@ def analyze_cmd(
 
     if fmt not in ("table", "json"):
         _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    by = "request_class" if by == "class" else by
     groups = [by] if by else []
     try:
         s = Store(store)
@@ -113,6 +114,7 @@ def report_cmd(
     """Every analysis that applies to a trace's tables, in one self-contained HTML file."""
     from servetrace.analysis import report as reports
 
+    by = "request_class" if by == "class" else by
     try:
         s = Store(store)
         src = _trace(trace, s)

@@ -145,3 +145,18 @@ def test_report_has_a_class_section_only_with_classes():
     assert "Request classes" in page and "offline" in page
     assert "Request classes" not in [s.title for s in report.for_trace(
         {"requests": frame.with_columns(pl.lit(None, pl.String).alias("request_class"))})]
+
+
+def test_analyze_by_class(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pl.DataFrame({"trace": ["m"] * n, "arrival_s": np.cumsum(rng.exponential(1.0, n)),
+                          "request_class": rng.choice(["online", "offline"], n),
+                          "input_tokens": rng.integers(1, 1000, n),
+                          "output_tokens": rng.integers(1, 100, n)})
+    path = tmp_path / "mix.parquet"
+    schema.conform("requests", frame).write_parquet(path)
+    res = CliRunner().invoke(app, ["analyze", str(path), "--by", "class", "--format", "json",
+                                   "--store", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    assert "online" in res.stdout and "request_class" in res.stdout
