@@ -1,8 +1,10 @@
 """Fairness across tenants: concentration of demand, scheduler simulation, service difference.
 
 Works on the canonical ``requests`` table grouped by tenant (``by``, default ``tenant``: the
-BurstGPT session, the ServeGen client, ...). Two parts here, and the scheduler simulation
-(:func:`simulate`, :class:`Server`) of :mod:`servetrace.analysis.scheduling`, re-exported:
+BurstGPT session, the ServeGen client, ...; ``by="class"``: a workload mix's
+``request_class``, see :mod:`servetrace.analysis.tenancy`). Two parts here, and the scheduler
+simulation (:func:`simulate`, :class:`Server`) of :mod:`servetrace.analysis.scheduling`,
+re-exported:
 
 **Concentration** of per-tenant demand (:func:`tenant_service`, :func:`concentration`):
 requests and *service*, the cost function of Sheng et al. (below),

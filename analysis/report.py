@@ -21,6 +21,7 @@ import polars as pl
 
 from servetrace.analysis import (
     burstiness,
+    classes,
     coldstart,
     fairness,
     keepalive,
@@ -214,6 +215,41 @@ def tenant_fairness(requests: pl.DataFrame | pl.LazyFrame, by: str = "tenant",
             f"{server.decode_tokens_per_s:g} decode iterations/s, {server.max_batch} "
             "sequences per batch.")
     return Section(title, lead, tuple(tables), tuple(charts))
+
+
+def request_classes(requests: pl.DataFrame | pl.LazyFrame, by: str = "request_class",
+                    title: str = "Request classes") -> Section:
+    """The trace's classes (:mod:`servetrace.analysis.classes`): requests, tokens and their
+    shares, mean rate, lengths and targets per class; the arrival rate over time and the
+    length ECDFs per class (a class beyond :data:`MAX_GROUPS_CHARTED` leaves the charts to
+    the whole trace); the same table per model where requests name several."""
+    requests = requests.lazy().collect()
+    col = classes.class_column(by)
+    notes: list[str] = []
+    mix = classes.class_mix(requests, col)
+    tables: list[tuple[str, pl.DataFrame]] = [
+        ("Per class (shares of requests and of input + output tokens; rate over the whole "
+         "trace; lengths in tokens)", mix)]
+    if col != "model" and "model" in requests.columns \
+            and requests["model"].drop_nulls().n_unique() >= 2:
+        tables.append(("Per model", classes.class_mix(requests, "model")))
+    charts: list[alt.TopLevelMixin] = []
+    chart_by = _chart_by(requests, col)
+    if burstiness.has_arrivals(requests):
+        span = float(requests["arrival_s"].max() - requests["arrival_s"].min())
+        window = 60.0 if span >= 600 else max(span / 10, 1e-3)
+        counts = _attempt(notes, "rate per class", lambda: burstiness.window_counts(
+            requests, window, by=chart_by))
+        if isinstance(counts, pl.DataFrame):
+            charts.append(plots.rate(counts, window, by=chart_by))
+    else:
+        notes.append("rate per class: the requests have no arrival times (a batch trace)")
+    for name in tokens.FIELDS:
+        charts.append(plots.ecdf(tokens.ecdf(requests, name, by=chart_by), name, by=chart_by))
+    lead = (f"{requests.height:,} requests in {mix.height:,} classes ({col}). Offline "
+            "requests have no deadline (a replay sends them from a backlog); SLOs are the "
+            "class's targets, in seconds.")
+    return Section(title, lead, tuple(tables), tuple(charts), tuple(notes))
 
 
 def cold_starts(cold: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | None = None,
@@ -427,7 +463,8 @@ def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
               hash_scope: kvcache.Scope = "global") -> list[Section]:
     """Every section that applies to one trace's canonical ``tables`` (name → frame).
 
-    ``requests``: arrivals, token lengths and, with two tenants or more, per-tenant fairness;
+    ``requests``: arrivals, token lengths, request classes where the trace has them
+    (:func:`request_classes`) and, with two tenants or more, per-tenant fairness;
     a batch trace (no arrival times) gets a note in place of the arrivals section;
     with sessions or turn links, sessions and agents (:func:`session_structure`); with
     ``hash_ids``, KV-cache prefix reuse (:func:`kv_cache`) with blocks of
@@ -451,6 +488,8 @@ def for_trace(tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
             builders.append(("Arrivals and burstiness", lambda: Section(
                 "Arrivals and burstiness", notes=(burstiness.NO_ARRIVALS,))))
         builders.append(("Token lengths", lambda: token_lengths(req, by=by)))
+        if classes.has_classes(req):
+            builders.append(("Request classes", lambda: request_classes(req)))
         if req["tenant"].drop_nulls().n_unique() >= 2:
             builders.append(("Per-tenant fairness", lambda: tenant_fairness(req)))
         if has_sessions(req):

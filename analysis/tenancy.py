@@ -2,6 +2,10 @@
 :mod:`servetrace.analysis.scheduling` read them: the tenant key columns (``by``) and one label
 per tenant, the service cost ``w_in · input_tokens + w_out · output_tokens`` (Sheng et al.,
 OSDI 2024: the VTC artifact's prices), and the checks both modules share.
+
+Any column can be the tenant key; ``by="class"`` is short for ``request_class``, the class of a
+workload mix (:mod:`servetrace.analysis.classes`), so that fairness across classes (online
+against offline, one priority level against another) is fairness across tenants.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from servetrace.analysis.classes import class_column
 from servetrace.analysis.frames import columns, lazy
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -34,7 +39,7 @@ def _keys(by: By | None) -> list[str]:
     if by is None:
         raise ValueError("by: fairness groups requests by tenant; name the column(s), "
                          "e.g. by='tenant'")
-    keys = columns(by)
+    keys = [class_column(k) for k in columns(by)]  # "class": the mix's request_class
     if not keys:
         raise ValueError("by: no column given")
     return keys

@@ -39,6 +39,10 @@ Consumers, and how their code is run (scratch environments under ``DIR``, defaul
   (``MooncakeTrace``, ``BailianTrace``, ``MultiTurn``), the loader's ``can_load`` detection and,
   for Bailian, the loader's own ``_group_into_sessions``. Checked: timestamps in ms (Bailian:
   s × 1000), lengths, ``len(hash_ids) = ceil(input / block)``, conversations = sessions.
+  A workload mix (the Mooncake rows with 20 LoRA adapter names, two priorities and two
+  classes): each request's ``extra`` as AIPerf keeps it (``mooncake_trace``: the turn the
+  loader's own ``_build_turn`` makes, whose ``extra_body`` is merged into the request body;
+  ``multi_turn``: the turn's ``extra``) = the trace's ``model`` and ``priority``.
 - **GuideLLM** ``kind=trace_synthetic``, ``kind=mooncake`` and ``kind=weka`` (``guidellm``
   installed without ``torch``, whose data-loader wrapper it imports but this path does not
   use: stand-in classes take its place after ``transformers`` and ``datasets`` have found no
@@ -198,16 +202,19 @@ with open(path) as fh:
 rows, sessions = [], None
 if kind == "mooncake_trace":
     detected = MooncakeTraceDatasetLoader.can_load(data=records[0])
+    loader = MooncakeTraceDatasetLoader.__new__(MooncakeTraceDatasetLoader)
+    loader._delay_cap_tracker = type("Cap", (), {"clamp": staticmethod(lambda d: d)})()
     for rec in records:
         t = models.MooncakeTrace.model_validate(rec)
+        turn = MooncakeTraceDatasetLoader._build_turn(loader, t, "p") if t.extra else None
         rows.append([t.timestamp, t.delay, t.input_length, t.output_length,
-                     len(t.hash_ids or []), t.session_id])
+                     len(t.hash_ids or []), t.session_id, turn and turn.extra_body])
 elif kind == "bailian_trace":
     detected = BailianTraceDatasetLoader.can_load(data=records[0])
     items = [models.BailianTrace.model_validate(r) for r in records]
     for t in items:
         rows.append([t.timestamp * 1000.0, None, t.input_length, t.output_length,
-                     len(t.hash_ids), None])
+                     len(t.hash_ids), None, None])
     groups = BailianTraceDatasetLoader._group_into_sessions(None, items)
     sessions = sorted(len(v) for v in groups.values())
 else:
@@ -215,7 +222,8 @@ else:
     for rec in records:
         m = models.MultiTurn.model_validate(rec)
         for t in m.turns:
-            rows.append([t.timestamp, t.delay, None, t.output_length, 0, m.session_id])
+            rows.append([t.timestamp, t.delay, None, t.output_length, 0, m.session_id,
+                         t.extra])
 print(json.dumps({"version": version("aiperf"), "detected": detected, "rows": rows,
                   "sessions": sessions}))
 """
@@ -431,6 +439,11 @@ def check_aiperf(work: Path, result: Export, kind: str, frame: pl.DataFrame,
         if "session" in src.columns else None
     if got["sessions"] is not None and got["sessions"] != want:
         problems.append("conversations differ from the sessions")
+    if result.carried:  # a mix: each request's extra body is its model and priority
+        extra = [r[6] or {} for r in rows]
+        for col in result.carried:
+            if [e.get(col) for e in extra] != src[col].to_list():
+                problems.append(f"request bodies' {col} differ from the trace's")
     if kind == "mooncake_trace" and want is not None:
         per = sorted(pl.Series([r[5] for r in rows]).value_counts()["count"].to_list())
         if per != want:
@@ -512,6 +525,12 @@ def main() -> None:
     files = sorted((SHARED / "agentic_coding_weka").glob("*.json"))[:10]
     weka = agentic_coding_weka.load(files, "agentic_coding_weka").tables["requests"]
     wk = {"hash_block_tokens": 64, "hash_scope": "session"}
+    mix = moon.with_columns(  # mix columns on a real trace: 20 adapters, two priorities
+        (pl.lit("lora-") + (pl.int_range(pl.len()) * 7 % 20).cast(pl.String)).alias("model"),
+        (pl.int_range(pl.len()) % 2).alias("priority"),
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("online"))
+        .otherwise(pl.lit("batch")).alias("request_class"),
+        pl.format("s{}", pl.int_range(pl.len()) // 3).alias("session"))
     cases = [
         ("vllm", "vllm-mooncake", moon, {}, "Mooncake conv",
          lambda r, f: check_vllm(args.work, r, f)),
@@ -527,6 +546,10 @@ def main() -> None:
          lambda r, f: check_aiperf(args.work, r, "mooncake_trace", f, 64)),
         ("aiperf", "aiperf-mooncake", moon, {}, "Mooncake conv",
          lambda r, f: check_aiperf(args.work, r, "mooncake_trace", f, 512)),
+        ("aiperf", "aiperf-mooncake", mix, {"priority": True}, "Mooncake + mix",
+         lambda r, f: check_aiperf(args.work, r, "mooncake_trace", f, 512)),
+        ("aiperf", "aiperf-multi-turn", mix, {"priority": True}, "Mooncake + mix",
+         lambda r, f: check_aiperf(args.work, r, "multi_turn", f, 0)),
         ("aiperf", "aiperf-bailian", weka, wk, "WEKA sessions",
          lambda r, f: check_aiperf(args.work, r, "bailian_trace", f, 16)),
         ("aiperf", "aiperf-multi-turn", weka, {}, "WEKA sessions",

@@ -2,7 +2,7 @@
 list, sql, check, datasets) and the helpers every command shares (a trace id or a Parquet
 file as a trace, errors as one line); the characterization commands are in
 :mod:`servetrace.cli_analysis`, the synthesis commands (export, fit, generate, compare,
-replay, profile, demo) in :mod:`servetrace.cli_synth`.
+replay, serve, profile, demo) in :mod:`servetrace.cli_synth`.
 
 Thin by design: each command parses its options, calls ``loaders``/``analysis``/``synth``,
 and prints. Any error reaches the user as one line (file, line, problem) and exit code 1.
@@ -319,7 +319,8 @@ def _check_by(frame: pl.DataFrame | pl.LazyFrame, by: str | None, where: str) ->
 
 
 ByOpt = Annotated[str | None, typer.Option("--by", help="group by this column (e.g. tenant, "
-                                           "model, function, trigger)")]
+                                           "model, function, trigger; class: a mix's "
+                                           "request_class)")]
 
 
 def _emit(trace: str, parts: dict[str, pl.DataFrame], fmt: str) -> None:

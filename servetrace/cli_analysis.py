@@ -52,6 +52,7 @@ def analyze_cmd(
 
     if fmt not in ("table", "json"):
         _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    by = "request_class" if by == "class" else by
     groups = [by] if by else []
     try:
         s = Store(store)
@@ -113,6 +114,7 @@ def report_cmd(
     """Every analysis that applies to a trace's tables, in one self-contained HTML file."""
     from servetrace.analysis import report as reports
 
+    by = "request_class" if by == "class" else by
     try:
         s = Store(store)
         src = _trace(trace, s)
@@ -296,7 +298,8 @@ def keepalive_cmd(
 @app.command("fairness")
 def fairness_cmd(
     trace: Annotated[str, typer.Argument(help="trace id with a requests table")],
-    by: Annotated[str, typer.Option("--by", help="tenant column")] = "tenant",
+    by: Annotated[str, typer.Option("--by", help="tenant column (class: a mix's "
+                                    "request_class)")] = "tenant",
     scheduler: Annotated[list[str] | None, typer.Option(
         "--scheduler", help="simulate: fcfs, vtc, fairserve (repeatable)")] = None,
     prefill: Annotated[float | None, typer.Option(help="server prompt tokens/s")] = None,
@@ -305,7 +308,8 @@ def fairness_cmd(
     engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
-    """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server.
+    """Per-tenant concentration of demand and a FCFS/VTC/FairServe simulation on one server;
+    --by class compares a workload mix's classes instead of tenants.
 
     The server options default to servetrace.analysis.fairness.DEFAULT_SERVER (8,000 prompt
     tokens/s, 30 decode iterations/s, 64 sequences: a stand-in for one model replica, not a
@@ -319,6 +323,9 @@ def fairness_cmd(
         eng = None if engine == "local" and ray_address is None else get_engine(engine,
                                                                                  ray_address)
         requests = _trace_or_file(trace, s)
+        by = "request_class" if by == "class" else by
+        if by != "tenant":  # the default keeps working on traces without tenants
+            _check_by(requests, by, trace)
         parts = {"summary": fairness.summary(requests, by=by),
                  "concentration": fairness.concentration(requests, by=by)}
         d = fairness.DEFAULT_SERVER

@@ -1,5 +1,5 @@
 """The synthesis commands of :mod:`servetrace.cli`: export, fit, generate, compare, replay,
-profile and demo (each a thin call into :mod:`servetrace.synth`).
+serve, profile and demo (each a thin call into :mod:`servetrace.synth`).
 """
 
 from __future__ import annotations
@@ -156,6 +156,8 @@ def _export_options(to: str, given: list[str]) -> dict[str, object]:
             except ValueError as exc:
                 raise ValueError(f"--option {key}={value}: expected "
                                  f"{'a number' if kind is float else 'an integer'}") from exc
+        elif default is None and value.lower() in ("true", "false"):  # bool | None options
+            parsed[key] = value.lower() == "true"
         elif key == "functions":
             raise ValueError("--option functions: the stored trace's functions table is used")
         else:
@@ -433,6 +435,15 @@ def replay_cmd(
                                               "scheduled time and think time (0.5 = twice "
                                               "the rate)")] = 1.0,
     max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
+    offline_concurrency: Annotated[int | None, typer.Option(
+        "--offline-concurrency", help="at most N offline requests in flight (default: the "
+        "slots of --max-concurrency that online requests leave free)")] = None,
+    send_priority: Annotated[bool, typer.Option(
+        "--send-priority", help="send each request's priority in the body (vLLM needs "
+        "--scheduling-policy priority for a non-zero one)")] = False,
+    trace_models: Annotated[bool | None, typer.Option(
+        "--trace-models/--no-trace-models", help="send each request to its trace's model "
+        "(default: when --model is not given and the server lists every one)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds a request may take "
                                            "before it is recorded as a timeout")] = 300.0,
     limit: Annotated[int | None, typer.Option("--limit", help="replay only the first N "
@@ -452,15 +463,19 @@ def replay_cmd(
     cache_tokens: Annotated[int | None, typer.Option(
         "--cache-tokens", help="the server's prefix-cache capacity in tokens: reports the "
         "trace's LRU hit ratio at it beside the achieved one")] = None,
-    ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="seconds")] = None,
-    tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="seconds")] = None,
+    ttft_slo: Annotated[float | None, typer.Option(
+        "--ttft-slo", help="seconds, for requests without their own slo_ttft_s")] = None,
+    tpot_slo: Annotated[float | None, typer.Option(
+        "--tpot-slo", help="seconds, for requests without their own slo_tpot_s")] = None,
     recover: Annotated[bool, typer.Option("--recover", help="only store replays that were "
                                           "killed before they were stored")] = False,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Replay a trace against an endpoint (sessions in closed loop); the outcome becomes a
     new trace. Prints progress (sent, finished, failed, lag) on stderr while it runs, and the
-    achieved prefix-cache hit ratio beside the trace's at the end.
+    achieved prefix-cache hit ratio beside the trace's at the end; per class, model and
+    priority (SLO attainment, goodput, throughput) where the trace has them. Offline
+    requests go from a backlog as --max-concurrency or --offline-concurrency allows.
 
     The API key is read from $OPENAI_API_KEY and never printed or stored. Replays killed
     before they were stored are stored first (or alone, with --recover). Exits 130 when
@@ -469,7 +484,7 @@ def replay_cmd(
     from dataclasses import asdict
 
     try:
-        from servetrace.synth.replay_results import ProgressPrinter
+        from servetrace.synth.replay_results import ProgressPrinter, class_tables
         from servetrace.synth.replay_store import recover_pending, replay_trace
 
         s = Store(store)
@@ -488,7 +503,9 @@ def replay_cmd(
         try:
             result = replay_trace(
                 trace, endpoint, store=s, frame=frame, model=model, time_scale=time_scale,
-                max_concurrency=max_concurrency, timeout_s=timeout, ttft_slo_s=ttft_slo,
+                max_concurrency=max_concurrency, offline_concurrency=offline_concurrency,
+                send_priority=send_priority, trace_models=trace_models,
+                timeout_s=timeout, ttft_slo_s=ttft_slo,
                 tpot_slo_s=tpot_slo, limit=limit, duration_s=duration,
                 closed_loop=not open_loop, block_tokens=block,
                 hash_scope=hash_scope or known_scope, cache_tokens=cache_tokens,
@@ -496,7 +513,9 @@ def replay_cmd(
         finally:
             printer.close()
         summary = result.summary(ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
-        _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)])}, fmt)
+        groups = class_tables(result.records, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+        _emit(result.trace or trace, {"replay": pl.DataFrame([asdict(summary)]), **groups},
+              fmt)
     except (*_ERRORS, ConnectionError) as exc:
         _fail(exc)
     if result.interrupted:
@@ -505,6 +524,58 @@ def replay_cmd(
         _fail(ValueError(f"every one of the {summary.requests:,} requests failed (stored as "
                          f"{result.trace}; see its failed and error columns in the results "
                          "file)"))
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="NAME or NAME=PREFILL_MS_PER_TOKEN,DECODE_MS_PER_TOKEN, repeated: "
+        "the first is the default model (and the base of --lora), the others are served "
+        "beside it at their own costs")] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        "--lora", help="a LoRA adapter of the first --model, repeated")] = None,
+    max_loras: Annotated[int, typer.Option("--max-loras", help="adapters resident at "
+                                           "once (LRU)")] = 1,
+    lora_load_ms: Annotated[float, typer.Option(
+        "--lora-load-ms", help="prefill time added when an adapter must be loaded")] = 0.0,
+    prefill_ms: Annotated[float, typer.Option(
+        "--prefill-ms-per-token", help="default model's prefill cost")] = 0.02,
+    decode_ms: Annotated[float, typer.Option(
+        "--decode-ms-per-token", help="default model's decode step, per sequence")] = 10.0,
+    prefill_base_ms: Annotated[float, typer.Option("--prefill-base-ms")] = 5.0,
+    max_num_seqs: Annotated[int, typer.Option(
+        "--max-num-seqs", help="sequence slots; beyond them requests queue")] = 64,
+    priority_scheduling: Annotated[bool, typer.Option(
+        "--priority-scheduling", help="queued requests with a lower priority field go "
+        "first")] = False,
+    prefix_cache_tokens: Annotated[int | None, typer.Option(
+        "--prefix-cache-tokens", help="LRU prefix cache of this many tokens")] = None,
+    block_size: Annotated[int, typer.Option("--block-size")] = 16,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="0 picks a free port")] = 8000,
+) -> None:
+    """Run the local OpenAI-compatible test server (its token timing follows a cost model;
+    see servetrace.synth.server) until Ctrl-C; prints its base URL first. Several models
+    with their own costs, LoRA adapters with a load cost, and priority scheduling stand in
+    for the serving systems a workload mix is replayed against."""
+    try:
+        from servetrace.synth.server import models_config, run_forever
+
+        for name, value in (("--prefill-ms-per-token", prefill_ms),
+                            ("--decode-ms-per-token", decode_ms)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        config = models_config(
+            list(model or []), prefill_tokens_per_s=1e3 / prefill_ms,
+            decode_tokens_per_s=1e3 / decode_ms, prefill_base_s=prefill_base_ms / 1e3,
+            max_concurrent_sequences=max_num_seqs, lora_adapters=tuple(lora or ()),
+            max_loras=max_loras, lora_load_s=lora_load_ms / 1e3,
+            priority_scheduling=priority_scheduling, prefix_cache_tokens=prefix_cache_tokens,
+            block_size=block_size)
+        run_forever(config, host=host, port=port,
+                    ready=lambda url: out.print(url, highlight=False, soft_wrap=True))
+    except (*_ERRORS, OSError) as exc:
+        _fail(exc)
 
 
 @app.command("profile")

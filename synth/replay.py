@@ -35,6 +35,23 @@ Dispatch
     ``delay_s``; it is then sent as above (``scheduled_s`` records that deadline).
     ``limit``/``duration_s`` replay the first requests of the schedule only.
 
+Classes, offline backlog, models (the columns of a workload mix, :mod:`servetrace.synth.mix`)
+    A request whose ``offline`` is true has no deadline: it joins a backlog at its
+    ``scheduled_s`` and is sent, in arrival order, as soon as a slot is free: fewer than
+    ``offline_concurrency`` offline requests in flight, or, without it, fewer than
+    ``max_concurrency`` requests of both kinds. Online requests never wait for offline ones:
+    their own bound counts online requests only, so with one shared ``max_concurrency`` the
+    total in flight may pass it until the offline requests then in flight finish (the
+    HyGen-style co-location where offline work fills what online traffic leaves).
+    Offline requests are not closed loop; their ``send_lag_s`` and ``wait_s`` are the time
+    spent in the backlog. Each request is sent to its trace ``model`` (a model or LoRA
+    adapter name) when the server lists them all (``trace_models``), with its ``priority``
+    in the body when ``send_priority`` is set. Records carry ``request_class``,
+    ``priority``, ``model``, ``offline``, ``slo_ttft_s`` and ``slo_tpot_s``, so the summary
+    is also per class and per model
+    (:func:`~servetrace.synth.replay_results.summarize_by`), each request held to its own
+    SLOs. A trace without these columns replays as before.
+
 Requests
     With ``hash_ids`` in the trace and its block size given (``block_tokens``, ``hash_scope``),
     prompts are block prompts (:func:`servetrace.synth.prompts.block_prompts`): requests whose
@@ -94,23 +111,21 @@ import os
 import re
 import threading
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import polars as pl
 
 from servetrace.extras import require
-from servetrace.synth.prompts import block_prompts, exact_block_prompts, fit_words
-from servetrace.synth.prompts import prompts as make_prompts
+from servetrace.synth import replay_prompts
 from servetrace.synth.replay_results import (
     RECORD_SCHEMA,
     ReplayProgress,
     ReplayResult,
     meta_path,
+    with_class_columns,
 )
 from servetrace.synth.replay_sessions import DEPENDENCY_COLUMNS, dependencies, slice_plan
 
@@ -120,6 +135,10 @@ yarl = require("yarl", "replay", "replay against an endpoint")
 __all__ = ["endpoint_url", "redact_url", "replay", "replay_async", "schedule"]
 
 _API_PATHS = {"completions": "/completions", "chat": "/chat/completions"}
+
+SOURCE_CLASS_COLUMNS = ("request_class", "offline", "priority", "model", "slo_ttft_s",
+                        "slo_tpot_s")
+"""Columns of the source trace copied into the records, where present."""
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -213,22 +232,14 @@ def schedule(requests: pl.DataFrame | pl.LazyFrame, *, time_scale: float = 1.0,
 
 
 # -- prompts ---------------------------------------------------------------------------------
-def _exact_prompts(n_tokens: np.ndarray, seed: int,
-                   count: Callable[[str], int]) -> tuple[list[str], np.ndarray]:
-    """Prompts whose ``count`` is ``n_tokens`` (or the largest not above it), by adjusting
-    word counts of :mod:`servetrace.synth.prompts` text; returns the texts and their counts."""
-    long = make_prompts(2 * n_tokens + 8, seed)
-    texts, counts = [], np.zeros(n_tokens.size, dtype=np.int64)
-    for i, n in enumerate(n_tokens.tolist()):  # one tokenizer call per try: not vectorizable
-        text, counts[i] = fit_words(long[i].split(" "), n, count)
-        texts.append(text)
-    return texts, counts
-
-
-def _body(api: str, model: str, text: str, max_tokens: int, ignore_eos: bool) -> bytes:
-    """The JSON body of one streaming generation request."""
+def _body(api: str, model: str, text: str, max_tokens: int, ignore_eos: bool,
+          priority: int | None = None) -> bytes:
+    """The JSON body of one streaming generation request (``priority``: vLLM's and SGLang's
+    request field, lower first, sent only when given)."""
     req: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": True,
                            "stream_options": {"include_usage": True}}
+    if priority is not None:
+        req["priority"] = priority
     if api == "chat":
         req["messages"] = [{"role": "user", "content": text}]
     else:
@@ -254,8 +265,9 @@ def _session(api_key_env: str | None, timeout_s: float, limit: int | None
 class _Run:
     """State of one replay inside its event loop."""
 
-    def __init__(self, plan: pl.DataFrame, texts: Any, *, url: str, model: str, api: str,
-                 ignore_eos: bool, timeout_s: float, max_concurrency: int | None,
+    def __init__(self, plan: pl.DataFrame, texts: Any, *, url: str, models: list[str],
+                 api: str, ignore_eos: bool, timeout_s: float, max_concurrency: int | None,
+                 offline_concurrency: int | None, send_priority: bool,
                  spin_s: float, secret: str | None, out: IO[str] | None,
                  progress: Callable[[ReplayProgress], None] | None):
         self.index = plan["index"].to_list()
@@ -267,17 +279,32 @@ class _Run:
         self.max_tokens = plan["max_tokens"].to_list()
         self.after = plan["after_index"].to_list()
         self.delay = plan["delay_s"].to_list()
-        self.roots = plan.filter(pl.col("after_index").is_null())["index"].to_list()
+        self.models = models
+        classes = with_class_columns(plan)
+        self.request_class = classes["request_class"].to_list()
+        self.priority = classes["priority"].to_list()
+        self.slo_ttft = classes["slo_ttft_s"].to_list()
+        self.slo_tpot = classes["slo_tpot_s"].to_list()
+        self.offline = classes["offline"].fill_null(False).to_list()
+        self.send_priority = send_priority
+        root = plan["after_index"].is_null()
+        offline = classes["offline"].fill_null(False)
+        self.roots = plan["index"].filter(root & ~offline).to_list()
+        self.backlog = plan["index"].filter(root & offline).to_list()
         self.children: dict[int, list[int]] = dict(
             plan.filter(pl.col("after_index").is_not_null())
             .group_by("after_index", maintain_order=True).agg("index").iter_rows())
         self.texts = texts
-        self.url, self.model, self.api = yarl.URL(url), model, api  # parsed once
+        self.url, self.api = yarl.URL(url), api  # parsed once
         self.ignore_eos, self.timeout_s, self.spin_s = ignore_eos, timeout_s, spin_s
         self.secret = secret
         self.out = out
         self.progress = progress
         self.sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.max_concurrency = max_concurrency
+        self.offline_concurrency = offline_concurrency
+        self.online_in_flight = self.offline_in_flight = 0
+        self.freed: asyncio.Event | None = None
         self.records: list[dict[str, Any]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.dispatched = 0
@@ -287,9 +314,13 @@ class _Run:
         self.session: aiohttp.ClientSession | None = None
 
     def body(self, i: int) -> bytes:
-        return _body(self.api, self.model, self.texts[i], self.max_tokens[i], self.ignore_eos)
+        priority = self.priority[i] if self.send_priority else None
+        return _body(self.api, self.models[i], self.texts[i], self.max_tokens[i],
+                     self.ignore_eos, priority)
 
     def start(self, i: int, deadline: float) -> None:
+        if self.after[i] is None and not self.offline[i]:
+            self.online_in_flight += 1  # now, so that the backlog never sees a stale count
         loop = asyncio.get_running_loop()
         task = loop.create_task(self.one(i, deadline))
         self.tasks.add(task)
@@ -305,11 +336,43 @@ class _Run:
             await asyncio.sleep(0)
 
     async def dispatch(self) -> None:
-        """Start every open-loop request at its absolute deadline; the closed-loop ones
-        are started by the request they wait for (:meth:`one`)."""
-        for i in self.roots:
+        """Start every open-loop online request at its absolute deadline, and the offline
+        backlog beside them (:meth:`drain`); the closed-loop ones are started by the
+        request they wait for (:meth:`one`)."""
+        drain = asyncio.get_running_loop().create_task(self.drain()) if self.backlog \
+            else None
+        try:
+            for i in self.roots:
+                deadline = self.t0 + self.scheduled[i]
+                await self.until(deadline)
+                self.start(i, deadline)
+            if drain is not None:
+                await drain
+        finally:
+            if drain is not None and not drain.done():
+                drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
+
+    def offline_free(self) -> bool:
+        """Whether an offline request may go now: fewer than ``offline_concurrency``
+        offline requests in flight, else fewer than ``max_concurrency`` requests of both
+        kinds (online ones never wait for offline ones)."""
+        if self.offline_concurrency is not None:
+            return self.offline_in_flight < self.offline_concurrency
+        assert self.max_concurrency is not None
+        return self.online_in_flight + self.offline_in_flight < self.max_concurrency
+
+    async def drain(self) -> None:
+        """Send the offline backlog in arrival order: each request once its scheduled time
+        has passed and as soon as :meth:`offline_free` allows."""
+        self.freed = asyncio.Event()
+        for i in self.backlog:
             deadline = self.t0 + self.scheduled[i]
             await self.until(deadline)
+            while not self.offline_free():
+                self.freed.clear()
+                await self.freed.wait()
+            self.offline_in_flight += 1
             self.start(i, deadline)
 
     def snapshot(self, elapsed_s: float) -> ReplayProgress:
@@ -333,10 +396,15 @@ class _Run:
         assert self.session is not None
         if self.after[i] is not None:
             await self.until(deadline)
+            self.online_in_flight += 1
         self.dispatched += 1
+        offline = self.offline[i]
+        sem = None if offline else self.sem
         ready = acquired = loop.time()
-        if self.sem is not None:
-            await self.sem.acquire()
+        if offline:  # counted by drain() when it let the request go; waited there
+            ready = deadline
+        if sem is not None:
+            await sem.acquire()
             acquired = loop.time()
         try:
             body = self.body(i)
@@ -349,8 +417,14 @@ class _Run:
                 self.session, self.url, body, times, self.timeout_s, usage)
             end = loop.time()
         finally:
-            if self.sem is not None:
-                self.sem.release()
+            if sem is not None:
+                sem.release()
+            if offline:
+                self.offline_in_flight -= 1
+            else:
+                self.online_in_flight -= 1
+            if self.freed is not None:
+                self.freed.set()
         chunks = len(times)
         out_tokens = usage_out if usage_out is not None else chunks
         ttft = times[0] - sent if times else None
@@ -372,6 +446,9 @@ class _Run:
             "output_tokens": int(out_tokens), "chunks": chunks, "prompt_tokens": usage_in,
             "cached_tokens": cached, "after_index": self.after[i], "delay_s": self.delay[i],
             "status": status, "error": error, "failed": error is not None,
+            "request_class": self.request_class[i], "priority": self.priority[i],
+            "model": self.models[i], "offline": offline, "slo_ttft_s": self.slo_ttft[i],
+            "slo_tpot_s": self.slo_tpot[i],
         }
         self.records.append(record)
         self.failed += error is not None
@@ -457,6 +534,12 @@ def _has_text(obj: dict[str, Any]) -> bool:
 
 async def _discover_model(session: aiohttp.ClientSession, models_url: str) -> str:
     """The first model listed at ``models_url``; ``ConnectionError`` when none is."""
+    return (await _list_models(session, models_url))[0]
+
+
+async def _list_models(session: aiohttp.ClientSession, models_url: str) -> list[str]:
+    """The models listed at ``models_url`` (LoRA adapters included, as vLLM lists them);
+    ``ConnectionError`` when none is."""
     try:
         async with session.get(models_url) as resp:
             if resp.status != 200:
@@ -468,102 +551,33 @@ async def _discover_model(session: aiohttp.ClientSession, models_url: str) -> st
                               f"({type(exc).__name__}: {exc}); is the server up?") from exc
     if not data:
         raise ConnectionError(f"{redact_url(models_url)}: the server lists no model; pass model=")
-    return str(data[0]["id"])
+    return [str(m["id"]) for m in data]
 
 
-def _prompts(plan: pl.DataFrame, seed: int, tokenizer: Callable[[str], int] | None,
-             block_tokens: int | None, hash_scope: str) -> tuple[Any, np.ndarray | None, bool]:
-    """``(texts, token counts or None, prefix sharing?)`` of the plan's requests: block
-    prompts (:func:`~servetrace.synth.prompts.block_prompts`) where the plan carries
-    ``hash_ids`` and ``block_tokens`` is known, else independent prompts."""
-    n_in = plan["input_tokens"].to_numpy()
-    shared = (block_tokens is not None and "hash_ids" in plan.columns
-              and plan["hash_ids"].null_count() < plan.height)
-    if not shared:
-        if tokenizer is not None:
-            return (*_exact_prompts(n_in, seed, tokenizer), False)
-        return make_prompts(n_in, seed), None, False
-    if hash_scope not in ("global", "session"):
-        raise ValueError(f"hash_scope must be 'global' or 'session', not {hash_scope!r}")
-    assert block_tokens is not None
-    ids = plan["hash_ids"]
-    session = plan["session"] if hash_scope == "session" else None
-    if tokenizer is not None:
-        return (*exact_block_prompts(ids, n_in, block_tokens, tokenizer, seed,
-                                     session=session), True)
-    return _ChunkedPrompts(ids, n_in, block_tokens, seed, session), None, True
+async def _request_models(session: aiohttp.ClientSession, models_url: str, plan: pl.DataFrame,
+                          model: str | None, trace_models: bool | None
+                          ) -> tuple[list[str], str, bool]:
+    """``(model of every request, the default model, trace's names used?)``.
 
-
-class _ChunkedPrompts:
-    """Block prompts built ``words_per_chunk`` words of consecutive rows at a time, when a
-    row of the chunk is first asked for, the last few chunks kept: a long session trace's
-    prompts (hundreds of millions of words) never sit in memory together. Row ``i`` is the
-    row :func:`~servetrace.synth.prompts.block_prompts` gives for the whole trace."""
-
-    def __init__(self, ids: pl.Series, n: np.ndarray, block_tokens: int, seed: int,
-                 session: pl.Series | None, words_per_chunk: int = 8_000_000, keep: int = 4):
-        self.ids, self.n, self.block_tokens, self.seed = ids, n, block_tokens, seed
-        self.session = session
-        ends = np.cumsum(n)
-        cuts = np.searchsorted(ends, np.arange(words_per_chunk, int(ends[-1]) if n.size else 0,
-                                               words_per_chunk), side="right")
-        self.bounds = np.unique(np.concatenate([[0], cuts, [n.size]])).astype(np.int64)
-        self.keep = keep
-        self.chunks: OrderedDict[int, pl.Series] = OrderedDict()
-
-    def __len__(self) -> int:
-        return int(self.n.size)
-
-    def __getitem__(self, i: int) -> str:
-        c = int(np.searchsorted(self.bounds, i, side="right")) - 1
-        chunk = self.chunks.get(c)
-        if chunk is None:
-            lo, hi = int(self.bounds[c]), int(self.bounds[c + 1])
-            chunk = block_prompts(
-                self.ids.slice(lo, hi - lo), self.n[lo:hi], self.block_tokens, self.seed,
-                session=None if self.session is None else self.session.slice(lo, hi - lo),
-                first_row=lo)
-            self.chunks[c] = chunk
-            while len(self.chunks) > self.keep:
-                self.chunks.popitem(last=False)
-        else:
-            self.chunks.move_to_end(c)
-        return chunk[i - int(self.bounds[c])]
-
-
-def _trace_hit_ratios(plan: pl.DataFrame, block_tokens: int, scope: str,
-                      cache_tokens: int | None) -> dict[str, Any]:
-    """The trace's own token hit ratios (:mod:`servetrace.analysis.kvcache`): infinite
-    cache, and LRU at ``cache_tokens`` when given, in the schedule's order."""
-    from servetrace.analysis import kvcache
-
-    frame = plan.select("hash_ids", "input_tokens", "session", "scheduled_s")
-    ratios = kvcache.hit_ratios(frame, block_tokens=block_tokens, scope=scope)  # type: ignore[arg-type]
-    out: dict[str, Any] = {"block_tokens": block_tokens, "scope": scope,
-                           "cache_tokens": cache_tokens,
-                           "trace_hit_ratio": ratios.token_hit_ratio, "trace_lru_hit_ratio": None}
-    if cache_tokens is not None:
-        curve = kvcache.lru_curve(frame, [cache_tokens], block_tokens=block_tokens,
-                                  scope=scope)  # type: ignore[arg-type]
-        out["trace_lru_hit_ratio"] = float(curve["token_hit_ratio"][0])
-    return out
-
-
-def _sent_order_ratio(plan: pl.DataFrame, records: pl.DataFrame, block_tokens: int,
-                      scope: str, cache_tokens: int) -> float:
-    """The trace's LRU token hit ratio at ``cache_tokens`` over the requests that finished,
-    in the order they were sent: what a server whose prefix cache is that LRU reports
-    (:mod:`servetrace.analysis.kvcache`), however closed loop and concurrency reordered
-    them (up to requests sent within the same instant that the server takes the other way
-    round)."""
-    from servetrace.analysis import kvcache
-
-    sent = (plan.select("index", "hash_ids", "input_tokens", "session")
-            .join(records.select("index", pl.col("sent_s").alias("arrival_s")), on="index")
-            .sort("arrival_s", "index"))
-    curve = kvcache.lru_curve(sent, [cache_tokens], block_tokens=block_tokens,
-                              scope=scope)  # type: ignore[arg-type]
-    return float(curve["token_hit_ratio"][0])
+    ``trace_models`` True sends each request to its trace ``model`` (the default where
+    null); False sends all to ``model`` (default: the first the server lists); None
+    (auto) sends the trace's names when ``model`` is not given and the server lists every
+    one of them (a mix's models or LoRA adapters), else as False.
+    """
+    names = (plan["model"].cast(pl.String) if "model" in plan.columns
+             else pl.Series("model", [None] * plan.height, pl.String))
+    wanted = set(names.drop_nulls().to_list())
+    use = bool(trace_models) and bool(wanted)
+    listed: list[str] | None = None
+    if trace_models is None and model is None and wanted:
+        listed = await _list_models(session, models_url)
+        use = wanted <= set(listed)
+    if model is None and (not use or names.null_count()):
+        model = listed[0] if listed else await _discover_model(session, models_url)
+    default = model if model is not None else sorted(wanted)[0]
+    if not use:
+        return [default] * plan.height, default, False
+    return names.fill_null(default).to_list(), default, True
 
 
 async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
@@ -575,7 +589,8 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
                   progress: Callable[[ReplayProgress], None] | None,
                   progress_interval_s: float, closed_loop: bool, limit: int | None,
                   duration_s: float | None, block_tokens: int | None, hash_scope: str,
-                  cache_tokens: int | None) -> ReplayResult:
+                  cache_tokens: int | None, offline_concurrency: int | None,
+                  send_priority: bool, trace_models: bool | None) -> ReplayResult:
     """The replay; on cancellation returns what finished with ``interrupted=True``."""
     if max_concurrency is not None and max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
@@ -586,37 +601,53 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     if not progress_interval_s > 0:
         raise ValueError(f"progress_interval_s must be > 0, got {progress_interval_s}")
     url, models_url, api = endpoint_url(endpoint, api)
+    if offline_concurrency is not None and offline_concurrency < 1:
+        raise ValueError(f"offline_concurrency must be >= 1 or None, got {offline_concurrency}")
     plan = schedule(requests, time_scale=time_scale, min_output_tokens=min_output_tokens,
-                    keep=("hash_ids", *DEPENDENCY_COLUMNS))
+                    keep=("hash_ids", *DEPENDENCY_COLUMNS, *SOURCE_CLASS_COLUMNS))
     if limit is not None or duration_s is not None:
         plan = slice_plan(plan, limit=limit, duration_s=duration_s)
     plan = dependencies(plan, time_scale=time_scale, closed_loop=closed_loop)
-    texts, counts, shared = _prompts(plan, seed, tokenizer, block_tokens, hash_scope)
+    if "offline" in plan.columns:  # backlog requests wait for a slot, never for a response
+        off = pl.col("offline").cast(pl.Boolean).fill_null(False)
+        plan = plan.with_columns(pl.col("offline").cast(pl.Boolean),
+                                 pl.when(off).then(None).otherwise("after_index")
+                                 .alias("after_index"),
+                                 pl.when(off).then(None).otherwise("delay_s").alias("delay_s"))
+        if (plan["offline"].any() and max_concurrency is None
+                and offline_concurrency is None):
+            raise ValueError(
+                f"requests: {int(plan['offline'].sum()):,} offline requests go from a backlog "
+                "as concurrency frees up: give max_concurrency (shared, online first) or "
+                "offline_concurrency (--max-concurrency / --offline-concurrency)")
+    texts, counts, shared = replay_prompts.prompts(plan, seed, tokenizer, block_tokens, hash_scope)
     if counts is not None:
         plan = plan.with_columns(pl.Series("input_tokens", counts))
     path = Path(results) if results is not None else None
     meta: dict[str, Any] = {
         "endpoint": redact_url(url), "api": api, "model": model, "time_scale": time_scale,
-        "max_concurrency": max_concurrency, "timeout_s": timeout_s, "ignore_eos": ignore_eos,
+        "max_concurrency": max_concurrency, "offline_concurrency": offline_concurrency,
+        "send_priority": send_priority, "timeout_s": timeout_s, "ignore_eos": ignore_eos,
         "min_output_tokens": min_output_tokens, "seed": seed, "source": source,
         "requests": plan.height, "tokenizer": tokenizer is not None,
         "api_key_env": api_key_env if api_key_env and os.environ.get(api_key_env) else None,
         "closed_loop": closed_loop, "closed_loop_requests": int(
             plan["after_index"].is_not_null().sum()),
         "limit": limit, "duration_s": duration_s,
-        "prefix": _trace_hit_ratios(plan, block_tokens, hash_scope, cache_tokens)
+        "prefix": replay_prompts.trace_hit_ratios(plan, block_tokens, hash_scope, cache_tokens)
         if shared and block_tokens is not None else None,
     }
     out: IO[str] | None = None
     interrupted = False
     session, secret = _session(api_key_env, timeout_s, max_concurrency)
     async with session:
-        if model is None:
-            model = await _discover_model(session, models_url)
-            meta["model"] = model
-        run = _Run(plan, texts, url=url, model=model, api=api, ignore_eos=ignore_eos,
-                   timeout_s=timeout_s, max_concurrency=max_concurrency, spin_s=spin_s,
-                   secret=secret, out=None, progress=progress)
+        models, meta["model"], meta["trace_models"] = await _request_models(
+            session, models_url, plan, model, trace_models)
+        meta["models"] = sorted(set(models))
+        run = _Run(plan, texts, url=url, models=models, api=api, ignore_eos=ignore_eos,
+                   timeout_s=timeout_s, max_concurrency=max_concurrency,
+                   offline_concurrency=offline_concurrency, send_priority=send_priority,
+                   spin_s=spin_s, secret=secret, out=None, progress=progress)
         run.session = session
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -649,7 +680,7 @@ async def _replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     records = pl.DataFrame(run.records, schema=RECORD_SCHEMA) if run.records \
         else pl.DataFrame(schema=RECORD_SCHEMA)
     if meta["prefix"] is not None and cache_tokens is not None and records.height:
-        meta["prefix"]["sent_order_lru_hit_ratio"] = _sent_order_ratio(
+        meta["prefix"]["sent_order_lru_hit_ratio"] = replay_prompts.sent_order_ratio(
             plan, records, meta["prefix"]["block_tokens"], hash_scope, cache_tokens)
     return ReplayResult(records=records, meta=meta, interrupted=interrupted,
                         cancelled=cancelled if interrupted else 0,
@@ -662,7 +693,8 @@ _DEFAULTS: dict[str, Any] = {
     "min_output_tokens": 1, "seed": 0, "tokenizer": None, "results": None, "source": None,
     "spin_s": 0.0, "start_delay_s": 0.05, "progress": None, "progress_interval_s": 1.0,
     "closed_loop": True, "limit": None, "duration_s": None, "block_tokens": None,
-    "hash_scope": "global", "cache_tokens": None,
+    "hash_scope": "global", "cache_tokens": None, "offline_concurrency": None,
+    "send_priority": False, "trace_models": None,
 }
 
 
@@ -693,7 +725,8 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
            progress_interval_s: float = 1.0, closed_loop: bool = True,
            limit: int | None = None, duration_s: float | None = None,
            block_tokens: int | None = None, hash_scope: str = "global",
-           cache_tokens: int | None = None) -> ReplayResult:
+           cache_tokens: int | None = None, offline_concurrency: int | None = None,
+           send_priority: bool = False, trace_models: bool | None = None) -> ReplayResult:
     """Replay a canonical ``requests`` frame against ``endpoint`` (see the module docstring).
 
     ``endpoint``: server root, ``.../v1`` or a full generation URL (:func:`endpoint_url`);
@@ -714,7 +747,14 @@ def replay(requests: pl.DataFrame | pl.LazyFrame, endpoint: str, *,
     before ``duration_s`` seconds; ``block_tokens`` and ``hash_scope``: the trace's hash
     block size and id scope, which make prompts share text where ``hash_ids`` share a prefix
     (None: independent prompts); ``cache_tokens``: the server's prefix-cache capacity in
-    tokens, for the trace's LRU hit ratio beside the achieved one.
+    tokens, for the trace's LRU hit ratio beside the achieved one;
+    ``offline_concurrency``: at most that many offline requests in flight (None: they use
+    the slots of ``max_concurrency`` that online requests leave free; one of the two is
+    needed when the trace has offline requests); ``send_priority``: send each request's
+    ``priority`` in the body (vLLM and SGLang read it; vLLM refuses a non-zero one unless it
+    runs ``--scheduling-policy priority``); ``trace_models``: send each request to its
+    trace's ``model`` (True), to ``model`` (False), or the former when the server lists
+    every name and ``model`` is not given (None).
 
     Runs in a thread of its own (so it works where an event loop already runs, as in
     Jupyter). Ctrl-C stops it: the result then holds what finished, ``interrupted=True``.

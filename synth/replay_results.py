@@ -2,8 +2,9 @@
 
 The records (:data:`RECORD_SCHEMA`) are written as JSON lines while a replay runs
 (:mod:`servetrace.synth.replay`), read back by :func:`load_results`, summarized by
-:func:`summarize` (dispatch accuracy, latency percentiles, SLO attainment, goodput) and turned
-into canonical ``requests`` rows by :func:`to_requests`.
+:func:`summarize` (dispatch accuracy, latency percentiles, SLO attainment, goodput, the offline
+backlog's throughput) and, per request class, model or priority, by :func:`summarize_by`, and
+turned into canonical ``requests`` rows by :func:`to_requests`.
 
 Stored trace (:func:`to_requests`)
     ``arrival_s`` is the *actual* send time from the replay zero (what the server saw; the
@@ -50,8 +51,18 @@ RECORD_SCHEMA = pl.Schema({
     "status": pl.Int64,           # HTTP status; null when no response came
     "error": pl.String,           # null on success
     "failed": pl.Boolean,
+    "request_class": pl.String,   # the source's class (a mix's online, offline, or a label)
+    "priority": pl.Int64,         # the source's priority, 0 the most urgent
+    "model": pl.String,           # the model (or LoRA adapter) the request was sent to
+    "offline": pl.Boolean,        # sent from the offline backlog
+    "slo_ttft_s": pl.Float64,     # the source's TTFT target for the request, s
+    "slo_tpot_s": pl.Float64,     # the source's TPOT target for the request, s
 })
 """Columns of the per-request results (the results file and :attr:`ReplayResult.records`)."""
+
+CLASS_COLUMNS = ("request_class", "priority", "model", "offline", "slo_ttft_s", "slo_tpot_s")
+"""Record columns a replay copies from the source's class columns (null where it has none;
+results files written before they existed read them as null)."""
 
 
 @dataclass(frozen=True)
@@ -130,14 +141,24 @@ def to_requests(records: pl.DataFrame, *, model: str | None = None,
 
     ``arrival_s`` = ``sent_s`` (the actual send time from the replay zero), ``input_tokens``
     requested, ``output_tokens`` received, ``failed``, ``latency_s``, ``ttft_s``,
-    ``tpot_s`` measured, ``cached_tokens`` reported, ``model`` = ``model``,
-    ``request_id``/``tenant``/``session`` kept.
+    ``tpot_s`` measured, ``cached_tokens`` reported, ``model`` the model each request was
+    sent to (else ``model``), ``request_id``/``tenant``/``session`` and the class columns
+    (``request_class``, ``priority``, ``offline``, ``slo_ttft_s``, ``slo_tpot_s``) kept.
     """
+    records = with_class_columns(records)
     frame = records.sort("sent_s", "index").select(
         pl.lit(trace).alias("trace"), "request_id", pl.col("sent_s").alias("arrival_s"),
-        "tenant", "session", pl.lit(model, pl.String).alias("model"), "input_tokens",
-        "output_tokens", "failed", "latency_s", "ttft_s", "tpot_s", "cached_tokens")
+        "tenant", "session", pl.coalesce("model", pl.lit(model, pl.String)).alias("model"),
+        "input_tokens", "output_tokens", "failed", "latency_s", "ttft_s", "tpot_s",
+        "cached_tokens", "request_class", "offline", "priority", "slo_ttft_s", "slo_tpot_s")
     return schema.conform("requests", frame)
+
+
+def with_class_columns(records: pl.DataFrame) -> pl.DataFrame:
+    """``records`` with every :data:`CLASS_COLUMNS` column (null where missing)."""
+    missing = [pl.lit(None, RECORD_SCHEMA[c]).alias(c) for c in CLASS_COLUMNS
+               if c not in records.columns]
+    return records.with_columns(missing) if missing else records
 
 
 @dataclass(frozen=True)
@@ -153,8 +174,14 @@ class ReplaySummary:
     Goodput-optimized Large Language Model Serving*, OSDI 2024): the fraction of the
     requests sent that succeeded with ``ttft_s <= ttft_slo_s`` and ``tpot_s <= tpot_slo_s``
     (a threshold left ``None`` is no constraint; a request with one output token has no
-    TPOT and meets any TPOT SLO). Goodput is, as in vLLM's ``benchmark_serving.py``
-    ``--goodput``, those good requests per second of ``duration_s``.
+    TPOT and meets any TPOT SLO). Each request is held to its own targets where the trace
+    gives them (``slo_ttft_s``, ``slo_tpot_s``: a mix's class targets), else to
+    ``ttft_slo_s``/``tpot_slo_s``. Goodput is, as in vLLM's ``benchmark_serving.py``
+    ``--goodput``, those good requests per second of ``duration_s``
+    (``goodput_tokens_per_s``: their output tokens per second).
+    Offline backlog: ``offline_requests`` were sent from it; ``offline_rps`` and
+    ``offline_tokens_per_s`` are the successful ones and their output tokens per second of
+    the backlog's span (first offline send to last offline end), null when there were none.
     Latency percentiles are over successful requests (null when none).
 
     Prefix cache: ``prompt_tokens`` and ``cached_tokens`` sum the server's counts over the
@@ -201,6 +228,10 @@ class ReplaySummary:
     sent_order_lru_hit_ratio: float | None = None
     closed_loop_requests: int = 0
     closed_loop_violations: int = 0
+    goodput_tokens_per_s: float = 0.0
+    offline_requests: int = 0
+    offline_rps: float | None = None
+    offline_tokens_per_s: float | None = None
 
 
 def closed_loop_check(records: pl.DataFrame) -> pl.DataFrame:
@@ -224,20 +255,18 @@ def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
 
     Raises ``ValueError`` for empty records or a missing :data:`RECORD_SCHEMA` column.
     """
-    missing = [c for c in RECORD_SCHEMA if c not in records.columns]
+    missing = [c for c in RECORD_SCHEMA if c not in records.columns
+               and c not in CLASS_COLUMNS]
     if missing:
         raise ValueError(f"records: missing columns {missing}")
     if records.is_empty():
         raise ValueError("records: no requests to summarize")
-    for name, slo in (("ttft_slo_s", ttft_slo_s), ("tpot_slo_s", tpot_slo_s)):
-        if slo is not None and not slo > 0:
-            raise ValueError(f"{name} must be > 0, got {slo}")
+    records = with_class_columns(records)
+    good = _good(ttft_slo_s, tpot_slo_s)
     ok = ~pl.col("failed")
-    good = ok
-    if ttft_slo_s is not None:
-        good = good & (pl.col("ttft_s") <= ttft_slo_s).fill_null(False)
-    if tpot_slo_s is not None:
-        good = good & (pl.col("tpot_s") <= tpot_slo_s).fill_null(True)
+    offline = pl.col("offline").fill_null(False)
+    off_span = ((pl.col("sent_s") + pl.col("latency_s").fill_null(0.0)).filter(offline).max()
+                - pl.col("sent_s").filter(offline).min())
 
     def q(col: str, p: float) -> pl.Expr:
         return pl.col(col).filter(ok).quantile(p, "linear").alias(f"{col}_{p}")
@@ -257,7 +286,12 @@ def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
         pl.col("send_lag_s").max().alias("lagmax"),
         *(q(c, p) for c in ("ttft_s", "tpot_s", "latency_s") for p in (0.5, 0.99)),
         pl.col("output_tokens").sum().alias("tokens"), good.sum().alias("good"),
+        pl.col("output_tokens").filter(good).sum().alias("good_tokens"),
+        offline.sum().alias("offline"), off_span.alias("off_span"),
+        (ok & offline).sum().alias("offline_ok"),
+        pl.col("output_tokens").filter(ok & offline).sum().alias("offline_tokens"),
     ).row(0, named=True)
+    off_span = row["off_span"] if row["offline"] and row["off_span"] else None
     n = row["n"]
     duration = max(float(row["end"]), 0.0)
     target = (n - 1) / row["sched_span"] if n > 1 and row["sched_span"] > 0 else None
@@ -283,7 +317,84 @@ def summarize(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
         closed_loop_requests=int(row["closed"]),
         closed_loop_violations=int((closed_loop_check(records)["early_s"] > 1e-9).sum())
         if row["closed"] else 0,
+        goodput_tokens_per_s=row["good_tokens"] / duration if duration > 0 else 0.0,
+        offline_requests=int(row["offline"]),
+        offline_rps=row["offline_ok"] / off_span if off_span else None,
+        offline_tokens_per_s=row["offline_tokens"] / off_span if off_span else None,
     )
+
+
+def _slo_checked(ttft_slo_s: float | None, tpot_slo_s: float | None) -> None:
+    for name, slo in (("ttft_slo_s", ttft_slo_s), ("tpot_slo_s", tpot_slo_s)):
+        if slo is not None and not slo > 0:
+            raise ValueError(f"{name} must be > 0, got {slo}")
+
+
+def _good(ttft_slo_s: float | None, tpot_slo_s: float | None) -> pl.Expr:
+    """Whether a record succeeded within its own SLOs (``slo_ttft_s``, ``slo_tpot_s``), else
+    within the given ones; a missing target is no constraint, a missing TPOT (one output
+    token) meets any."""
+    _slo_checked(ttft_slo_s, tpot_slo_s)
+    ttft = pl.coalesce(pl.col("slo_ttft_s"), pl.lit(ttft_slo_s, pl.Float64))
+    tpot = pl.coalesce(pl.col("slo_tpot_s"), pl.lit(tpot_slo_s, pl.Float64))
+    return (~pl.col("failed") & (ttft.is_null() | (pl.col("ttft_s") <= ttft).fill_null(False))
+            & (tpot.is_null() | (pl.col("tpot_s") <= tpot).fill_null(True)))
+
+
+GROUP_COLUMNS = ("request_class", "model", "priority")
+"""Record columns :func:`summarize_by` groups by."""
+
+
+def summarize_by(records: pl.DataFrame, by: str = "request_class", *,
+                 ttft_slo_s: float | None = None,
+                 tpot_slo_s: float | None = None) -> pl.DataFrame:
+    """Per-group summary of a replay's records: one row per value of ``by``
+    (``request_class``, ``model`` or ``priority``; nulls form a group of their own), sorted.
+
+    Columns: ``by``, ``requests``, ``failed``, ``offline`` (sent from the backlog),
+    ``ttft_p50_s``/``ttft_p99_s``/``tpot_p50_s``/``tpot_p99_s`` (over the group's successful
+    requests, linear interpolation), ``ttft_slo_s``/``tpot_slo_s`` (the group's target
+    where all its requests share one, from the trace's columns or the given SLOs),
+    ``slo_attainment`` (good requests / requests, each held to its own targets as in
+    :class:`ReplaySummary`), ``goodput_rps`` and ``goodput_tokens_per_s`` (good requests and
+    their output tokens per second of the whole replay's ``duration_s``, so groups add up to
+    the replay's), ``throughput_rps`` and ``output_tokens_per_s`` (successful requests and
+    their output tokens per second of the same duration: an offline class's throughput),
+    ``request_share`` of the replay's requests.
+
+    Raises ``ValueError`` for empty records or another ``by``.
+    """
+    if by not in GROUP_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(GROUP_COLUMNS)}, not {by!r}")
+    if records.is_empty():
+        raise ValueError("records: no requests to summarize")
+    records = with_class_columns(records)
+    good = _good(ttft_slo_s, tpot_slo_s)
+    ok = ~pl.col("failed")
+    duration = max(float(records.select(
+        (pl.col("sent_s") + pl.col("latency_s").fill_null(0.0)).max()).item()), 0.0)
+    per_s = 1.0 / duration if duration > 0 else 0.0
+
+    def q(col: str, p: float, name: str) -> pl.Expr:
+        return pl.col(col).filter(ok).quantile(p, "linear").alias(name)
+
+    def target(col: str, given: float | None) -> pl.Expr:
+        t = pl.coalesce(pl.col(col), pl.lit(given, pl.Float64))
+        return pl.when(t.n_unique() == 1).then(t.first()).alias(col[4:-2] + "_slo_s")
+
+    return (records.group_by(by).agg(
+        pl.len().alias("requests"), (~ok).sum().alias("failed"),
+        pl.col("offline").fill_null(False).sum().alias("offline"),
+        q("ttft_s", 0.5, "ttft_p50_s"), q("ttft_s", 0.99, "ttft_p99_s"),
+        q("tpot_s", 0.5, "tpot_p50_s"), q("tpot_s", 0.99, "tpot_p99_s"),
+        target("slo_ttft_s", ttft_slo_s), target("slo_tpot_s", tpot_slo_s),
+        (good.sum() / pl.len()).alias("slo_attainment"),
+        (good.sum() * per_s).alias("goodput_rps"),
+        (pl.col("output_tokens").filter(good).sum() * per_s).alias("goodput_tokens_per_s"),
+        (ok.sum() * per_s).alias("throughput_rps"),
+        (pl.col("output_tokens").filter(ok).sum() * per_s).alias("output_tokens_per_s"),
+    ).with_columns((pl.col("requests") / records.height).alias("request_share"))
+        .sort(by, nulls_last=True))
 
 
 @dataclass(frozen=True)
@@ -316,6 +427,28 @@ class ReplayResult:
         """:func:`summarize` of the records, with the trace's hit ratios from ``meta``."""
         return summarize(self.records, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
                          **trace_ratios(self.meta))
+
+    def summary_by(self, by: str = "request_class", *, ttft_slo_s: float | None = None,
+                   tpot_slo_s: float | None = None) -> pl.DataFrame:
+        """:func:`summarize_by` of the records (per class, model or priority)."""
+        return summarize_by(self.records, by, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
+
+
+def class_tables(records: pl.DataFrame, *, ttft_slo_s: float | None = None,
+                 tpot_slo_s: float | None = None) -> dict[str, pl.DataFrame]:
+    """The per-group summaries worth showing for these records: ``"per class"`` when any
+    request has a class, ``"per model"`` when they went to more than one model,
+    ``"per priority"`` when they carry more than one priority (:func:`summarize_by`)."""
+    if records.is_empty():
+        return {}
+    records = with_class_columns(records)
+    tables = {}
+    for by, name, least in (("request_class", "per class", 1), ("model", "per model", 2),
+                            ("priority", "per priority", 2)):
+        if records[by].drop_nulls().n_unique() >= least:
+            tables[name] = summarize_by(records, by, ttft_slo_s=ttft_slo_s,
+                                        tpot_slo_s=tpot_slo_s)
+    return tables
 
 
 def trace_ratios(meta: dict[str, Any]) -> dict[str, float | None]:

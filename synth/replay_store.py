@@ -26,6 +26,7 @@ from servetrace.loaders.store import Provenance, Store, file_lock
 from servetrace.synth.replay import replay
 from servetrace.synth.replay_results import (
     ReplayResult,
+    class_tables,
     load_results,
     meta_path,
     summarize,
@@ -82,8 +83,11 @@ def write_replay(store: Store, result: ReplayResult, *, name: str | None = None,
     """Store a replay's finished requests as trace ``name`` (default
     ``replay/<source>/<UTC timestamp>``); returns the result with ``trace`` set.
 
-    ``traces.notes`` holds ``meta`` (the settings), the summary (with the given SLOs),
-    ``interrupted``, ``cancelled`` and ``not_sent``; ``origin`` is the replay zero.
+    ``traces.notes`` holds ``meta`` (the settings), the summary (with the given SLOs), the
+    per-class, per-model and per-priority summaries where the records have such groups
+    (``per_class``, ``per_model``, ``per_priority``: lists of rows of
+    :func:`~servetrace.synth.replay_results.summarize_by`), ``interrupted``, ``cancelled``
+    and ``not_sent``; ``origin`` is the replay zero.
     An empty replay (nothing finished) is stored as an empty trace.
     """
     source = result.meta.get("source") or "frame"
@@ -95,7 +99,10 @@ def write_replay(store: Store, result: ReplayResult, *, name: str | None = None,
     frame = to_requests(trace, model=result.meta.get("model"), trace=name)
     started = result.meta.get("started_at")
     origin = datetime.fromisoformat(started) if started else None
-    notes = {"replay": result.meta, "summary": summary, "interrupted": result.interrupted,
+    groups = class_tables(trace, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
+    notes = {"replay": result.meta, "summary": summary,
+             **{name.replace(" ", "_"): table.to_dicts() for name, table in groups.items()},
+             "interrupted": result.interrupted,
              "cancelled": result.cancelled, "not_sent": result.not_sent,
              "results_file": str(result.results_path) if result.results_path else None}
     loaded = Loaded(tables={"requests": frame}, rejects=schema.empty("rejects"),

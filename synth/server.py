@@ -29,6 +29,25 @@ Serving with PagedAttention*, SOSP 2023):
 - ``input_tokens`` is approximated by the number of whitespace-separated words of the
   prompt (all message contents for chat), exact for :mod:`servetrace.synth.prompts` prompts.
 
+Several models (``models``: :class:`ModelSpec` name, prefill and decode rates): each request
+is costed with the rates of the model it names, the default ``model`` with the server's own.
+All models share one engine (the slots and the serialized prefill above), as co-located
+models or fine-tuned variants time-sharing one accelerator do. A model name the server does
+not serve gets HTTP 404 with vLLM's message.
+
+LoRA adapters (``lora_adapters``, of the default model, with its rates): the server holds the
+``max_loras`` adapters used last (vLLM's ``--max-loras``, the adapters resident at once); a
+request for an adapter not among them loads it first, which adds ``lora_load_s`` to its
+prefill (serialized like the prefill itself) and evicts the least recently used one. This is
+the plain LRU adapter cache of S-LoRA (Sheng et al., *S-LoRA: Serving Thousands of Concurrent
+LoRA Adapters*, MLSys 2024) and vLLM, without its batching limits: a miss costs a fixed load
+time whatever the adapter's rank. ``lora_loads`` counts the loads.
+
+Priority scheduling (``priority_scheduling``): when every slot is busy, waiting requests get
+the next free slot lowest ``priority`` field first (vLLM's ``--scheduling-policy priority``:
+lower is more urgent, ties in arrival order); without it, or without the field, waiting is
+FIFO. A running request is never preempted.
+
 Prefix cache (``prefix_cache_tokens`` set): an LRU cache of prompt blocks of ``block_size``
 words (:class:`PrefixCache`), looked up when a request's prefill starts. A request's cached
 tokens are its longest run of leading blocks found in the cache (a partial last block counts
@@ -41,8 +60,9 @@ least recent is evicted beyond ``prefix_cache_tokens // block_size`` blocks), so
 same order of requests it reports what :func:`~servetrace.analysis.kvcache.lru_curve`
 predicts for that capacity. Keying by a block's own text rather than by the chain of its
 prefix matches the analysis; the two agree whenever ids are chained (a block id implies its
-prefix), as in Mooncake's and in hash-derived traces. ``prefix_log`` lists, in lookup order,
-``(request number, prompt tokens, cached tokens)``.
+prefix), as in Mooncake's and in hash-derived traces. Blocks of different models (and
+adapters) are different blocks, as in vLLM, whose block hashes include the LoRA id.
+``prefix_log`` lists, in lookup order, ``(request number, prompt tokens, cached tokens)``.
 
 Faults: ``fail_every`` (every Nth request, counted from 1 over both generation endpoints,
 answers HTTP 500), ``fail_fraction`` (that fraction at random, seeded), ``stall_every`` /
@@ -55,7 +75,9 @@ Run it in-process (a background thread with its own event loop)::
     with serve(ServerConfig(decode_tokens_per_s=100)) as url:   # "http://127.0.0.1:PORT"
         ...
 
-or as a process: ``python -m servetrace.synth.server --port 8000 [--decode-tokens-per-s 50 ...]``
+or as a process: ``servetrace serve --port 8000 [--model NAME=PREFILL_MS,DECODE_MS ...]``
+(:func:`models_config`, :func:`run_forever`), or ``python -m servetrace.synth.server --port
+8000 [--decode-tokens-per-s 50 ...]`` (every field of :class:`ServerConfig` as a flag)
 (``--port 0`` picks a free port; the first line printed is the base URL).
 """
 
@@ -64,6 +86,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import itertools
 import json
 import socket
@@ -81,7 +104,47 @@ from servetrace.synth.prompts import VOCABULARY
 
 web = require("aiohttp.web", "replay", "the local test server")
 
-__all__ = ["PrefixCache", "Server", "ServerConfig", "serve"]
+__all__ = ["ModelSpec", "PrefixCache", "Server", "ServerConfig", "models_config", "parse_model",
+           "run_forever", "serve"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the server serves besides its default one, with its own costs: prefill
+    and decode rates in tokens per second (decode per sequence)."""
+
+    name: str
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a model needs a name")
+        for name in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"model {self.name!r}: {name} must be > 0, "
+                                 f"got {getattr(self, name)}")
+
+
+def parse_model(text: str) -> tuple[str, float | None, float | None]:
+    """``NAME`` or ``NAME=PREFILL_MS_PER_TOKEN,DECODE_MS_PER_TOKEN`` (the command line's
+    ``--model``) as ``(name, prefill tokens/s, decode tokens/s)``, rates None when not
+    given. Raises ``ValueError`` naming the text for another form or a cost not > 0."""
+    name, sep, costs = text.partition("=")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"--model {text!r}: expected NAME or NAME=PREFILL_MS,DECODE_MS")
+    if not sep:
+        return name, None, None
+    parts = costs.split(",")
+    try:
+        prefill_ms, decode_ms = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--model {text!r}: expected NAME=PREFILL_MS_PER_TOKEN,"
+                         "DECODE_MS_PER_TOKEN (two numbers, ms per token)") from None
+    if not (prefill_ms > 0 and decode_ms > 0):
+        raise ValueError(f"--model {text!r}: costs must be > 0 ms per token")
+    return name, 1e3 / prefill_ms, 1e3 / decode_ms
 
 
 @dataclass(frozen=True)
@@ -109,8 +172,21 @@ class ServerConfig:
     stall_s: float = 0.0
     api_key: str | None = None
     seed: int = 0
+    models: tuple[ModelSpec, ...] = ()
+    lora_adapters: tuple[str, ...] = ()
+    max_loras: int = 1
+    lora_load_s: float = 0.0
+    priority_scheduling: bool = False
 
     def __post_init__(self) -> None:
+        names = [self.model, *(m.name for m in self.models), *self.lora_adapters]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"model names must differ: {', '.join(repeated)} given twice")
+        if self.max_loras < 1:
+            raise ValueError(f"max_loras must be >= 1, got {self.max_loras}")
+        if self.lora_load_s < 0:
+            raise ValueError(f"lora_load_s must be >= 0, got {self.lora_load_s}")
         for name in ("prefill_tokens_per_s", "decode_tokens_per_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -133,9 +209,25 @@ class ServerConfig:
             if self.block_size < 1:
                 raise ValueError("a prefix cache needs block_size >= 1")
 
-    def ttft_s(self, input_tokens: int | np.ndarray) -> float | np.ndarray:
-        """TTFT of a request on an idle server: ``prefill_base_s + input / prefill rate``."""
-        return self.prefill_base_s + np.asarray(input_tokens) / self.prefill_tokens_per_s
+    def rates(self, model: str) -> tuple[float, float] | None:
+        """``(prefill, decode)`` tokens per second of a model or adapter the server serves;
+        None for another name."""
+        if model == self.model or model in self.lora_adapters:
+            return self.prefill_tokens_per_s, self.decode_tokens_per_s
+        for spec in self.models:
+            if spec.name == model:
+                return spec.prefill_tokens_per_s, spec.decode_tokens_per_s
+        return None
+
+    def ttft_s(self, input_tokens: int | np.ndarray,
+               model: str | None = None) -> float | np.ndarray:
+        """TTFT of a request on an idle server: ``prefill_base_s + input / prefill rate`` of
+        ``model`` (default: the server's own; add ``lora_load_s`` for an adapter not
+        loaded)."""
+        rates = self.rates(model or self.model)
+        if rates is None:
+            raise ValueError(f"the server does not serve model {model!r}")
+        return self.prefill_base_s + np.asarray(input_tokens) / rates[0]
 
 
 class PrefixCache:
@@ -151,13 +243,14 @@ class PrefixCache:
         self.queries = 0
         self.hits = 0
 
-    def access(self, words: list[str]) -> int:
+    def access(self, words: list[str], salt: str = "") -> int:
         """Look up and insert a prompt's blocks in order; returns its cached tokens (the
-        words of its longest run of leading blocks that were cached when reached)."""
+        words of its longest run of leading blocks that were cached when reached).
+        ``salt`` (a model name) keeps the blocks of different models apart."""
         bs, cached, prefix = self.block_size, 0, True
         blocks = self.blocks
         for start in range(0, len(words), bs):  # blocks of one prompt: a sequential LRU walk
-            key = " ".join(words[start:start + bs])
+            key = salt + "\0" + " ".join(words[start:start + bs])
             if key in blocks:
                 blocks.move_to_end(key)
                 if prefix:
@@ -170,6 +263,37 @@ class PrefixCache:
         self.queries += len(words)
         self.hits += cached
         return cached
+
+
+class _Slots:
+    """``n`` sequence slots, granted to waiters lowest ``(priority, arrival)`` first (FIFO
+    when every priority is the same)."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self.waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self.order = itertools.count()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (priority, next(self.order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted, then cancelled
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            _, _, future = heapq.heappop(self.waiting)
+            if not future.done():  # a cancelled waiter's future is done: skip it
+                future.set_result(None)
+                return
+        self.free += 1
 
 
 @dataclass(frozen=True)
@@ -192,7 +316,9 @@ class _App:
         self.received: list[Received] = []
         self.running = 0
         self.waiting = 0
-        self.slots: asyncio.Semaphore | None = None
+        self.slots: _Slots | None = None
+        self.loras: OrderedDict[str, None] = OrderedDict()
+        self.lora_loads = 0
         self.prefill: asyncio.Lock | None = None
         self.cache = (PrefixCache(config.prefix_cache_tokens, config.block_size)
                       if config.prefix_cache_tokens is not None else None)
@@ -209,14 +335,18 @@ class _App:
         return app
 
     async def _startup(self, _app: web.Application) -> None:
-        self.slots = asyncio.Semaphore(self.config.max_concurrent_sequences)
+        self.slots = _Slots(self.config.max_concurrent_sequences)
         self.prefill = asyncio.Lock()
 
     # -- small endpoints -----------------------------------------------------------------
     async def models(self, _request: web.Request) -> web.Response:
+        c = self.config
+        entry = {"object": "model", "created": 0, "owned_by": "servetrace"}
         return web.json_response({"object": "list", "data": [
-            {"id": self.config.model, "object": "model", "created": 0,
-             "owned_by": "servetrace"}]})
+            *({"id": name, "root": name, "parent": None, **entry}
+              for name in (c.model, *(m.name for m in c.models))),
+            *({"id": name, "root": name, "parent": c.model, **entry}
+              for name in c.lora_adapters)]})
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -232,6 +362,8 @@ class _App:
         if self.cache is not None:  # vLLM v1's counters, in tokens
             lines += [f"vllm:prefix_cache_queries_total {self.cache.queries}",
                       f"vllm:prefix_cache_hits_total {self.cache.hits}"]
+        if c.lora_adapters:
+            lines.append(f"servetrace:lora_loads_total {self.lora_loads}")
         return web.Response(text="\n".join(lines) + "\n")
 
     # -- generation ----------------------------------------------------------------------
@@ -256,8 +388,14 @@ class _App:
         self.received.append(Received(number, request.path, auth, body))
         if c.api_key is not None and auth != f"Bearer {c.api_key}":
             return self._error(401, "invalid or missing API key")
-        if body.get("model", c.model) != c.model:
-            return self._error(404, f"The model `{body.get('model')}` does not exist.")
+        model = str(body.get("model", c.model))
+        rates = c.rates(model)
+        if rates is None:
+            return self._error(404, f"The model `{model}` does not exist.")
+        prefill_rate, decode_rate = rates
+        priority = body.get("priority", 0) if c.priority_scheduling else 0
+        if not isinstance(priority, int):
+            return self._error(400, f"priority must be an integer, not {priority!r}")
         fail = (c.fail_every and number % c.fail_every == 0) or (
             c.fail_fraction and self.rng.random() < c.fail_fraction)
         if fail:
@@ -287,7 +425,7 @@ class _App:
         assert self.slots is not None and self.prefill is not None
         self.waiting += 1
         try:
-            await self.slots.acquire()
+            await self.slots.acquire(priority)
         finally:
             self.waiting -= 1
         self.running += 1
@@ -297,9 +435,12 @@ class _App:
             async with self.prefill:
                 cached = 0
                 if self.cache is not None:
-                    cached = self.cache.access(prompt_words)
+                    cached = self.cache.access(prompt_words, model)
                     self.prefix_log.append((number, input_tokens, cached))
-                await _sleep_until(loop, loop.time() + float(c.ttft_s(input_tokens - cached)))
+                cost = c.prefill_base_s + (input_tokens - cached) / prefill_rate
+                if model in c.lora_adapters:
+                    cost += self._lora(model)
+                await _sleep_until(loop, loop.time() + cost)
             t_first = loop.time()
             usage: dict[str, Any] = {"prompt_tokens": input_tokens, "completion_tokens": n_out,
                                      "total_tokens": input_tokens + n_out}
@@ -307,7 +448,7 @@ class _App:
                 usage["prompt_tokens_details"] = {"cached_tokens": cached}
             words = [VOCABULARY[(number + k) % len(VOCABULARY)] for k in range(n_out)]
             if not stream:
-                await _sleep_until(loop, t_first + (n_out - 1) / c.decode_tokens_per_s)
+                await _sleep_until(loop, t_first + (n_out - 1) / decode_rate)
                 text_out = " " + " ".join(words) if words else ""
                 choice = ({"index": 0, "message": {"role": "assistant", "content": text_out},
                            "finish_reason": finish} if chat else
@@ -315,16 +456,16 @@ class _App:
                            "finish_reason": finish})
                 return web.json_response({
                     "id": ident, "object": "chat.completion" if chat else "text_completion",
-                    "created": created, "model": c.model, "choices": [choice],
+                    "created": created, "model": model, "choices": [choice],
                     "usage": usage})
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                    "Cache-Control": "no-cache"})
             head = {"id": ident, "object": "chat.completion.chunk" if chat
-                    else "text_completion", "created": created, "model": c.model}
+                    else "text_completion", "created": created, "model": model}
             try:
                 await response.prepare(request)
                 for k, word in enumerate(words):
-                    await _sleep_until(loop, t_first + k / c.decode_tokens_per_s)
+                    await _sleep_until(loop, t_first + k / decode_rate)
                     end = finish if k == n_out - 1 else None
                     if chat:
                         delta = ({"role": "assistant", "content": " " + word} if k == 0
@@ -344,6 +485,19 @@ class _App:
         finally:
             self.running -= 1
             self.slots.release()
+
+
+    def _lora(self, adapter: str) -> float:
+        """Seconds to make ``adapter`` resident: 0 when it is among the ``max_loras`` used
+        last, else ``lora_load_s`` (evicting the least recently used one)."""
+        if adapter in self.loras:
+            self.loras.move_to_end(adapter)
+            return 0.0
+        self.loras[adapter] = None
+        while len(self.loras) > self.config.max_loras:
+            self.loras.popitem(last=False)
+        self.lora_loads += 1
+        return self.config.lora_load_s
 
 
 def _gone(request: web.Request) -> bool:
@@ -386,6 +540,11 @@ class Server:
     @property
     def received(self) -> list[Received]:
         return list(self._state.received)
+
+    @property
+    def lora_loads(self) -> int:
+        """LoRA adapter loads so far (requests for an adapter that was not resident)."""
+        return self._state.lora_loads
 
     @property
     def prefix_log(self) -> list[tuple[int, int, int]]:
@@ -474,28 +633,39 @@ def serve(config: ServerConfig | None = None, *, port: int = 0) -> Iterator[str]
         server.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m servetrace.synth.server``: serve until interrupted; prints the base URL first."""
-    parser = argparse.ArgumentParser(prog="python -m servetrace.synth.server", description=__doc__
-                                     .split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    for f in fields(ServerConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        kind = str if f.name in ("model", "api_key") else int if f.name in (
-            "max_concurrent_sequences", "kv_cache_tokens", "block_size", "eos_after_tokens",
-            "prefix_cache_tokens",
-            "default_max_tokens", "fail_every", "stall_every", "seed") else float
-        parser.add_argument(flag, type=kind, default=default, help=f"default {default}")
-    args = parser.parse_args(argv)
-    config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)})
+def models_config(specs: list[str], **options: Any) -> ServerConfig:
+    """A :class:`ServerConfig` from the command line's ``--model`` texts
+    (:func:`parse_model`): the first names the default model (its costs, when given,
+    replace ``prefill_tokens_per_s``/``decode_tokens_per_s``), the others are served
+    beside it with their costs (the default model's where not given); ``options`` are the
+    other fields."""
+    if not specs:
+        return ServerConfig(**options)
+    name, prefill, decode = parse_model(specs[0])
+    options["model"] = name
+    if prefill is not None:
+        options["prefill_tokens_per_s"], options["decode_tokens_per_s"] = prefill, decode
+    base = ServerConfig(**options)
+    extra = []
+    for text in specs[1:]:
+        other, p, d = parse_model(text)
+        extra.append(ModelSpec(other, p or base.prefill_tokens_per_s,
+                               d or base.decode_tokens_per_s))
+    return ServerConfig(**{**options, "models": tuple(extra)})
+
+
+def run_forever(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000,
+                ready: Any = None) -> None:
+    """Serve ``config`` on ``host:port`` in this thread until interrupted (Ctrl-C);
+    ``ready(url)`` is called once it listens (``port`` 0 picks a free port)."""
     state = _App(config)
-    sock = _bind(args.host, args.port)
+    sock = _bind(host, port)
 
     async def run() -> None:
         runner = await _start(state.app(), sock)
-        print(f"http://{args.host}:{sock.getsockname()[1]}", flush=True)
+        url = f"http://{host}:{sock.getsockname()[1]}"
+        if ready is not None:
+            ready(url)
         try:
             await asyncio.Event().wait()
         finally:
@@ -503,6 +673,38 @@ def main(argv: list[str] | None = None) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m servetrace.synth.server``: serve until interrupted; prints the base URL first."""
+    parser = argparse.ArgumentParser(prog="python -m servetrace.synth.server", description=__doc__
+                                     .split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    special = ("models", "lora_adapters", "priority_scheduling")
+    for f in fields(ServerConfig):
+        if f.name in special:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        kind = str if f.name in ("model", "api_key") else int if f.name in (
+            "max_concurrent_sequences", "kv_cache_tokens", "block_size", "eos_after_tokens",
+            "prefix_cache_tokens", "max_loras",
+            "default_max_tokens", "fail_every", "stall_every", "seed") else float
+        parser.add_argument(flag, type=kind, default=default, help=f"default {default}")
+    parser.add_argument("--extra-model", action="append", default=[],
+                        help="NAME or NAME=PREFILL_MS_PER_TOKEN,DECODE_MS_PER_TOKEN, repeated")
+    parser.add_argument("--lora-adapter", action="append", default=[],
+                        help="a LoRA adapter of --model, repeated")
+    parser.add_argument("--priority-scheduling", action="store_true")
+    args = parser.parse_args(argv)
+    options = {f.name: getattr(args, f.name) for f in fields(ServerConfig)
+               if f.name not in special}
+    options["lora_adapters"] = tuple(args.lora_adapter)
+    options["priority_scheduling"] = args.priority_scheduling
+    config = models_config([options.pop("model"), *args.extra_model], **options)
+    run_forever(config, host=args.host, port=args.port,
+                ready=lambda url: print(url, flush=True))
 
 
 if __name__ == "__main__":

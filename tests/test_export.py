@@ -106,7 +106,8 @@ def test_unknown_format_and_option(tmp_path, conv):
                                          r"rebase, block_size, keep_hash_ids"):
         export(conv, "mooncake", tmp_path / "x", seed=1)
     assert options("aiperf-multi-turn") == {"seed": 0, "rebase": True, "min_output_tokens": 1,
-                                            "delta_inputs": False, "think_times": True}
+                                            "delta_inputs": False, "think_times": True,
+                                            "models": None, "priority": False}
 
 
 @pytest.mark.parametrize("name", REQUEST_FORMATS)

@@ -30,6 +30,7 @@ from servetrace.loaders import azure_llm_2023, schema
 from servetrace.loaders.dataset import Loaded
 from servetrace.loaders.store import Provenance
 from servetrace.synth import replay as rp
+from servetrace.synth import replay_prompts
 from servetrace.synth import replay_results as rr
 from servetrace.synth import replay_store as rs
 from servetrace.synth.server import Server, ServerConfig, serve
@@ -306,7 +307,7 @@ def test_tokenizer_makes_prompt_lengths_exact(fast):
         return sum(1 + (len(w) > 5) for w in text.split())
 
     n = np.array([0, 1, 7, 50, 333])
-    texts, counts = rp._exact_prompts(n, 3, count)
+    texts, counts = replay_prompts.exact_prompts(n, 3, count)
     assert [count(t) for t in texts] == counts.tolist()
     assert (counts <= n).all() and (n - counts <= 1).all()  # a 2-token word may not fit
     trace = pl.DataFrame({"arrival_s": [0.0, 0.01, 0.02], "input_tokens": [40, 80, 120],

@@ -21,6 +21,7 @@ import pytest
 from servetrace.analysis import kvcache
 from servetrace.loaders import agentic_coding_weka
 from servetrace.synth import replay as rp
+from servetrace.synth import replay_prompts
 from servetrace.synth import replay_results as rr
 from servetrace.synth import replay_sessions as rsn
 from servetrace.synth.prompts import block_prompts, exact_block_prompts
@@ -336,8 +337,8 @@ def test_prompts_built_in_chunks_are_the_prompts_built_whole(weka):
     plan = rp.schedule(weka, keep=("hash_ids",))
     n = plan["input_tokens"].to_numpy()
     whole = block_prompts(plan["hash_ids"], n, BLOCK, 5, session=plan["session"]).to_list()
-    chunked = rp._ChunkedPrompts(plan["hash_ids"], n, BLOCK, 5, plan["session"],
-                                 words_per_chunk=20_000, keep=2)
+    chunked = replay_prompts.ChunkedPrompts(plan["hash_ids"], n, BLOCK, 5, plan["session"],
+                                            words_per_chunk=20_000, keep=2)
     assert chunked.bounds.size > 20  # many chunks, few kept
     assert [chunked[i] for i in range(len(whole))] == whole
     assert [chunked[i] for i in (200, 3, 150)] == [whole[200], whole[3], whole[150]]

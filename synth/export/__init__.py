@@ -54,12 +54,14 @@ of :mod:`servetrace.synth.serverless`). Formats that carry text get synthetic pr
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import polars as pl
 
 from servetrace.synth.export import (
+    _classes,
     aiperf_bailian,
     aiperf_mooncake,
     aiperf_multi_turn,
@@ -102,7 +104,11 @@ def export(frame: pl.DataFrame | pl.LazyFrame, to: str, path: str | Path,
     ``weka``) and return the :class:`Export`: the path, the consumer command line that reads
     it, notes.
 
-    ``options`` go to the format's ``write`` (see :func:`options` and the module). Raises
+    ``options`` go to the format's ``write`` (see :func:`options` and the module). The notes
+    name the workload-mix columns (``request_class``, ``offline``, ``priority``, SLOs,
+    ``model``) the frame has values in and the format could not carry, and for consumers
+    that assign LoRA adapters themselves, their flags with the trace's adapters and shares
+    (:mod:`servetrace.synth.export._classes`). Raises
     ``ValueError`` naming the known formats when ``to`` is not one of them, the accepted
     options when one is not, and the missing columns when the frame lacks what the format
     needs.
@@ -115,7 +121,22 @@ def export(frame: pl.DataFrame | pl.LazyFrame, to: str, path: str | Path,
     if unknown:
         raise ValueError(f"{to}: unknown option(s) {', '.join(unknown)}; it accepts "
                          f"{', '.join(_options(to)) or 'none'}")
-    return module.write(frame, Path(path), **options)
+    result = module.write(frame, Path(path), **options)
+    if not isinstance(frame, pl.DataFrame | pl.LazyFrame):
+        return result
+    names = frame.collect_schema().names()
+    mix = frame.lazy().select([c for c in _classes.CLASS_COLUMNS if c in names]).collect()
+    notes = _classes.dropped_notes(mix, to, result.carried)
+    if to in LORA_CONSUMERS and "model" not in result.carried:
+        notes += _classes.lora_notes(mix, LORA_CONSUMERS[to])
+    return replace(result, notes=result.notes + notes) if notes else result
+
+
+LORA_CONSUMERS = {"vllm-custom": "vllm", "vllm-mooncake": "vllm", "sglang-custom": "sglang",
+                  "sglang-mooncake": "sglang", "weka": "inference-perf",
+                  "inference-perf-azure": "inference-perf"}
+"""Formats whose consumer assigns LoRA adapters itself: their notes give its flags or config
+with the trace's adapters and shares (:func:`._classes.lora_notes`)."""
 
 
 def options(to: str) -> dict[str, object]:

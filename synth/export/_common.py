@@ -165,7 +165,8 @@ def write_csv(frame: pl.DataFrame, path: str | Path) -> Path:
 class Export:
     """What an exporter wrote: ``path``, the consumer ``command`` line that reads it correctly
     (block size, row count and time flags filled in; ``MODEL`` and ``URL`` stand for the
-    user's), and ``notes`` for the user (sizes, re-chunking, what the consumer ignores).
+    user's), ``notes`` for the user (sizes, re-chunking, what the consumer ignores, the
+    workload-mix columns dropped) and the mix columns ``carried``.
 
     It is path-like (``os.fspath(result)`` and ``str(result)`` give the path), so it can be
     handed to anything that opens a path.
@@ -174,6 +175,9 @@ class Export:
     path: Path
     command: str
     notes: tuple[str, ...] = ()
+    carried: tuple[str, ...] = ()
+    """The workload-mix columns (``model``, ``priority``, ...) written per request; the
+    others the frame has values in are named in a note (:mod:`._classes`)."""
 
     def __fspath__(self) -> str:
         return str(self.path)

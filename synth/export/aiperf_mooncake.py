@@ -27,6 +27,11 @@ command line passes ``--isl-block-size``. ``sessions`` (default: when the frame 
 ``request-<row>``), and with ``think_times`` a session's later turn whose ``think_s`` is known
 gets ``delay`` = its think time instead of a timestamp: AIPerf then waits for the previous
 response plus the think time, as the agent did.
+Workload mixes: ``models`` (default: when the frame is a mix, i.e. has ``request_class``
+values, and every request names a model) writes each request's ``model`` (model or LoRA
+adapter) and ``priority=True`` its ``priority`` (null as 0; vLLM needs
+``--scheduling-policy priority`` for a non-zero one) in ``extra``, which AIPerf 0.13.0
+merges into the request body (:mod:`servetrace.synth.export._classes`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 
 import polars as pl
 
-from servetrace.synth.export import _common, mooncake
+from servetrace.synth.export import _classes, _common, mooncake
 
 NAME = "aiperf-mooncake"
 REQUIRED = mooncake.REQUIRED
@@ -46,10 +51,12 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = True
           block_size: int | None = None, keep_hash_ids: bool = True,
           hash_block_tokens: int | None = None, hash_scope: str = "global",
           min_output_tokens: int = 1, sessions: bool | None = None,
-          think_times: bool = True) -> _common.Export:
+          think_times: bool = True, models: bool | None = None,
+          priority: bool = False) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as an AIPerf mooncake_trace JSONL file at
     ``path``: ``timestamp`` (ms, Int64), ``input_length``, ``output_length`` (Int64),
-    ``hash_ids`` (List(Int64)) and, with ``sessions``, ``session_id`` and ``delay`` (ms).
+    ``hash_ids`` (List(Int64)) and, with ``sessions``, ``session_id`` and ``delay`` (ms);
+    with ``models``/``priority``, ``extra`` (``model``, ``priority``).
     Returns the Export with the ``aiperf profile`` command line.
     """
     if min_output_tokens < 0:
@@ -70,9 +77,12 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, rebase: bool = True
             pl.lit(ids).alias("hash_ids")]
     if sessions:
         cols += [pl.col("session_id"), delay]
+    extra, carried, hints = _classes.aiperf_extra(req, NAME, models=models, priority=priority)
+    if extra is not None:
+        cols.append(extra)
     out = req.select(cols)
     written = _common.write_jsonl(out, path)
     command = _common.aiperf_command(written, "mooncake_trace", "--isl-block-size", size)
     notes = _common.offset_notes(req, rebase, "AIPerf's fixed schedule waits for the absolute "
                                  "offset unless --fixed-schedule-auto-offset")
-    return _common.Export(written, command, notes)
+    return _common.Export(written, command, (*notes, *hints), carried)

@@ -28,6 +28,12 @@ a turn's text is only what the turn adds, ``input_tokens`` minus the previous tu
 ``input_tokens + output_tokens`` (at least one word), for traces whose input counts include
 the history that AIPerf resends; ``output_length`` tokens, raised to ``min_output_tokens``
 (default 1), null where 0.
+
+Workload mixes: ``models`` (default: when the frame is a mix, i.e. has ``request_class``
+values, and every request names a model) writes each request's ``model`` (model or LoRA
+adapter) and ``priority=True`` its ``priority`` (null as 0; vLLM needs
+``--scheduling-policy priority`` for a non-zero one) in ``extra``, which AIPerf 0.13.0
+merges into the request body (:mod:`servetrace.synth.export._classes`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from pathlib import Path
 import polars as pl
 
 from servetrace.synth import prompts
-from servetrace.synth.export import _common
+from servetrace.synth.export import _classes, _common
 from servetrace.synth.export.aiperf_single_turn import output_length
 
 NAME = "aiperf-multi-turn"
@@ -47,7 +53,8 @@ SUFFIX = ".jsonl"
 
 def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
           rebase: bool = True, min_output_tokens: int = 1,
-          delta_inputs: bool = False, think_times: bool = True) -> _common.Export:
+          delta_inputs: bool = False, think_times: bool = True,
+          models: bool | None = None, priority: bool = False) -> _common.Export:
     """Write ``frame`` (canonical ``requests``) as an AIPerf multi_turn JSONL file at
     ``path``: ``session_id`` (String), ``turns`` (list of ``{text, timestamp (ms), delay
     (ms), output_length}``). ``seed`` fixes the text. Returns the Export with the ``aiperf
@@ -61,6 +68,7 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
         words = (words - before.fill_null(0))
     counts = req.select(pl.max_horizontal(words, pl.lit(1)).cast(pl.Int64)).to_series()
     stamp, delay = _common.turn_schedule(req, rebase, think_times)
+    extra, carried, hints = _classes.aiperf_extra(req, NAME, models=models, priority=priority)
     turns = req.select(
         "session_id",
         pl.struct(
@@ -68,6 +76,7 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
             stamp,
             delay,
             output_length(min_output_tokens),
+            *([extra] if extra is not None else []),
         ).alias("turn"),
     )
     out = turns.group_by("session_id", maintain_order=True).agg(pl.col("turn").alias("turns"))
@@ -76,4 +85,4 @@ def write(frame: pl.DataFrame | pl.LazyFrame, path: Path, *, seed: int = 0,
     notes = (*_common.offset_notes(req, rebase, "AIPerf's fixed schedule waits for the "
                                    "absolute offset unless --fixed-schedule-auto-offset"),
              *_common.size_notes(written, NAME, "aiperf-mooncake (with session_id)"))
-    return _common.Export(written, command, notes)
+    return _common.Export(written, command, (*notes, *hints), carried)
