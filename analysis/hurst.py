@@ -72,10 +72,14 @@ def _loglog(scales: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         sxx, sxy, syy = (dx * dx).sum(1), (dx * dy).sum(1), (dy * dy).sum(1)
         slope = sxy / sxx
         r2 = np.where(syy > 0, sxy * sxy / (sxx * syy), 1.0)
+    good = n >= 3
+    if scales.size == 0:  # a trace too short for a single window: no line, no scale
+        none = np.zeros(y.shape[0], dtype=scales.dtype)
+        return {"slope": np.full(y.shape[0], np.nan), "r2": np.full(y.shape[0], np.nan),
+                "n_scales": n.astype(np.int64), "min_scale": none, "max_scale": none}
     idx = np.arange(scales.size)
     first = np.where(ok.any(1), np.where(ok, idx, scales.size).min(1), 0)
     last = np.where(ok.any(1), np.where(ok, idx, -1).max(1), 0)
-    good = n >= 3
     return {"slope": np.where(good, slope, np.nan), "r2": np.where(good, r2, np.nan),
             "n_scales": n.astype(np.int64),
             "min_scale": np.where(good, scales[first], 0),

@@ -511,3 +511,11 @@ def test_hurst_memory_verdict_on_processes_of_known_memory(name: str, memory: st
         assert av == pytest.approx(float(name[-3:]), abs=0.05)
     elif name.startswith(("poisson", "gamma")):
         assert av == pytest.approx(0.5, abs=0.05)
+
+
+def test_variance_time_line_of_a_trace_without_one_window():
+    """A group too short for any aggregation scale has no line, not an error."""
+    from servetrace.analysis import hurst
+
+    line = hurst._loglog(np.array([], dtype=np.float64), np.zeros((2, 0)))
+    assert line["n_scales"].tolist() == [0, 0] and np.isnan(line["slope"]).all()
