@@ -150,12 +150,31 @@ def _agentic(t: dict[str, Any], text: str) -> None:
     assert 0.0 < t["replay_hit_ratio"] < 1.0
 
 
+def _mixes(t: dict[str, Any], text: str) -> None:
+    # what was asked: shares 0.6 / 0.3 / 0.1, a 3x spike, Zipf(1.1) over 20 adapters
+    share = t["share"]
+    assert abs(share["interactive"] - 0.6) < 0.06 and abs(share["standard"] - 0.3) < 0.06
+    assert abs(share["offline"] - 0.1) < 0.02  # a batch's count is its share, exactly
+    assert t["offline_requests"] > 0
+    assert abs(t["spike_ratio_mean"] - 3.0) < 3 * t["spike_ratio_se"] + 0.3
+    assert abs(t["zipf_fitted"] - 1.1) < 0.2 and t["adapters"] >= 15
+    # every request replayed; the backlog never counts against an SLO
+    assert t["replayed"] == t["requests"] and t["failed"] == 0
+    assert set(t["attainment"]) == {"interactive", "standard", "offline"}
+    assert t["attainment"]["offline"] == 1.0
+    # priority scheduling: in the spike the priority-0 class waits less than priority 1
+    spike = t["ttft_p50_in_spike"]
+    assert spike["interactive"] < spike["standard"]
+    assert "Replayed with priority scheduling" in text
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "01_llm_traces": _llm_traces,
     "02_serverless_cold_starts": _serverless,
     "03_fairness": _fairness,
     "04_synthesize_and_replay": _synthesize,
     "05_agentic_sessions": _agentic,
+    "06_workload_mixes": _mixes,
 }
 
 
