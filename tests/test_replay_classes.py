@@ -66,20 +66,20 @@ def test_server_lists_models_and_adapters_and_refuses_unknown_ones():
 
 @pytest.fixture(scope="module")
 def two_models():
-    """Default model: 0.1 ms/token prefill, 5 ms/token decode; ``big``: 0.5 and 20."""
-    config = models_config(["small=0.1,5", "big=0.5,20"], prefill_base_s=BASE)
+    """Default model: 0.05 ms/token prefill, 5 ms/token decode; ``big``: 0.6 and 20."""
+    config = models_config(["small=0.05,5", "big=0.6,20"], prefill_base_s=BASE)
     with Server(config) as server:
         yield server
 
 
 def _classes_trace() -> pl.DataFrame:
-    """12 requests 0.25 s apart (the longest prefill takes 0.205 s: they never overlap),
+    """12 requests 0.3 s apart (the longest prefill takes 0.245 s: they never overlap),
     half to each model, inputs 40/80/400/600 tokens; class ``interactive`` (own TTFT SLO
     0.1 s, TPOT SLO 10 ms) and ``batch`` (no SLO of its own)."""
     n_in = [40, 80, 400, 600] * 3
     return pl.DataFrame({
         "request_id": [f"r{i}" for i in range(12)],
-        "arrival_s": np.arange(12) * 0.25,
+        "arrival_s": np.arange(12) * 0.3,
         "input_tokens": n_in,
         "output_tokens": [4] * 12,
         "model": ["big", "small"] * 6,
@@ -125,7 +125,8 @@ def test_per_class_attainment_matches_the_cost_model(classes_run, two_models):
     flag = 0.15  # the command's TTFT SLO, for the class without one
     slo = np.where(trace["slo_ttft_s"].is_null().to_numpy(), flag,
                    trace["slo_ttft_s"].fill_null(0).to_numpy())
-    assert np.abs(ttft - slo).min() > 0.015  # no request near its threshold
+    # no request near its threshold: a loaded machine's jitter stays below these margins
+    assert np.abs(ttft - slo).min() > 0.05
     tpot_ok = np.where(trace["slo_tpot_s"].is_null().to_numpy(), True,
                        tpot <= trace["slo_tpot_s"].fill_null(0).to_numpy())
     good = (ttft <= slo) & tpot_ok
