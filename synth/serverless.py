@@ -21,9 +21,15 @@ superpositions (:func:`superpose_functions`) move whole functions.
   sub-window timer). Fitted: period, phase (first firing, plus the offset inside its window
   where times resolve it, else a seeded uniform offset per function, fixed over the sample,
   as a timer's is), jitter (share of gaps of g ± 1 windows: a firing moved by one window),
-  and the missed-firing probability (Σ(k − 1) over gaps of k·g, over all firings due).
+  and the missed-firing probability over the timer's alive stretch (:func:`_lifetime`: a
+  timer seen in part of the trace fires in one stretch of that share of a sample, so its
+  rate and its run of regular firings are both kept).
   Timers (``trigger == "timer"``) need :data:`TIMER_SHARE` of their gaps on the grid (g ± 1
   included), other triggers :data:`OTHER_SHARE`, and every timer :data:`MIN_FIRINGS` firings.
+  Where per-invocation times resolve the firings, timers are detected and fitted on them
+  instead (:mod:`servetrace.synth.serverless_exact`: clock-anchored period and phase by least
+  squares, each firing's offset from its due time drawn from the fitted offsets), and a grid
+  timer whose resolved firings are off any clock is not one.
 * ``modulated`` (:class:`Modulated`, the rest): a stationary Gaussian-copula process of
   per-window counts (the stochastic rate factor of :mod:`servetrace.synth.model`, used here on
   counts): count_t = Q_f(u_t), with ``Q_f`` the function's empirical count distribution (an
@@ -56,6 +62,10 @@ superpositions (:func:`superpose_functions`) move whole functions.
   Σ (g/Δ − 1/(c+1))² = Σ c/((c+1)²((c+1)κ + 1)) is solved for κ. Per-window traces (Azure
   2019) cannot resolve it: their κ is *stated* (default 1, or carried from a trace that
   resolves it by ``fit(..., within=fit_within(invocations))``), and ``source`` says which.
+  From per-invocation times each function with enough windows of two invocations or more
+  also gets its own κ by maximum likelihood (:attr:`Modulated.kappa`,
+  :func:`servetrace.synth.serverless_exact.fit_kappa`: fan-out bursts and steady functions
+  are not one κ); the trace's κ stays for the others and for carrying to per-window traces.
 
 **Durations and memory** come from each function's percentiles through the monotone cubic
 quantile function of :mod:`servetrace.synth.serverless_quantiles` (exact at every percentile);
@@ -86,6 +96,7 @@ import polars as pl
 from scipy import optimize
 
 from servetrace.loaders.schema import conform
+from servetrace.synth import serverless_exact as svx
 from servetrace.synth import serverless_quantiles as sq
 from servetrace.synth.parameters import ScaleRecord
 from servetrace.synth.serverless_counts import (
@@ -111,9 +122,14 @@ from servetrace.synth.serverless_counts import (
     fit_harmonics,
     grid,
 )
+from servetrace.synth.serverless_exact import OFFSET_SIZE
 
-VERSION = "serverless-1"
-"""Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others."""
+VERSION = "serverless-2"
+"""Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others
+than :data:`READABLE`."""
+READABLE = ("serverless-1", VERSION)
+"""Formats :meth:`ServerlessModel.from_json` reads: ``serverless-1`` lacks the per-timer
+offsets and per-function κ of exact times (their defaults: none)."""
 SPARSE = 0.5
 """Share of empty windows from which a function's activity is a renewal of its gaps."""
 MIN_ACTIVE_H = 2
@@ -147,6 +163,13 @@ class Periodic:
     """Invocations per firing: ``BATCH_SIZE`` quantiles per function, flattened."""
     jitter: tuple[float, ...]
     miss: tuple[float, ...]
+    alive: tuple[float, ...] = ()
+    """Share of a sample's time each timer fires, in one stretch at a seeded uniform place
+    inside the sample; 1 or empty: all of it (:func:`_lifetime`)."""
+    offset_s: tuple[float, ...] = ()
+    """Timers fitted on exact times (:func:`~servetrace.synth.serverless_exact.exact_timers`):
+    ``OFFSET_SIZE`` quantiles per timer of its firings' offsets from their due times,
+    flattened; NaN rows for timers fitted on the window grid; empty: none."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +187,10 @@ class Modulated:
     gaps: tuple[float, ...] = ()
     """Sparse functions' gaps between active windows: ``GAP_SIZE`` quantiles per function,
     flattened; NaN rows for the copula functions (module doc)."""
+    kappa: tuple[float, ...] = ()
+    """Per function, its own within-window Dirichlet κ where per-invocation times resolve it
+    (:func:`~servetrace.synth.serverless_exact.fit_kappa`); NaN or empty: the model's
+    :attr:`WithinWindow.kappa`."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +241,7 @@ class ServerlessModel:
         if p.index:
             r[list(p.index)] = (np.asarray(p.batch).reshape(-1, BATCH_SIZE).mean(axis=1)
                                 * (1 - np.asarray(p.miss))
+                                * (np.asarray(p.alive) if p.alive else 1.0)
                                 / np.asarray(p.period_s))
         m = self.modulated
         if m.index:
@@ -246,9 +274,9 @@ class ServerlessModel:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("type") != "ServerlessModel":
             raise ValueError("from_json: not a servetrace ServerlessModel document")
-        if data.get("version") != VERSION:
-            raise ValueError(f"from_json: model version {data.get('version')!r} is not the "
-                             f"supported version {VERSION!r}")
+        if data.get("version") not in READABLE:
+            raise ValueError(f"from_json: model version {data.get('version')!r} is not a "
+                             f"supported version ({', '.join(READABLE)})")
         def tup(cls, d):  # lists back to tuples, null back to NaN
             hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
             return cls(**{k: tuple(math.nan if x is None and "float" in hints[k] else x
@@ -262,7 +290,7 @@ class ServerlessModel:
             n_invocations=int(data["n_invocations"]), time_scale=float(data["time_scale"]),
             history=tuple(ScaleRecord(r["op"], tuple(tuple(p) for p in r["params"]))
                           for r in data["history"]),
-            version=data["version"])
+            version=VERSION)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -338,6 +366,69 @@ def _knots(functions: pl.DataFrame | None, g: Grid, columns: tuple[str, ...],
     return out
 
 
+def _with_exact_timers(det: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
+    """The grid detection with the timers that exact times find (period, phase, misses,
+    batches, firing offsets) in place of the grid's figures for those functions, and the
+    grid's timers whose resolved firings are off the clock demoted; adds ``phase_x`` and
+    ``offset`` (NaN rows where the grid's figures stay)."""
+    x = exact.filter(pl.col("periodic"))
+    nan_rows = np.full((det.height, OFFSET_SIZE), np.nan)
+    # firings that exact times resolve and find off any clock grid: the grid was too coarse
+    off_clock = np.isin(det["fid"].to_numpy(), exact.filter(~pl.col("periodic"))["fid"])
+    det = det.with_columns(pl.Series("periodic", det["periodic"].to_numpy() & ~off_clock))
+    out = det.with_columns(pl.lit(None, pl.Float64).alias("phase_x"),
+                           pl.Series("offset", nan_rows))
+    if x.height == 0:
+        return out
+    pos = np.searchsorted(det["fid"].to_numpy(), x["fid"].to_numpy())
+    periodic = det["periodic"].to_numpy().copy()
+    periodic[pos] = True
+    cols = {"period_s": x["period_s"], "window_phase_s": x["window_phase_s"],
+            "jitter": pl.Series(np.zeros(x.height)), "miss": x["miss"]}
+    upd = {}
+    for name, values in cols.items():
+        v = det[name].to_numpy().astype(np.float64).copy()
+        v[pos] = values.to_numpy()
+        upd[name] = v
+    batch = np.vstack(det["batch"].to_list()).astype(np.float64) if det.height else \
+        np.zeros((0, BATCH_SIZE))
+    batch[pos] = x["batch"].to_numpy()
+    offset = nan_rows.copy()
+    offset[pos] = x["offset"].to_numpy()
+    phase = np.full(det.height, np.nan)
+    phase[pos] = x["phase_s"].to_numpy()
+    return det.with_columns(
+        pl.Series("periodic", periodic), *(pl.Series(k, v) for k, v in upd.items()),
+        pl.Series("batch", batch), pl.Series("phase_x", phase).fill_nan(None),
+        pl.Series("offset", offset))
+
+
+def _lifetime(det: pl.DataFrame, counts: np.ndarray, window_s: float) -> pl.DataFrame:
+    """Each timer's alive share of the fitted span and its missed firings while alive.
+
+    A timer seen only in part of the trace (created or stopped inside it) fires for
+    alive = (round((m_last − m_first)·Δ / P) + 1) · P seconds, m the first and last active
+    windows (the whole span when that leaves less than one period out); its missed-firing
+    probability is 1 − N / (due · b̄) over the due = alive / P firings, N its invocations
+    and b̄ the mean of its batch table (clipped to [0, 0.99]). Thinning the firings of the
+    whole span instead would keep the rate but scatter a run of regular firings (CV 0) into
+    random gaps; firing the whole span at the alive part's rate would inflate the rate."""
+    fid = det["fid"].to_numpy()
+    n_t = counts.shape[1]
+    span = n_t * window_s
+    active = counts[fid] > 0
+    first = np.argmax(active, axis=1)
+    last = n_t - 1 - np.argmax(active[:, ::-1], axis=1)
+    period = det["period_s"].to_numpy()
+    alive = (np.round((last - first) * window_s / period) + 1) * period
+    alive = np.where(alive + period >= span, span, np.minimum(alive, span))
+    due = np.maximum(alive / period, 1.0)
+    bmean = np.vstack(det["batch"].to_list()).mean(axis=1) if det.height else np.zeros(0)
+    n = counts[fid].sum(axis=1)
+    miss = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
+    return det.with_columns(pl.Series("miss", miss), pl.Series("alive", alive / span))
+
+
 def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFrame | None = None,
         *, within: WithinWindow | None = None, window_s: float = 60.0,
         source: str | None = None) -> ServerlessModel:
@@ -360,19 +451,28 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         g = dataclasses.replace(g, keys=keys.with_columns(
             pl.coalesce("trigger", "_t").alias("trigger")).drop("_t"))
     det = detect_periodic(g)
+    if g.times is not None:  # timers on the clock, seen on exact times (serverless_exact)
+        det = _with_exact_timers(det, svx.exact_timers(g))
     n_f, n_t = g.counts.shape
+    det = _lifetime(det, g.counts, g.window_s)
     per = np.zeros(n_f, dtype=bool)
     per[det["fid"].to_numpy()] = det["periodic"].to_numpy()
     pdet = det.filter(pl.col("periodic"))
     pf = pdet["fid"].to_numpy()
     phase = _timer_phase(g, pf, pdet["period_s"].to_numpy())
+    offset = ()
+    if "offset" in pdet.columns:
+        exact = pdet["phase_x"].is_not_null().to_numpy()
+        phase = np.where(exact, pdet["phase_x"].fill_null(np.nan).to_numpy(), phase)
+        offset = tuple(float(v) for v in pdet["offset"].to_numpy().ravel())
     periodic = Periodic(
         index=tuple(int(i) for i in pf), period_s=tuple(pdet["period_s"].to_list()),
         phase_s=tuple(float(x) for x in phase),
         window_phase_s=tuple(pdet["window_phase_s"].to_list()),
         batch=tuple(float(b) for b in np.vstack(pdet["batch"].to_list() or
                                                    [np.zeros((0, BATCH_SIZE))]).ravel()),
-        jitter=tuple(pdet["jitter"].to_list()), miss=tuple(pdet["miss"].to_list()))
+        jitter=tuple(pdet["jitter"].to_list()), miss=tuple(pdet["miss"].to_list()),
+        offset_s=offset, alive=tuple(pdet["alive"].to_list()))
     mf = np.flatnonzero(~per)
     span = n_t * g.window_s
     periods = _harmonic_periods(span)
@@ -390,13 +490,14 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
     hurst = np.full(len(mf), 0.5)
     if busy.any():
         hurst[busy] = calibrate_hurst(x[busy], zero_p[busy], table_[busy])
+    if within is None:
+        within = fit_within(frame, window_s) if g.times is not None else WithinWindow()
+    kappa = svx.fit_kappa(g, math.nan)[mf] if g.times is not None else np.zeros(0)
     modulated = Modulated(
         index=tuple(int(i) for i in mf), zero_p=tuple(float(z) for z in zero_p),
         table=tuple(float(v) for v in table_.ravel()), hurst=tuple(float(h) for h in hurst),
         harmonic_periods_s=periods, harmonics=tuple(float(v) for v in coef.ravel()),
-        gaps=tuple(float(v) for v in gaps.ravel()))
-    if within is None:
-        within = fit_within(frame, window_s) if g.times is not None else WithinWindow()
+        gaps=tuple(float(v) for v in gaps.ravel()), kappa=tuple(float(k) for k in kappa))
     dur = _knots(functions, g, sq.DURATION_COLUMNS, sq.DURATION_PROBS, "duration_s")
     mem = _knots(functions, g, sq.MEMORY_COLUMNS, sq.MEMORY_PROBS, "memory_mb")
     keys = g.keys
@@ -457,6 +558,18 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
     return np.asarray(m.index, dtype=np.int64)[f], w, c
 
 
+def _cell_kappa(model: ServerlessModel, fid: np.ndarray) -> float | np.ndarray:
+    """κ per sampled window of function ``fid``: its own where fitted, else the model's."""
+    m = model.modulated
+    own = np.asarray(m.kappa, dtype=np.float64)
+    if own.size == 0 or not np.isfinite(own).any():
+        return model.within.kappa
+    per_f = np.full(model.n_functions, model.within.kappa)
+    per_f[np.asarray(m.index, dtype=np.int64)] = np.where(np.isfinite(own), own,
+                                                         model.within.kappa)
+    return per_f[fid]
+
+
 def _periodic_times(model: ServerlessModel, duration: float, start_s: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     p = model.periodic
@@ -477,11 +590,19 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
     k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first_k, n)
     t = phase[fid] + k * period[fid] - start_s
     keep = rng.random(len(t)) >= np.asarray(p.miss)[fid]
+    if p.alive:  # one alive stretch per timer, at a seeded place inside the sample
+        a = np.asarray(p.alive)
+        begin = _rng(seed, 9).random(len(idx)) * (1 - a) * duration
+        keep &= (t >= begin[fid]) & (t < begin[fid] + a[fid] * duration)
     shift = rng.random(len(t))
     jit = np.asarray(p.jitter)[fid]
     t = t + np.where(shift < jit / 2, -model.window_s,
                      np.where(shift < jit, model.window_s, 0.0))
     fid, t = fid[keep], t[keep]
+    if p.offset_s:  # timers on exact times: each firing off its due time as fitted
+        off = np.asarray(p.offset_s).reshape(-1, OFFSET_SIZE)
+        o = off[fid, (_rng(seed, 8).random(len(fid)) * OFFSET_SIZE).astype(np.int64)]
+        t = t + np.where(np.isfinite(o), o, 0.0)
     table = np.asarray(p.batch).reshape(-1, BATCH_SIZE)
     b = table[fid, (rng.random(len(fid)) * BATCH_SIZE).astype(np.int64)].astype(np.int64)
     fid, t = np.repeat(fid, b), np.repeat(t, b)
@@ -507,7 +628,7 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
     w = model.window_s
     n_t = math.ceil(dur_m / w)
     f_m, win, cnt = _modulated_counts(model, n_t, start_m, seed)
-    pos = dirichlet_positions(cnt, model.within.kappa, _rng(seed, 3))
+    pos = dirichlet_positions(cnt, _cell_kappa(model, f_m), _rng(seed, 3))
     t_m = (np.repeat(win, cnt) + pos) * w
     f_m = np.repeat(f_m, cnt)
     f_p, t_p = _periodic_times(model, dur_m, start_m, seed)

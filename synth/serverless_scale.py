@@ -101,14 +101,18 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
             phase_s=tuple(phase.tolist()), window_phase_s=tuple(wphase.tolist()),
             batch=tuple(np.asarray(p.batch).reshape(-1, BATCH_SIZE)[pj].ravel().tolist()),
             jitter=tuple(np.asarray(p.jitter)[pj].tolist()),
-            miss=tuple(np.asarray(p.miss)[pj].tolist())),
+            miss=tuple(np.asarray(p.miss)[pj].tolist()),
+            alive=tuple(np.asarray(p.alive)[pj].tolist()) if p.alive else (),
+            offset_s=(tuple(np.asarray(p.offset_s).reshape(len(p.index), -1)[pj].ravel()
+                            .tolist()) if p.offset_s else ())),
         modulated=Modulated(
             index=tuple(m_new.tolist()),
             zero_p=tuple(np.asarray(m.zero_p)[mj].tolist()),
             table=tuple(tab[mj].ravel().tolist()), hurst=tuple(np.asarray(m.hurst)[mj].tolist()),
             harmonic_periods_s=m.harmonic_periods_s, harmonics=tuple(har[mj].ravel().tolist()),
             gaps=(tuple(np.asarray(m.gaps).reshape(len(m.index), GAP_SIZE)[mj].ravel().tolist())
-                  if m.gaps else ())),
+                  if m.gaps else ()),
+            kappa=tuple(np.asarray(m.kappa)[mj].tolist()) if m.kappa else ()),
         sizes=dataclasses.replace(s, duration_s=tuple(dk.ravel().tolist()),
                                   memory_mb=tuple(mk.ravel().tolist())),
         n_invocations=model.n_invocations,
