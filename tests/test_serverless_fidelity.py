@@ -139,8 +139,15 @@ def test_azure_2021_within_minute_fitted(shared):
     assert model.n_functions == inv["function"].n_unique()
     s = model.sample(3600.0, seed=0)
     assert s["duration_s"].null_count() == 0
-    out = sf.holdout(inv, runs=2)
-    assert set(out["metric"]) >= {"iat_cv_ks", "cold_fixed10_error", "duration_mean_error"}
+    out = sf.holdout(inv, runs=3)
+    assert set(out["metric"]) >= {"iat_cv_ks", "cold_fixed10_error", "duration_mean_error",
+                                  *sf.FINE_METRICS}
+    # below the minute (README: 20 seeds): clock-anchored timers and fan-out bursts that the
+    # uniform within-minute replay spreads out; the model is below both baselines held out
+    for m in ("exact_iat_cv_ks", "gap_ks", "fine_idc_max_rel_error", "iat_cv_ks"):
+        assert _row(out, m)["model_best"], (m, out)
+    assert _row(out, "exact_iat_cv_ks")["model"] < 0.3 < _row(out, "exact_iat_cv_ks")[
+        "replay_uniform"]
 
 
 def test_joint_dependence_across_functions_kept(af19):
