@@ -67,6 +67,11 @@ superpositions (:func:`superpose_functions`) move whole functions.
   :func:`servetrace.synth.serverless_exact.fit_kappa`: fan-out bursts and steady functions
   are not one κ); the trace's κ stays for the others and for carrying to per-window traces.
 
+* ``chained`` (:class:`Chained`, closed loops, from per-invocation times and durations:
+  :func:`servetrace.synth.serverless_exact.closed_loop`): each invocation starts an idle time
+  (drawn from the function's ``IDLE_SIZE`` idle quantiles) after the previous one ends, so
+  the durations a sample draws set its arrivals.
+
 **Durations and memory** come from each function's percentiles through the monotone cubic
 quantile function of :mod:`servetrace.synth.serverless_quantiles` (exact at every percentile);
 from per-invocation data the percentiles are first computed at the same probabilities.
@@ -122,7 +127,7 @@ from servetrace.synth.serverless_counts import (
     fit_harmonics,
     grid,
 )
-from servetrace.synth.serverless_exact import OFFSET_SIZE
+from servetrace.synth.serverless_exact import IDLE_SIZE, OFFSET_SIZE
 
 VERSION = "serverless-2"
 """Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others
@@ -145,7 +150,7 @@ class Functions:
     function: tuple[str, ...]
     trigger: tuple[str | None, ...]
     kind: tuple[str, ...]
-    """``periodic`` or ``modulated``."""
+    """``periodic``, ``modulated`` or ``chained``."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,16 @@ class Modulated:
 
 
 @dataclass(frozen=True)
+class Chained:
+    """Closed loops (:func:`~servetrace.synth.serverless_exact.closed_loop`): each invocation
+    starts an idle time after the previous one ends; ``IDLE_SIZE`` idle quantiles per
+    function, flattened."""
+
+    index: tuple[int, ...] = ()
+    idle_s: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class WithinWindow:
     """Dirichlet(κ) spacing of a window's invocations; ``source`` ``fitted`` or ``stated``."""
 
@@ -227,6 +242,7 @@ class ServerlessModel:
     time_scale: float = 1.0
     """Model seconds per sampled second (time compression; 1 = none)."""
     history: tuple[ScaleRecord, ...] = ()
+    chained: Chained = Chained()
     version: str = VERSION
 
     @property
@@ -251,6 +267,16 @@ class ServerlessModel:
                 g = np.asarray(m.gaps).reshape(len(m.index), GAP_SIZE).mean(axis=1)
                 active = np.where(np.isfinite(g), 1 / np.where(np.isfinite(g), g, 1), active)
             r[list(m.index)] = active * tab.mean(axis=1) / self.window_s
+        c = self.chained
+        if c.index:
+            idx = np.asarray(c.index, dtype=np.int64)
+            u = np.tile((np.arange(64) + 0.5) / 64, len(idx))
+            s = self.sizes
+            d = sq.pchip(np.asarray(s.duration_probs),
+                         np.asarray(s.duration_s).reshape(self.n_functions, -1),
+                         np.repeat(idx, 64), u).reshape(len(idx), 64).mean(axis=1)
+            idle = np.asarray(c.idle_s).reshape(len(idx), IDLE_SIZE).mean(axis=1)
+            r[idx] = 1 / np.maximum(np.nan_to_num(d) + idle, 1e-9)
         return r * self.time_scale
 
     @property
@@ -290,6 +316,7 @@ class ServerlessModel:
             n_invocations=int(data["n_invocations"]), time_scale=float(data["time_scale"]),
             history=tuple(ScaleRecord(r["op"], tuple(tuple(p) for p in r["params"]))
                           for r in data["history"]),
+            chained=tup(Chained, data["chained"]) if "chained" in data else Chained(),
             version=VERSION)
 
     def save(self, path: str | Path) -> Path:
@@ -455,6 +482,11 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         det = _with_exact_timers(det, svx.exact_timers(g))
     n_f, n_t = g.counts.shape
     det = _lifetime(det, g.counts, g.window_s)
+    loops = svx.closed_loop(g).filter(pl.col("loop"))
+    chain = np.zeros(n_f, dtype=bool)
+    chain[loops["fid"].to_numpy()] = True
+    # a closed loop's arrivals follow its durations: neither a timer nor a count process
+    det = det.with_columns(pl.col("periodic") & ~pl.Series(chain[det["fid"].to_numpy()]))
     per = np.zeros(n_f, dtype=bool)
     per[det["fid"].to_numpy()] = det["periodic"].to_numpy()
     pdet = det.filter(pl.col("periodic"))
@@ -473,7 +505,7 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
                                                    [np.zeros((0, BATCH_SIZE))]).ravel()),
         jitter=tuple(pdet["jitter"].to_list()), miss=tuple(pdet["miss"].to_list()),
         offset_s=offset, alive=tuple(pdet["alive"].to_list()))
-    mf = np.flatnonzero(~per)
+    mf = np.flatnonzero(~per & ~chain)
     span = n_t * g.window_s
     periods = _harmonic_periods(span)
     x = g.counts.astype(np.float64) if len(mf) == n_f else g.counts[mf].astype(np.float64)
@@ -508,11 +540,14 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         functions=Functions(
             tenant=tuple(keys["tenant"].to_list()), app=tuple(keys["app"].to_list()),
             function=tuple(keys["function"].to_list()), trigger=tuple(keys["trigger"].to_list()),
-            kind=tuple("periodic" if p else "modulated" for p in per)),
+            kind=tuple("periodic" if p else "chained" if c else "modulated"
+                       for p, c in zip(per, chain, strict=True))),
         periodic=periodic, modulated=modulated, within=within,
         sizes=Sizes(sq.DURATION_PROBS, tuple(float(v) for v in dur.ravel()),
                     sq.MEMORY_PROBS, tuple(float(v) for v in mem.ravel())),
-        n_invocations=int(g.counts.sum()))
+        n_invocations=int(g.counts.sum()),
+        chained=Chained(index=tuple(int(i) for i in loops["fid"]),
+                        idle_s=tuple(float(v) for v in loops["idle"].to_numpy().ravel())))
 
 
 def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: int
@@ -610,6 +645,42 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
     return idx[fid[ok]], t[ok]
 
 
+def _chained_times(model: ServerlessModel, duration: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed loops: per function, durations d_k from its quantile function and idle times
+    from its idle table, t_(k+1) = t_k + d_k + idle_k, from a uniform place in a first
+    cycle; (function, time, duration) of the invocations in [0, duration)."""
+    c = model.chained
+    if not c.index:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    rng = _rng(seed, 10)
+    idx = np.asarray(c.index, dtype=np.int64)
+    idle = np.asarray(c.idle_s).reshape(len(idx), IDLE_SIZE)
+    s = model.sizes
+    probs = np.asarray(s.duration_probs)
+    knots = np.asarray(s.duration_s).reshape(model.n_functions, -1)
+    cycle = 1 / np.maximum(model.function_rates()[idx] / model.time_scale, 1e-12)
+    k = int(np.ceil(duration / max(float(cycle.min()), 1e-3) * 1.5)) + 16
+    fids, ts, ds = [], [], []
+    # each row a chain: extended (rarely) until every chain passes the end
+    t0 = -rng.random(len(idx)) * cycle
+    rows = np.arange(len(idx))
+    while rows.size:
+        d = np.nan_to_num(sq.pchip(probs, knots, np.repeat(idx[rows], k),
+                                   rng.random(rows.size * k)).reshape(rows.size, k))
+        gap = d + idle[rows[:, None], (rng.random((rows.size, k)) * IDLE_SIZE).astype(np.int64)]
+        t = t0[rows, None] + np.concatenate([np.zeros((rows.size, 1)),
+                                             np.cumsum(gap, axis=1)[:, :-1]], axis=1)
+        r, j = np.nonzero((t >= 0) & (t < duration))
+        fids.append(idx[rows[r]])
+        ts.append(t[r, j])
+        ds.append(d[r, j])
+        end = t[:, -1] + gap[:, -1]
+        t0[rows] = end
+        rows = rows[end < duration]
+    return np.concatenate(fids), np.concatenate(ts), np.concatenate(ds)
+
+
 def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float = 0.0
            ) -> pl.DataFrame:
     """A synthetic ``invocations`` table over ``[0, duration_s)``.
@@ -632,17 +703,20 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
     t_m = (np.repeat(win, cnt) + pos) * w
     f_m = np.repeat(f_m, cnt)
     f_p, t_p = _periodic_times(model, dur_m, start_m, seed)
-    fid = np.concatenate([f_m, f_p])
-    t = np.concatenate([t_m, t_p])
+    f_c, t_c, d_c = _chained_times(model, dur_m, seed)
+    fid = np.concatenate([f_m, f_p, f_c])
+    t = np.concatenate([t_m, t_p, t_c])
+    fixed = np.concatenate([np.full(len(f_m) + len(f_p), np.nan), d_c])
     keep = t < dur_m
-    fid, t = fid[keep], t[keep] / ts
+    fid, t, fixed = fid[keep], t[keep] / ts, fixed[keep]
     order = np.argsort(t, kind="stable")
-    fid, t = fid[order], t[order]
+    fid, t, fixed = fid[order], t[order], fixed[order]
     rng = _rng(seed, 4)
     s = model.sizes
     dur = sq.pchip(np.asarray(s.duration_probs),
                    np.asarray(s.duration_s).reshape(model.n_functions, -1), fid,
                    rng.random(len(fid)))
+    dur = np.where(np.isfinite(fixed), fixed, dur)  # a closed loop's own durations
     mem = sq.pchip(np.asarray(s.memory_probs),
                    np.asarray(s.memory_mb).reshape(model.n_functions, -1), fid,
                    rng.random(len(fid)))

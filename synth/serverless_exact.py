@@ -1,5 +1,5 @@
 """What per-invocation times resolve below the window, for :func:`servetrace.synth.serverless.fit`:
-timers anchored to the clock, and each function's own within-window spacing.
+timers anchored to the clock, each function's own within-window spacing, closed loops.
 
 A per-minute trace (Azure Functions 2019) sees a timer as a function active every g-th
 minute; per-invocation times (Azure Functions 2021, Zhang et al., SOSP 2021) show more, and
@@ -32,6 +32,12 @@ the minute grid gets some of it wrong:
   trace mixes fan-out bursts (many invocations milliseconds apart: κ → 0) with steady
   functions (gaps close to even: κ large) and gets both wrong.
 
+* **Closed loops** (:func:`closed_loop`): a function whose next invocation starts when the
+  previous one ends (gaps = duration + a nearly constant idle time) is sampled as that
+  chain, the durations it draws setting its arrivals, instead of arrivals drawn apart from
+  durations: the idle times a keep-alive policy sees are the loop's milliseconds, not the
+  gaps' seconds.
+
 Everything is vectorized over functions (Polars group-bys; the κ equation is solved by
 bisection on all functions at once).
 """
@@ -54,6 +60,14 @@ SAME_FIRING_S = 1.0
 """Invocations of a function closer than this are one firing (its batch)."""
 MIN_WITHIN_GAPS = 10
 """Fewest within-window gaps for a function's own κ."""
+MIN_LOOP_GAPS = 20
+"""Fewest gaps for a closed-loop test."""
+LOOP_SD_RATIO = 0.25
+"""A closed loop's idle times vary at most this share of its gaps' standard deviation."""
+LOOP_OVERLAP_S = 0.01
+"""Idle times down to minus this count as starting after the previous end (clock rounding)."""
+IDLE_SIZE = 16
+"""Quantiles of a closed loop's idle times kept per function."""
 REFINE = 3
 """Rounds of due-firing assignment and least squares in :func:`exact_timers`."""
 KAPPA_RANGE = (1e-3, 1e3)
@@ -186,3 +200,38 @@ def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
         hi = np.where(pos, hi, mid)
     out[ok] = np.exp((lo + hi) / 2)[ok]
     return out
+
+
+def closed_loop(g: Grid) -> pl.DataFrame:
+    """Closed-loop functions from per-invocation times and durations (module doc): per
+    function with at least :data:`MIN_LOOP_GAPS` gaps, whether it is one and its idle times'
+    ``IDLE_SIZE`` quantiles (seconds from an invocation's end to the next one's start).
+
+    A function whose next invocation starts when the previous one ends (a queue drained
+    message by message, a loop that re-triggers itself) has gaps g_i = d_i + idle_i with
+    the idle times nearly constant, so the durations explain the gaps: sd(idle) ≤
+    :data:`LOOP_SD_RATIO` · sd(gap), and nearly all idle times ≥ 0 (an invocation does not
+    start before the previous one ends). For arrivals independent of durations, sd(idle)² =
+    sd(gap)² + sd(d)² ≥ sd(gap)², and a timer's gaps are steadier than its durations: neither
+    passes. Returns fid, loop, and the idle quantile table ``idle``."""
+    if g.times is None or "duration_s" not in g.times.columns:
+        return pl.DataFrame({"fid": [], "loop": [], "idle": []},
+                            schema={"fid": pl.Int64, "loop": pl.Boolean,
+                                    "idle": pl.Array(pl.Float64, IDLE_SIZE)})
+    t = (g.times.select("fid", "arrival_s", "duration_s").drop_nulls("duration_s")
+         .sort("fid", "arrival_s")
+         .with_columns(pl.col("arrival_s").diff().over("fid").alias("gap"),
+                       (pl.col("arrival_s") - (pl.col("arrival_s") + pl.col("duration_s"))
+                        .shift().over("fid")).alias("idle"))
+         .drop_nulls("gap"))
+    per = t.group_by("fid").agg(
+        pl.len().alias("n"), pl.col("gap").std().alias("sd_gap"),
+        pl.col("idle").std().alias("sd_idle"),
+        (pl.col("idle") >= -LOOP_OVERLAP_S).mean().alias("after"),
+        *[pl.col("idle").quantile((j + 0.5) / IDLE_SIZE, "nearest").alias(f"i{j}")
+          for j in range(IDLE_SIZE)]).filter(pl.col("n") >= MIN_LOOP_GAPS).sort("fid")
+    loop = ((per["sd_idle"] <= LOOP_SD_RATIO * per["sd_gap"]) & (per["after"] >= 0.95)
+            & (per["sd_gap"] > 0))
+    idle = np.maximum(per.select(f"i{j}" for j in range(IDLE_SIZE)).to_numpy(), 0.0)
+    return pl.DataFrame({"fid": per["fid"], "loop": loop.fill_null(False),
+                         "idle": idle}, schema_overrides={"fid": pl.Int64})

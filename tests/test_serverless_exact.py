@@ -159,3 +159,48 @@ def test_json_round_trip_and_previous_version(clock):
     old = sv.ServerlessModel.from_json(json.dumps(doc))
     assert old.version == sv.VERSION and old.periodic.offset_s == ()
     assert old.sample(600.0, seed=1).height > 0
+
+
+def test_closed_loop_chain_of_durations():
+    """A closed loop: lognormal durations (median 30 s, σ 0.15), each next invocation 20 …
+    100 ms after the previous one ends, beside a Poisson function of the same rate whose
+    durations are drawn apart from its arrivals. Only the loop is one (sd of its idle times
+    0.02 s against 4.5 s of its gaps); its samples keep the rate, gaps of the durations' CV
+    and a 10 s keep-alive's cold starts (only the first: every idle time is ms), also
+    in a subset of the model."""
+    rng = np.random.default_rng(3)
+    d = np.exp(np.log(30.0) + 0.15 * rng.standard_normal(700))
+    t = np.concatenate([[0.0], np.cumsum(d + rng.uniform(0.02, 0.1, 700))[:-1]])
+    keep = t < SPAN
+    t, d = t[keep], d[keep]
+    n = len(t)
+    tp = np.sort(rng.random(n) * SPAN)
+    dp = np.exp(np.log(30.0) + 0.15 * rng.standard_normal(n))
+    table = pl.DataFrame({"trace": "sim", "arrival_s": np.concatenate([t, tp]),
+                          "app": ["loop"] * n + ["other"] * n,
+                          "function": ["loop"] * n + ["other"] * n,
+                          "duration_s": np.concatenate([d, dp])}).sort("arrival_s")
+    g = svc.grid(table)
+    cl = svx.closed_loop(g).join(pl.DataFrame({"fid": np.arange(2),
+                                               "function": g.keys["function"]}), on="fid")
+    assert cl.filter(pl.col("function") == "loop")["loop"].item()
+    assert not cl.filter(pl.col("function") == "other")["loop"].item()
+    idle = cl.filter(pl.col("function") == "loop")["idle"].to_numpy()[0]
+    assert idle.min() >= 0.02 - 1e-9 and idle.max() <= 0.1
+    model = sv.fit(table)
+    i = model.functions.function.index("loop")
+    assert model.functions.kind[i] == "chained"
+    assert model.function_rates()[i] == pytest.approx(n / SPAN, rel=0.03)
+    from servetrace.analysis import keepalive as ka
+    for seed in range(2):
+        s = model.sample(SPAN, seed).filter(pl.col("function") == "loop")
+        assert abs(s.height - n) < 4 * np.sqrt(n) * 0.15 + 3
+        gaps = np.diff(s["arrival_s"].to_numpy())
+        assert gaps.std() / gaps.mean() == pytest.approx(0.15, abs=0.03)
+        cold = ka.simulate(s, ka.FixedKeepAlive(10.0), by="app")["cold_starts"].item()
+        assert cold == 1
+    from servetrace.synth import serverless_scale as sc
+    sub = sc.subset(model, [i, i])  # the loop and a replica of it
+    assert sub.chained.index == (0, 1) and sub.functions.kind == ("chained", "chained")
+    s = sub.sample(3600.0, 2)
+    assert s["function"].n_unique() == 2 and abs(s.height - 2 * 3600 * n / SPAN) < 12
