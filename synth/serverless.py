@@ -440,20 +440,29 @@ def _lifetime(det: pl.DataFrame, counts: np.ndarray, window_s: float) -> pl.Data
     and b̄ the mean of its batch table (clipped to [0, 0.99]). Thinning the firings of the
     whole span instead would keep the rate but scatter a run of regular firings (CV 0) into
     random gaps; firing the whole span at the alive part's rate would inflate the rate."""
-    fid = det["fid"].to_numpy()
+    timers = det["periodic"].to_numpy()
+    fid = det["fid"].to_numpy()[timers]  # the others keep their figures (alive 1)
     n_t = counts.shape[1]
     span = n_t * window_s
-    active = counts[fid] > 0
-    first = np.argmax(active, axis=1)
-    last = n_t - 1 - np.argmax(active[:, ::-1], axis=1)
-    period = det["period_s"].to_numpy()
+    first, last, n = (np.zeros(len(fid), np.int64) for _ in range(3))
+    rows = max(1, CHUNK_CELLS // max(n_t, 1))
+    for lo in range(0, len(fid), rows):  # chunks of timers: no copy of all their rows
+        sl = slice(lo, lo + rows)
+        active = counts[fid[sl]] > 0
+        first[sl] = np.argmax(active, axis=1)
+        last[sl] = n_t - 1 - np.argmax(active[:, ::-1], axis=1)
+        n[sl] = counts[fid[sl]].sum(axis=1)
+    period = det["period_s"].to_numpy()[timers]
     alive = (np.round((last - first) * window_s / period) + 1) * period
     alive = np.where(alive + period >= span, span, np.minimum(alive, span))
     due = np.maximum(alive / period, 1.0)
-    bmean = np.vstack(det["batch"].to_list()).mean(axis=1) if det.height else np.zeros(0)
-    n = counts[fid].sum(axis=1)
-    miss = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
-    return det.with_columns(pl.Series("miss", miss), pl.Series("alive", alive / span))
+    bmean = (np.vstack(det["batch"].to_list())[timers].mean(axis=1) if det.height
+             else np.zeros(0))
+    miss = det["miss"].to_numpy().astype(np.float64).copy()
+    miss[timers] = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
+    share = np.ones(det.height)
+    share[timers] = alive / span
+    return det.with_columns(pl.Series("miss", miss), pl.Series("alive", share))
 
 
 def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFrame | None = None,
