@@ -54,7 +54,8 @@ time the fitted first half):
   Research", CHEOPS 2023) — and durations and memory drawn uniformly between neighbouring
   percentiles (:func:`servetrace.synth.serverless_quantiles.piecewise_uniform`). On the whole
   trace it *is* the real per-minute trace, so it ties or wins by construction on every
-  per-minute metric: the informative comparison is held-out time;
+  per-minute metric: the informative comparisons are held-out time and, where the real
+  trace has per-invocation times, the sub-minute metrics;
 * ``poisson``: each function a Poisson process at its reference mean rate (SimFaaS,
   faas-sim), same sizes as ``replay_uniform``.
 
