@@ -202,7 +202,8 @@ class Modulated:
 class Chained:
     """Closed loops (:func:`~servetrace.synth.serverless_exact.closed_loop`): each invocation
     starts an idle time after the previous one ends; ``IDLE_SIZE`` idle quantiles per
-    function, flattened."""
+    function, flattened. Time compression shrinks their cycles, not the durations drawn, so
+    a compressed loop's invocations overlap."""
 
     index: tuple[int, ...] = ()
     idle_s: tuple[float, ...] = ()
@@ -670,6 +671,7 @@ def _chained_times(model: ServerlessModel, duration: float, seed: int
     knots = np.asarray(s.duration_s).reshape(model.n_functions, -1)
     cycle = 1 / np.maximum(model.function_rates()[idx] / model.time_scale, 1e-12)
     k = int(np.ceil(duration / max(float(cycle.min()), 1e-3) * 1.5)) + 16
+    k = min(k, max(64, CHUNK_CELLS // len(idx)))  # steps per round: bounded memory
     fids, ts, ds = [], [], []
     # each row a chain: extended (rarely) until every chain passes the end
     t0 = -rng.random(len(idx)) * cycle
