@@ -21,9 +21,15 @@ superpositions (:func:`superpose_functions`) move whole functions.
   sub-window timer). Fitted: period, phase (first firing, plus the offset inside its window
   where times resolve it, else a seeded uniform offset per function, fixed over the sample,
   as a timer's is), jitter (share of gaps of g ± 1 windows: a firing moved by one window),
-  and the missed-firing probability (Σ(k − 1) over gaps of k·g, over all firings due).
+  and the missed-firing probability over the timer's alive stretch (:func:`_lifetime`: a
+  timer seen in part of the trace fires in one stretch of that share of a sample, so its
+  rate and its run of regular firings are both kept).
   Timers (``trigger == "timer"``) need :data:`TIMER_SHARE` of their gaps on the grid (g ± 1
   included), other triggers :data:`OTHER_SHARE`, and every timer :data:`MIN_FIRINGS` firings.
+  Where per-invocation times resolve the firings, timers are detected and fitted on them
+  instead (:mod:`servetrace.synth.serverless_exact`: clock-anchored period and phase by least
+  squares, each firing's offset from its due time drawn from the fitted offsets), and a grid
+  timer whose resolved firings are off any clock is not one.
 * ``modulated`` (:class:`Modulated`, the rest): a stationary Gaussian-copula process of
   per-window counts (the stochastic rate factor of :mod:`servetrace.synth.model`, used here on
   counts): count_t = Q_f(u_t), with ``Q_f`` the function's empirical count distribution (an
@@ -56,6 +62,15 @@ superpositions (:func:`superpose_functions`) move whole functions.
   Σ (g/Δ − 1/(c+1))² = Σ c/((c+1)²((c+1)κ + 1)) is solved for κ. Per-window traces (Azure
   2019) cannot resolve it: their κ is *stated* (default 1, or carried from a trace that
   resolves it by ``fit(..., within=fit_within(invocations))``), and ``source`` says which.
+  From per-invocation times each function with enough windows of two invocations or more
+  also gets its own κ by maximum likelihood (:attr:`Modulated.kappa`,
+  :func:`servetrace.synth.serverless_exact.fit_kappa`: fan-out bursts and steady functions
+  are not one κ); the trace's κ stays for the others and for carrying to per-window traces.
+
+* ``chained`` (:class:`Chained`, closed loops, from per-invocation times and durations:
+  :func:`servetrace.synth.serverless_exact.closed_loop`): each invocation starts an idle time
+  (drawn from the function's ``IDLE_SIZE`` idle quantiles) after the previous one ends, so
+  the durations a sample draws set its arrivals.
 
 **Durations and memory** come from each function's percentiles through the monotone cubic
 quantile function of :mod:`servetrace.synth.serverless_quantiles` (exact at every percentile);
@@ -86,6 +101,7 @@ import polars as pl
 from scipy import optimize
 
 from servetrace.loaders.schema import conform
+from servetrace.synth import serverless_exact as svx
 from servetrace.synth import serverless_quantiles as sq
 from servetrace.synth.parameters import ScaleRecord
 from servetrace.synth.serverless_counts import (
@@ -111,9 +127,14 @@ from servetrace.synth.serverless_counts import (
     fit_harmonics,
     grid,
 )
+from servetrace.synth.serverless_exact import IDLE_SIZE, OFFSET_SIZE
 
-VERSION = "serverless-1"
-"""Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others."""
+VERSION = "serverless-2"
+"""Version of the serverless model format; :meth:`ServerlessModel.from_json` refuses others
+than :data:`READABLE`."""
+READABLE = ("serverless-1", VERSION)
+"""Formats :meth:`ServerlessModel.from_json` reads: ``serverless-1`` lacks the per-timer
+offsets and per-function κ of exact times (their defaults: none)."""
 SPARSE = 0.5
 """Share of empty windows from which a function's activity is a renewal of its gaps."""
 MIN_ACTIVE_H = 2
@@ -129,7 +150,7 @@ class Functions:
     function: tuple[str, ...]
     trigger: tuple[str | None, ...]
     kind: tuple[str, ...]
-    """``periodic`` or ``modulated``."""
+    """``periodic``, ``modulated`` or ``chained``."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +168,13 @@ class Periodic:
     """Invocations per firing: ``BATCH_SIZE`` quantiles per function, flattened."""
     jitter: tuple[float, ...]
     miss: tuple[float, ...]
+    alive: tuple[float, ...] = ()
+    """Share of a sample's time each timer fires, in one stretch at a seeded uniform place
+    inside the sample; 1 or empty: all of it (:func:`_lifetime`)."""
+    offset_s: tuple[float, ...] = ()
+    """Timers fitted on exact times (:func:`~servetrace.synth.serverless_exact.exact_timers`):
+    ``OFFSET_SIZE`` quantiles per timer of its firings' offsets from their due times,
+    flattened; NaN rows for timers fitted on the window grid; empty: none."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +192,21 @@ class Modulated:
     gaps: tuple[float, ...] = ()
     """Sparse functions' gaps between active windows: ``GAP_SIZE`` quantiles per function,
     flattened; NaN rows for the copula functions (module doc)."""
+    kappa: tuple[float, ...] = ()
+    """Per function, its own within-window Dirichlet κ where per-invocation times resolve it
+    (:func:`~servetrace.synth.serverless_exact.fit_kappa`); NaN or empty: the model's
+    :attr:`WithinWindow.kappa`."""
+
+
+@dataclass(frozen=True)
+class Chained:
+    """Closed loops (:func:`~servetrace.synth.serverless_exact.closed_loop`): each invocation
+    starts an idle time after the previous one ends; ``IDLE_SIZE`` idle quantiles per
+    function, flattened. Time compression shrinks their cycles, not the durations drawn, so
+    a compressed loop's invocations overlap."""
+
+    index: tuple[int, ...] = ()
+    idle_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,6 +243,7 @@ class ServerlessModel:
     time_scale: float = 1.0
     """Model seconds per sampled second (time compression; 1 = none)."""
     history: tuple[ScaleRecord, ...] = ()
+    chained: Chained = Chained()
     version: str = VERSION
 
     @property
@@ -214,6 +258,7 @@ class ServerlessModel:
         if p.index:
             r[list(p.index)] = (np.asarray(p.batch).reshape(-1, BATCH_SIZE).mean(axis=1)
                                 * (1 - np.asarray(p.miss))
+                                * (np.asarray(p.alive) if p.alive else 1.0)
                                 / np.asarray(p.period_s))
         m = self.modulated
         if m.index:
@@ -223,6 +268,16 @@ class ServerlessModel:
                 g = np.asarray(m.gaps).reshape(len(m.index), GAP_SIZE).mean(axis=1)
                 active = np.where(np.isfinite(g), 1 / np.where(np.isfinite(g), g, 1), active)
             r[list(m.index)] = active * tab.mean(axis=1) / self.window_s
+        c = self.chained
+        if c.index:
+            idx = np.asarray(c.index, dtype=np.int64)
+            u = np.tile((np.arange(64) + 0.5) / 64, len(idx))
+            s = self.sizes
+            d = sq.pchip(np.asarray(s.duration_probs),
+                         np.asarray(s.duration_s).reshape(self.n_functions, -1),
+                         np.repeat(idx, 64), u).reshape(len(idx), 64).mean(axis=1)
+            idle = np.asarray(c.idle_s).reshape(len(idx), IDLE_SIZE).mean(axis=1)
+            r[idx] = 1 / np.maximum(np.nan_to_num(d) + idle, 1e-9)
         return r * self.time_scale
 
     @property
@@ -246,9 +301,9 @@ class ServerlessModel:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("type") != "ServerlessModel":
             raise ValueError("from_json: not a servetrace ServerlessModel document")
-        if data.get("version") != VERSION:
-            raise ValueError(f"from_json: model version {data.get('version')!r} is not the "
-                             f"supported version {VERSION!r}")
+        if data.get("version") not in READABLE:
+            raise ValueError(f"from_json: model version {data.get('version')!r} is not a "
+                             f"supported version ({', '.join(READABLE)})")
         def tup(cls, d):  # lists back to tuples, null back to NaN
             hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
             return cls(**{k: tuple(math.nan if x is None and "float" in hints[k] else x
@@ -262,7 +317,8 @@ class ServerlessModel:
             n_invocations=int(data["n_invocations"]), time_scale=float(data["time_scale"]),
             history=tuple(ScaleRecord(r["op"], tuple(tuple(p) for p in r["params"]))
                           for r in data["history"]),
-            version=data["version"])
+            chained=tup(Chained, data["chained"]) if "chained" in data else Chained(),
+            version=VERSION)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -338,6 +394,78 @@ def _knots(functions: pl.DataFrame | None, g: Grid, columns: tuple[str, ...],
     return out
 
 
+def _with_exact_timers(det: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
+    """The grid detection with the timers that exact times find (period, phase, misses,
+    batches, firing offsets) in place of the grid's figures for those functions, and the
+    grid's timers whose resolved firings are off the clock demoted; adds ``phase_x`` and
+    ``offset`` (NaN rows where the grid's figures stay)."""
+    x = exact.filter(pl.col("periodic"))
+    nan_rows = np.full((det.height, OFFSET_SIZE), np.nan)
+    # firings that exact times resolve and find off any clock grid: the grid was too coarse
+    off_clock = np.isin(det["fid"].to_numpy(), exact.filter(~pl.col("periodic"))["fid"])
+    det = det.with_columns(pl.Series("periodic", det["periodic"].to_numpy() & ~off_clock))
+    out = det.with_columns(pl.lit(None, pl.Float64).alias("phase_x"),
+                           pl.Series("offset", nan_rows))
+    if x.height == 0:
+        return out
+    pos = np.searchsorted(det["fid"].to_numpy(), x["fid"].to_numpy())
+    periodic = det["periodic"].to_numpy().copy()
+    periodic[pos] = True
+    cols = {"period_s": x["period_s"], "window_phase_s": x["window_phase_s"],
+            "jitter": pl.Series(np.zeros(x.height)), "miss": x["miss"]}
+    upd = {}
+    for name, values in cols.items():
+        v = det[name].to_numpy().astype(np.float64).copy()
+        v[pos] = values.to_numpy()
+        upd[name] = v
+    batch = np.vstack(det["batch"].to_list()).astype(np.float64) if det.height else \
+        np.zeros((0, BATCH_SIZE))
+    batch[pos] = x["batch"].to_numpy()
+    offset = nan_rows.copy()
+    offset[pos] = x["offset"].to_numpy()
+    phase = np.full(det.height, np.nan)
+    phase[pos] = x["phase_s"].to_numpy()
+    return det.with_columns(
+        pl.Series("periodic", periodic), *(pl.Series(k, v) for k, v in upd.items()),
+        pl.Series("batch", batch), pl.Series("phase_x", phase).fill_nan(None),
+        pl.Series("offset", offset))
+
+
+def _lifetime(det: pl.DataFrame, counts: np.ndarray, window_s: float) -> pl.DataFrame:
+    """Each timer's alive share of the fitted span and its missed firings while alive.
+
+    A timer seen only in part of the trace (created or stopped inside it) fires for
+    alive = (round((m_last − m_first)·Δ / P) + 1) · P seconds, m the first and last active
+    windows (the whole span when that leaves less than one period out); its missed-firing
+    probability is 1 − N / (due · b̄) over the due = alive / P firings, N its invocations
+    and b̄ the mean of its batch table (clipped to [0, 0.99]). Thinning the firings of the
+    whole span instead would keep the rate but scatter a run of regular firings (CV 0) into
+    random gaps; firing the whole span at the alive part's rate would inflate the rate."""
+    timers = det["periodic"].to_numpy()
+    fid = det["fid"].to_numpy()[timers]  # the others keep their figures (alive 1)
+    n_t = counts.shape[1]
+    span = n_t * window_s
+    first, last, n = (np.zeros(len(fid), np.int64) for _ in range(3))
+    rows = max(1, CHUNK_CELLS // max(n_t, 1))
+    for lo in range(0, len(fid), rows):  # chunks of timers: no copy of all their rows
+        sl = slice(lo, lo + rows)
+        active = counts[fid[sl]] > 0
+        first[sl] = np.argmax(active, axis=1)
+        last[sl] = n_t - 1 - np.argmax(active[:, ::-1], axis=1)
+        n[sl] = counts[fid[sl]].sum(axis=1)
+    period = det["period_s"].to_numpy()[timers]
+    alive = (np.round((last - first) * window_s / period) + 1) * period
+    alive = np.where(alive + period >= span, span, np.minimum(alive, span))
+    due = np.maximum(alive / period, 1.0)
+    bmean = (np.vstack(det["batch"].to_list())[timers].mean(axis=1) if det.height
+             else np.zeros(0))
+    miss = det["miss"].to_numpy().astype(np.float64).copy()
+    miss[timers] = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
+    share = np.ones(det.height)
+    share[timers] = alive / span
+    return det.with_columns(pl.Series("miss", miss), pl.Series("alive", share))
+
+
 def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFrame | None = None,
         *, within: WithinWindow | None = None, window_s: float = 60.0,
         source: str | None = None) -> ServerlessModel:
@@ -360,20 +488,34 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         g = dataclasses.replace(g, keys=keys.with_columns(
             pl.coalesce("trigger", "_t").alias("trigger")).drop("_t"))
     det = detect_periodic(g)
+    if g.times is not None:  # timers on the clock, seen on exact times (serverless_exact)
+        det = _with_exact_timers(det, svx.exact_timers(g))
     n_f, n_t = g.counts.shape
+    det = _lifetime(det, g.counts, g.window_s)
+    loops = svx.closed_loop(g).filter(pl.col("loop"))
+    chain = np.zeros(n_f, dtype=bool)
+    chain[loops["fid"].to_numpy()] = True
+    # a closed loop's arrivals follow its durations: neither a timer nor a count process
+    det = det.with_columns(pl.col("periodic") & ~pl.Series(chain[det["fid"].to_numpy()]))
     per = np.zeros(n_f, dtype=bool)
     per[det["fid"].to_numpy()] = det["periodic"].to_numpy()
     pdet = det.filter(pl.col("periodic"))
     pf = pdet["fid"].to_numpy()
     phase = _timer_phase(g, pf, pdet["period_s"].to_numpy())
+    offset = ()
+    if "offset" in pdet.columns:
+        exact = pdet["phase_x"].is_not_null().to_numpy()
+        phase = np.where(exact, pdet["phase_x"].fill_null(np.nan).to_numpy(), phase)
+        offset = tuple(float(v) for v in pdet["offset"].to_numpy().ravel())
     periodic = Periodic(
         index=tuple(int(i) for i in pf), period_s=tuple(pdet["period_s"].to_list()),
         phase_s=tuple(float(x) for x in phase),
         window_phase_s=tuple(pdet["window_phase_s"].to_list()),
         batch=tuple(float(b) for b in np.vstack(pdet["batch"].to_list() or
                                                    [np.zeros((0, BATCH_SIZE))]).ravel()),
-        jitter=tuple(pdet["jitter"].to_list()), miss=tuple(pdet["miss"].to_list()))
-    mf = np.flatnonzero(~per)
+        jitter=tuple(pdet["jitter"].to_list()), miss=tuple(pdet["miss"].to_list()),
+        offset_s=offset, alive=tuple(pdet["alive"].to_list()))
+    mf = np.flatnonzero(~per & ~chain)
     span = n_t * g.window_s
     periods = _harmonic_periods(span)
     x = g.counts.astype(np.float64) if len(mf) == n_f else g.counts[mf].astype(np.float64)
@@ -390,13 +532,14 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
     hurst = np.full(len(mf), 0.5)
     if busy.any():
         hurst[busy] = calibrate_hurst(x[busy], zero_p[busy], table_[busy])
+    if within is None:
+        within = fit_within(frame, window_s) if g.times is not None else WithinWindow()
+    kappa = svx.fit_kappa(g, math.nan)[mf] if g.times is not None else np.zeros(0)
     modulated = Modulated(
         index=tuple(int(i) for i in mf), zero_p=tuple(float(z) for z in zero_p),
         table=tuple(float(v) for v in table_.ravel()), hurst=tuple(float(h) for h in hurst),
         harmonic_periods_s=periods, harmonics=tuple(float(v) for v in coef.ravel()),
-        gaps=tuple(float(v) for v in gaps.ravel()))
-    if within is None:
-        within = fit_within(frame, window_s) if g.times is not None else WithinWindow()
+        gaps=tuple(float(v) for v in gaps.ravel()), kappa=tuple(float(k) for k in kappa))
     dur = _knots(functions, g, sq.DURATION_COLUMNS, sq.DURATION_PROBS, "duration_s")
     mem = _knots(functions, g, sq.MEMORY_COLUMNS, sq.MEMORY_PROBS, "memory_mb")
     keys = g.keys
@@ -407,11 +550,14 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         functions=Functions(
             tenant=tuple(keys["tenant"].to_list()), app=tuple(keys["app"].to_list()),
             function=tuple(keys["function"].to_list()), trigger=tuple(keys["trigger"].to_list()),
-            kind=tuple("periodic" if p else "modulated" for p in per)),
+            kind=tuple("periodic" if p else "chained" if c else "modulated"
+                       for p, c in zip(per, chain, strict=True))),
         periodic=periodic, modulated=modulated, within=within,
         sizes=Sizes(sq.DURATION_PROBS, tuple(float(v) for v in dur.ravel()),
                     sq.MEMORY_PROBS, tuple(float(v) for v in mem.ravel())),
-        n_invocations=int(g.counts.sum()))
+        n_invocations=int(g.counts.sum()),
+        chained=Chained(index=tuple(int(i) for i in loops["fid"]),
+                        idle_s=tuple(float(v) for v in loops["idle"].to_numpy().ravel())))
 
 
 def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: int
@@ -457,6 +603,18 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
     return np.asarray(m.index, dtype=np.int64)[f], w, c
 
 
+def _cell_kappa(model: ServerlessModel, fid: np.ndarray) -> float | np.ndarray:
+    """κ per sampled window of function ``fid``: its own where fitted, else the model's."""
+    m = model.modulated
+    own = np.asarray(m.kappa, dtype=np.float64)
+    if own.size == 0 or not np.isfinite(own).any():
+        return model.within.kappa
+    per_f = np.full(model.n_functions, model.within.kappa)
+    per_f[np.asarray(m.index, dtype=np.int64)] = np.where(np.isfinite(own), own,
+                                                         model.within.kappa)
+    return per_f[fid]
+
+
 def _periodic_times(model: ServerlessModel, duration: float, start_s: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     p = model.periodic
@@ -477,16 +635,61 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
     k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first_k, n)
     t = phase[fid] + k * period[fid] - start_s
     keep = rng.random(len(t)) >= np.asarray(p.miss)[fid]
+    if p.alive:  # one alive stretch per timer, at a seeded place inside the sample
+        a = np.asarray(p.alive)
+        begin = _rng(seed, 9).random(len(idx)) * (1 - a) * duration
+        keep &= (t >= begin[fid]) & (t < begin[fid] + a[fid] * duration)
     shift = rng.random(len(t))
     jit = np.asarray(p.jitter)[fid]
     t = t + np.where(shift < jit / 2, -model.window_s,
                      np.where(shift < jit, model.window_s, 0.0))
     fid, t = fid[keep], t[keep]
+    if p.offset_s:  # timers on exact times: each firing off its due time as fitted
+        off = np.asarray(p.offset_s).reshape(-1, OFFSET_SIZE)
+        o = off[fid, (_rng(seed, 8).random(len(fid)) * OFFSET_SIZE).astype(np.int64)]
+        t = t + np.where(np.isfinite(o), o, 0.0)
     table = np.asarray(p.batch).reshape(-1, BATCH_SIZE)
     b = table[fid, (rng.random(len(fid)) * BATCH_SIZE).astype(np.int64)].astype(np.int64)
     fid, t = np.repeat(fid, b), np.repeat(t, b)
     ok = (t >= 0) & (t < duration)
     return idx[fid[ok]], t[ok]
+
+
+def _chained_times(model: ServerlessModel, duration: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed loops: per function, durations d_k from its quantile function and idle times
+    from its idle table, t_(k+1) = t_k + d_k + idle_k, from a uniform place in a first
+    cycle; (function, time, duration) of the invocations in [0, duration)."""
+    c = model.chained
+    if not c.index:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    rng = _rng(seed, 10)
+    idx = np.asarray(c.index, dtype=np.int64)
+    idle = np.asarray(c.idle_s).reshape(len(idx), IDLE_SIZE)
+    s = model.sizes
+    probs = np.asarray(s.duration_probs)
+    knots = np.asarray(s.duration_s).reshape(model.n_functions, -1)
+    cycle = 1 / np.maximum(model.function_rates()[idx] / model.time_scale, 1e-12)
+    k = int(np.ceil(duration / max(float(cycle.min()), 1e-3) * 1.5)) + 16
+    k = min(k, max(64, CHUNK_CELLS // len(idx)))  # steps per round: bounded memory
+    fids, ts, ds = [], [], []
+    # each row a chain: extended (rarely) until every chain passes the end
+    t0 = -rng.random(len(idx)) * cycle
+    rows = np.arange(len(idx))
+    while rows.size:
+        d = np.nan_to_num(sq.pchip(probs, knots, np.repeat(idx[rows], k),
+                                   rng.random(rows.size * k)).reshape(rows.size, k))
+        gap = d + idle[rows[:, None], (rng.random((rows.size, k)) * IDLE_SIZE).astype(np.int64)]
+        t = t0[rows, None] + np.concatenate([np.zeros((rows.size, 1)),
+                                             np.cumsum(gap, axis=1)[:, :-1]], axis=1)
+        r, j = np.nonzero((t >= 0) & (t < duration))
+        fids.append(idx[rows[r]])
+        ts.append(t[r, j])
+        ds.append(d[r, j])
+        end = t[:, -1] + gap[:, -1]
+        t0[rows] = end
+        rows = rows[end < duration]
+    return np.concatenate(fids), np.concatenate(ts), np.concatenate(ds)
 
 
 def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float = 0.0
@@ -507,21 +710,24 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
     w = model.window_s
     n_t = math.ceil(dur_m / w)
     f_m, win, cnt = _modulated_counts(model, n_t, start_m, seed)
-    pos = dirichlet_positions(cnt, model.within.kappa, _rng(seed, 3))
+    pos = dirichlet_positions(cnt, _cell_kappa(model, f_m), _rng(seed, 3))
     t_m = (np.repeat(win, cnt) + pos) * w
     f_m = np.repeat(f_m, cnt)
     f_p, t_p = _periodic_times(model, dur_m, start_m, seed)
-    fid = np.concatenate([f_m, f_p])
-    t = np.concatenate([t_m, t_p])
+    f_c, t_c, d_c = _chained_times(model, dur_m, seed)
+    fid = np.concatenate([f_m, f_p, f_c])
+    t = np.concatenate([t_m, t_p, t_c])
+    fixed = np.concatenate([np.full(len(f_m) + len(f_p), np.nan), d_c])
     keep = t < dur_m
-    fid, t = fid[keep], t[keep] / ts
+    fid, t, fixed = fid[keep], t[keep] / ts, fixed[keep]
     order = np.argsort(t, kind="stable")
-    fid, t = fid[order], t[order]
+    fid, t, fixed = fid[order], t[order], fixed[order]
     rng = _rng(seed, 4)
     s = model.sizes
     dur = sq.pchip(np.asarray(s.duration_probs),
                    np.asarray(s.duration_s).reshape(model.n_functions, -1), fid,
                    rng.random(len(fid)))
+    dur = np.where(np.isfinite(fixed), fixed, dur)  # a closed loop's own durations
     mem = sq.pchip(np.asarray(s.memory_probs),
                    np.asarray(s.memory_mb).reshape(model.n_functions, -1), fid,
                    rng.random(len(fid)))

@@ -410,16 +410,20 @@ def _runs(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def dirichlet_positions(counts: np.ndarray, kappa: float, rng: np.random.Generator
-                        ) -> np.ndarray:
+def dirichlet_positions(counts: np.ndarray, kappa: float | np.ndarray,
+                        rng: np.random.Generator) -> np.ndarray:
     """Positions in [0, 1) of ``counts[j]`` points per window: the first c of c + 1
-    Dirichlet(κ) spacings' partial sums; concatenated window by window."""
+    Dirichlet(κ) spacings' partial sums (κ one value, or one per window); concatenated
+    window by window."""
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0)
     seg = counts + 1
-    g = rng.gamma(kappa, 1.0, int(seg.sum()))
+    if np.ndim(kappa) == 0:
+        g = rng.gamma(kappa, 1.0, int(seg.sum()))
+    else:
+        g = rng.gamma(np.repeat(np.asarray(kappa, dtype=np.float64), seg), 1.0)
     cs = np.cumsum(g)
     ends = np.cumsum(seg) - 1
     starts = ends - seg + 1

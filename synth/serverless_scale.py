@@ -28,8 +28,9 @@ import numpy as np
 import polars as pl
 
 from servetrace.synth.parameters import ScaleRecord
-from servetrace.synth.serverless import Functions, Modulated, Periodic, ServerlessModel
+from servetrace.synth.serverless import Chained, Functions, Modulated, Periodic, ServerlessModel
 from servetrace.synth.serverless_counts import BATCH_SIZE, GAP_SIZE, TABLE_SIZE, _rng
+from servetrace.synth.serverless_exact import IDLE_SIZE
 
 # ----------------------------------------------------------------------------- scaling
 
@@ -73,6 +74,8 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
 
     p_new, pj = rows_of(p.index)
     m_new, mj = rows_of(m.index)
+    c = model.chained
+    c_new, cj = rows_of(c.index)
     rng = _rng(int(np.asarray(idx).sum()) + len(idx), 5)
     period = np.asarray(p.period_s)[pj] if pj.size else np.zeros(0)
     # a replica is another function: its timer gets its own phase, not its original's
@@ -101,16 +104,23 @@ def subset(model: ServerlessModel, index: np.ndarray | list[int], *, op: str = "
             phase_s=tuple(phase.tolist()), window_phase_s=tuple(wphase.tolist()),
             batch=tuple(np.asarray(p.batch).reshape(-1, BATCH_SIZE)[pj].ravel().tolist()),
             jitter=tuple(np.asarray(p.jitter)[pj].tolist()),
-            miss=tuple(np.asarray(p.miss)[pj].tolist())),
+            miss=tuple(np.asarray(p.miss)[pj].tolist()),
+            alive=tuple(np.asarray(p.alive)[pj].tolist()) if p.alive else (),
+            offset_s=(tuple(np.asarray(p.offset_s).reshape(len(p.index), -1)[pj].ravel()
+                            .tolist()) if p.offset_s else ())),
         modulated=Modulated(
             index=tuple(m_new.tolist()),
             zero_p=tuple(np.asarray(m.zero_p)[mj].tolist()),
             table=tuple(tab[mj].ravel().tolist()), hurst=tuple(np.asarray(m.hurst)[mj].tolist()),
             harmonic_periods_s=m.harmonic_periods_s, harmonics=tuple(har[mj].ravel().tolist()),
             gaps=(tuple(np.asarray(m.gaps).reshape(len(m.index), GAP_SIZE)[mj].ravel().tolist())
-                  if m.gaps else ())),
+                  if m.gaps else ()),
+            kappa=tuple(np.asarray(m.kappa)[mj].tolist()) if m.kappa else ()),
         sizes=dataclasses.replace(s, duration_s=tuple(dk.ravel().tolist()),
                                   memory_mb=tuple(mk.ravel().tolist())),
+        chained=Chained(index=tuple(c_new.tolist()), idle_s=tuple(
+            np.asarray(c.idle_s).reshape(len(c.index), IDLE_SIZE)[cj].ravel().tolist())
+            if c.index else ()),
         n_invocations=model.n_invocations,
         history=(*model.history, _record(op, functions=len(idx), **params)))
 
