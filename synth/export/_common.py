@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 MOONCAKE_BLOCK_TOKENS = 512
 """Tokens per ``hash_ids`` block in the Mooncake traces (Qin et al., FAST 2025, §4)."""
@@ -236,25 +238,29 @@ def infer_block_tokens(frame: pl.DataFrame) -> int:
 def _global_ids(frame: pl.DataFrame) -> pl.Series:
     """``hash_ids`` with session-local ids made global: each distinct (session, id) gets its
     own id (dense, in (session, id) order), so sessions never share a block. A request
-    without a session is a session of its own."""
+    without a session is a session of its own.
+
+    Works on the flat id buffer and the list offsets (one dense rank of the keys, the lists
+    rebuilt from the same offsets): a session trace holds tens of millions of ids."""
     session = optional(frame, "session", pl.String).fill_null(
         pl.format("\x00row{}", pl.int_range(pl.len())))
     ids = frame["hash_ids"].cast(pl.List(pl.Int64))
     top = ids.list.max().max()
     width = max(int(top or 0), 0).bit_length() or 1
-    codes = frame.select(session.rank("dense").cast(pl.Int64) - 1).to_series()
-    if width + int(codes.max() or 0).bit_length() > 62:
+    codes = frame.select(session.rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    if width + int(codes.max(initial=0)).bit_length() > 62:
         raise ValueError("hash_ids too large to make session-local ids global")
-    cells = (pl.DataFrame({"c": codes, "h": ids}).with_row_index("r").explode("h")
-             .with_columns((pl.col("c") * (1 << width) + pl.col("h")).alias("k")))
-    cells = cells.with_columns((pl.col("k").rank("dense") - 1).cast(pl.Int64).alias("g"))
-    # every row back, in order: a row whose list is empty may leave no cell after explode
-    lists = (pl.DataFrame({"r": pl.int_range(len(ids), dtype=pl.UInt32, eager=True)})
-             .join(cells.group_by("r").agg(pl.col("g").drop_nulls()), on="r", how="left",
-                   maintain_order="left")
-             .with_columns(pl.col("g").fill_null(pl.lit([], pl.List(pl.Int64)))))
-    return pl.select(pl.when(ids.is_null()).then(None).otherwise(lists["g"])).to_series() \
-        .alias("hash_ids")
+    lens = ids.list.len().fill_null(0).to_numpy().astype(np.int64)
+    lists = ids.to_arrow()
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    key = pl.Series(np.repeat(codes, lens) * (1 << width) + flat)
+    dense = (key.rank("dense") - 1).cast(pl.Int64).to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    null = ids.is_null().to_numpy()
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(dense),
+                                        mask=pa.array(null) if null.any() else None)
+    return pl.Series("hash_ids", arr).cast(pl.List(pl.Int64))
 
 
 def consumer_hash_ids(frame: pl.DataFrame, block_size: int, *,
