@@ -135,14 +135,14 @@ def _agentic(t: dict[str, Any], text: str) -> None:
     assert round(t["moon_mean_request_token_hit_ratio"], 2) == 0.41
     assert "5,237 requests in 231 conversations (101 in sub-agents)" in text
     # synthesis keeps the reuse: the model's LRU curve is the closest, its infinite-cache
-    # ratio within 0.02 of the trace's at 1x and at 2x rate (4x the sessions over 2x the span)
+    # ratio within 0.02 of the trace's at 1x and at 2x rate (2x the sessions over the span)
     mae = t["synth_curve_mae"]
     assert mae["real"] == 0.0
     assert mae["model"] < mae["session-naive"] and mae["model"] < mae[
         "Poisson, independent lengths"]
     assert abs(t["synth_infinite"]["model"] - t["weka_token_hit_ratio"]) < 0.02
     assert t["synth_infinite"]["Poisson, independent lengths"] == 0.0
-    assert t["synth_2x_sessions"] > 3 * 231
+    assert t["synth_2x_sessions"] > 1.5 * 231
     assert abs(t["synth_2x_infinite"] - t["weka_token_hit_ratio"]) < 0.02
     # closed-loop replay: no turn early, the server's LRU hit exactly what the analysis predicts
     assert t["replay_requests"] > 10 and t["replay_violations"] == 0
