@@ -46,8 +46,12 @@ def analyze_cmd(
                                              "in this folder")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Characterize arrivals (burstiness) and token lengths of a stored trace."""
-    from servetrace.analysis import burstiness, plots, tokens
+    """Characterize arrivals (burstiness) and token lengths of a stored trace.
+
+    Without --report or --png, arrivals and token lengths are read out of core (in chunks
+    and streamed aggregates, servetrace.analysis.out_of_core): a trace larger than memory
+    gets the same figures."""
+    from servetrace.analysis import burstiness, out_of_core, plots, tokens
     from servetrace.analysis import report as reports
 
     if fmt not in ("table", "json"):
@@ -59,11 +63,18 @@ def analyze_cmd(
             table, events, _ = _first_table(
                 s, trace, EVENT_TABLES, "arrival", columns={
                     "arrival_s", "window_start_s", "window_s", "count", "input_tokens",
-                    "output_tokens", "failed", *groups})
+                    "output_tokens", "failed", *groups}, collect=False)
             _check_by(_trace(trace, s).scan(table), by, f"table {table} of {trace!r}")
             timed = burstiness.has_arrivals(events)
-            arrivals = burstiness.summary(events, by=by) if timed else None
-            lengths = tokens.summary(events, by=by) if table == "requests" else None
+            streamed = not (report or png) and table != "invocation_counts"
+            if not streamed:
+                events = events.collect()
+            arrivals = None if not timed else (
+                out_of_core.arrival_summary(events, by=by) if streamed
+                else burstiness.summary(events, by=by))
+            lengths = None if table != "requests" else (
+                out_of_core.token_summary(events, by=by) if streamed
+                else tokens.summary(events, by=by))
             sections = []
             if report or png:
                 sections.append(reports.arrivals(events, by=by, summary=arrivals) if timed else
