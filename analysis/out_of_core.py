@@ -149,8 +149,11 @@ class _Scan:
             left.append(t[(idx % stride == 0) & (pair < n_pairs)])
             right.append(t[(idx % stride == 1) | ((stride == 1) & (idx > 0))])
             sample.append(t[idx % every == 0])
-            np.minimum.at(lo_t, gid, t)
-            np.maximum.at(hi_t, gid, t)
+            # sorted times: a group's first row in the chunk is its least, its last its most
+            seen, first = np.unique(gid, return_index=True)
+            lo_t[seen] = np.minimum(lo_t[seen], t[first])
+            seen, last = np.unique(gid[::-1], return_index=True)
+            hi_t[seen] = np.maximum(hi_t[seen], t[::-1][last])
             at += t.size
         t0, t1 = float(lo_t.min()), float(hi_t.max())
         if self.n >= 2:
@@ -292,18 +295,20 @@ def _fit_inputs(scan: _Scan, positive: np.ndarray, seed: int, max_samples: int
     for gid, d in scan.gaps():
         pos = d > 0
         gid, d = gid[pos], d[pos]
-        # rank of each positive gap within its group, counting earlier chunks
-        starts = np.searchsorted(gid, np.arange(g))
-        rank = np.arange(gid.size) - starts[gid] + seen[gid]
-        seen += np.bincount(gid, minlength=g)
+        starts = np.searchsorted(gid, np.arange(g + 1))  # gid is sorted
         for i in np.unique(gid):  # a loop over groups, not rows
-            sel = slice(starts[i], starts[i + 1] if i + 1 < g else gid.size)
-            if wanted[i] is None:
-                got[i].append(d[sel])
-            else:
-                take = np.isin(rank[sel], wanted[i], assume_unique=True)
-                got[i].append(d[sel][take])
+            part = d[starts[i]:starts[i + 1]]
+            # the group's positive gaps of earlier chunks come first in its order
+            got[i].append(part if wanted[i] is None else
+                          part[_within(wanted[i], int(seen[i]), part.size)])
+        seen += np.diff(starts)
     return [np.concatenate(parts) if parts else np.empty(0) for parts in got]
+
+
+def _within(index: np.ndarray, lo: int, size: int) -> np.ndarray:
+    """The sorted positions ``index`` that fall in ``[lo, lo + size)``, relative to ``lo``."""
+    a, b = np.searchsorted(index, [lo, lo + size])
+    return index[a:b] - lo
 
 
 def arrival_summary(events: pl.LazyFrame, by: By = None, *, seed: int = 0) -> pl.DataFrame:
@@ -481,7 +486,6 @@ def _gather_positive(lf: pl.LazyFrame, keys: list[str], ids: pl.DataFrame, field
         starts = np.searchsorted(gid, np.arange(ids.height + 1))
         for i in groups:  # a loop over groups, not rows
             a, b = starts[i], starts[i + 1]
-            rank = seen[i] + np.arange(b - a)
-            got[i].append(x[a:b][np.isin(rank, wanted[i], assume_unique=True)])
+            got[i].append(x[a:b][_within(wanted[i], int(seen[i]), int(b - a))])
         seen += np.diff(starts)
     return {i: np.concatenate(parts) for i, parts in got.items()}

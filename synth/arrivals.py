@@ -16,11 +16,12 @@ __all__ = ["driver", "driver_acov", "expected_block_vars", "fgn", "fit_arrivals"
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import special, stats
 
+from servetrace.synth import chunked
 from servetrace.synth.driver import (  # fgn, driver_acov: re-exported, as before the split
     _modulated,
     driver,
@@ -93,33 +94,53 @@ def _detect_tick(t: np.ndarray) -> float:
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
     """
-    if _is_sorted(t):  # the gaps between distinct times: the non-zero gaps, no sorted copy
-        d = np.diff(t)
-        if not d.all():
-            d = d[d != 0]
+    if not _is_sorted(t):
+        return _tick_of_gaps(np.diff(np.unique(t)))
+    return _tick_of_gaps(None, t)
+
+
+def _tick_of_gaps(d: np.ndarray | None, t: np.ndarray | None = None) -> float:
+    """:func:`_detect_tick` of the positive gaps ``d``, or (``d`` None) of the non-zero gaps
+    of the sorted times ``t``, read chunk by chunk with NumPy's sums (no array of gaps)."""
+    if d is not None:
+        def gaps() -> Iterator[np.ndarray]:
+            yield d
     else:
-        d = np.diff(np.unique(t))
-    if len(d) < 2:
+        def gaps() -> Iterator[np.ndarray]:
+            return chunked.diffs(t, T_CHUNK, nonzero=True)
+    n = chunked.count(gaps)
+    if n < 2:
         return 0.0
-    q0 = float(np.median(d[d < 1.5 * d.min()]))
-    m = None
+    low = 1.5 * min(float(c.min()) for c in gaps() if c.size)
+    near = [np.unique(c[c < low], return_counts=True) for c in gaps()]
+    values = np.concatenate([v for v, _ in near])
+    counts = np.concatenate([c for _, c in near])
+    values, inverse = np.unique(values, return_inverse=True)
+    counts = np.bincount(inverse, weights=counts).astype(np.int64)
+    cum = np.cumsum(counts)  # np.median of d[d < low] from its distinct values
+    size = int(cum[-1])
+    middle = values[np.searchsorted(cum, [(size - 1) // 2, size // 2], side="right")]
+    q0 = float(np.mean(middle)) if size % 2 == 0 else float(middle[0])
+    total = None
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
         if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
-        if m is None:
-            m = np.empty_like(d)
-        for step in range(2):  # the multiples, then the grid refined on them, twice
-            np.divide(d, q, out=m)
-            np.rint(m, out=m)
-            np.maximum(m, 1.0, out=m)
-            if step == 0:
-                q = float(d.sum() / m.sum())
-        np.multiply(m, q, out=m)
-        np.subtract(d, m, out=m)
-        if np.abs(m, out=m).max() <= 0.02 * q:
+        if total is None:
+            total = chunked.pairwise_sum(gaps(), n)
+        # the multiples, then the grid refined on them (Σ d / Σ m), twice
+        q = total / chunked.pairwise_sum((_multiples(c, q) for c in gaps()), n)
+        worst = max(float(np.abs(c - _multiples(c, q) * q).max()) for c in gaps() if c.size)
+        if worst <= 0.02 * q:
             return round(q, 3)
     return 0.0
+
+
+def _multiples(d: np.ndarray, q: float) -> np.ndarray:
+    """max(rint(d / q), 1): the whole number of grid steps of q in each gap."""
+    m = d / q
+    np.rint(m, out=m)
+    return np.maximum(m, 1.0, out=m)
 
 
 T_CHUNK = 1 << 22
@@ -202,23 +223,79 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
 
 def _fit_renewal(u: np.ndarray) -> Renewal:
     """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring); ``u`` is
-    overwritten (rescaled in place: the gaps of a large trace are not copied)."""
-    from servetrace.analysis.fitting import fit_distributions
-
+    overwritten (rescaled in place: the gaps of a large trace are not copied). The fit
+    itself reads them through :func:`_fit_renewal_of`, which makes them chunk by chunk."""
     ok = np.isfinite(u) & (u > 0)
     u = u if ok.all() else u[ok]
     del ok
     if len(u) < 20:
         return Renewal("exponential")
     u /= u.mean()
-    cv = float(u.std() / u.mean())
-    fits = fit_distributions(u, ("gamma", "weibull"), max_samples=50_000)
+    return _renewal(u, float(u.std() / u.mean()), lambda: u)
+
+
+def _fit_renewal_of(t: np.ndarray, rates: np.ndarray, window: float) -> Renewal:
+    """``_fit_renewal(_rescaled_gaps(t, rates, window))``, the same renewal, without an
+    array of gaps: the rescaled gaps are made chunk by chunk for each sum
+    (:mod:`~servetrace.synth.chunked`, NumPy's sums bit for bit), the fit's subsample of
+    50,000 is gathered by its indices, and only a renewal that falls back to the empirical
+    table (its quantiles need every gap) holds the gaps."""
+    def kept() -> Iterator[np.ndarray]:  # the gaps _fit_renewal keeps: finite and positive
+        for u in _rescaled_chunks(t, rates, window):
+            ok = np.isfinite(u) & (u > 0)
+            yield u if ok.all() else u[ok]
+
+    n = chunked.count(kept)
+    if n < 20:
+        return Renewal("exponential")
+    scale = chunked.pairwise_sum(kept(), n) / n
+
+    def scaled() -> Iterator[np.ndarray]:  # u /= u.mean()
+        for u in kept():
+            yield u / scale
+
+    mean, std = chunked.mean_std(scaled, n)
+    if n > RENEWAL_SAMPLE:  # fit_distributions' own subsample (its indices depend on n only)
+        pick = np.sort(np.random.default_rng(0).choice(n, size=RENEWAL_SAMPLE, replace=False))
+        sample = chunked.gather(scaled(), pick)
+    else:
+        sample = np.concatenate(list(scaled()))
+    return _renewal(sample, float(std / mean), lambda: np.concatenate(list(scaled())))
+
+
+#: The renewal's family is chosen on at most this many rescaled gaps.
+RENEWAL_SAMPLE = 50_000
+
+
+def _renewal(sample: np.ndarray, cv: float, every: Callable[[], np.ndarray]) -> Renewal:
+    """The renewal of :func:`_fit_renewal` from the unit-mean gaps' ``sample`` (all of them,
+    or fit_distributions' subsample), their ``cv``, and ``every`` gap on demand."""
+    from servetrace.analysis.fitting import fit_distributions
+
+    fits = fit_distributions(sample, ("gamma", "weibull"), max_samples=RENEWAL_SAMPLE)
     best = fits.row(0, named=True)
     shape = float(json.loads(best["params"])["shape"])
     crit = 1.36 / math.sqrt(best["n"])
     if best["ks"] <= crit:
         return Renewal(best["family"], shape=shape, cv=cv, ks=float(best["ks"]))
-    return Renewal("empirical", table=Table.of(u, log=True), cv=cv, ks=float(best["ks"]))
+    return Renewal("empirical", table=Table.of(every(), log=True), cv=cv, ks=float(best["ks"]))
+
+
+def _rescaled_chunks(t: np.ndarray, rates: np.ndarray, window: float) -> Iterator[np.ndarray]:
+    """:func:`_rescaled_gaps`, chunk by chunk (the same values end to end)."""
+    n_w = len(rates)
+    edges_mass = np.concatenate([[0.0], np.cumsum(rates * window)])
+    limit = n_w * window
+    prev = None
+    for lo in range(0, len(t), T_CHUNK):
+        tt = t[lo:lo + T_CHUNK]
+        tt = tt[tt < limit]
+        if not len(tt):
+            continue
+        w = np.minimum((tt // window).astype(np.int64), n_w - 1)
+        lam = edges_mass[w] + rates[w] * (tt - w * window)
+        yield np.diff(lam, prepend=prev) if prev is not None else np.diff(lam)
+        prev = lam[-1]
 
 
 def _rescaled_gaps(t: np.ndarray, rates: np.ndarray, window: float) -> np.ndarray:
@@ -256,11 +333,11 @@ def _split_off(t: np.ndarray, span: float
     each arrival's ON period. A level is the period's rate over the mean ON rate, shrunk
     toward 1 by √(1 − v/Var) where v is the mean Poisson variance 1/(λ_on · duration) of a
     period's rate estimate: bursts differ in intensity, not only in length."""
-    g = np.diff(t)
     tau = _pick_window(len(t) / span, span)
+    if sum(int(np.count_nonzero(g > tau)) for g in chunked.diffs(t, T_CHUNK)) < MIN_OFF:
+        return t, span, None, None  # no array of gaps for a trace without OFF periods
+    g = np.diff(t)
     is_off = g > tau
-    if is_off.sum() < MIN_OFF:
-        return t, span, None, None
     fill = float(np.median(g[~is_off])) if (~is_off).any() else 0.0
     cut = np.where(is_off, g - fill, 0.0)
     t_on = t - np.concatenate([[0.0], np.cumsum(cut)])
@@ -323,9 +400,11 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
     tick = _detect_tick(t) if tick_s is None else float(tick_s)
     span = float(span_s) if span_s is not None else float(t[-1] - t[0]) * n / (n - 1)
     if tick > 0:
-        spread = _rng(seed, 1).random(n)
-        spread *= tick
-        t += spread
+        rng = _rng(seed, 1)
+        for lo in range(0, n, T_CHUNK):  # the draws of one random(n), a chunk at a time
+            spread = rng.random(min(T_CHUNK, n - lo))
+            spread *= tick
+            t[lo:lo + T_CHUNK] += spread
         del spread
         t.sort()
         span = max(span, float(np.floor(t[-1] / tick) + 1) * tick)
@@ -358,15 +437,14 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
     renewal = Renewal("exponential")
     for _ in range(3):  # renewal ↔ shrinkage, a fixed point in a few steps
         xs = np.maximum(1.0 + shrink * (x - 1.0), 0.0)
-        u = _rescaled_gaps(t, rate * det * xs, window)
-        renewal = _fit_renewal(u)
+        renewal = _fit_renewal_of(t, rate * det * xs, window)
         noise = float(np.mean(renewal.cv ** 2 / (rate * window * det)))
         shrink = math.sqrt(max(0.0, 1.0 - noise / var_x)) if var_x > 0 else 1.0
     xs = np.maximum(1.0 + shrink * (x - 1.0), 0.0)
     xs = xs / xs.mean() if xs.mean() > 0 else np.ones(n_w)
     if not _modulated(x, noise):  # no rate variation beyond the renewal's own noise
         shrink, xs = 0.0, np.ones(n_w)
-        renewal = _fit_renewal(_rescaled_gaps(t, rate * det, window))
+        renewal = _fit_renewal_of(t, rate * det, window)
     hurst, memory, _ = fit_driver(x, noise) if n_w >= 8 and shrink > 0 else (0.5, 1, 0.0)
     if n_w >= 8 and shrink > 0:  # the table holds the signal's shape, not the noise's
         xs = smoothed_factors(x, noise, hurst, memory)
@@ -452,10 +530,13 @@ def _cv_target(raw: np.ndarray) -> tuple[float, int, float] | None:
     events k of a calibration sample and its horizon (s); None when there is nothing to
     match. Computed once, so that the fit need not keep a copy of the raw times."""
     raw = raw if _is_sorted(raw) else np.sort(raw)
-    g = np.diff(raw)
-    if len(g) < 10 or not g.mean() > 0:
+    n = len(raw) - 1
+    if n < 10:
         return None
-    target = float(g.std() / g.mean())
+    mean, std = chunked.mean_std(lambda: chunked.diffs(raw, T_CHUNK), n)  # g.mean(), g.std()
+    if not mean > 0:
+        return None
+    target = float(std / mean)
     k = min(len(raw), CALIBRATION_EVENTS)
     horizon = float(raw[k - 1] - raw[0]) * k / max(k - 1, 1)
     if not horizon > 0:

@@ -136,6 +136,7 @@ import pyarrow as pa
 from servetrace.analysis.frames import warn_empty
 from servetrace.loaders.schema import conform
 from servetrace.synth.arrivals import (
+    T_CHUNK,
     _calibrate_cv,
     _detect_tick,
     _fit_sorted,
@@ -507,12 +508,31 @@ def _check_lazy(requests: pl.LazyFrame) -> int:
     return n
 
 
-def _lazy_times(requests: pl.LazyFrame) -> np.ndarray:
-    """The arrival times, sorted, as the only per-request array the lazy fit holds."""
-    s = requests.select(pl.col("arrival_s").cast(pl.Float64)).collect().to_series()
-    if s.is_sorted():
-        return np.array(s.to_numpy(), dtype=np.float64)  # writable: shifted in place
-    return np.sort(s.to_numpy())
+def _lazy_times(requests: pl.LazyFrame, n: int | None = None) -> np.ndarray:
+    """The arrival times, sorted, as the only per-request array the lazy fit holds.
+
+    With ``n``, the number of rows of ``requests`` (a scan whose slices the engine reads
+    without reading what comes before them: the whole trace), they are read
+    :data:`~servetrace.synth.arrivals.T_CHUNK` rows at a time into the one array, so that
+    no column of the same size is held beside it."""
+    times = pl.col("arrival_s").cast(pl.Float64)
+    if n is None:
+        s = requests.select(times).collect().to_series()
+        if s.is_sorted():
+            return np.array(s.to_numpy(), dtype=np.float64)  # writable: shifted in place
+        return np.sort(s.to_numpy())
+    out = np.empty(n)
+    column = requests.select(times)
+    in_order, last = True, -np.inf
+    for lo in range(0, n, T_CHUNK):
+        part = column.slice(lo, T_CHUNK).collect().to_series().to_numpy()
+        out[lo:lo + part.size] = part
+        if part.size:
+            in_order = in_order and part[0] >= last and bool(np.all(part[1:] >= part[:-1]))
+            last = part[-1]
+    if not in_order:
+        out.sort()
+    return out
 
 
 def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span: float,
@@ -547,7 +567,7 @@ def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadMode
         for c in (*LABELS, "trace"))
     if by is not None:
         warn_empty(requests, [by])
-    a = _lazy_times(requests)
+    a = _lazy_times(requests, n)
     origin = float(a[0])
     last = float(a[-1])
     span = (last - origin) * n / (n - 1)
