@@ -113,7 +113,9 @@ def run_stage(name: str, argv: list[str], log: Path, stdout: Path | None = None
         out.write(f"--- {name}: {' '.join(argv)}\n".encode())
         out.flush()
         to = open(stdout, "wb") if stdout else out
-        proc = subprocess.Popen(argv, stdout=to, stderr=out if stdout else subprocess.STDOUT)
+        # in the log's folder: a folder named like the trace ("bench") is not taken for it
+        proc = subprocess.Popen(argv, stdout=to, stderr=out if stdout else subprocess.STDOUT,
+                                cwd=log.parent)
         while True:
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
