@@ -35,10 +35,17 @@ from, and how close it is to the in-memory one (``tests/test_out_of_core_analyze
 
 Gaps need the arrivals in time order: a store's tables are sorted by ``arrival_s``. An input
 that is not (found in the first pass) is characterized in memory instead, with a warning.
+
+With an engine (:mod:`~servetrace.analysis.engine`: ``--engine ray``), the window counts and
+the length histogram, which add up across rows, run as one task per partition of rows, each
+reading its own rows from the scan's files, and are merged here: integer counts, so the
+figures are the local engine's exactly. The passes over gaps carry the previous arrival from
+row to row and stay in this process.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -61,6 +68,7 @@ from servetrace.analysis.counting import (
     _runs,
     _snap_to_grid,
 )
+from servetrace.analysis.engine import Engine
 from servetrace.analysis.frames import columns, warn_empty
 from servetrace.analysis.interarrival import _fit_groups, _request_figures
 from servetrace.analysis.token_counts import _aggregate, _join, _Runs
@@ -70,14 +78,20 @@ from servetrace.synth.lengths import _spearman_from_pairs
 CHUNK_ROWS = 1 << 22
 
 
-def _chunks(lf: pl.LazyFrame, cols: Sequence[str], n: int, rows: int | None = None
+def _chunks(lf: pl.LazyFrame, cols: Sequence[str], n: int, start: int = 0
             ) -> Iterator[pl.DataFrame]:
-    """``cols`` of ``lf`` in consecutive slices of ``rows`` rows (a Parquet scan reads only
-    the row groups a slice covers)."""
-    rows = rows or CHUNK_ROWS
+    """``cols`` of rows ``[start, n)`` of ``lf`` in consecutive slices of
+    :data:`CHUNK_ROWS` rows (a Parquet scan reads only the row groups a slice covers)."""
     sel = lf.select(cols)
-    for lo in range(0, n, rows):
-        yield sel.slice(lo, rows).collect()
+    for lo in range(start, n, CHUNK_ROWS):
+        yield sel.slice(lo, min(CHUNK_ROWS, n - lo)).collect()
+
+
+def _ranges(n: int, engine: Engine | None, partitions: int | None) -> list[tuple[int, int]]:
+    """Row ranges ``[lo, hi)`` of the partitions an engine maps over (default 4 per CPU)."""
+    parts = partitions or 4 * (engine.workers if engine is not None else 1)
+    edges = np.linspace(0, n, max(1, min(parts, n)) + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 class _Unsorted(Exception):
@@ -115,10 +129,13 @@ class _Scan:
         self.r, self.phase = 0.0, 0.0
         self.first, self.last = self._first_pass()
 
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """(group id, snapped time, tick or None) of each chunk's rows, in time order."""
+    def chunks(self, lo: int = 0, hi: int | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(group id, snapped time, tick or None) of each chunk of rows ``[lo, hi)`` (all
+        by default), in time order."""
         ids = self.keys.with_row_index("_gid") if self.cols else None
-        for df in _chunks(self.lf, [*self.cols, "arrival_s"], self.n):
+        for df in _chunks(self.lf, [*self.cols, "arrival_s"],
+                          self.n if hi is None else hi, lo):
             t = df["arrival_s"].cast(pl.Float64).to_numpy()
             ticks = None
             if self.r > 0:
@@ -166,12 +183,23 @@ class _Scan:
     def snap(self, t: np.ndarray) -> np.ndarray:
         return _snap_to_grid(t, self.r, self.phase)[0] if self.r > 0 else t
 
-    def sparse(self, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sparse(self, w: float, engine: Engine | None = None, partitions: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(gid, k, count) of the non-empty windows of size ``w``: what
-        :func:`~servetrace.analysis.counting._sparse` computes from the times, by chunks."""
+        :func:`~servetrace.analysis.counting._sparse` computes from the times, by chunks;
+        with an ``engine``, each partition of rows is a task whose runs are merged here
+        (integer counts: the same result)."""
+        if engine is None:
+            return self.sparse_rows(w, 0, self.n)
+        parts = engine.map(_sparse_rows, _ranges(self.n, engine, partitions), self, w)
+        return self._merge(parts)
+
+    def sparse_rows(self, w: float, lo: int, hi: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`sparse` of rows ``[lo, hi)`` alone."""
         m = _multiple(w, self.r) if self.r > 0 and self.phase == 0.0 else None
         parts = []
-        for gid, t, ticks in self.chunks():
+        for gid, t, ticks in self.chunks(lo, hi):
             if self.cols:
                 order = np.argsort(gid, kind="stable")
                 gid, t = gid[order], t[order]
@@ -180,19 +208,26 @@ class _Scan:
                 parts.append(_runs(gid, ticks // m))
             else:
                 parts.append(_floor_runs(gid, t, 0.0, w))
+        return self._merge(parts)
+
+    def _merge(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One sorted run per (group, window) from the runs of consecutive row ranges."""
         g, k, c = (np.concatenate([p[i] for p in parts]) for i in range(3))
         if self.cols:
             order = np.lexsort((k, g))
             g, k, c = g[order], k[order], c[order]
         return _runs(g, k, c)
 
-    def prepared(self) -> _Prepared:
+    def prepared(self, engine: Engine | None = None, partitions: int | None = None
+                 ) -> _Prepared:
         first, last = self.snap(self.first), self.snap(self.last)
         r = self.r
         start, final = float(first.min()), float(last.max())
         end = final + r if r > 0 else float(np.nextafter(final, np.inf))
         return _Prepared(self.cols, self.keys, "arrivals", r, 0.0, start, end,
-                         None, None, None, None, None, source=self.sparse)
+                         None, None, None, None, None,
+                         source=lambda w: self.sparse(w, engine, partitions))
 
     def gaps(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(group id, gap) of consecutive arrivals of a group, chunk by chunk, in the order
@@ -213,6 +248,12 @@ class _Scan:
             yield gid[keep], (t - before)[keep]
             last = np.flatnonzero(np.append(head[1:], True))
             carry[gid[last]] = t[last]
+
+
+def _sparse_rows(rows: tuple[int, int], scan: _Scan, w: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One partition's task: the window runs of its rows (module level: Ray pickles it)."""
+    return scan.sparse_rows(w, *rows)
 
 
 def _blocks(parts: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -311,10 +352,17 @@ def _within(index: np.ndarray, lo: int, size: int) -> np.ndarray:
     return index[a:b] - lo
 
 
-def arrival_summary(events: pl.LazyFrame, by: By = None, *, seed: int = 0) -> pl.DataFrame:
+def arrival_summary(events: pl.LazyFrame, by: By = None, *, seed: int = 0,
+                    engine: Engine | None = None, partitions: int | None = None
+                    ) -> pl.DataFrame:
     """:func:`servetrace.analysis.burstiness.summary` of ``events`` (arrivals: a lazy
     ``requests`` or ``invocations`` scan) out of core; see the module docstring for what
-    each figure is computed from and how close it is to the in-memory one."""
+    each figure is computed from and how close it is to the in-memory one.
+
+    ``engine`` (:mod:`~servetrace.analysis.engine`; None: this process) computes the window
+    counts as one task per partition of rows (``partitions``, default 4 per CPU), each
+    reading its rows itself; the passes over the gaps, which carry state from one row to
+    the next, stay in this process. The figures are the local engine's, exactly."""
     lf = events.lazy()
     try:
         scan = _Scan(lf, by)
@@ -322,7 +370,7 @@ def arrival_summary(events: pl.LazyFrame, by: By = None, *, seed: int = 0) -> pl
         warnings.warn("out of core: the arrivals are not in time order; characterized in "
                       "memory", RuntimeWarning, stacklevel=2)
         return burstiness.summary(lf, by=by, seed=seed)
-    ev = scan.prepared()
+    ev = scan.prepared(engine, partitions)
     n_gaps, ties, sd = _gap_moments(scan)
     first, last = scan.snap(scan.first), scan.snap(scan.last)
     n = n_gaps + 1
@@ -339,10 +387,30 @@ def arrival_summary(events: pl.LazyFrame, by: By = None, *, seed: int = 0) -> pl
     return burstiness._summary(ev, ia, fits)
 
 
-def _pairs(lf: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
-    """The (group, input, output) histogram ``[keys..., input_tokens, output_tokens, _c]``."""
-    return (lf.group_by(*keys, "input_tokens", "output_tokens")
-            .agg(pl.len().cast(pl.Int64).alias("_c")).collect(engine="streaming"))
+def _pairs(lf: pl.LazyFrame, keys: list[str], engine: Engine | None = None,
+           partitions: int | None = None) -> pl.DataFrame:
+    """The (group, input, output) histogram ``[keys..., input_tokens, output_tokens, _c]``,
+    sorted (sums over its cells then add in one order); with an ``engine``, one histogram
+    per partition of rows, added up."""
+    cells = [*keys, "input_tokens", "output_tokens"]
+    if engine is None:
+        table = _histogram(lf, cells)
+    else:
+        n = lf.select(pl.len()).collect().item()
+        parts = engine.map(_histogram_rows, _ranges(n, engine, partitions), lf, cells)
+        table = pl.concat(parts).group_by(cells).agg(pl.col("_c").sum())
+    return table.sort(cells, nulls_last=True)
+
+
+def _histogram(lf: pl.LazyFrame, cells: list[str]) -> pl.DataFrame:
+    return (lf.group_by(cells).agg(pl.len().cast(pl.Int64).alias("_c"))
+            .collect(engine="streaming"))
+
+
+def _histogram_rows(rows: tuple[int, int], lf: pl.LazyFrame, cells: list[str]
+                    ) -> pl.DataFrame:
+    """One partition's task: the histogram of its rows (module level: Ray pickles it)."""
+    return _histogram(lf.slice(rows[0], rows[1] - rows[0]), cells)
 
 
 def _field_runs(cells: pl.DataFrame, field: str, n_groups: int
@@ -361,10 +429,12 @@ def _field_runs(cells: pl.DataFrame, field: str, n_groups: int
 
 def token_summary(requests: pl.LazyFrame, by: By = None, *,
                   families: Sequence[str] = tokens.WHOLE_FAMILIES, min_n: int = 100,
-                  max_samples: int = 200_000, seed: int = 0) -> pl.DataFrame:
+                  max_samples: int = 200_000, seed: int = 0, engine: Engine | None = None,
+                  partitions: int | None = None) -> pl.DataFrame:
     """:func:`servetrace.analysis.tokens.summary` of a lazy ``requests`` scan out of core,
-    from the (group, input, output) histogram (see the module docstring). Falls back to the
-    in-memory function where the token columns are not integers."""
+    from the (group, input, output) histogram (see the module docstring); with an
+    ``engine``, one histogram per partition of rows, added up (the same counts). Falls back
+    to the in-memory function where the token columns are not integers."""
     lf = requests.lazy()
     schema = lf.collect_schema()
     keys = columns(by)
@@ -373,7 +443,7 @@ def token_summary(requests: pl.LazyFrame, by: By = None, *,
         return tokens.summary(lf, by=by, families=families, min_n=min_n,
                               max_samples=max_samples, seed=seed)
     warn_empty(lf, keys)
-    cells = _pairs(lf, keys)
+    cells = _pairs(lf, keys, engine, partitions)
     if cells.height == 0:
         raise ValueError("summary: requests is empty (no rows)")
     ids = (cells.select(keys).unique().sort(keys, nulls_last=True).with_row_index("_g")

@@ -184,6 +184,8 @@ def main() -> None:
         ap.error("without the ingest stage, --keep must name the folder holding the stores")
     py = sys.executable
     cli = str(Path(py).parent / "servetrace")
+    # the other checkout's command (its console script registers every command)
+    today = str(args.today.parent / "servetrace") if args.today else ""
     results: list[dict[str, object]] = []
     with work_dir(args.keep) as work:
         log = work / "scale.log"
@@ -205,13 +207,13 @@ def main() -> None:
                                    str(store)]),
                       ("analyze in memory", [py, "-c", ANALYZE_IN_MEMORY, str(store),
                                              str(csv.parent / "analysis_in_memory.json")]),
-                      ("analyze today", [str(args.today), "-m", "servetrace.cli", "analyze",
-                                         "bench", "--format", "json", "--store", str(store)]),
+                      ("analyze today", [today, "analyze", "bench", "--format", "json",
+                                         "--store", str(store)]),
                       ("fit", [cli, "fit", "bench", "-o", str(model), "--store", str(store)]),
                       ("fit in memory", [py, "-c", FIT_IN_MEMORY, str(store),
                                          str(csv.parent / "model_in_memory.json")]),
-                      ("fit today", [str(args.today), "-m", "servetrace.cli", "fit", "bench",
-                                     "-o", str(csv.parent / "model_today.json"), "--store",
+                      ("fit today", [today, "fit", "bench", "-o",
+                                     str(csv.parent / "model_today.json"), "--store",
                                      str(store)])]
             stages = [(name, argv) for name, argv in stages if name in args.stages and
                       (small or not name.endswith(("in memory", "today"))) and

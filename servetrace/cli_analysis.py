@@ -34,6 +34,14 @@ from servetrace.cli import (
 )
 from servetrace.loaders import Store
 
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local (this process) or ray (Ray tasks; pip install 'servetrace[ray]')")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to join (auto, ray://host:10001; default: start a "
+    "local Ray instance)")]
+PartitionsOpt = Annotated[int | None, typer.Option(
+    "--partitions", help="with --engine ray: parallel tasks (default 4 per CPU)")]
+
 
 @app.command("analyze")
 def analyze_cmd(
@@ -45,19 +53,29 @@ def analyze_cmd(
     png: Annotated[Path | None, typer.Option("--png", help="also save each chart as a PNG "
                                              "in this folder")] = None,
     store: StoreOpt = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Characterize arrivals (burstiness) and token lengths of a stored trace.
 
     Without --report or --png, arrivals and token lengths are read out of core (in chunks
     and streamed aggregates, servetrace.analysis.out_of_core): a trace larger than memory
-    gets the same figures."""
+    gets the same figures. With --engine ray, the window counts and the length histogram
+    are counted by parallel Ray tasks, each reading its rows of the store's files; the
+    figures equal the local engine's."""
     from servetrace.analysis import burstiness, out_of_core, plots, tokens
     from servetrace.analysis import report as reports
+    from servetrace.analysis.engine import get_engine
 
     if fmt not in ("table", "json"):
         _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
     groups = [by] if by else []
     try:
+        if engine != "local" and (report or png):
+            raise ValueError("--engine ray counts the figures out of core; --report and "
+                             "--png read the trace in memory: run them without --engine")
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
         s = Store(store)
         with err.status(f"characterizing {trace}"):
             table, events, _ = _first_table(
@@ -69,11 +87,12 @@ def analyze_cmd(
             streamed = not (report or png) and table != "invocation_counts"
             if not streamed:
                 events = events.collect()
+            parallel = {"engine": eng, "partitions": partitions}
             arrivals = None if not timed else (
-                out_of_core.arrival_summary(events, by=by) if streamed
+                out_of_core.arrival_summary(events, by=by, **parallel) if streamed
                 else burstiness.summary(events, by=by))
             lengths = None if table != "requests" else (
-                out_of_core.token_summary(events, by=by) if streamed
+                out_of_core.token_summary(events, by=by, **parallel) if streamed
                 else tokens.summary(events, by=by))
             sections = []
             if report or png:
@@ -237,15 +256,6 @@ def coldstart_cmd(
         _emit(trace, parts, fmt)
     except _ERRORS as exc:
         _fail(exc)
-
-
-EngineOpt = Annotated[str, typer.Option(
-    "--engine", help="local (this process) or ray (Ray tasks; pip install 'servetrace[ray]')")]
-RayAddressOpt = Annotated[str | None, typer.Option(
-    "--ray-address", help="Ray cluster to join (auto, ray://host:10001; default: start a "
-    "local Ray instance)")]
-PartitionsOpt = Annotated[int | None, typer.Option(
-    "--partitions", help="with --engine ray: parallel tasks (default 4 per CPU)")]
 
 
 @app.command("keepalive")

@@ -163,3 +163,54 @@ def test_rounded_fit_from_a_bounded_start_reaches_the_same_optimum(monkeypatch):
     np.testing.assert_allclose(thin["loglik"].to_numpy(), full["loglik"].to_numpy(),
                                rtol=1e-7)
     assert full["n"][0] == thin["n"][0] == 60_000
+
+
+@pytest.fixture(scope="session")
+def ray_engine():
+    """One local Ray instance for the session (``ray.init(num_cpus=2)``), as in
+    tests/test_engine.py; skipped where the ``ray`` extra is not installed."""
+    ray = pytest.importorskip("ray")
+    from servetrace.analysis.engine import RayEngine
+
+    started = not ray.is_initialized()
+    yield RayEngine(num_cpus=2)
+    if started:
+        ray.shutdown()
+
+
+def _engines_agree(requests, tmp_path, engine, by):
+    """The figures with ``engine`` (3 partitions of rows, each several chunks) are the local
+    engine's, exactly: window counts and histograms are integer counts merged in order."""
+    lf = _scan(requests.with_columns((pl.col("arrival_s") * 1000).round() / 1000),
+               tmp_path / "r.parquet")
+    for fn in (out_of_core.arrival_summary, out_of_core.token_summary):
+        local = fn(lf, by=by)
+        assert fn(lf, by=by, engine=engine, partitions=3).equals(local), fn.__name__
+
+
+@pytest.mark.parametrize("by", [None, "tenant"])
+def test_partitioned_local_engine_equals_one_pass(requests, tmp_path, by):
+    from servetrace.analysis.engine import LocalEngine
+
+    _engines_agree(requests, tmp_path, LocalEngine(), by)
+
+
+@pytest.mark.parametrize("by", [None, "tenant"])
+def test_ray_engine_equals_local(requests, tmp_path, ray_engine, by):
+    _engines_agree(requests, tmp_path, ray_engine, by)
+
+
+def test_cli_analyze_on_ray_equals_local(shared, tmp_path, ray_engine):
+    store = Store(tmp_path / "store")
+    ingest(shared / "mooncake_fast25" / "conversation_trace.jsonl", store=store,
+           progress=False)
+    base = ["analyze", "mooncake/conversation", "--format", "json", "--store",
+            str(store.root)]
+    local = CliRunner().invoke(app, base)
+    ray = CliRunner().invoke(app, [*base, "--engine", "ray", "--partitions", "3"])
+    assert local.exit_code == ray.exit_code == 0, ray.output
+    assert json.loads(ray.stdout) == json.loads(local.stdout)
+    res = CliRunner().invoke(app, [*base, "--engine", "ray", "--report",
+                                   str(tmp_path / "r.html")])
+    assert res.exit_code == 1 and "--report and --png read the trace in memory" in res.output
+    assert "Traceback" not in res.output
