@@ -11,16 +11,19 @@ the whole process, interpreter and imports included) and its wall time is measur
 outside:
 
 - ``ingest``: ``servetrace.loaders.ingest`` into a fresh store (streamed in chunks);
-- ``analyze``: ``servetrace analyze bench --format json`` (the CLI as a user runs it);
+- ``analyze``: ``servetrace analyze bench --format json`` (the CLI as a user runs it) — out
+  of core: :mod:`servetrace.analysis.out_of_core`, chunked passes and a length histogram;
 - ``fit``: ``servetrace fit bench`` — out of core: :func:`servetrace.synth.model.fit` of the
-  store's lazy scan holds the arrival times (8 bytes a request) and reads lengths and labels
-  as ``GROUP BY`` histograms;
+  store's lazy scan holds the arrival times (8 bytes a request) and, for the renewal, their
+  windows (4 bytes), makes gaps chunk by chunk and reads lengths and labels as ``GROUP BY``
+  histograms;
 - ``fit in memory`` (sizes up to ``--baseline-max``): ``fit`` of the same trace collected
   into a DataFrame, as before this path existed, in the same code. The two models are
   compared: they must be identical;
-- ``fit today`` (with ``--today PYTHON``, a Python environment with another checkout of
-  servetrace installed, e.g. the main branch before this change; sizes up to
-  ``--baseline-max``): its ``servetrace fit`` on the same store.
+- ``analyze today``, ``fit today`` (with ``--today PYTHON``, a Python environment with
+  another checkout of servetrace installed, e.g. the main branch before this change; sizes
+  up to ``--baseline-max``): its ``servetrace analyze`` and ``servetrace fit`` (the
+  command beside that Python) on the same store.
 
 Prints a table of seconds and peak GB per stage and size, and per stage the log-log slope of
 time and of peak memory against rows between consecutive sizes (1 is linear). Targets (issue

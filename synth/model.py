@@ -430,9 +430,12 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
 
     A ``LazyFrame`` (a store's :meth:`~servetrace.loaders.Store.scan`, ``pl.scan_parquet``)
     is fitted out of core where the trace has no sessions and no prefix blocks: only the
-    arrival times are read into memory (8 bytes a request), lengths and labels come from
-    ``GROUP BY`` aggregates (:func:`_fit_lazy`); the model is the one the same rows in a
-    ``DataFrame`` give. Sessions and prefix chains need the rows and are fitted in memory.
+    arrival times are read into memory (8 bytes a request, read in slices into one array),
+    and while the renewal is fitted each time's base window (4 bytes); gaps and rescaled
+    gaps are made chunk by chunk for each sum (:mod:`~servetrace.synth.chunked`, NumPy's
+    sums bit for bit); lengths and labels come from ``GROUP BY`` aggregates
+    (:func:`_fit_lazy`); the model is the one the same rows in a ``DataFrame`` give.
+    Sessions and prefix chains need the rows and are fitted in memory.
     """
     if hash_scope not in ("global", "session"):
         raise ValueError(f"fit: hash_scope must be 'global' or 'session', got {hash_scope!r}")
@@ -495,7 +498,7 @@ def _check_lazy(requests: pl.LazyFrame) -> int:
         *(pl.col(c).null_count().alias(c) for c in ("arrival_s", "input_tokens",
                                                      "output_tokens")),
         (~pl.col("arrival_s").is_finite()).sum().alias("infinite"),
-    ).collect().row(0, named=True)
+    ).collect(engine="streaming").row(0, named=True)
     n = int(row["n"])
     if n and row["arrival_s"] == n:
         raise ValueError("fit: the requests have no arrival times (a batch trace): a workload "
@@ -541,7 +544,7 @@ def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span:
     """:func:`_fit_group` for a group without sessions or prefix blocks, from aggregates.
     ``times``: the group's sorted arrival times minus ``t_origin`` where the caller has
     them (taken over: overwritten)."""
-    failed = (requests.select(pl.col("failed").count()).collect().item() > 0
+    failed = (requests.select(pl.col("failed").count()).collect(engine="streaming").item() > 0
               if "failed" in requests.collect_schema().names() else False)
     if times is None:
         times = _lazy_times(requests)
@@ -550,7 +553,8 @@ def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span:
                            seed=seed)
     del times
     pairs = (requests.group_by("input_tokens", "output_tokens").len()
-             .with_columns(pl.col("input_tokens", "output_tokens").cast(pl.Int64)).collect())
+             .with_columns(pl.col("input_tokens", "output_tokens").cast(pl.Int64))
+             .collect(engine="streaming"))  # sorted by lengths_from_pairs: any row order
     return Group(key, share, arrivals, lengths_from_pairs(pairs), _labels(requests, False),
                  None, None, failed)
 
