@@ -41,6 +41,7 @@ from servetrace.synth.parameters import (
     LADDER_S,
     MIN_OFF,
     MIN_WINDOWS,
+    TABLE_SIZE,
     WEEK_S,
     WINDOW_COUNT,
     Arrivals,
@@ -231,16 +232,18 @@ def _fit_renewal(u: np.ndarray) -> Renewal:
     if len(u) < 20:
         return Renewal("exponential")
     u /= u.mean()
-    return _renewal(u, float(u.std() / u.mean()), lambda: u)
+    return _renewal(u, float(u.std() / u.mean()), lambda: u.copy())
 
 
 def _fit_renewal_of(t: np.ndarray, rates: np.ndarray, window: float,
-                    cells: np.ndarray | None = None) -> Renewal:
+                    cells: np.ndarray | None = None, table: bool = True) -> Renewal:
     """``_fit_renewal(_rescaled_gaps(t, rates, window))``, the same renewal, without an
     array of gaps: the rescaled gaps are made chunk by chunk for each sum
     (:mod:`~servetrace.synth.chunked`, NumPy's sums bit for bit), the fit's subsample of
     50,000 is gathered by its indices, and only a renewal that falls back to the empirical
-    table (its quantiles need every gap) holds the gaps. ``cells``: :func:`_window_of`."""
+    table (its quantiles need every gap) holds the gaps, and only with ``table`` (without,
+    an empirical renewal comes without its table: :func:`_with_table`). ``cells``:
+    :func:`_window_of`."""
     def kept() -> Iterator[np.ndarray]:  # the gaps _fit_renewal keeps: finite and positive
         for u in _rescaled_chunks(t, rates, window, cells):
             ok = np.isfinite(u) & (u > 0)
@@ -261,16 +264,37 @@ def _fit_renewal_of(t: np.ndarray, rates: np.ndarray, window: float,
         sample = chunked.gather(scaled(), pick)
     else:
         sample = np.concatenate(list(scaled()))
-    return _renewal(sample, float(std / mean), lambda: np.concatenate(list(scaled())))
+    def every() -> np.ndarray:  # one array, filled chunk by chunk
+        out = np.empty(n)
+        at = 0
+        for u in scaled():
+            out[at:at + u.size] = u
+            at += u.size
+        return out
+
+    return _renewal(sample, float(std / mean), every if table else None)
+
+
+def _with_table(renewal: Renewal, t: np.ndarray, rates: np.ndarray, window: float
+                ) -> Renewal:
+    """``renewal`` with the empirical table :func:`_fit_renewal_of` left out, built from the
+    rescaled gaps of the same ``rates`` (the renewal's own)."""
+    if renewal.family != "empirical" or renewal.table is not None:
+        return renewal
+    full = _fit_renewal_of(t, rates, window)
+    return dataclasses.replace(renewal, table=full.table)
 
 
 #: The renewal's family is chosen on at most this many rescaled gaps.
 RENEWAL_SAMPLE = 50_000
 
 
-def _renewal(sample: np.ndarray, cv: float, every: Callable[[], np.ndarray]) -> Renewal:
+def _renewal(sample: np.ndarray, cv: float, every: Callable[[], np.ndarray] | None
+             ) -> Renewal:
     """The renewal of :func:`_fit_renewal` from the unit-mean gaps' ``sample`` (all of them,
-    or fit_distributions' subsample), their ``cv``, and ``every`` gap on demand."""
+    or fit_distributions' subsample), their ``cv``, and ``every`` gap on demand (an array
+    the table may reorder); without ``every`` an empirical renewal has no table yet
+    (:func:`_with_table` adds it)."""
     from servetrace.analysis.fitting import fit_distributions
 
     fits = fit_distributions(sample, ("gamma", "weibull"), max_samples=RENEWAL_SAMPLE)
@@ -279,7 +303,15 @@ def _renewal(sample: np.ndarray, cv: float, every: Callable[[], np.ndarray]) -> 
     crit = 1.36 / math.sqrt(best["n"])
     if best["ks"] <= crit:
         return Renewal(best["family"], shape=shape, cv=cv, ks=float(best["ks"]))
-    return Renewal("empirical", table=Table.of(every(), log=True), cv=cv, ks=float(best["ks"]))
+    table = None if every is None else _quantile_table(every())
+    return Renewal("empirical", table=table, cv=cv, ks=float(best["ks"]))
+
+
+def _quantile_table(u: np.ndarray) -> Table:
+    """``Table.of(u, log=True)``, partitioning ``u`` in place (no copy of the gaps)."""
+    k = int(min(TABLE_SIZE, max(len(u), 2)))
+    q = np.quantile(u, np.linspace(0.0, 1.0, k), overwrite_input=True)
+    return Table(tuple(float(v) for v in q), True)
 
 
 def _window_of(t: np.ndarray, window: float, n_w: int) -> np.ndarray:
@@ -454,15 +486,19 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
     cells = _window_of(t, window, n_w)
     for _ in range(3):  # renewal ↔ shrinkage, a fixed point in a few steps
         xs = np.maximum(1.0 + shrink * (x - 1.0), 0.0)
-        renewal = _fit_renewal_of(t, rate * det * xs, window, cells)
+        rates = rate * det * xs
+        # an empirical table waits for the last renewal: the loop reads only the CV
+        renewal = _fit_renewal_of(t, rates, window, cells, table=False)
         noise = float(np.mean(renewal.cv ** 2 / (rate * window * det)))
         shrink = math.sqrt(max(0.0, 1.0 - noise / var_x)) if var_x > 0 else 1.0
     xs = np.maximum(1.0 + shrink * (x - 1.0), 0.0)
     xs = xs / xs.mean() if xs.mean() > 0 else np.ones(n_w)
     if not _modulated(x, noise):  # no rate variation beyond the renewal's own noise
         shrink, xs = 0.0, np.ones(n_w)
-        renewal = _fit_renewal_of(t, rate * det, window, cells)
-    del cells  # 4 bytes a request, no longer needed
+        rates = rate * det
+        renewal = _fit_renewal_of(t, rates, window, cells, table=False)
+    del cells  # 4 bytes a request: freed before a table holds the rescaled gaps
+    renewal = _with_table(renewal, t, rates, window)
     hurst, memory, _ = fit_driver(x, noise) if n_w >= 8 and shrink > 0 else (0.5, 1, 0.0)
     if n_w >= 8 and shrink > 0:  # the table holds the signal's shape, not the noise's
         xs = smoothed_factors(x, noise, hurst, memory)
