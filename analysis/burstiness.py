@@ -66,6 +66,8 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
@@ -166,9 +168,26 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
       resolution; counts input), "; "-separated; null when nothing is left out.
     """
     ev = _prepare(events, by)
-    g = ev.n_groups
     if ev.kind == "arrivals":
-        ia = _interarrival(ev)
+        return _summary(ev, _interarrival(ev),
+                        lambda: _fit(ev, fitting.DEFAULT_FAMILIES, seed, SUMMARY_FIT_GAPS, 10))
+    return _summary(ev, None, None)
+
+
+#: :func:`summary`'s ``best_fit`` is fitted on at most this many gaps per group.
+SUMMARY_FIT_GAPS = 50_000
+
+
+def _summary(ev: _Prepared, ia: pl.DataFrame | None,
+             fits: Callable[[], pl.DataFrame] | None) -> pl.DataFrame:
+    """:func:`summary` of prepared events; for arrivals ``ia``, the request-level columns of
+    :func:`interarrival_stats` (``n, duration_s, rate_per_s, cv, resolution_s,
+    tie_fraction, cv_request``), and ``fits``, what gives :func:`fit_interarrivals`' frame
+    with :data:`SUMMARY_FIT_GAPS` gaps and ``min_gaps`` 10 (at least its ``by`` columns,
+    ``family`` and ``rank_aic``): in memory or out of core
+    (:mod:`~servetrace.analysis.out_of_core`), the rest is the same code."""
+    g = ev.n_groups
+    if ia is not None:
         base = ia.select("n", "duration_s", "rate_per_s", "cv", "resolution_s", "tie_fraction")
     else:
         n = np.bincount(ev.gid, weights=ev.base_c, minlength=g).astype(np.int64)
@@ -189,9 +208,8 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
                          ("dfa", "hurst_dfa")):
         cols[name] = _per_group(ev, hu.filter(pl.col("method") == method), "h")
     cols["hurst_memory"] = _per_group(ev, hu.filter(pl.col("method") == "dfa"), "memory")
-    if ev.kind == "arrivals":
-        fits = _fit(ev, fitting.DEFAULT_FAMILIES, seed, 50_000, 10)
-        best = _per_group(ev, fits.filter(pl.col("rank_aic") == 1), "family")
+    if ia is not None and fits is not None:
+        best = _per_group(ev, fits().filter(pl.col("rank_aic") == 1), "family")
         unresolved = ia["cv"].is_null() & ia["cv_request"].is_not_null()
         cols["best_fit"] = pl.select(pl.when(unresolved).then(None).otherwise(best))
         cols["best_fit"] = cols["best_fit"].to_series().alias("best_fit")
@@ -206,7 +224,7 @@ def summary(events: Events, by: By = None, *, seed: int = 0) -> pl.DataFrame:
     nb = _per_group(ev, bu.group_by(list(ev.by)).agg(pl.len().alias("n")) if ev.by
                     else pl.DataFrame({"n": [bu.height]}), "n")
     cols["n_bursts"] = nb.fill_null(0).cast(pl.Int64)
-    notes = _summary_notes(ev, ia if ev.kind == "arrivals" else None, below)
+    notes = _summary_notes(ev, ia, below)
     hurst_notes = [_per_group(ev, hu.filter(pl.col("method") == m), "note").alias(m)
                    for m in ("aggregated_variance", "dfa")]
     cols["notes"] = pl.DataFrame([notes, *hurst_notes]).select(pl.concat_str(

@@ -9,7 +9,7 @@ Part of :mod:`servetrace.analysis.burstiness`, whose docstring states the conven
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,11 +75,23 @@ def resolution(arrival_s: np.ndarray | pl.Series) -> float:
     return _grid_step(t if _is_sorted(t) else np.sort(t))
 
 
+def _grid_stride(n: int) -> int:
+    """:func:`resolution` reads the gaps ``t[j·s + 1] − t[j·s]`` of ``n`` sorted times for
+    this stride ``s`` (at most :data:`_GRID_MAX_GAPS` of them, evenly spaced)."""
+    return max(1, -(-(n - 1) // _GRID_MAX_GAPS))
+
+
 def _grid_step(t: np.ndarray) -> float:
     """:func:`resolution` of sorted finite timestamps (at least two)."""
-    step = max(1, -(-(t.size - 1) // _GRID_MAX_GAPS))  # evenly spaced consecutive gaps
-    d = t[1::step] - t[:-1:step]
-    tie = 64 * np.finfo(np.float64).eps * max(1.0, abs(float(t[0])), abs(float(t[-1])))
+    step = _grid_stride(t.size)
+    return _grid_step_of_gaps(t[1::step] - t[:-1:step], float(t[0]), float(t[-1]))
+
+
+def _grid_step_of_gaps(d: np.ndarray, first: float, last: float) -> float:
+    """:func:`resolution` from the strided gaps ``d`` (:func:`_grid_stride`) of sorted times
+    running from ``first`` to ``last``: all it reads of them, so that a pass over a trace too
+    large to hold can gather them chunk by chunk."""
+    tie = 64 * np.finfo(np.float64).eps * max(1.0, abs(first), abs(last))
     pos = d[d > tie]
     if pos.size < _GRID_MIN_GAPS:
         return 0.0
@@ -141,6 +153,9 @@ class _Prepared:
     base_c: np.ndarray | None   # counts: events in that base window
     cache: dict = field(default_factory=dict, compare=False, repr=False)  # window → sparse
     memo: dict = field(default_factory=dict, compare=False, repr=False)   # other results
+    # out of core (times and gid are None): window → the sparse counts of a pass over the rows
+    source: Callable[[float], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def n_groups(self) -> int:
@@ -207,6 +222,29 @@ def _group_order(gid: np.ndarray, n_groups: int) -> np.ndarray:
     return np.argsort(small, kind="stable")
 
 
+def _phase_stride(n: int) -> int:
+    """The grid's phase is read from every this-many-th of ``n`` times (about 100,000)."""
+    return max(1, n // 100_000)
+
+
+def _grid_phase(sample: np.ndarray, r: float) -> float:
+    """Phase of a grid of step ``r`` > 0 (circular mean of t mod r over ``sample``, the times
+    at a stride of :func:`_phase_stride`); 0.0 within 1 % of r: every loader's zero-based
+    ticks."""
+    phase = r / (2 * np.pi) * float(np.angle(np.exp(2j * np.pi * sample / r).mean()))
+    return 0.0 if abs(phase) <= _GRID_TOL * r else phase
+
+
+def _snap_to_grid(t: np.ndarray, r: float, phase: float
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Times snapped to the grid of step ``r`` > 0 and ``phase`` (:func:`_grid_phase`), and
+    on a grid of phase 0 their integer ticks round(t / r) (else None)."""
+    if phase == 0.0:
+        ticks = np.rint(t / r).astype(np.int64)
+        return ticks * r, ticks
+    return phase + np.rint((t - phase) / r) * r, None
+
+
 def _prepare_arrivals(df: pl.DataFrame, cols: tuple[str, ...]) -> _Prepared:
     if df.height == 0:
         raise ValueError("events: no rows (arrival_s is empty)")
@@ -218,14 +256,7 @@ def _prepare_arrivals(df: pl.DataFrame, cols: tuple[str, ...]) -> _Prepared:
     r = _grid_step(t if in_order else np.sort(t)) if t.size >= 2 else 0.0
     ticks = None
     if r > 0:
-        # phase of the grid (circular mean of t mod r): 0 for every loader's zero-based ticks
-        sample = t[:: max(1, t.size // 100_000)]
-        phase = r / (2 * np.pi) * float(np.angle(np.exp(2j * np.pi * sample / r).mean()))
-        if abs(phase) <= _GRID_TOL * r:
-            ticks = np.rint(t / r).astype(np.int64)
-            t = ticks * r
-        else:
-            t = phase + np.rint((t - phase) / r) * r
+        t, ticks = _snap_to_grid(t, r, _grid_phase(t[:: _phase_stride(t.size)], r))
     if r > 0:  # snapping keeps the order of sorted times
         in_order = in_order or _is_sorted(t)
     if cols:
@@ -318,6 +349,8 @@ def _sparse(ev: _Prepared, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
             raise ValueError(f"window_s={w:g}: counts input supports multiples of its base "
                              f"window {ev.resolution_s:g} s only")
         out = _runs(ev.gid, ev.base_k // m, ev.base_c)
+    elif ev.source is not None:
+        out = ev.source(key)
     elif ev.ticks is not None and (m := _multiple(key, ev.resolution_s)) is not None:
         out = _runs(ev.gid, ev.ticks // m)
     else:

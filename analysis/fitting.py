@@ -427,11 +427,39 @@ def fit_rounded(steps: np.ndarray, resolution_s: float,
     if k_all.size < 2 or not k_all.any():
         return pl.DataFrame(schema=FIT_SCHEMA)
     ks, counts = np.unique(np.rint(k_all).astype(np.int64), return_counts=True)
+    return fit_rounded_counts(ks, counts, resolution_s, families, seed=seed)
+
+
+#: Above this many gaps, :func:`fit_rounded_counts` starts from this many evenly spaced ones.
+MAX_START_GAPS = 1 << 22
+
+
+def fit_rounded_counts(ks: np.ndarray, counts: np.ndarray, resolution_s: float,
+                       families: Sequence[str] = DEFAULT_FAMILIES, *, seed: int = 0
+                       ) -> pl.DataFrame:
+    """:func:`fit_rounded` of the gaps' histogram: ``counts[i]`` gaps of ``ks[i]`` ticks
+    (``ks`` distinct, ascending), all the likelihood reads; a trace too large to hold passes
+    its histogram. The search's start spreads at most :data:`MAX_START_GAPS` gaps (evenly
+    spaced order statistics of the histogram) by the triangular jitter, so memory stays
+    bounded whatever the number of gaps."""
+    unknown = [f for f in families if f not in ROUNDED_FAMILIES]
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not supported on rounded gaps; use one of "
+                         f"{', '.join(ROUNDED_FAMILIES)}")
+    ks = np.asarray(ks, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
     n = int(counts.sum())
+    if n < 2 or not (ks[counts > 0] != 0).any():
+        return pl.DataFrame(schema=FIT_SCHEMA)
     r = float(resolution_s)
     weights = counts.astype(np.float64)
     rng = np.random.default_rng(seed)
-    spread = np.repeat(ks, counts) + rng.random(n) - rng.random(n)
+    if n <= MAX_START_GAPS:
+        spread = np.repeat(ks, counts) + rng.random(n) - rng.random(n)
+    else:
+        rank = np.arange(MAX_START_GAPS, dtype=np.int64) * n // MAX_START_GAPS
+        spread = (ks[np.searchsorted(np.cumsum(counts), rank, side="right")]
+                  + rng.random(MAX_START_GAPS) - rng.random(MAX_START_GAPS))
     start_x = np.sort(np.abs(spread[spread != 0]) * r)
     start_x = start_x[:: max(1, start_x.size // 200_000)]  # a start: evenly spread quantiles
     ecdf = np.cumsum(weights) / n

@@ -176,7 +176,6 @@ def _interarrival(ev: _Prepared) -> pl.DataFrame:
     bounds = np.concatenate([[0], np.cumsum(n)])
     duration = ev.times[bounds[1:] - 1] - ev.times[bounds[:-1]]
     ggid, gap = _gaps(ev)
-    n_gaps = n - 1
     qs = (0.5, 0.9, 0.99)
     if g == 1:  # gaps ≥ 0 in time order: blocks of rows, no copies
         n_ties = np.array([np.count_nonzero(gap == 0)])
@@ -196,20 +195,32 @@ def _interarrival(ev: _Prepared) -> pl.DataFrame:
         if has.any():
             max_b[has] = np.maximum.reduceat(bgap, starts[has])
         q = _group_quantiles(bg, bgap, g, qs)
+    req = _request_figures(n, duration, n_ties, sd_req, ev.resolution_s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _frame(ev, np.arange(g), {
+            "n": req["n"], "duration_s": duration, "rate_per_s": req["rate_per_s"],
+            "mean_s": mean_b, "cv": req["cv"],
+            "p50_s": q[:, 0], "p90_s": q[:, 1], "p99_s": q[:, 2], "max_s": max_b,
+            "tie_fraction": req["tie_fraction"], "resolution_s": req["resolution_s"],
+            "n_batches": n - n_ties, "mean_batch_size": n / (n - n_ties),
+            "cv_request": req["cv_request"], "cv_batch": sd_b / mean_b,
+        })
+
+
+def _request_figures(n: np.ndarray, duration: np.ndarray, n_ties: np.ndarray,
+                     sd_req: np.ndarray, r: float) -> dict[str, np.ndarray]:
+    """The request-level figures of :func:`interarrival_stats` per group from the arrivals
+    ``n``, the span ``duration`` (last − first), the zero gaps ``n_ties`` and the sample SD of
+    all gaps ``sd_req`` (what a pass over the gaps in chunks also gives)."""
+    n_gaps = n - 1
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_req = duration / n_gaps
         cv_req = np.where(n_gaps > 1, sd_req / mean_req, np.nan)
-        return _frame(ev, np.arange(g), {
-            "n": n.astype(np.int64), "duration_s": duration,
-            "rate_per_s": np.where(duration > 0, n_gaps / duration, np.nan),
-            "mean_s": mean_b, "cv": np.where(_resolved(mean_req, ev.resolution_s), cv_req,
-                                             np.nan),
-            "p50_s": q[:, 0], "p90_s": q[:, 1], "p99_s": q[:, 2], "max_s": max_b,
-            "tie_fraction": np.where(n_gaps > 0, n_ties / n_gaps, np.nan),
-            "resolution_s": np.full(g, ev.resolution_s),
-            "n_batches": n - n_ties, "mean_batch_size": n / (n - n_ties),
-            "cv_request": cv_req, "cv_batch": sd_b / mean_b,
-        })
+        return {"n": n.astype(np.int64), "duration_s": duration,
+                "rate_per_s": np.where(duration > 0, n_gaps / duration, np.nan),
+                "cv": np.where(_resolved(mean_req, r), cv_req, np.nan),
+                "tie_fraction": np.where(n_gaps > 0, n_ties / n_gaps, np.nan),
+                "resolution_s": np.full(n.size, r), "cv_request": cv_req}
 
 
 def _resolved(mean_gap: np.ndarray, r: float) -> np.ndarray:
@@ -310,15 +321,30 @@ def _fit(ev: _Prepared, families: Sequence[str], seed: int, max_samples: int,
     else:  # gaps in whole ticks, ties included: the grouped-data likelihood
         gap = np.rint(gap / r).astype(np.int64)
     bounds = np.searchsorted(ggid, np.arange(ev.n_groups + 1))
+    return _fit_groups(ev, [gap[bounds[g]:bounds[g + 1]] for g in range(ev.n_groups)],
+                       n_ties, families, seed, max_samples, min_gaps)
+
+
+def _fit_groups(ev: _Prepared, gaps: Sequence[np.ndarray | tuple[np.ndarray, np.ndarray]],
+                n_ties: np.ndarray, families: Sequence[str], seed: int, max_samples: int,
+                min_gaps: int) -> pl.DataFrame:
+    """:func:`fit_interarrivals`' frame from each group's gaps: on a grid of r > 0 the gaps
+    in whole ticks, or their histogram ``(ticks, counts)``; otherwise the positive gaps
+    (or, out of core, the very subsample of them that :func:`fitting.fit_distributions`
+    would draw)."""
+    r = ev.resolution_s
     parts = []
     for g in range(ev.n_groups):  # one fit per group (each vectorized over its gaps)
-        a, b = bounds[g], bounds[g + 1]
-        if b - a < min_gaps:
+        part = gaps[g]
+        size = int(part[1].sum()) if isinstance(part, tuple) else part.size
+        if size < min_gaps:
             continue
-        if r > 0:
-            fit = fitting.fit_rounded(gap[a:b], r, families, seed=seed)
+        if isinstance(part, tuple):
+            fit = fitting.fit_rounded_counts(*part, r, families, seed=seed)
+        elif r > 0:
+            fit = fitting.fit_rounded(part, r, families, seed=seed)
         else:
-            fit = fitting.fit_distributions(gap[a:b], families, max_samples=max_samples,
+            fit = fitting.fit_distributions(part, families, max_samples=max_samples,
                                             seed=seed)
         if fit.height == 0:
             continue

@@ -265,8 +265,10 @@ def _trace(source: str, store: Store) -> _Trace:
 
 
 def _first_table(store: Store, trace: str, tables: tuple[str, ...], what: str,
-                 columns: set[str] | None = None) -> tuple[str, pl.DataFrame, dict[str, int]]:
-    """The first of ``tables`` the trace has rows in, collected, and its rows per table.
+                 columns: set[str] | None = None, *, collect: bool = True
+                 ) -> tuple[str, pl.DataFrame, dict[str, int]]:
+    """The first of ``tables`` the trace has rows in, collected (or, with ``collect``
+    false, its lazy scan), and its rows per table.
 
     With ``columns``, only those the table has are read: a step that needs 4 of the 30
     canonical columns holds a fraction of the trace in memory."""
@@ -277,7 +279,7 @@ def _first_table(store: Store, trace: str, tables: tuple[str, ...], what: str,
             lf = src.scan(table)
             if columns is not None:
                 lf = lf.select([c for c in lf.collect_schema().names() if c in columns])
-            return table, lf.collect(), rows
+            return table, (lf.collect() if collect else lf), rows
     raise ValueError(f"trace {trace!r} has no {what} rows (tables: {', '.join(rows) or 'none'})")
 
 

@@ -34,6 +34,14 @@ from servetrace.cli import (
 )
 from servetrace.loaders import Store
 
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local (this process) or ray (Ray tasks; pip install 'servetrace[ray]')")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to join (auto, ray://host:10001; default: start a "
+    "local Ray instance)")]
+PartitionsOpt = Annotated[int | None, typer.Option(
+    "--partitions", help="with --engine ray: parallel tasks (default 4 per CPU)")]
+
 
 @app.command("analyze")
 def analyze_cmd(
@@ -45,26 +53,48 @@ def analyze_cmd(
     png: Annotated[Path | None, typer.Option("--png", help="also save each chart as a PNG "
                                              "in this folder")] = None,
     store: StoreOpt = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None,
 ) -> None:
-    """Characterize arrivals (burstiness) and token lengths of a stored trace."""
-    from servetrace.analysis import burstiness, plots, tokens
+    """Characterize arrivals (burstiness) and token lengths of a stored trace.
+
+    Without --report or --png, arrivals and token lengths are read out of core (in chunks
+    and streamed aggregates, servetrace.analysis.out_of_core): a trace larger than memory
+    gets the same figures. With --engine ray, the window counts and the length histogram
+    are counted by parallel Ray tasks, each reading its rows of the store's files; the
+    figures equal the local engine's."""
+    from servetrace.analysis import burstiness, out_of_core, plots, tokens
     from servetrace.analysis import report as reports
+    from servetrace.analysis.engine import get_engine
 
     if fmt not in ("table", "json"):
         _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
     by = "request_class" if by == "class" else by
     groups = [by] if by else []
     try:
+        if engine != "local" and (report or png):
+            raise ValueError("--engine ray counts the figures out of core; --report and "
+                             "--png read the trace in memory: run them without --engine")
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
         s = Store(store)
         with err.status(f"characterizing {trace}"):
             table, events, _ = _first_table(
                 s, trace, EVENT_TABLES, "arrival", columns={
                     "arrival_s", "window_start_s", "window_s", "count", "input_tokens",
-                    "output_tokens", "failed", *groups})
+                    "output_tokens", "failed", *groups}, collect=False)
             _check_by(_trace(trace, s).scan(table), by, f"table {table} of {trace!r}")
             timed = burstiness.has_arrivals(events)
-            arrivals = burstiness.summary(events, by=by) if timed else None
-            lengths = tokens.summary(events, by=by) if table == "requests" else None
+            streamed = not (report or png) and table != "invocation_counts"
+            if not streamed:
+                events = events.collect()
+            parallel = {"engine": eng, "partitions": partitions}
+            arrivals = None if not timed else (
+                out_of_core.arrival_summary(events, by=by, **parallel) if streamed
+                else burstiness.summary(events, by=by))
+            lengths = None if table != "requests" else (
+                out_of_core.token_summary(events, by=by, **parallel) if streamed
+                else tokens.summary(events, by=by))
             sections = []
             if report or png:
                 sections.append(reports.arrivals(events, by=by, summary=arrivals) if timed else
@@ -228,15 +258,6 @@ def coldstart_cmd(
         _emit(trace, parts, fmt)
     except _ERRORS as exc:
         _fail(exc)
-
-
-EngineOpt = Annotated[str, typer.Option(
-    "--engine", help="local (this process) or ray (Ray tasks; pip install 'servetrace[ray]')")]
-RayAddressOpt = Annotated[str | None, typer.Option(
-    "--ray-address", help="Ray cluster to join (auto, ray://host:10001; default: start a "
-    "local Ray instance)")]
-PartitionsOpt = Annotated[int | None, typer.Option(
-    "--partitions", help="with --engine ray: parallel tasks (default 4 per CPU)")]
 
 
 @app.command("keepalive")

@@ -16,11 +16,12 @@ __all__ = ["driver", "driver_acov", "expected_block_vars", "fgn", "fit_arrivals"
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import special, stats
 
+from servetrace.synth import chunked
 from servetrace.synth.driver import (  # fgn, driver_acov: re-exported, as before the split
     _modulated,
     driver,
@@ -40,6 +41,7 @@ from servetrace.synth.parameters import (
     LADDER_S,
     MIN_OFF,
     MIN_WINDOWS,
+    TABLE_SIZE,
     WEEK_S,
     WINDOW_COUNT,
     Arrivals,
@@ -93,37 +95,57 @@ def _detect_tick(t: np.ndarray) -> float:
     ticks with ±3 ms jitter; BurstGPT: whole seconds), refined by least squares and rounded
     to the millisecond.
     """
-    if _is_sorted(t):  # the gaps between distinct times: the non-zero gaps, no sorted copy
-        d = np.diff(t)
-        if not d.all():
-            d = d[d != 0]
+    if not _is_sorted(t):
+        return _tick_of_gaps(np.diff(np.unique(t)))
+    return _tick_of_gaps(None, t)
+
+
+def _tick_of_gaps(d: np.ndarray | None, t: np.ndarray | None = None) -> float:
+    """:func:`_detect_tick` of the positive gaps ``d``, or (``d`` None) of the non-zero gaps
+    of the sorted times ``t``, read chunk by chunk with NumPy's sums (no array of gaps)."""
+    if d is not None:
+        def gaps() -> Iterator[np.ndarray]:
+            yield d
     else:
-        d = np.diff(np.unique(t))
-    if len(d) < 2:
+        def gaps() -> Iterator[np.ndarray]:
+            return chunked.diffs(t, T_CHUNK, nonzero=True)
+    n = chunked.count(gaps)
+    if n < 2:
         return 0.0
-    q0 = float(np.median(d[d < 1.5 * d.min()]))
-    m = None
+    low = 1.5 * min(float(c.min()) for c in gaps() if c.size)
+    near = [np.unique(c[c < low], return_counts=True) for c in gaps()]
+    values = np.concatenate([v for v, _ in near])
+    counts = np.concatenate([c for _, c in near])
+    values, inverse = np.unique(values, return_inverse=True)
+    counts = np.bincount(inverse, weights=counts).astype(np.int64)
+    cum = np.cumsum(counts)  # np.median of d[d < low] from its distinct values
+    size = int(cum[-1])
+    middle = values[np.searchsorted(cum, [(size - 1) // 2, size // 2], side="right")]
+    q0 = float(np.mean(middle)) if size % 2 == 0 else float(middle[0])
+    total = None
     for k in range(1, 11):  # ≤ 10 candidate grids
         q = q0 / k
         if q < 1e-3 * (1 - 0.02):  # 1 ms within the grid's 2 % (0.000999999999976 is 1 ms)
             break
-        if m is None:
-            m = np.empty_like(d)
-        for step in range(2):  # the multiples, then the grid refined on them, twice
-            np.divide(d, q, out=m)
-            np.rint(m, out=m)
-            np.maximum(m, 1.0, out=m)
-            if step == 0:
-                q = float(d.sum() / m.sum())
-        np.multiply(m, q, out=m)
-        np.subtract(d, m, out=m)
-        if np.abs(m, out=m).max() <= 0.02 * q:
+        if total is None:
+            total = chunked.pairwise_sum(gaps(), n)
+        # the multiples, then the grid refined on them (Σ d / Σ m), twice
+        q = total / chunked.pairwise_sum((_multiples(c, q) for c in gaps()), n)
+        worst = max(float(np.abs(c - _multiples(c, q) * q).max()) for c in gaps() if c.size)
+        if worst <= 0.02 * q:
             return round(q, 3)
     return 0.0
 
 
-T_CHUNK = 1 << 22
-"""Times per chunk where a pass over a trace's times builds temporaries (32 MB each)."""
+def _multiples(d: np.ndarray, q: float) -> np.ndarray:
+    """max(rint(d / q), 1): the whole number of grid steps of q in each gap."""
+    m = d / q
+    np.rint(m, out=m)
+    return np.maximum(m, 1.0, out=m)
+
+
+T_CHUNK = 1 << 21
+"""Times per chunk where a pass over a trace's times builds temporaries (16 MB each)."""
 
 
 def _bin_counts(t: np.ndarray, width: float, length: int, clip: int | None = None
@@ -202,23 +224,126 @@ def _fit_harmonics(t: np.ndarray, span: float, phase: float
 
 def _fit_renewal(u: np.ndarray) -> Renewal:
     """Unit-mean renewal for rescaled gaps ``u`` (see the module docstring); ``u`` is
-    overwritten (rescaled in place: the gaps of a large trace are not copied)."""
-    from servetrace.analysis.fitting import fit_distributions
-
+    overwritten (rescaled in place: the gaps of a large trace are not copied). The fit
+    itself reads them through :func:`_fit_renewal_of`, which makes them chunk by chunk."""
     ok = np.isfinite(u) & (u > 0)
     u = u if ok.all() else u[ok]
     del ok
     if len(u) < 20:
         return Renewal("exponential")
     u /= u.mean()
-    cv = float(u.std() / u.mean())
-    fits = fit_distributions(u, ("gamma", "weibull"), max_samples=50_000)
+    return _renewal(u, float(u.std() / u.mean()), lambda: u.copy())
+
+
+def _fit_renewal_of(t: np.ndarray, rates: np.ndarray, window: float,
+                    cells: np.ndarray | None = None, table: bool = True) -> Renewal:
+    """``_fit_renewal(_rescaled_gaps(t, rates, window))``, the same renewal, without an
+    array of gaps: the rescaled gaps are made chunk by chunk for each sum
+    (:mod:`~servetrace.synth.chunked`, NumPy's sums bit for bit), the fit's subsample of
+    50,000 is gathered by its indices, and only a renewal that falls back to the empirical
+    table (its quantiles need every gap) holds the gaps, and only with ``table`` (without,
+    an empirical renewal comes without its table: :func:`_with_table`). ``cells``:
+    :func:`_window_of`."""
+    def kept() -> Iterator[np.ndarray]:  # the gaps _fit_renewal keeps: finite and positive
+        for u in _rescaled_chunks(t, rates, window, cells):
+            ok = np.isfinite(u) & (u > 0)
+            yield u if ok.all() else u[ok]
+
+    n = chunked.count(kept)
+    if n < 20:
+        return Renewal("exponential")
+    scale = chunked.pairwise_sum(kept(), n) / n
+
+    def scaled() -> Iterator[np.ndarray]:  # u /= u.mean()
+        for u in kept():
+            yield u / scale
+
+    mean, std = chunked.mean_std(scaled, n)
+    if n > RENEWAL_SAMPLE:  # fit_distributions' own subsample (its indices depend on n only)
+        pick = np.sort(np.random.default_rng(0).choice(n, size=RENEWAL_SAMPLE, replace=False))
+        sample = chunked.gather(scaled(), pick)
+    else:
+        sample = np.concatenate(list(scaled()))
+    def every() -> np.ndarray:  # one array, filled chunk by chunk
+        out = np.empty(n)
+        at = 0
+        for u in scaled():
+            out[at:at + u.size] = u
+            at += u.size
+        return out
+
+    return _renewal(sample, float(std / mean), every if table else None)
+
+
+def _with_table(renewal: Renewal, t: np.ndarray, rates: np.ndarray, window: float
+                ) -> Renewal:
+    """``renewal`` with the empirical table :func:`_fit_renewal_of` left out, built from the
+    rescaled gaps of the same ``rates`` (the renewal's own)."""
+    if renewal.family != "empirical" or renewal.table is not None:
+        return renewal
+    full = _fit_renewal_of(t, rates, window)
+    return dataclasses.replace(renewal, table=full.table)
+
+
+#: The renewal's family is chosen on at most this many rescaled gaps.
+RENEWAL_SAMPLE = 50_000
+
+
+def _renewal(sample: np.ndarray, cv: float, every: Callable[[], np.ndarray] | None
+             ) -> Renewal:
+    """The renewal of :func:`_fit_renewal` from the unit-mean gaps' ``sample`` (all of them,
+    or fit_distributions' subsample), their ``cv``, and ``every`` gap on demand (an array
+    the table may reorder); without ``every`` an empirical renewal has no table yet
+    (:func:`_with_table` adds it)."""
+    from servetrace.analysis.fitting import fit_distributions
+
+    fits = fit_distributions(sample, ("gamma", "weibull"), max_samples=RENEWAL_SAMPLE)
     best = fits.row(0, named=True)
     shape = float(json.loads(best["params"])["shape"])
     crit = 1.36 / math.sqrt(best["n"])
     if best["ks"] <= crit:
         return Renewal(best["family"], shape=shape, cv=cv, ks=float(best["ks"]))
-    return Renewal("empirical", table=Table.of(u, log=True), cv=cv, ks=float(best["ks"]))
+    table = None if every is None else _quantile_table(every())
+    return Renewal("empirical", table=table, cv=cv, ks=float(best["ks"]))
+
+
+def _quantile_table(u: np.ndarray) -> Table:
+    """``Table.of(u, log=True)``, partitioning ``u`` in place (no copy of the gaps)."""
+    k = int(min(TABLE_SIZE, max(len(u), 2)))
+    q = np.quantile(u, np.linspace(0.0, 1.0, k), overwrite_input=True)
+    return Table(tuple(float(v) for v in q), True)
+
+
+def _window_of(t: np.ndarray, window: float, n_w: int) -> np.ndarray:
+    """min(⌊t / window⌋, n_w − 1) of every time (int32: 4 bytes a request), which the passes
+    of :func:`_rescaled_chunks` share: the float floor division is most of a pass's cost."""
+    out = np.empty(len(t), dtype=np.int32 if n_w < 2**31 else np.int64)
+    for lo in range(0, len(t), T_CHUNK):
+        w = t[lo:lo + T_CHUNK] // window
+        np.minimum(w, n_w - 1, out=w)
+        out[lo:lo + T_CHUNK] = w
+    return out
+
+
+def _rescaled_chunks(t: np.ndarray, rates: np.ndarray, window: float,
+                     cells: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """:func:`_rescaled_gaps`, chunk by chunk (the same values end to end); ``cells``:
+    :func:`_window_of` of the times, where the caller has it."""
+    n_w = len(rates)
+    edges_mass = np.concatenate([[0.0], np.cumsum(rates * window)])
+    limit = n_w * window
+    prev = None
+    for lo in range(0, len(t), T_CHUNK):
+        tt = t[lo:lo + T_CHUNK]
+        inside = tt < limit
+        tt = tt[inside]
+        if not len(tt):
+            continue
+        w = (np.minimum((tt // window).astype(np.int64), n_w - 1) if cells is None
+             else cells[lo:lo + T_CHUNK][inside])
+        lam = edges_mass[w] + rates[w] * (tt - w * window)
+        yield np.diff(lam, prepend=prev) if prev is not None else np.diff(lam)
+        prev = lam[-1]
 
 
 def _rescaled_gaps(t: np.ndarray, rates: np.ndarray, window: float) -> np.ndarray:
@@ -256,11 +381,11 @@ def _split_off(t: np.ndarray, span: float
     each arrival's ON period. A level is the period's rate over the mean ON rate, shrunk
     toward 1 by √(1 − v/Var) where v is the mean Poisson variance 1/(λ_on · duration) of a
     period's rate estimate: bursts differ in intensity, not only in length."""
-    g = np.diff(t)
     tau = _pick_window(len(t) / span, span)
+    if sum(int(np.count_nonzero(g > tau)) for g in chunked.diffs(t, T_CHUNK)) < MIN_OFF:
+        return t, span, None, None  # no array of gaps for a trace without OFF periods
+    g = np.diff(t)
     is_off = g > tau
-    if is_off.sum() < MIN_OFF:
-        return t, span, None, None
     fill = float(np.median(g[~is_off])) if (~is_off).any() else 0.0
     cut = np.where(is_off, g - fill, 0.0)
     t_on = t - np.concatenate([[0.0], np.cumsum(cut)])
@@ -323,9 +448,11 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
     tick = _detect_tick(t) if tick_s is None else float(tick_s)
     span = float(span_s) if span_s is not None else float(t[-1] - t[0]) * n / (n - 1)
     if tick > 0:
-        spread = _rng(seed, 1).random(n)
-        spread *= tick
-        t += spread
+        rng = _rng(seed, 1)
+        for lo in range(0, n, T_CHUNK):  # the draws of one random(n), a chunk at a time
+            spread = rng.random(min(T_CHUNK, n - lo))
+            spread *= tick
+            t[lo:lo + T_CHUNK] += spread
         del spread
         t.sort()
         span = max(span, float(np.floor(t[-1] / tick) + 1) * tick)
@@ -356,17 +483,22 @@ def _fit_sorted(t: np.ndarray, span_s: float | None = None, *, origin_s: float |
     var_x = float(x.var())
     shrink = 1.0
     renewal = Renewal("exponential")
+    cells = _window_of(t, window, n_w)
     for _ in range(3):  # renewal ↔ shrinkage, a fixed point in a few steps
         xs = np.maximum(1.0 + shrink * (x - 1.0), 0.0)
-        u = _rescaled_gaps(t, rate * det * xs, window)
-        renewal = _fit_renewal(u)
+        rates = rate * det * xs
+        # an empirical table waits for the last renewal: the loop reads only the CV
+        renewal = _fit_renewal_of(t, rates, window, cells, table=False)
         noise = float(np.mean(renewal.cv ** 2 / (rate * window * det)))
         shrink = math.sqrt(max(0.0, 1.0 - noise / var_x)) if var_x > 0 else 1.0
     xs = np.maximum(1.0 + shrink * (x - 1.0), 0.0)
     xs = xs / xs.mean() if xs.mean() > 0 else np.ones(n_w)
     if not _modulated(x, noise):  # no rate variation beyond the renewal's own noise
         shrink, xs = 0.0, np.ones(n_w)
-        renewal = _fit_renewal(_rescaled_gaps(t, rate * det, window))
+        rates = rate * det
+        renewal = _fit_renewal_of(t, rates, window, cells, table=False)
+    del cells  # 4 bytes a request: freed before a table holds the rescaled gaps
+    renewal = _with_table(renewal, t, rates, window)
     hurst, memory, _ = fit_driver(x, noise) if n_w >= 8 and shrink > 0 else (0.5, 1, 0.0)
     if n_w >= 8 and shrink > 0:  # the table holds the signal's shape, not the noise's
         xs = smoothed_factors(x, noise, hurst, memory)
@@ -452,10 +584,13 @@ def _cv_target(raw: np.ndarray) -> tuple[float, int, float] | None:
     events k of a calibration sample and its horizon (s); None when there is nothing to
     match. Computed once, so that the fit need not keep a copy of the raw times."""
     raw = raw if _is_sorted(raw) else np.sort(raw)
-    g = np.diff(raw)
-    if len(g) < 10 or not g.mean() > 0:
+    n = len(raw) - 1
+    if n < 10:
         return None
-    target = float(g.std() / g.mean())
+    mean, std = chunked.mean_std(lambda: chunked.diffs(raw, T_CHUNK), n)  # g.mean(), g.std()
+    if not mean > 0:
+        return None
+    target = float(std / mean)
     k = min(len(raw), CALIBRATION_EVENTS)
     horizon = float(raw[k - 1] - raw[0]) * k / max(k - 1, 1)
     if not horizon > 0:

@@ -136,6 +136,7 @@ import pyarrow as pa
 from servetrace.analysis.frames import warn_empty
 from servetrace.loaders.schema import conform
 from servetrace.synth.arrivals import (
+    T_CHUNK,
     _calibrate_cv,
     _detect_tick,
     _fit_sorted,
@@ -429,9 +430,12 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
 
     A ``LazyFrame`` (a store's :meth:`~servetrace.loaders.Store.scan`, ``pl.scan_parquet``)
     is fitted out of core where the trace has no sessions and no prefix blocks: only the
-    arrival times are read into memory (8 bytes a request), lengths and labels come from
-    ``GROUP BY`` aggregates (:func:`_fit_lazy`); the model is the one the same rows in a
-    ``DataFrame`` give. Sessions and prefix chains need the rows and are fitted in memory.
+    arrival times are read into memory (8 bytes a request, read in slices into one array),
+    and while the renewal is fitted each time's base window (4 bytes); gaps and rescaled
+    gaps are made chunk by chunk for each sum (:mod:`~servetrace.synth.chunked`, NumPy's
+    sums bit for bit); lengths and labels come from ``GROUP BY`` aggregates
+    (:func:`_fit_lazy`); the model is the one the same rows in a ``DataFrame`` give.
+    Sessions and prefix chains need the rows and are fitted in memory.
     """
     if hash_scope not in ("global", "session"):
         raise ValueError(f"fit: hash_scope must be 'global' or 'session', got {hash_scope!r}")
@@ -494,7 +498,7 @@ def _check_lazy(requests: pl.LazyFrame) -> int:
         *(pl.col(c).null_count().alias(c) for c in ("arrival_s", "input_tokens",
                                                      "output_tokens")),
         (~pl.col("arrival_s").is_finite()).sum().alias("infinite"),
-    ).collect().row(0, named=True)
+    ).collect(engine="streaming").row(0, named=True)
     n = int(row["n"])
     if n and row["arrival_s"] == n:
         raise ValueError("fit: the requests have no arrival times (a batch trace): a workload "
@@ -507,12 +511,31 @@ def _check_lazy(requests: pl.LazyFrame) -> int:
     return n
 
 
-def _lazy_times(requests: pl.LazyFrame) -> np.ndarray:
-    """The arrival times, sorted, as the only per-request array the lazy fit holds."""
-    s = requests.select(pl.col("arrival_s").cast(pl.Float64)).collect().to_series()
-    if s.is_sorted():
-        return np.array(s.to_numpy(), dtype=np.float64)  # writable: shifted in place
-    return np.sort(s.to_numpy())
+def _lazy_times(requests: pl.LazyFrame, n: int | None = None) -> np.ndarray:
+    """The arrival times, sorted, as the only per-request array the lazy fit holds.
+
+    With ``n``, the number of rows of ``requests`` (a scan whose slices the engine reads
+    without reading what comes before them: the whole trace), they are read
+    :data:`~servetrace.synth.arrivals.T_CHUNK` rows at a time into the one array, so that
+    no column of the same size is held beside it."""
+    times = pl.col("arrival_s").cast(pl.Float64)
+    if n is None:
+        s = requests.select(times).collect().to_series()
+        if s.is_sorted():
+            return np.array(s.to_numpy(), dtype=np.float64)  # writable: shifted in place
+        return np.sort(s.to_numpy())
+    out = np.empty(n)
+    column = requests.select(times)
+    in_order, last = True, -np.inf
+    for lo in range(0, n, T_CHUNK):
+        part = column.slice(lo, T_CHUNK).collect().to_series().to_numpy()
+        out[lo:lo + part.size] = part
+        if part.size:
+            in_order = in_order and part[0] >= last and bool(np.all(part[1:] >= part[:-1]))
+            last = part[-1]
+    if not in_order:
+        out.sort()
+    return out
 
 
 def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span: float,
@@ -521,7 +544,7 @@ def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span:
     """:func:`_fit_group` for a group without sessions or prefix blocks, from aggregates.
     ``times``: the group's sorted arrival times minus ``t_origin`` where the caller has
     them (taken over: overwritten)."""
-    failed = (requests.select(pl.col("failed").count()).collect().item() > 0
+    failed = (requests.select(pl.col("failed").count()).collect(engine="streaming").item() > 0
               if "failed" in requests.collect_schema().names() else False)
     if times is None:
         times = _lazy_times(requests)
@@ -530,7 +553,8 @@ def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span:
                            seed=seed)
     del times
     pairs = (requests.group_by("input_tokens", "output_tokens").len()
-             .with_columns(pl.col("input_tokens", "output_tokens").cast(pl.Int64)).collect())
+             .with_columns(pl.col("input_tokens", "output_tokens").cast(pl.Int64))
+             .collect(engine="streaming"))  # sorted by lengths_from_pairs: any row order
     return Group(key, share, arrivals, lengths_from_pairs(pairs), _labels(requests, False),
                  None, None, failed)
 
@@ -547,7 +571,7 @@ def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadMode
         for c in (*LABELS, "trace"))
     if by is not None:
         warn_empty(requests, [by])
-    a = _lazy_times(requests)
+    a = _lazy_times(requests, n)
     origin = float(a[0])
     last = float(a[-1])
     span = (last - origin) * n / (n - 1)
