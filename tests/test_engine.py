@@ -149,6 +149,27 @@ def test_cli_engine_ray_without_ray_is_one_line(mirror, tmp_path, monkeypatch):
     assert res.exit_code == 1 and "--ray-address needs --engine ray" in res.output
 
 
+def test_cli_compare_runs_and_fit_engine_errors_are_one_line(conv, tmp_path, monkeypatch):
+    from servetrace.cli import app
+
+    runner = CliRunner()
+    real = tmp_path / "conv.parquet"
+    conv.head(2000).write_parquet(real)
+    store = ["--store", str(tmp_path / "s")]
+    for args, message in (
+            ([str(real), str(real), "--runs", "2"], "--runs samples a model .json"),
+            ([str(real), "m.json", str(real)], "is the only SYNTHETIC argument"),
+            ([str(real), "m.json", "--runs", "0"], "--runs must be at least 1")):
+        res = runner.invoke(app, ["compare", *args, *store])
+        assert res.exit_code == 1 and message in res.output, res.output
+        assert "Traceback" not in res.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    res = runner.invoke(app, ["fit", str(real), "-o", str(tmp_path / "m.json"), "--by",
+                              "tenant", "--engine", "ray", *store])
+    assert res.exit_code == 1 and "pip install 'servetrace[ray]'" in res.output
+    assert not (tmp_path / "m.json").exists()
+
+
 # -- Ray: the same results as the local engine -------------------------------------------------
 def test_ray_equals_local_on_the_real_sample(ray_engine, azure_2019):
     trace, funcs = azure_2019
