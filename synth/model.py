@@ -625,7 +625,6 @@ def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int,
         groups = tuple(_fit_group_lazy(lf, k, s / n, span, origin, tick, seed)
                        for k, s, lf in parts)
         return WorkloadModel(source, by, span, n, groups)
-    size[None] = rest  # type: ignore[index]
     tasks = [[(k, size[k]) for k in ks]
              for ks in _buckets(keys, by, partitions or 4 * engine.workers)]
     tasks += [[(None, rest)]] if rest >= 2 else []
