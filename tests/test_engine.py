@@ -27,7 +27,7 @@ from servetrace.analysis.keepalive import (
     tradeoff,
 )
 from servetrace.extras import MissingExtra
-from servetrace.loaders import Store, azure_functions_2019, azure_llm_2023, burstgpt
+from servetrace.loaders import Store, azure_functions_2019, azure_llm_2023, burstgpt, mooncake
 from servetrace.synth.fidelity import ModelRun, fidelity, holdout
 from servetrace.synth.model import fit
 
@@ -333,6 +333,17 @@ def test_ray_fidelity_runs_equal_local(ray_engine, conv, tmp_path):
     with pytest.raises(ValueError, match="synthetic 2"):  # a short run fails as locally
         fidelity(conv, [ModelRun(model, _span(conv), 0), conv.head(2).lazy()],
                  engine=ray_engine)
+
+
+def test_ray_session_fidelity_runs_equal_local(ray_engine, shared):
+    """Mooncake's prefix blocks add the KV-cache rows and the session-naive baseline."""
+    path = shared / "mooncake_fast25" / "conversation_trace.jsonl"
+    real = mooncake.load([path], "mooncake/conversation").tables["requests"]
+    model = fit(real, block_tokens=512)
+    runs = [ModelRun(model, _span(real), s) for s in range(2)]
+    local = fidelity(real, runs, block_tokens=512)
+    assert "session_naive" in local.columns and "kvcache" in local["kind"].to_list()
+    assert fidelity(real, runs, block_tokens=512, engine=ray_engine).equals(local)
 
 
 def test_ray_fit_by_tenant_equals_local(ray_engine, tenants, tmp_path):
