@@ -3,8 +3,10 @@
 An :class:`Engine` maps a function over a list of partitions and returns the results in
 partition order. The analyses that split into independent parts (per-unit keep-alive
 simulation in :mod:`servetrace.analysis.keepalive`, one scheduler simulation per policy in
-:mod:`servetrace.analysis.fairness`) build the partitions, hand them to an engine and merge the
-results exactly as their one-process path does, so both engines give the same answer.
+:mod:`servetrace.analysis.fairness`, one fidelity run per seed in
+:mod:`servetrace.synth.fidelity`, buckets of per-tenant fits in :mod:`servetrace.synth.model`)
+build the partitions, hand them to an engine and merge the results exactly as their
+one-process path does, so both engines give the same answer.
 
 - :class:`LocalEngine` runs the partitions one after another in this process: no dependency,
   the default.

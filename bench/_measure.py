@@ -7,7 +7,9 @@ report their own peak, measured above the resident size before the stage.
 
 from __future__ import annotations
 
+import argparse
 import gc
+import os
 import shutil
 import tempfile
 import threading
@@ -84,3 +86,69 @@ def work_dir(keep: Path | None) -> Iterator[Path]:
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def ray_processes_rss() -> int:
+    """Summed resident memory of this machine's Ray worker processes (named ``ray::...``)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        if lines and lines[0].split(None, 1)[-1].startswith("ray::"):
+            total += next((int(x.split()[1]) * 1024 for x in lines
+                           if x.startswith("VmRSS:")), 0)
+    return total
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """``--engine local|ray``, ``--cpus``, ``--ray-address`` of :func:`side_by_side`."""
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: run on Ray beside the local engine (time, memory, "
+                             "identical results)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    parser.add_argument("--ray-address", default=None, help="join this Ray cluster instead")
+
+
+def side_by_side(fn: Callable[[Any], Any], args: argparse.Namespace,
+                 same: Callable[[Any, Any], bool]) -> Any:
+    """``fn(None)`` (the local engine) when ``args.engine`` is local; with ``ray``, ``fn``
+    on the local engine then on a Ray engine, in this process one after the other: prints
+    each one's wall time, the growth of this process's peak resident memory, Ray's worker
+    processes' summed peak, the time ratio and whether ``same(local, ray)``; returns Ray's
+    result."""
+    if args.engine == "local":
+        return fn(None)
+    from servetrace.analysis.engine import RayEngine
+
+    t0 = time.perf_counter()
+    ray = (RayEngine(args.ray_address) if args.ray_address
+           else RayEngine(num_cpus=args.cpus))
+    print(f"ray.init with {ray.workers} CPUs: {time.perf_counter() - t0:.1f} s", flush=True)
+    local = measure("local", lambda: fn(None))
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], ray_processes_rss())
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        dist = measure("ray", lambda: fn(ray))
+    finally:
+        done.set()
+        thread.join()
+    grow = [(m.peak_bytes - m.base_bytes) / 1e9 for m in (local, dist)]
+    print(f"local engine {local.seconds:7.1f} s, peak +{grow[0]:.2f} GB\n"
+          f"Ray engine   {dist.seconds:7.1f} s, driver peak +{grow[1]:.2f} GB, Ray worker "
+          f"processes' peak {peak[0] / 1e9:.2f} GB\n"
+          f"local / Ray time {local.seconds / dist.seconds:.2f}x; identical results: "
+          f"{same(local.result, dist.result)}", flush=True)
+    return dist.result

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import Measured, measure
+from _measure import Measured, measure, ray_processes_rss
 from keepalive import generate
 
 from servetrace.analysis.engine import RayEngine
@@ -55,19 +55,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _workers_rss(self) -> int:
-        total = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/status") as fh:
-                    lines = fh.read().splitlines()
-            except OSError:
-                continue
-            if lines and lines[0].split(None, 1)[-1].startswith("ray::"):
-                total += next((int(x.split()[1]) * 1024 for x in lines
-                               if x.startswith("VmRSS:")), 0)
-        return total
+        return ray_processes_rss()
 
     def _folder_bytes(self) -> int:
         total = 0

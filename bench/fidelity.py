@@ -1,7 +1,7 @@
 """Fidelity tables: the fitted model against both baselines on the four shared LLM traces
 and on a process of known structure.
 
-    python bench/fidelity.py [--runs 40] [--markdown]
+    python bench/fidelity.py [--runs 40] [--markdown] [--engine ray [--cpus 2]]
 
 Not a speed benchmark: the quality figures in the README's fidelity tables, reproduced. For
 each of Azure LLM 2023 code and conversation (Patel et al., ISCA 2024), Mooncake conversation
@@ -20,6 +20,12 @@ runs and the verdict (win, tie or loss at two standard errors), then the count o
 verdict per kind. With ``--markdown``, the README's two tables (arrivals; lengths, where both
 baselines resample the real lengths): ``model / poisson / gamma`` per cell, bold where the
 model wins, a dagger where it ties. 40 runs take a few minutes.
+
+``--engine ray``: every run (its sample, its two baselines and all their metrics) is one Ray
+task (:func:`servetrace.synth.fidelity.fidelity` with an engine); the whole computation runs
+on the local engine and then on a local Ray instance of ``--cpus`` CPUs (or the cluster at
+``--ray-address``), side by side in this process: wall times, peak memory (this process's
+growth; Ray's worker processes summed) and whether the tables are identical.
 """
 
 from __future__ import annotations
@@ -27,14 +33,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from servetrace.loaders import azure_llm_2023, burstgpt, mooncake
 from servetrace.loaders.schema import conform
-from servetrace.synth.fidelity import ARRIVAL_METRICS, fidelity, holdout
+from servetrace.synth.fidelity import ARRIVAL_METRICS, ModelRun, fidelity, holdout
 from servetrace.synth.model import fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import add_engine_args, side_by_side
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 TRACES = {
@@ -71,8 +81,9 @@ def mmpp(duration_s: float = 4 * 3600.0, seed: int = 1) -> pl.DataFrame:
         "output_tokens": np.exp(4 + z[:, 1]).astype(np.int64) + 1}))
 
 
-def scores(runs: int) -> pl.DataFrame:
-    """Arrival and length rows of the whole-trace and held-out comparisons of every trace."""
+def scores(runs: int, engine: Any = None) -> pl.DataFrame:
+    """Arrival and length rows of the whole-trace and held-out comparisons of every trace,
+    each run scored as one task of ``engine`` (default: one after another here)."""
     out = []
     keep = (*ARRIVAL_METRICS, *LENGTH_HEADERS)
     for name in (*TRACES, MMPP):
@@ -83,8 +94,9 @@ def scores(runs: int) -> pl.DataFrame:
             real = loader.load([SHARED / path], "bench/fidelity").tables["requests"]
         span = float(real["arrival_s"].max() - real["arrival_s"].min())
         model = fit(real)
-        whole = fidelity(real, [model.sample(span, seed=s) for s in range(runs)], seed=0)
-        held = holdout(real, seed=0, runs=runs)
+        whole = fidelity(real, [ModelRun(model, span, s) for s in range(runs)], seed=0,
+                         engine=engine)
+        held = holdout(real, seed=0, runs=runs, engine=engine)
         for time, table in (("whole", whole), ("held-out", held)):
             out.append(table.filter(pl.col("metric").is_in(keep)).with_columns(
                 pl.lit(name).alias("trace"), pl.lit(time).alias("time")))
@@ -118,8 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--markdown", action="store_true")
+    add_engine_args(parser)
     args = parser.parse_args()
-    table = scores(args.runs)
+    table = side_by_side(lambda engine: scores(args.runs, engine), args,
+                         lambda a, b: a.equals(b))
     pl.Config.set_tbl_rows(200)
     pl.Config.set_tbl_cols(20)
     pl.Config.set_tbl_width_chars(200)

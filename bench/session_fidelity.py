@@ -1,7 +1,7 @@
 """Session and prefix-reuse fidelity tables: the fitted model against the Poisson, gamma and
 session-naive baselines on the agentic coding sessions and the Mooncake conversation trace.
 
-    python bench/session_fidelity.py [--runs 10] [--markdown]
+    python bench/session_fidelity.py [--runs 10] [--markdown] [--engine ray [--cpus 2]]
 
 Not a speed benchmark: the quality figures of the README's session fidelity table,
 reproduced (run time and peak memory are printed per trace for scale). For WEKA's agentic
@@ -21,7 +21,8 @@ verdict at two standard errors against every baseline that has the figure). Wher
 cannot be fitted or sampled, says so and prints the baselines' errors alone (the same
 seeds as :func:`~servetrace.synth.fidelity.fidelity` uses). With ``--markdown``, the
 README's table: ``model / poisson / gamma / session-naive`` per cell, bold where the model
-wins, a dagger where it ties.
+wins, a dagger where it ties. ``--engine ray`` scores each run as one Ray task, side by
+side with the local engine (``bench/fidelity.py`` describes the comparison printed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -38,6 +40,7 @@ from servetrace.loaders import agentic_coding_weka, mooncake
 from servetrace.synth import session_fidelity as sf
 from servetrace.synth.fidelity import (
     SESSION_BASELINE,
+    ModelRun,
     _baseline_seed,
     baseline,
     fidelity,
@@ -46,7 +49,7 @@ from servetrace.synth.fidelity import (
 from servetrace.synth.model import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure
+from _measure import add_engine_args, measure, side_by_side
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 TRACES = {  # name: (loader, path, block tokens, scope) as the traces table records them
@@ -101,7 +104,7 @@ def baselines_only(real: pl.DataFrame, reference: pl.DataFrame, duration: float,
                         ).with_columns(pl.col("verdict").cast(pl.String))
 
 
-def _score_trace(name: str, runs: int) -> list[tuple[str, pl.DataFrame]]:
+def _score_trace(name: str, runs: int, engine: Any = None) -> list[tuple[str, pl.DataFrame]]:
     """The whole-trace and held-out tables of one trace (baselines alone where the model
     fails, with the failure printed)."""
     _, _, block, scope = TRACES[name]
@@ -109,15 +112,15 @@ def _score_trace(name: str, runs: int) -> list[tuple[str, pl.DataFrame]]:
     span = float(real["arrival_s"].max() - real["arrival_s"].min())
     try:
         model = fit(real)
-        whole = fidelity(real, [model.sample(span, seed=s) for s in range(runs)],
-                         seed=0, block_tokens=block, scope=scope)
+        whole = fidelity(real, [ModelRun(model, span, s) for s in range(runs)],
+                         seed=0, block_tokens=block, scope=scope, engine=engine)
     except Exception as exc:  # the bench reports any failure of the model
         print(f"{name}: the model failed on the whole trace: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         whole = baselines_only(real, real, span, runs, block, scope)
     try:
         held = holdout(real, seed=0, runs=runs, split="sessions", block_tokens=block,
-                       scope=scope)
+                       scope=scope, engine=engine)
     except Exception as exc:
         print(f"{name}: the model failed on held-out sessions: {type(exc).__name__}: {exc}",
               file=sys.stderr)
@@ -129,10 +132,10 @@ def _score_trace(name: str, runs: int) -> list[tuple[str, pl.DataFrame]]:
     return [("whole", whole), ("held-out sessions", held)]
 
 
-def scores(runs: int) -> pl.DataFrame:
+def scores(runs: int, engine: Any = None) -> pl.DataFrame:
     out = []
     for name in TRACES:
-        m = measure(name, functools.partial(_score_trace, name, runs))
+        m = measure(name, functools.partial(_score_trace, name, runs, engine))
         for mode, table in m.result:
             out.append(table.filter(pl.col("kind").is_in(KEEP)).select(
                 pl.lit(name).alias("trace"), pl.lit(mode).alias("time"), "metric", "real",
@@ -172,8 +175,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--markdown", action="store_true")
+    add_engine_args(parser)
     args = parser.parse_args()
-    table = scores(args.runs)
+    table = side_by_side(lambda engine: scores(args.runs, engine), args,
+                         lambda a, b: a.equals(b))
     pl.Config.set_tbl_rows(200)
     pl.Config.set_tbl_cols(20)
     pl.Config.set_tbl_width_chars(250)

@@ -35,6 +35,7 @@ from servetrace.cli import (
     err,
     out,
 )
+from servetrace.cli_analysis import EngineOpt, PartitionsOpt, RayAddressOpt
 from servetrace.loaders import Store
 
 
@@ -205,15 +206,27 @@ def fit_cmd(
     by: Annotated[str | None, typer.Option("--by", help="fit one arrival process per "
                                            "group: tenant, model, log_type")] = None,
     seed: Annotated[int, typer.Option(help="seed of the fit's calibration runs")] = 0,
-    store: StoreOpt = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None, store: StoreOpt = None,
 ) -> None:
-    """Fit a workload model (arrivals, lengths, sessions, prefixes) to a trace."""
+    """Fit a workload model (arrivals, lengths, sessions, prefixes) to a trace.
+
+    With --by and --engine ray the groups are fitted as parallel Ray tasks (the group keys
+    hashed into --partitions buckets); the model is the local engine's, byte for byte.
+    """
+    from servetrace.analysis.engine import get_engine
     from servetrace.synth.model import fit
     from servetrace.synth.servegen_model import from_servegen
 
     try:
         s = Store(store)
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
         serverless = _serverless_source(trace, s)
+        if eng is not None and (serverless is not None or (
+                not Path(trace).exists() and _rows(s, trace).get("client_windows"))):
+            raise ValueError(f"--engine {engine}: fits the groups of a requests trace; "
+                             f"{trace!r} is a serverless or ServeGen trace (fitted locally)")
         if serverless is not None:
             from servetrace.synth import serverless as sv
             table, functions = serverless
@@ -233,7 +246,8 @@ def fit_cmd(
             block, scope = (trace_files.hash_layout(Path(trace)) if Path(trace).exists()
                             else _hash_layout(s, trace))
             with err.status(f"fitting {trace}"):
-                model = fit(requests, by=by, seed=seed, block_tokens=block, hash_scope=scope)
+                model = fit(requests, by=by, seed=seed, block_tokens=block, hash_scope=scope,
+                            engine=eng, partitions=partitions)
         model.save(output)
     except _ERRORS as exc:
         _fail(exc)
@@ -380,8 +394,13 @@ def compare_cmd(
     real: Annotated[str, typer.Argument(help="real trace: store id or requests .parquet")],
     synthetic: Annotated[list[str], typer.Argument(
         help="synthetic trace(s): store ids or .parquet files; several (e.g. one per seed) "
-             "give mean errors and their spread")],
-    seed: Annotated[int, typer.Option(help="seed of the baselines")] = 0,
+             "give mean errors and their spread; or one model .json (servetrace fit), "
+             "sampled --runs times over REAL's span")],
+    seed: Annotated[int, typer.Option(help="seed of the baselines (and of a model's "
+                                      "samples: SEED, SEED + 1, ...)")] = 0,
+    runs: Annotated[int, typer.Option(
+        "--runs", help="with a model .json: samples to score (mean errors, spread, verdict)"
+        )] = 1,
     reference: Annotated[str | None, typer.Option(
         "--reference", help="fit the baselines on this trace (store id or .parquet), e.g. "
         "the past the model was fitted on, and score every candidate on REAL: a held-out "
@@ -391,16 +410,36 @@ def compare_cmd(
         "a .parquet file)")] = None,
     scope: Annotated[str | None, typer.Option(
         "--scope", help="hash id scope, global or session (default: the trace's)")] = None,
+    engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
     fmt: JsonOpt = "table", store: StoreOpt = None,
 ) -> None:
     """Fidelity of synthetic traces to a real one, next to Poisson and gamma baselines
     (serverless traces: next to per-minute replay and per-function Poisson). Traces with
-    sessions or hash ids also get KV-cache and session rows and a session-naive baseline."""
-    from servetrace.synth.fidelity import fidelity
+    sessions or hash ids also get KV-cache and session rows and a session-naive baseline.
+
+    With --engine ray each run (its sample where SYNTHETIC is a model, its baselines and
+    their metrics) is one Ray task; the table is the local engine's, bit for bit.
+    """
+    from servetrace.analysis.engine import get_engine
+    from servetrace.synth.fidelity import ModelRun, fidelity
 
     try:
         s = Store(store)
+        eng = None if engine == "local" and ray_address is None else get_engine(engine,
+                                                                                 ray_address)
+        model_json = [x for x in synthetic if x.endswith(".json")]
+        if runs < 1:
+            raise ValueError(f"--runs must be at least 1, got {runs}")
+        if model_json and len(synthetic) > 1:
+            raise ValueError(f"compare: a model ({model_json[0]}) is the only SYNTHETIC "
+                             f"argument; its runs are --runs samples")
+        if runs > 1 and not model_json:
+            raise ValueError("--runs samples a model .json; trace files are one run each")
         serverless = _serverless_source(real, s)
+        if serverless is not None and (eng is not None or model_json):
+            raise ValueError(f"compare: {real!r} is a serverless trace: pass sampled "
+                             f"invocation traces, scored locally (no model .json, no "
+                             f"--engine {engine})")
         if serverless is not None:
             from servetrace.synth import serverless_fidelity as sf
             table, functions = serverless
@@ -412,13 +451,23 @@ def compare_cmd(
             _emit(real, {"serverless fidelity (errors; lower is better; baselines: "
                          "replay_uniform, poisson)": result}, fmt)
             return
-        runs = [_trace_or_file(x, s) for x in synthetic]
+        real_frame = _trace_or_file(real, s)
+        if model_json:
+            from servetrace.synth.model import WorkloadModel
+
+            model = WorkloadModel.load(model_json[0])
+            span = (float(real_frame["arrival_s"].max() - real_frame["arrival_s"].min())
+                    if real_frame.height else 0.0)
+            cands: list = [ModelRun(model, span, seed + i) for i in range(runs)]
+        else:  # on an engine the workers read the runs' files themselves
+            cands = [_trace_or_file(x, s) if eng is None else _scan_trace_or_file(x, s)
+                     for x in synthetic]
         ref = None if reference is None else _trace_or_file(reference, s)
         known_block, known_scope = (None, "global") if Path(real).suffix == ".parquet" \
             else _hash_layout(s, real)
-        table = fidelity(_trace_or_file(real, s), runs if len(runs) > 1 else runs[0],
+        table = fidelity(real_frame, cands if len(cands) > 1 else cands[0],
                          seed=seed, reference=ref, block_tokens=block_tokens or known_block,
-                         scope=scope or known_scope)
+                         scope=scope or known_scope, engine=eng)
         _emit(real, {"fidelity (errors; lower is better)": table}, fmt)
     except _ERRORS as exc:
         _fail(exc)

@@ -61,6 +61,7 @@ from servetrace.loaders import schema
 from servetrace.synth import session_fidelity as sf
 
 if TYPE_CHECKING:
+    from servetrace.analysis.engine import Engine
     from servetrace.synth.model import WorkloadModel
 
 WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -187,6 +188,21 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ks_2samp(a, b, method="asymp").statistic)
 
 
+def wasserstein(u: np.ndarray, v: np.ndarray) -> float:
+    """First Wasserstein distance between the empirical distributions of samples ``u`` and
+    ``v``: ∫ |F_u(x) − F_v(x)| dx over the merged sorted values (Ramdas, García Trillos &
+    Cuturi, "On Wasserstein two-sample testing", Entropy 2017; the formula of SciPy's
+    ``wasserstein_distance``). The integral is NumPy's pairwise sum of the products, not
+    SciPy's BLAS dot product, whose last bits change with the number of BLAS threads (a Ray
+    worker runs one): the same samples give the same distance in every process."""
+    u, v = np.sort(u), np.sort(v)
+    merged = np.sort(np.concatenate((u, v)), kind="mergesort")
+    at = merged[:-1]
+    cdf_u = np.searchsorted(u, at, "right") / u.size
+    cdf_v = np.searchsorted(v, at, "right") / v.size
+    return float(np.sum(np.abs(cdf_u - cdf_v) * np.diff(merged)))
+
+
 def _errors(real: pl.DataFrame, rm: dict, cand: pl.DataFrame, seed: int,
             by: str | None) -> dict[str, float | None]:
     cm = metrics(cand)
@@ -198,7 +214,7 @@ def _errors(real: pl.DataFrame, rm: dict, cand: pl.DataFrame, seed: int,
         "hurst_av": _abs(cm["hurst_av"], rm["hurst_av"]),
         "peak_to_mean_60s": _rel(cm["peak_to_mean_60s"], rm["peak_to_mean_60s"]),
         "iat_ks": _ks(rg, cg) if ok_gaps else None,
-        "iat_wasserstein": float(stats.wasserstein_distance(rg, cg)) if ok_gaps else None,
+        "iat_wasserstein": wasserstein(rg, cg) if ok_gaps else None,
     }
     for name in tokens.FIELDS:
         a = _sample(real[name].drop_nulls().to_numpy().astype(np.float64), seed)
@@ -206,7 +222,7 @@ def _errors(real: pl.DataFrame, rm: dict, cand: pl.DataFrame, seed: int,
         ok = len(a) > 1 and len(b) > 1
         short = name.split("_")[0]
         out[f"{short}_ks"] = _ks(a, b) if ok else None
-        out[f"{short}_wasserstein"] = float(stats.wasserstein_distance(a, b)) if ok else None
+        out[f"{short}_wasserstein"] = wasserstein(a, b) if ok else None
     out["spearman"] = _abs(cm["spearman"], rm["spearman"])
     if by and by in real.columns and by in cand.columns and real[by].null_count() < real.height:
         rs, cs = _shares(real, by), _shares(cand, by)
@@ -263,10 +279,70 @@ def verdict(model: Summary, baselines: Sequence[Summary], z: float = VERDICT_Z) 
     return "win" if all(g > z for g in gaps) else "tie"
 
 
-def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
+@dataclasses.dataclass(frozen=True)
+class ModelRun:
+    """A run that is sampled where it is scored: ``model.sample(duration_s, seed=seed)``.
+
+    Passed to :func:`fidelity` in place of a trace, the sample is drawn inside the run's
+    task (on an engine's worker), so the driver never holds the synthetic traces.
+    """
+
+    model: WorkloadModel
+    duration_s: float
+    seed: int
+
+
+Run = Frame | ModelRun
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every run's task shares: the real trace, its figures, the baselines' source."""
+
+    real: pl.DataFrame
+    rm: dict
+    source: pl.DataFrame
+    sref: sf.Reference | None
+    seed: int
+    by: str | None
+    others: tuple[str, ...]
+
+
+def _short(real: int, synthetic: int | str) -> ValueError:
+    return ValueError(f"fidelity needs at least 3 requests in each trace "
+                      f"(real {real}, synthetic {synthetic})")
+
+
+def _score(ctx: _Context, cand: pl.DataFrame) -> dict[str, float | None]:
+    out = _errors(ctx.real, ctx.rm, cand, ctx.seed, ctx.by)
+    return out if ctx.sref is None else out | sf.errors(ctx.sref, cand, ctx.seed)
+
+
+def _score_run(part: tuple[int, Run], ctx: _Context) -> dict[str, dict[str, float | None]]:
+    """One run's errors (one engine task): the candidate's, then each baseline's, drawn for
+    the candidate's duration with the run's seeds."""
+    i, run = part
+    frame = (run.model.sample(run.duration_s, seed=run.seed) if isinstance(run, ModelRun)
+             else run).lazy().collect().sort("arrival_s")
+    if frame.height < 3:
+        raise _short(ctx.real.height, frame.height)
+    out = {"model": _score(ctx, frame)}
+    duration = _span(frame)
+    del frame
+    for k, kind in enumerate(ctx.others):
+        if kind == SESSION_BASELINE:
+            cand = sf.session_naive(ctx.source, duration, _baseline_seed(ctx.seed, i, k),
+                                    scope=ctx.sref.scope)  # type: ignore[union-attr]
+        else:
+            cand = baseline(ctx.source, kind, duration, _baseline_seed(ctx.seed, i, k))
+        out[kind] = _score(ctx, cand)
+    return out
+
+
+def fidelity(real: Frame, synthetic: Run | Sequence[Run], *,
              seed: int = 0, by: str | None = "tenant", baselines: bool = True,
              reference: Frame | None = None, block_tokens: int | None = None,
-             scope: str = "global") -> pl.DataFrame:
+             scope: str = "global", engine: Engine | None = None) -> pl.DataFrame:
     """Compare ``synthetic`` to ``real`` on the analysis metrics, next to two baselines.
 
     ``synthetic`` is one trace, or a sequence of traces (runs: samples of one model under
@@ -275,7 +351,13 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     seeds ``seed + 10 + 2i`` (Poisson) and ``seed + 11 + 2i`` (gamma) for that run's
     duration. The baselines take their rate, CV and lengths from ``reference`` (default:
     ``real``). On held-out time pass the part the model was fitted on: a baseline built from
-    the held-out part itself would be told the answer the model has to predict.
+    the held-out part itself would be told the answer the model has to predict. A run may
+    also be a :class:`ModelRun`, sampled where it is scored.
+
+    ``engine``: an :class:`~servetrace.analysis.engine.Engine` that scores each run (its
+    sample, its baselines and all their metrics) as one task, the real trace's figures
+    shared by every task; the driver only merges the runs' error rows, so the table is the
+    one the local path gives, bit for bit. Default: one run after another in this process.
 
     A ``real`` trace with sessions or ``hash_ids`` also gets the rows of
     :mod:`~servetrace.synth.session_fidelity` (kinds ``kvcache`` and ``sessions``) and the
@@ -298,16 +380,17 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     baseline, less those that cannot have the figure (Poisson's think gaps: it has no
     sessions). Errors are described in the module docstrings; lower is better everywhere.
     """
-    runs = [synthetic] if isinstance(synthetic, pl.DataFrame | pl.LazyFrame) else list(synthetic)
+    from servetrace.analysis.engine import LocalEngine
+
+    single = isinstance(synthetic, pl.DataFrame | pl.LazyFrame | ModelRun)
+    runs: list[Run] = [synthetic] if single else list(synthetic)  # type: ignore[list-item]
     if not runs:
         raise ValueError("fidelity: synthetic is an empty sequence of traces")
-    single = isinstance(synthetic, pl.DataFrame | pl.LazyFrame)
     real = real.lazy().collect().sort("arrival_s")
-    frames = [s.lazy().collect().sort("arrival_s") for s in runs]
-    short = [f.height for f in frames if f.height < 3]
+    # traces at hand are checked before any work; the others where they are drawn or read
+    short = [r.height for r in runs if isinstance(r, pl.DataFrame) and r.height < 3]
     if real.height < 3 or short:
-        raise ValueError(f"fidelity needs at least 3 requests in each trace "
-                         f"(real {real.height}, synthetic {short[0] if short else 'ok'})")
+        raise _short(real.height, short[0] if short else "ok")
     rm = metrics(real)
     source = real if reference is None else reference.lazy().collect().sort("arrival_s")
     sref = (sf.reference(real, block_tokens=block_tokens, scope=scope)
@@ -315,22 +398,10 @@ def fidelity(real: Frame, synthetic: Frame | Sequence[Frame], *,
     others = (*BASELINES, *((SESSION_BASELINE,) if sref is not None else ())) \
         if baselines else ()
     kinds = ("model", *others)
-
-    def score(cand: pl.DataFrame) -> dict[str, float | None]:
-        out = _errors(real, rm, cand, seed, by)
-        return out if sref is None else out | sf.errors(sref, cand, seed)
-
-    per_run: dict[str, list[Mapping[str, float | None]]] = {k: [] for k in kinds}
-    for i, frame in enumerate(frames):
-        per_run["model"].append(score(frame))
-        duration = _span(frame)
-        for k, kind in enumerate(others):
-            if kind == SESSION_BASELINE:
-                cand = sf.session_naive(source, duration, _baseline_seed(seed, i, k),
-                                        scope=sref.scope)  # type: ignore[union-attr]
-            else:
-                cand = baseline(source, kind, duration, _baseline_seed(seed, i, k))
-            per_run[kind].append(score(cand))
+    ctx = _Context(real, rm, source, sref, seed, by, others)
+    scored = (engine or LocalEngine()).map(_score_run, list(enumerate(runs)), ctx)
+    per_run: dict[str, list[Mapping[str, float | None]]] = {
+        k: [run[k] for run in scored] for k in kinds}
     names = list(per_run["model"][0])
     columns: dict[str, list[float | None]] = {}
     summary = {k: [_mean_sd([run.get(n) for run in per_run[k]]) for n in names] for k in kinds}
@@ -408,7 +479,7 @@ def _advance(model: WorkloadModel, offset_s: float) -> WorkloadModel:
 
 def holdout(requests: Frame, *, seed: int = 0, by: str | None = None,
             runs: int = 1, split: str = "time", block_tokens: int | None = None,
-            scope: str = "global") -> pl.DataFrame:
+            scope: str = "global", engine: Engine | None = None) -> pl.DataFrame:
     """Fit on one half of a trace, sample the other half's duration, compare to it.
 
     ``split="time"``: fit on the first half by time, score the second; samples continue the
@@ -420,7 +491,8 @@ def holdout(requests: Frame, *, seed: int = 0, by: str | None = None,
     The model is fitted with ``seed``; with ``runs`` > 1 it is sampled under seeds ``seed``,
     ``seed + 1``, … and scored by mean errors (see :func:`fidelity`, which also takes
     ``block_tokens`` and ``scope``). The baselines are built from the fitted half too, so
-    every candidate knows the same past and is judged on the same held-out part.
+    every candidate knows the same past and is judged on the same held-out part. With an
+    ``engine`` each run is sampled and scored in its own task (:class:`ModelRun`).
     """
     from servetrace.synth.model import fit
 
@@ -441,6 +513,6 @@ def holdout(requests: Frame, *, seed: int = 0, by: str | None = None,
     else:
         raise ValueError(f"holdout: split must be 'time' or 'sessions', got {split!r}")
     duration = _span(second)
-    samples = [model.sample(duration, seed=seed + i) for i in range(runs)]
+    samples = [ModelRun(model, duration, seed + i) for i in range(runs)]
     return fidelity(second, samples[0] if runs == 1 else samples, seed=seed, reference=first,
-                    block_tokens=block_tokens, scope=scope)
+                    block_tokens=block_tokens, scope=scope, engine=engine)

@@ -185,6 +185,10 @@ from servetrace.synth.subagents import (
     _fit_subagents,
 )
 
+if typing.TYPE_CHECKING:
+    from servetrace.analysis.engine import Engine
+
+
 VERSION = "3"
 """Version of the model format written; :meth:`WorkloadModel.from_json` reads it and the
 versions in :data:`READABLE_VERSIONS`, and refuses others. 2 added :attr:`Table.step`; 3 the
@@ -412,7 +416,8 @@ def _fit_group(frame: pl.DataFrame, key: str | None, share: float, span: float,
 
 def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
         seed: int = 0, block_tokens: int | None = None,
-        hash_scope: str = "global") -> WorkloadModel:
+        hash_scope: str = "global", engine: Engine | None = None,
+        partitions: int | None = None) -> WorkloadModel:
     """Fit a :class:`WorkloadModel` to a canonical ``requests`` table.
 
     ``by``: ``None`` (one group, labels drawn from the trace's mix), ``"tenant"``, ``"model"``
@@ -436,13 +441,25 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
     sums bit for bit); lengths and labels come from ``GROUP BY`` aggregates
     (:func:`_fit_lazy`); the model is the one the same rows in a ``DataFrame`` give.
     Sessions and prefix chains need the rows and are fitted in memory.
+
+    ``engine`` (with ``by``): fit the groups as parallel tasks on an
+    :class:`~servetrace.analysis.engine.Engine` (``RayEngine`` for a cluster). The group keys
+    are split into ``partitions`` buckets by a hash of the key
+    (:func:`~servetrace.analysis.engine.hash_bucket`; default 4 per engine worker), each
+    bucket one task fitting its groups from its rows alone (out of core: from the shared lazy
+    scan, filtered by the worker), the pooled small groups one more; the driver puts the
+    groups back in key order. The model is the local fit's, byte for byte.
     """
     if hash_scope not in ("global", "session"):
         raise ValueError(f"fit: hash_scope must be 'global' or 'session', got {hash_scope!r}")
     if by is not None and by not in LABELS:
         raise ValueError(f"fit: by must be None or one of {', '.join(LABELS)}; got {by!r}")
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"fit: partitions must be >= 1, got {partitions}")
+    if by is None:
+        engine = None  # one group: nothing to divide
     if isinstance(requests, pl.LazyFrame) and not _needs_rows(requests):
-        return _fit_lazy(requests, by, seed)
+        return _fit_lazy(requests, by, seed, engine, partitions)
     frame = _collect(requests)
     if frame.height < 20:
         raise ValueError(f"fit: at least 20 requests are needed, got {frame.height}")
@@ -465,7 +482,7 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
         sizes = frame.group_by(by).len()
         big = sizes.filter((pl.col("len") >= MIN_GROUP_REQUESTS) & pl.col(by).is_not_null())
         keys = sorted(big[by].to_list())
-        parts = [(k, frame.filter(pl.col(by) == k)) for k in keys]
+        parts = [(k, frame.filter(pl.col(by) == k)) for k in keys] if engine is None else []
         rest = frame.filter(~pl.col(by).is_in(keys) | pl.col(by).is_null())
         if rest.height >= 2:
             parts.append((None, rest))
@@ -473,9 +490,39 @@ def fit(requests: pl.DataFrame | pl.LazyFrame, by: str | None = None, *,
         block_tokens = block_size(frame)
     elif not (isinstance(block_tokens, int) and block_tokens > 0):
         raise ValueError(f"fit: block_tokens must be a positive integer, got {block_tokens!r}")
-    groups = tuple(_fit_group(f, k, f.height / n, span, origin, tick, seed, block_tokens,
-                              hash_scope) for k, f in parts)
-    return WorkloadModel(source, by, span, n, groups)
+    fixed = (by, n, span, origin, tick, seed, block_tokens, hash_scope)
+    if engine is None:
+        groups = tuple(_fit_group(f, k, f.height / n, span, origin, tick, seed, block_tokens,
+                                  hash_scope) for k, f in parts)
+        return WorkloadModel(source, by, span, n, groups)
+    tasks = [(ks, frame.filter(pl.col(by).is_in(ks)))
+             for ks in _buckets(keys, by, partitions or 4 * engine.workers)]
+    tasks += [([None], f) for _, f in parts]  # the pooled small groups
+    fitted = {g.key: g for gs in engine.map(_fit_rows, tasks, *fixed) for g in gs}
+    return WorkloadModel(source, by, span, n,
+                         tuple(fitted[k] for k in [*keys, *([None] if parts else [])]))
+
+
+def _buckets(keys: list[str], by: str, partitions: int) -> list[list[str]]:
+    """``keys`` (sorted) in at most ``partitions`` buckets by :func:`~servetrace.analysis.
+    engine.hash_bucket`, each bucket's keys in their order; empty buckets dropped."""
+    from servetrace.analysis.engine import hash_bucket
+
+    frame = pl.DataFrame({by: keys}, schema={by: pl.String}).with_columns(
+        hash_bucket([by], partitions).alias("_bucket"))
+    return [rows[by].to_list()
+            for _, rows in frame.group_by("_bucket", maintain_order=True)]
+
+
+def _fit_rows(part: tuple[list[str | None], pl.DataFrame], by: str, n: int, span: float,
+              origin: float, tick: float, seed: int, block_tokens: int,
+              scope: str) -> list[Group]:
+    """One engine task of :func:`fit`: the groups of ``keys`` from their rows (key ``None``:
+    the pooled rows, fitted whole)."""
+    keys, rows = part
+    frames = ((k, rows if k is None else rows.filter(pl.col(by) == k)) for k in keys)
+    return [_fit_group(f, k, f.height / n, span, origin, tick, seed, block_tokens, scope)
+            for k, f in frames]
 
 
 def _needs_rows(requests: pl.LazyFrame) -> bool:
@@ -559,7 +606,8 @@ def _fit_group_lazy(requests: pl.LazyFrame, key: str | None, share: float, span:
                  None, None, failed)
 
 
-def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadModel:
+def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int,
+              engine: Engine | None = None, partitions: int | None = None) -> WorkloadModel:
     """:func:`fit` out of core: see its docstring. Every step but the arrival times is a
     query the engine streams (counts, null counts, a length histogram, a label mix)."""
     n = _check_lazy(requests)
@@ -592,14 +640,33 @@ def _fit_lazy(requests: pl.LazyFrame, by: str | None, seed: int) -> WorkloadMode
     sizes = requests.group_by(by).len().collect()
     big = sizes.filter((pl.col("len") >= MIN_GROUP_REQUESTS) & pl.col(by).is_not_null())
     keys = sorted(big[by].to_list())
-    parts = [(k, int(big.filter(pl.col(by) == k)["len"][0]), requests.filter(col == k))
-             for k in keys]
-    rest = n - sum(p[1] for p in parts)
-    if rest >= 2:
-        parts.append((None, rest, requests.filter(~col.is_in(keys) | col.is_null())))
-    groups = tuple(_fit_group_lazy(lf, k, size / n, span, origin, tick, seed)
-                   for k, size, lf in parts)
-    return WorkloadModel(source, by, span, n, groups)
+    size = dict(zip(big[by].to_list(), big["len"].to_list(), strict=True))
+    rest = n - sum(size.values())
+    if engine is None:
+        parts = [(k, size[k], requests.filter(col == k)) for k in keys]
+        if rest >= 2:
+            parts.append((None, rest, requests.filter(~col.is_in(keys) | col.is_null())))
+        groups = tuple(_fit_group_lazy(lf, k, s / n, span, origin, tick, seed)
+                       for k, s, lf in parts)
+        return WorkloadModel(source, by, span, n, groups)
+    tasks = [[(k, size[k]) for k in ks]
+             for ks in _buckets(keys, by, partitions or 4 * engine.workers)]
+    tasks += [[(None, rest)]] if rest >= 2 else []
+    fitted = {g.key: g for gs in engine.map(_fit_scan, tasks, requests, by, keys, n, span,
+                                            origin, tick, seed) for g in gs}
+    return WorkloadModel(source, by, span, n,
+                         tuple(fitted[k] for k in [*keys, *([None] if rest >= 2 else [])]))
+
+
+def _fit_scan(part: list[tuple[str | None, int]], requests: pl.LazyFrame, by: str,
+              keys: list[str], n: int, span: float, origin: float, tick: float,
+              seed: int) -> list[Group]:
+    """One engine task of the out-of-core fit: each group of ``part`` (key, rows) from the
+    shared scan, filtered here (key ``None``: the rows of no key in ``keys``)."""
+    col = pl.col(by)
+    return [_fit_group_lazy(requests.filter(col == k if k is not None
+                                            else ~col.is_in(keys) | col.is_null()),
+                            k, s / n, span, origin, tick, seed) for k, s in part]
 
 
 def _sample_group(g: Group, gi: int, duration: float, seed: int, rate_scale: float

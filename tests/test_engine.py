@@ -1,4 +1,5 @@
-"""The engines: the Ray engine and the partitioned local engine give the one-process result.
+"""The engines: the Ray engine and the partitioned local engine give the one-process result
+(keep-alive, fairness runs, multi-seed fidelity runs, per-tenant fits).
 
 Ray runs as one local instance for the whole session (``ray.init(num_cpus=2)``); the Ray tests
 skip when Ray (the ``ray`` extra) is not installed, the others run everywhere.
@@ -26,7 +27,9 @@ from servetrace.analysis.keepalive import (
     tradeoff,
 )
 from servetrace.extras import MissingExtra
-from servetrace.loaders import Store, azure_functions_2019, burstgpt
+from servetrace.loaders import Store, azure_functions_2019, azure_llm_2023, burstgpt, mooncake
+from servetrace.synth.fidelity import ModelRun, fidelity, holdout
+from servetrace.synth.model import fit
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +149,27 @@ def test_cli_engine_ray_without_ray_is_one_line(mirror, tmp_path, monkeypatch):
     assert res.exit_code == 1 and "--ray-address needs --engine ray" in res.output
 
 
+def test_cli_compare_runs_and_fit_engine_errors_are_one_line(conv, tmp_path, monkeypatch):
+    from servetrace.cli import app
+
+    runner = CliRunner()
+    real = tmp_path / "conv.parquet"
+    conv.head(2000).write_parquet(real)
+    store = ["--store", str(tmp_path / "s")]
+    for args, message in (
+            ([str(real), str(real), "--runs", "2"], "--runs samples a model .json"),
+            ([str(real), "m.json", str(real)], "is the only SYNTHETIC argument"),
+            ([str(real), "m.json", "--runs", "0"], "--runs must be at least 1")):
+        res = runner.invoke(app, ["compare", *args, *store])
+        assert res.exit_code == 1 and message in res.output, res.output
+        assert "Traceback" not in res.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    res = runner.invoke(app, ["fit", str(real), "-o", str(tmp_path / "m.json"), "--by",
+                              "tenant", "--engine", "ray", *store])
+    assert res.exit_code == 1 and "pip install 'servetrace[ray]'" in res.output
+    assert not (tmp_path / "m.json").exists()
+
+
 # -- Ray: the same results as the local engine -------------------------------------------------
 def test_ray_equals_local_on_the_real_sample(ray_engine, azure_2019):
     trace, funcs = azure_2019
@@ -252,3 +276,108 @@ def test_fairness_ray_equals_local(ray_engine, bgpt, tmp_path):
     local = fa.simulate_runs(bgpt, RUNS)
     ray = fa.simulate_runs(pl.scan_parquet(path), RUNS, engine=ray_engine)  # workers read it
     assert all(_same(a, b) for a, b in zip(local, ray, strict=True))
+
+
+# -- synthesis: multi-seed fidelity runs and per-group fits as engine tasks -------------------
+@pytest.fixture(scope="module")
+def conv(shared: Path) -> pl.DataFrame:
+    path = shared / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    return azure_llm_2023.load([path], "azure_llm_2023/conv").tables["requests"]
+
+
+@pytest.fixture(scope="module")
+def tenants(shared: Path) -> pl.DataFrame:
+    """The real BurstGPT sample in six tenants: its 299 users have at most 26 requests each
+    (under MIN_GROUP_REQUESTS), so users are grouped by the first hex digit of their id // 3:
+    five groups of ~190 requests and one (digit f) small enough to be pooled."""
+    path = shared / "burstgpt_sample" / "sample.jsonl"
+    return burstgpt.load([path], "burstgpt/sample").tables["requests"].with_columns(
+        (pl.col("tenant").cast(pl.String).str.head(1).str.to_integer(base=16) // 3)
+        .cast(pl.String).alias("tenant"))
+
+
+def _span(frame: pl.DataFrame) -> float:
+    return float(frame["arrival_s"].max() - frame["arrival_s"].min())
+
+
+def test_model_runs_and_partitioned_fits_equal_the_local_path(conv, tenants):
+    model = fit(conv)
+    sampled = fidelity(conv, [model.sample(_span(conv), seed=s) for s in range(3)], seed=4)
+    drawn = fidelity(conv, [ModelRun(model, _span(conv), s) for s in range(3)], seed=4,
+                     engine=LocalEngine())
+    assert drawn.equals(sampled) and drawn["verdict"].null_count() == 0
+    one = fit(tenants, by="tenant")
+    assert [g.key for g in one.groups] == ["0", "1", "2", "3", "4", None]
+    for parts in (1, 3, 16):
+        got = fit(tenants, by="tenant", engine=LocalEngine(), partitions=parts)
+        assert got.to_json() == one.to_json(), parts
+    rows = tenants.drop("session", "hash_ids")  # no sessions: the out-of-core fit
+    lazy = fit(rows.lazy(), by="tenant")
+    assert fit(rows.lazy(), by="tenant", engine=LocalEngine(), partitions=4).to_json() == \
+        lazy.to_json()
+    with pytest.raises(ValueError, match="partitions must be >= 1"):
+        fit(tenants, by="tenant", engine=LocalEngine(), partitions=0)
+
+
+def test_ray_fidelity_runs_equal_local(ray_engine, conv, tmp_path):
+    local = holdout(conv, seed=2, runs=3)
+    assert holdout(conv, seed=2, runs=3, engine=ray_engine).equals(local)
+    model = fit(conv)
+    files = []
+    for s in range(2):
+        files.append(tmp_path / f"run{s}.parquet")
+        model.sample(_span(conv), seed=s).write_parquet(files[-1])
+    local = fidelity(conv, [pl.read_parquet(f) for f in files])
+    ray = fidelity(conv, [pl.scan_parquet(f) for f in files], engine=ray_engine)  # read there
+    assert ray.equals(local)
+    with pytest.raises(ValueError, match="synthetic 2"):  # a short run fails as locally
+        fidelity(conv, [ModelRun(model, _span(conv), 0), conv.head(2).lazy()],
+                 engine=ray_engine)
+
+
+def test_ray_session_fidelity_runs_equal_local(ray_engine, shared):
+    """Mooncake's prefix blocks add the KV-cache rows and the session-naive baseline."""
+    path = shared / "mooncake_fast25" / "conversation_trace.jsonl"
+    real = mooncake.load([path], "mooncake/conversation").tables["requests"]
+    model = fit(real, block_tokens=512)
+    runs = [ModelRun(model, _span(real), s) for s in range(2)]
+    local = fidelity(real, runs, block_tokens=512)
+    assert "session_naive" in local.columns and "kvcache" in local["kind"].to_list()
+    assert fidelity(real, runs, block_tokens=512, engine=ray_engine).equals(local)
+
+
+def test_ray_fit_by_tenant_equals_local(ray_engine, tenants, tmp_path):
+    assert fit(tenants, by="tenant", engine=ray_engine).to_json() == \
+        fit(tenants, by="tenant").to_json()
+    path = tmp_path / "requests.parquet"
+    tenants.drop("session", "hash_ids").write_parquet(path)
+    got = fit(pl.scan_parquet(path), by="tenant", engine=ray_engine, partitions=3)
+    assert got.to_json() == fit(pl.read_parquet(path).lazy(), by="tenant").to_json()
+
+
+def test_cli_fit_and_compare_on_ray(ray_engine, conv, tenants, tmp_path):
+    from servetrace.cli import app
+
+    runner = CliRunner()
+    real, rows = tmp_path / "conv.parquet", tmp_path / "tenants.parquet"
+    conv.write_parquet(real)
+    tenants.write_parquet(rows)
+    for name, args in (("conv", [str(real)]), ("tenants", [str(rows), "--by", "tenant"])):
+        for engine in ("local", "ray"):
+            res = runner.invoke(app, ["fit", *args, "-o", str(tmp_path / f"{name}-{engine}.json"),
+                                      "--engine", engine, "--store", str(tmp_path / "s")])
+            assert res.exit_code == 0, res.output
+        assert (tmp_path / f"{name}-ray.json").read_text() == \
+            (tmp_path / f"{name}-local.json").read_text()
+    args = ["compare", str(real), str(tmp_path / "conv-local.json"), "--runs", "2",
+            "--format", "json", "--store", str(tmp_path / "s")]
+    local = runner.invoke(app, args)
+    ray = runner.invoke(app, [*args, "--engine", "ray"])
+    assert local.exit_code == 0 and ray.exit_code == 0, ray.output
+    assert json.loads(ray.stdout) == json.loads(local.stdout)
+    table = json.loads(local.stdout)["fidelity (errors; lower is better)"]
+    assert {r["verdict"] for r in table} <= {"win", "tie", "loss"}  # two runs: a spread
+    bad = runner.invoke(app, ["compare", str(real), str(real), "--runs", "2",
+                              "--store", str(tmp_path / "s")])
+    assert bad.exit_code == 1 and "--runs samples a model .json" in bad.output
+    assert "Traceback" not in bad.output

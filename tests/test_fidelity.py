@@ -18,6 +18,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
 from servetrace.loaders import azure_llm_2023, burstgpt, mooncake
 from servetrace.loaders.schema import conform
@@ -30,6 +31,7 @@ from servetrace.synth.fidelity import (
     metrics,
     split_half,
     verdict,
+    wasserstein,
 )
 from servetrace.synth.model import fit
 
@@ -364,3 +366,14 @@ def test_split_half_restarts_both_halves_at_zero(real_traces):
     assert first.height + second.height == real_traces["conv"].height
     assert first["arrival_s"].min() == 0.0 and second["arrival_s"].min() >= 0.0
     assert second["arrival_s"].max() <= first["arrival_s"].max() + 1.0
+
+
+def test_wasserstein_is_the_mean_shift_and_scipys_distance():
+    """W1 between a sample and itself shifted by c is c (Ramdas et al. 2017, a translation
+    of the whole distribution); on unrelated samples the distance is SciPy's to rounding."""
+    rng = np.random.default_rng(5)
+    u = rng.lognormal(5.0, 1.5, 20_000)
+    assert wasserstein(u, u + 3.0) == pytest.approx(3.0, rel=1e-12)
+    assert wasserstein(np.array([0.0, 0.0]), np.array([1.0, 1.0])) == 1.0
+    v = np.floor(rng.lognormal(5.0, 1.4, 30_000))
+    assert wasserstein(u, v) == pytest.approx(stats.wasserstein_distance(u, v), rel=1e-12)
