@@ -78,6 +78,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,16 +87,16 @@ import polars as pl
 from scipy import optimize
 
 from servetrace.loaders.schema import conform
+from servetrace.synth import serverless_cells as svx
 from servetrace.synth import serverless_quantiles as sq
 from servetrace.synth.parameters import ScaleRecord
 from servetrace.synth.serverless_counts import (
     _KEYS,
     BATCH_SIZE,
+    CALIBRATION_WINDOWS,
     GAP_SIZE,
     TABLE_SIZE,
     Grid,
-    _count_tables,
-    _gap_tables,
     _harmonic_periods,
     _profile,
     _renewal_cells,
@@ -105,11 +106,8 @@ from servetrace.synth.serverless_counts import (
     _timer_phase,
     _with_keys,
     calibrate_hurst,
-    detect_periodic,
     dirichlet_positions,
     fgn_rows,
-    fit_harmonics,
-    grid,
 )
 
 VERSION = "serverless-1"
@@ -120,6 +118,10 @@ MIN_ACTIVE_H = 2
 """Functions with fewer active windows keep H = 0.5 (nothing to order)."""
 CHUNK_CELLS = 1 << 24
 """Function × window cells generated per chunk of functions."""
+TIMER_CHUNK = 1024
+"""Timers whose firings are drawn per seeded chunk."""
+BLOCK_INVOCATIONS = 1 << 23
+"""Expected invocations per block of :func:`sample_blocks` (memory bound)."""
 @dataclass(frozen=True)
 class Functions:
     """The function dimension, one entry per function (index = row of every other array)."""
@@ -289,10 +291,14 @@ def fit_within(invocations: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0)
 
     Windows with at least two invocations of a function give the inner gaps; κ solves the
     moment equation by Brent's method on [10⁻³, 10³]."""
-    g = grid(invocations, window_s)
+    g = svx.cells(invocations, window_s)
     if g.times is None:
         raise ValueError("fit_within: needs an invocations table (arrival_s)")
-    t = g.times.with_columns((pl.col("arrival_s") // window_s).alias("m")).sort("fid", "arrival_s")
+    return _within_from_times(g.times, window_s)
+
+
+def _within_from_times(times: pl.DataFrame, window_s: float) -> WithinWindow:
+    t = times.with_columns((pl.col("arrival_s") // window_s).alias("m")).sort("fid", "arrival_s")
     gaps = t.with_columns(pl.col("arrival_s").diff().over("fid", "m").alias("gap"),
                           pl.len().over("fid", "m").alias("c")).drop_nulls("gap")
     if gaps.height < 10:
@@ -313,6 +319,15 @@ def fit_within(invocations: pl.DataFrame | pl.LazyFrame, window_s: float = 60.0)
     else:
         kappa = math.exp(optimize.brentq(excess, lo, hi, xtol=1e-6))
     return WithinWindow(kappa=kappa, source="fitted")
+
+
+def _source(table: pl.DataFrame | pl.LazyFrame) -> str:
+    """The table's first non-null ``trace`` value, else ``trace``."""
+    lf = table.lazy()
+    if "trace" not in lf.collect_schema():
+        return "trace"
+    v = lf.select(pl.col("trace").drop_nulls().first()).collect(engine="streaming").item()
+    return "trace" if v is None else str(v)
 
 
 def _knots(functions: pl.DataFrame | None, g: Grid, columns: tuple[str, ...],
@@ -351,18 +366,16 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
             per-invocation times, else stated κ = 1, uniform).
         source: the model's source label (default: the table's ``trace`` value).
     """
-    frame = table.lazy().collect()
-    g = grid(frame, window_s)
+    g = svx.cells(table, window_s)
     if functions is not None:
         fx = _with_keys(functions.lazy().collect()).select(*_KEYS, pl.col("trigger").alias("_t"))
         keys = g.keys.join(fx.unique(list(_KEYS), keep="first"), on=list(_KEYS), how="left",
                            nulls_equal=True, maintain_order="left")
         g = dataclasses.replace(g, keys=keys.with_columns(
             pl.coalesce("trigger", "_t").alias("trigger")).drop("_t"))
-    det = detect_periodic(g)
-    n_f, n_t = g.counts.shape
-    per = np.zeros(n_f, dtype=bool)
-    per[det["fid"].to_numpy()] = det["periodic"].to_numpy()
+    det = svx.detect_periodic(g)
+    n_f, n_t = g.n_f, g.n_t
+    per = det["periodic"].to_numpy()
     pdet = det.filter(pl.col("periodic"))
     pf = pdet["fid"].to_numpy()
     phase = _timer_phase(g, pf, pdet["period_s"].to_numpy())
@@ -376,32 +389,32 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
     mf = np.flatnonzero(~per)
     span = n_t * g.window_s
     periods = _harmonic_periods(span)
-    x = g.counts.astype(np.float64) if len(mf) == n_f else g.counts[mf].astype(np.float64)
-    coef = fit_harmonics(x, g.window_s, 0.0, periods)
-    if periods:
-        x /= _profile(coef, (np.arange(n_t) + 0.5) * g.window_s, periods)
-    zero_p, table_ = _count_tables(x)
-    active = (x > 0).sum(axis=1)  # the profile is positive: active where the count is
+    # the cells of the modulated functions, divided by their harmonic profile (sparse: the
+    # dense functions × windows grid is never built; serverless_cells' module doc)
+    coef = svx.fit_harmonics(g, mf, periods)
+    x = svx.scaled_counts(g, mf, coef, periods)
+    zero_p, table_ = svx.count_tables(g, mf, x)
+    active = np.diff(g.offsets())[mf]  # the profile is positive: active where the count is
     sparse = (zero_p >= SPARSE) & (active >= 3)
     rows = np.zeros(n_f, dtype=bool)
     rows[mf[sparse]] = True
-    gaps = _gap_tables(g.counts, rows)[mf]
+    gaps = svx.gap_tables(g, rows)[mf]
     busy = (active >= MIN_ACTIVE_H) & ~sparse
     hurst = np.full(len(mf), 0.5)
     if busy.any():
-        hurst[busy] = calibrate_hurst(x[busy], zero_p[busy], table_[busy])
+        head = g.dense(mf[busy], CALIBRATION_WINDOWS, np.nan_to_num(x))
+        hurst[busy] = calibrate_hurst(head, zero_p[busy], table_[busy])
     modulated = Modulated(
         index=tuple(int(i) for i in mf), zero_p=tuple(float(z) for z in zero_p),
         table=tuple(float(v) for v in table_.ravel()), hurst=tuple(float(h) for h in hurst),
         harmonic_periods_s=periods, harmonics=tuple(float(v) for v in coef.ravel()),
         gaps=tuple(float(v) for v in gaps.ravel()))
     if within is None:
-        within = fit_within(frame, window_s) if g.times is not None else WithinWindow()
+        within = _within_from_times(g.times, window_s) if g.times is not None else WithinWindow()
     dur = _knots(functions, g, sq.DURATION_COLUMNS, sq.DURATION_PROBS, "duration_s")
     mem = _knots(functions, g, sq.MEMORY_COLUMNS, sq.MEMORY_PROBS, "memory_mb")
     keys = g.keys
-    src = source or (str(frame["trace"].drop_nulls().first()) if "trace" in frame.columns
-                     and frame["trace"].drop_nulls().len() else "trace")
+    src = source or _source(table)
     return ServerlessModel(
         source=src, span_s=span, window_s=g.window_s,
         functions=Functions(
@@ -411,7 +424,7 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
         periodic=periodic, modulated=modulated, within=within,
         sizes=Sizes(sq.DURATION_PROBS, tuple(float(v) for v in dur.ravel()),
                     sq.MEMORY_PROBS, tuple(float(v) for v in mem.ravel())),
-        n_invocations=int(g.counts.sum()))
+        n_invocations=int(g.c.sum()))
 
 
 def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: int
@@ -420,7 +433,7 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
     m = model.modulated
     n = len(m.index)
     if n == 0 or n_t == 0:
-        return (np.zeros(0, np.int64),) * 3
+        return (np.zeros(0, np.int32),) * 3
     table = np.asarray(m.table).reshape(n, TABLE_SIZE)
     zero_p, hurst = np.asarray(m.zero_p), np.asarray(m.hurst)
     periods = tuple(m.harmonic_periods_s)
@@ -437,9 +450,9 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
         sp = np.flatnonzero(sparse[sl])
         if sp.size:
             r, w, c = _renewal_cells(gaps[sl][sp], table[sl][sp], n_t, rng)
-            fs.append(sp[r] + lo)
-            ws.append(w)
-            cs.append(c)
+            fs.append((sp[r] + lo).astype(np.int32))
+            ws.append(w.astype(np.int32))
+            cs.append(c.astype(np.int32))
         cp = np.flatnonzero(~sparse[sl])  # sparse rows came from their renewal above
         if cp.size == 0:
             continue
@@ -450,43 +463,54 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
         # an active window stays active: rounding never turns a non-zero count into 0
         c = np.where(x > 0, np.maximum(_stochastic_round(x, rng), 1), 0)
         f, w = np.nonzero(c)
-        fs.append(cp[f] + lo)
-        ws.append(w)
-        cs.append(c[f, w])
+        fs.append((cp[f] + lo).astype(np.int32))
+        ws.append(w.astype(np.int32))
+        cs.append(c[f, w].astype(np.int32))
+    if not fs:
+        return (np.zeros(0, np.int32),) * 3
     f, w, c = np.concatenate(fs), np.concatenate(ws), np.concatenate(cs)
-    return np.asarray(m.index, dtype=np.int64)[f], w, c
+    return np.asarray(m.index, dtype=np.int32)[f], w, c
 
 
 def _periodic_times(model: ServerlessModel, duration: float, start_s: float, seed: int
                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(function, time) of every timer firing in ``[0, duration)``, function-major, drawn in
+    chunks of :data:`TIMER_CHUNK` timers (each its own seeded stream: memory bound, and the
+    draws do not depend on how many timers there are)."""
     p = model.periodic
     if not p.index:
-        return np.zeros(0, np.int64), np.zeros(0)
-    rng = _rng(seed, 2)
-    idx = np.asarray(p.index, dtype=np.int64)
+        return np.zeros(0, np.int32), np.zeros(0)
+    idx = np.asarray(p.index, dtype=np.int32)
     period = np.asarray(p.period_s)
-    phase = np.asarray(p.phase_s)
     inside = np.minimum(period, model.window_s)
-    unknown = np.isnan(phase)
     # offset inside the window: fixed per function (a timer fires at the same second)
-    phase = np.where(unknown, np.asarray(p.window_phase_s) + rng.random(len(idx)) * inside,
-                     phase)
-    first_k = np.ceil((start_s - phase) / period).astype(np.int64)
-    n = np.maximum(np.ceil((start_s + duration - phase) / period).astype(np.int64) - first_k, 0)
-    fid = np.repeat(np.arange(len(idx)), n)
-    k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first_k, n)
-    t = phase[fid] + k * period[fid] - start_s
-    keep = rng.random(len(t)) >= np.asarray(p.miss)[fid]
-    shift = rng.random(len(t))
-    jit = np.asarray(p.jitter)[fid]
-    t = t + np.where(shift < jit / 2, -model.window_s,
-                     np.where(shift < jit, model.window_s, 0.0))
-    fid, t = fid[keep], t[keep]
-    table = np.asarray(p.batch).reshape(-1, BATCH_SIZE)
-    b = table[fid, (rng.random(len(fid)) * BATCH_SIZE).astype(np.int64)].astype(np.int64)
-    fid, t = np.repeat(fid, b), np.repeat(t, b)
-    ok = (t >= 0) & (t < duration)
-    return idx[fid[ok]], t[ok]
+    phase = np.asarray(p.phase_s)
+    phase = np.where(np.isnan(phase), np.asarray(p.window_phase_s)
+                     + _rng(seed, 2).random(len(idx)) * inside, phase)
+    miss, jitter = np.asarray(p.miss), np.asarray(p.jitter)
+    batch = np.asarray(p.batch).reshape(-1, BATCH_SIZE)
+    fids, times = [], []
+    for lo in range(0, len(idx), TIMER_CHUNK):  # chunks of timers bound memory
+        sl = slice(lo, lo + TIMER_CHUNK)
+        rng = _rng(seed, 2_000_000 + lo)
+        ph, pe = phase[sl], period[sl]
+        first_k = np.ceil((start_s - ph) / pe).astype(np.int64)
+        n = np.maximum(np.ceil((start_s + duration - ph) / pe).astype(np.int64) - first_k, 0)
+        fid = np.repeat(np.arange(len(ph)), n)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first_k, n)
+        t = ph[fid] + k * pe[fid] - start_s
+        keep = rng.random(len(t)) >= miss[sl][fid]
+        shift = rng.random(len(t))
+        jit = jitter[sl][fid]
+        t = t + np.where(shift < jit / 2, -model.window_s,
+                         np.where(shift < jit, model.window_s, 0.0))
+        fid, t = fid[keep], t[keep]
+        b = batch[sl][fid, (rng.random(len(fid)) * BATCH_SIZE).astype(np.int64)].astype(np.int64)
+        fid, t = np.repeat(fid, b), np.repeat(t, b)
+        ok = (t >= 0) & (t < duration)
+        fids.append(idx[sl][fid[ok]])
+        times.append(t[ok])
+    return np.concatenate(fids), np.concatenate(times)
 
 
 def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float = 0.0
@@ -498,8 +522,24 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
     ``invocations`` schema, sorted by ``arrival_s``; ``trace`` = ``synth/<source>``;
     tenant/app/function/trigger from the model; ``duration_s`` and ``memory_mb`` drawn
     independently from the function's quantile functions (null where unknown). Deterministic
-    in ``seed``.
+    in ``seed``. The blocks of :func:`sample_blocks`, concatenated.
     """
+    blocks = list(sample_blocks(model, duration_s, seed, start_s))
+    return pl.concat(blocks) if len(blocks) > 1 else blocks[0]
+
+
+def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s: float = 0.0
+                  ) -> Iterator[pl.DataFrame]:
+    """:func:`sample` as consecutive ``invocations`` tables over equal stretches of windows,
+    in time order, each expected to hold at most :data:`BLOCK_INVOCATIONS` invocations (by
+    the model's mean rate; one block for a small sample): write or reduce a long sample
+    without holding it (a 14-day sample of Azure 2019's 50,000 functions is about 150M
+    invocations).
+
+    The per-window counts of all functions are drawn first and kept as compact cells
+    (int32 function, window, count: 12 bytes per active function-window); each block then
+    spreads its windows' invocations, adds the timers' firings, sorts and draws sizes. Every
+    block draws from its own seeded stream, so the sample is the same however it is read."""
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"sample: duration_s must be finite and > 0, got {duration_s!r}")
     ts = model.time_scale
@@ -507,32 +547,50 @@ def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float 
     w = model.window_s
     n_t = math.ceil(dur_m / w)
     f_m, win, cnt = _modulated_counts(model, n_t, start_m, seed)
-    pos = dirichlet_positions(cnt, model.within.kappa, _rng(seed, 3))
-    t_m = (np.repeat(win, cnt) + pos) * w
-    f_m = np.repeat(f_m, cnt)
     f_p, t_p = _periodic_times(model, dur_m, start_m, seed)
-    fid = np.concatenate([f_m, f_p])
-    t = np.concatenate([t_m, t_p])
-    keep = t < dur_m
-    fid, t = fid[keep], t[keep] / ts
-    order = np.argsort(t, kind="stable")
-    fid, t = fid[order], t[order]
-    rng = _rng(seed, 4)
+    expect = model.mean_rate * duration_s
+    n_b = min(max(1, math.ceil(expect / BLOCK_INVOCATIONS) if math.isfinite(expect) else 1), n_t)
+    step = -(-n_t // n_b)  # windows per block
+    n_b = -(-n_t // step)
+    # group cells and firings by block: a stable radix sort on the small block number
+    small = np.int16 if n_b < 1 << 15 else np.int64
+    blk = (win // step).astype(small)
+    by = np.argsort(blk, kind="stable")
+    f_m, win, cnt = f_m[by], win[by], cnt[by]
+    bounds_m = np.searchsorted(blk[by], np.arange(n_b + 1), side="left")
+    blk = np.clip(t_p // (step * w), 0, n_b - 1).astype(small)
+    by = np.argsort(blk, kind="stable")
+    f_p, t_p = f_p[by], t_p[by]
+    bounds_p = np.searchsorted(blk[by], np.arange(n_b + 1), side="left")
+    del by, blk
     s = model.sizes
-    dur = sq.pchip(np.asarray(s.duration_probs),
-                   np.asarray(s.duration_s).reshape(model.n_functions, -1), fid,
-                   rng.random(len(fid)))
-    mem = sq.pchip(np.asarray(s.memory_probs),
-                   np.asarray(s.memory_mb).reshape(model.n_functions, -1), fid,
-                   rng.random(len(fid)))
+    dur_k = np.asarray(s.duration_s).reshape(model.n_functions, -1)
+    mem_k = np.asarray(s.memory_mb).reshape(model.n_functions, -1)
+    dur_d = sq.pchip_slopes(np.asarray(s.duration_probs), dur_k)
+    mem_d = sq.pchip_slopes(np.asarray(s.memory_probs), mem_k)
     fn = model.functions
-    frame = pl.DataFrame({
-        "trace": f"synth/{model.source}", "arrival_s": t,
-        **{c: labels(list(getattr(fn, c)), fid, c) for c in ("tenant", "app", "function",
-                                                            "trigger")},
-        "duration_s": dur, "memory_mb": mem,
-    }).with_columns(pl.col("duration_s", "memory_mb").fill_nan(None))
-    return conform("invocations", frame, categorical=True)
+    cats = {c: list(getattr(fn, c)) for c in ("tenant", "app", "function", "trigger")}
+    for b in range(n_b):  # blocks of windows: memory bound
+        sm = slice(bounds_m[b], bounds_m[b + 1])
+        cb = cnt[sm]
+        pos = dirichlet_positions(cb, model.within.kappa, _rng(seed, 3_000_000 + b))
+        t = np.concatenate([(np.repeat(win[sm], cb) + pos) * w,
+                            t_p[bounds_p[b]:bounds_p[b + 1]]])
+        fid = np.concatenate([np.repeat(f_m[sm], cb), f_p[bounds_p[b]:bounds_p[b + 1]]])
+        del pos
+        keep = t < dur_m
+        fid, t = fid[keep], t[keep] / ts
+        order = np.argsort(t, kind="stable")
+        fid, t = fid[order], t[order]
+        rng = _rng(seed, 4_000_000 + b)
+        dur = sq.pchip(np.asarray(s.duration_probs), dur_k, fid, rng.random(len(fid)), dur_d)
+        mem = sq.pchip(np.asarray(s.memory_probs), mem_k, fid, rng.random(len(fid)), mem_d)
+        frame = pl.DataFrame({
+            "trace": f"synth/{model.source}", "arrival_s": t,
+            **{c: labels(v, fid, c) for c, v in cats.items()},
+            "duration_s": dur, "memory_mb": mem,
+        }).with_columns(pl.col("duration_s", "memory_mb").fill_nan(None))
+        yield conform("invocations", frame, categorical=True)
 
 
 def labels(values: list[str | None], fid: np.ndarray, name: str) -> pl.Series:
