@@ -566,31 +566,65 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
     s = model.sizes
     dur_k = np.asarray(s.duration_s).reshape(model.n_functions, -1)
     mem_k = np.asarray(s.memory_mb).reshape(model.n_functions, -1)
-    dur_d = sq.pchip_slopes(np.asarray(s.duration_probs), dur_k)
-    mem_d = sq.pchip_slopes(np.asarray(s.memory_probs), mem_k)
+    dur_c = sq.pchip_coefficients(np.asarray(s.duration_probs), dur_k)
+    mem_c = sq.pchip_coefficients(np.asarray(s.memory_probs), mem_k)
     fn = model.functions
     cats = {c: list(getattr(fn, c)) for c in ("tenant", "app", "function", "trigger")}
     for b in range(n_b):  # blocks of windows: memory bound
         sm = slice(bounds_m[b], bounds_m[b + 1])
         cb = cnt[sm]
-        pos = dirichlet_positions(cb, model.within.kappa, _rng(seed, 3_000_000 + b))
+        rng = _rng(seed, 3_000_000 + b)
+        if model.within.kappa == 1.0:
+            # Dirichlet(1) spacings are the order statistics of c uniforms: as a set (the
+            # block is sorted by time below) c uniform positions, without the spacings
+            pos = rng.random(int(cb.sum(dtype=np.int64)))
+        else:
+            pos = dirichlet_positions(cb, model.within.kappa, rng)
         t = np.concatenate([(np.repeat(win[sm], cb) + pos) * w,
                             t_p[bounds_p[b]:bounds_p[b + 1]]])
         fid = np.concatenate([np.repeat(f_m[sm], cb), f_p[bounds_p[b]:bounds_p[b + 1]]])
         del pos
         keep = t < dur_m
-        fid, t = fid[keep], t[keep] / ts
-        order = np.argsort(t, kind="stable")
-        fid, t = fid[order], t[order]
+        fid, t = fid[keep], t[keep]
+        t, fid = _time_order(t / ts if ts != 1.0 else t, fid, model.n_functions)
         rng = _rng(seed, 4_000_000 + b)
-        dur = sq.pchip(np.asarray(s.duration_probs), dur_k, fid, rng.random(len(fid)), dur_d)
-        mem = sq.pchip(np.asarray(s.memory_probs), mem_k, fid, rng.random(len(fid)), mem_d)
+        dur = sq.pchip(np.asarray(s.duration_probs), dur_k, fid, rng.random(len(fid)),
+                       coefficients=dur_c)
+        mem = sq.pchip(np.asarray(s.memory_probs), mem_k, fid, rng.random(len(fid)),
+                       coefficients=mem_c)
         frame = pl.DataFrame({
             "trace": f"synth/{model.source}", "arrival_s": t,
             **{c: labels(v, fid, c) for c, v in cats.items()},
             "duration_s": dur, "memory_mb": mem,
         }).with_columns(pl.col("duration_s", "memory_mb").fill_nan(None))
         yield conform("invocations", frame, categorical=True)
+
+
+def _time_order(t: np.ndarray, fid: np.ndarray, n_f: int) -> tuple[np.ndarray, np.ndarray]:
+    """``t`` sorted, with ``fid`` in the same order: one sort of int64 keys packing the time
+    (its offset from the block's first, in quanta of span/2^(62 − b)) above the function
+    (b bits), instead of an argsort and two gathers. Times are rounded down to the quantum
+    (under a nanosecond for a day's block of 65,536 functions); where that would exceed a
+    microsecond the times are argsorted as they are."""
+    if t.size == 0:
+        return t, fid
+    bits = max(1, (n_f - 1).bit_length())
+    lo = float(t.min())
+    span = float(t.max()) - lo
+    quanta = float(1 << (62 - bits)) if bits < 52 else 0.0
+    res = span / (quanta - 1) if quanta > 1 else math.inf
+    if not res <= 1e-6:
+        order = np.argsort(t, kind="stable")
+        return t[order], fid[order]
+    if res == 0.0:
+        res = 1.0
+    key = ((t - lo) * (1.0 / res)).astype(np.int64)
+    key <<= bits
+    key |= fid
+    key.sort()
+    fid = (key & ((1 << bits) - 1)).astype(np.int32)
+    key >>= bits
+    return lo + key * res, fid
 
 
 def labels(values: list[str | None], fid: np.ndarray, name: str) -> pl.Series:
