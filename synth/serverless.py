@@ -68,9 +68,13 @@ Scaling operators (subsets, superposition, time compression, cluster sizing) are
 :mod:`servetrace.synth.serverless_scale`. The model is plain data (frozen dataclasses of
 tuples), serialized by :meth:`ServerlessModel.to_json` as strict JSON (unknown figures are
 null); :data:`VERSION` is checked on load.
-Fitting and sampling are vectorized over all functions (NumPy arrays of shape functions ×
-windows, Polars group-bys); the only Python loops run over chunks of functions (memory bound)
-or the fixed grid of candidate Hurst exponents.
+Fitting and sampling are vectorized over all functions. The fit works on the non-zero
+(function, window, count) cells (:mod:`servetrace.synth.serverless_cells`: no functions ×
+windows grid, whose 8 bytes a cell are 8 GB at Azure 2019's full size), reading a lazy table
+in the streaming engine; only the copula's busy functions are dense, in chunks. Sampling draws
+the per-window cells of all functions, then :func:`sample_blocks` spreads, sorts and sizes
+them in blocks of time of bounded size. The only Python loops run over chunks of functions or
+blocks of time (memory bound) or the fixed grid of candidate Hurst exponents.
 """
 
 from __future__ import annotations
@@ -118,9 +122,9 @@ MIN_ACTIVE_H = 2
 """Functions with fewer active windows keep H = 0.5 (nothing to order)."""
 CHUNK_CELLS = 1 << 24
 """Function × window cells generated per chunk of functions."""
-TIMER_CHUNK = 1024
+TIMER_CHUNK = 256
 """Timers whose firings are drawn per seeded chunk."""
-BLOCK_INVOCATIONS = 1 << 23
+BLOCK_INVOCATIONS = 1 << 21
 """Expected invocations per block of :func:`sample_blocks` (memory bound)."""
 @dataclass(frozen=True)
 class Functions:
@@ -373,8 +377,10 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
                            nulls_equal=True, maintain_order="left")
         g = dataclasses.replace(g, keys=keys.with_columns(
             pl.coalesce("trigger", "_t").alias("trigger")).drop("_t"))
-    det = svx.detect_periodic(g)
-    n_f, n_t = g.n_f, g.n_t
+    chunks = svx.function_chunks(g)
+    det = pl.concat([svx.detect_periodic(g.take(lo, hi)).with_columns(pl.col("fid") + lo)
+                     for lo, hi in chunks])
+    n_t = g.n_t
     per = det["periodic"].to_numpy()
     pdet = det.filter(pl.col("periodic"))
     pf = pdet["fid"].to_numpy()
@@ -392,17 +398,23 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
     # the cells of the modulated functions, divided by their harmonic profile (sparse: the
     # dense functions × windows grid is never built; serverless_cells' module doc)
     coef = svx.fit_harmonics(g, mf, periods)
-    x = svx.scaled_counts(g, mf, coef, periods)
-    zero_p, table_ = svx.count_tables(g, mf, x)
-    active = np.diff(g.offsets())[mf]  # the profile is positive: active where the count is
-    sparse = (zero_p >= SPARSE) & (active >= 3)
-    rows = np.zeros(n_f, dtype=bool)
-    rows[mf[sparse]] = True
-    gaps = svx.gap_tables(g, rows)[mf]
-    busy = (active >= MIN_ACTIVE_H) & ~sparse
+    parts: list[tuple[np.ndarray, ...]] = []
+    for lo, hi in chunks:  # chunks of functions: temporaries bounded, results row-wise
+        sub = g.take(lo, hi)
+        j = slice(*np.searchsorted(mf, [lo, hi]))
+        rows = mf[j] - lo
+        x = svx.scaled_counts(sub, rows, coef[j], periods)
+        zp, tab = svx.count_tables(sub, rows, x)
+        active = np.diff(sub.offsets())[rows]  # the profile is positive: active where c is
+        sparse = (zp >= SPARSE) & (active >= 3)
+        mask = np.zeros(sub.n_f, dtype=bool)
+        mask[rows[sparse]] = True
+        busy = (active >= MIN_ACTIVE_H) & ~sparse
+        head = sub.dense(rows[busy], CALIBRATION_WINDOWS, np.nan_to_num(x))
+        parts.append((zp, tab, svx.gap_tables(sub, mask)[rows], busy, head))
+    zero_p, table_, gaps, busy, head = (np.concatenate(p) for p in zip(*parts, strict=True))
     hurst = np.full(len(mf), 0.5)
     if busy.any():
-        head = g.dense(mf[busy], CALIBRATION_WINDOWS, np.nan_to_num(x))
         hurst[busy] = calibrate_hurst(head, zero_p[busy], table_[busy])
     modulated = Modulated(
         index=tuple(int(i) for i in mf), zero_p=tuple(float(z) for z in zero_p),
@@ -430,10 +442,20 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
 def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: int
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Non-zero (function, window, count) cells of the modulated functions."""
+    parts = list(_modulated_chunks(model, n_t, start_s, seed))
+    if not parts:
+        return (np.zeros(0, np.int32),) * 3
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def _modulated_chunks(model: ServerlessModel, n_t: int, start_s: float, seed: int
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`_modulated_counts` chunk by chunk of functions (int32 arrays)."""
     m = model.modulated
     n = len(m.index)
     if n == 0 or n_t == 0:
-        return (np.zeros(0, np.int32),) * 3
+        return
+    index = np.asarray(m.index, dtype=np.int32)
     table = np.asarray(m.table).reshape(n, TABLE_SIZE)
     zero_p, hurst = np.asarray(m.zero_p), np.asarray(m.hurst)
     periods = tuple(m.harmonic_periods_s)
@@ -443,16 +465,13 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
             else np.full((n, GAP_SIZE), np.nan))
     sparse = np.isfinite(gaps[:, 0])
     rows = max(1, CHUNK_CELLS // max(2 * n_t, 1))
-    fs, ws, cs = [], [], []
     for lo in range(0, n, rows):  # chunks of functions bound memory
         sl = slice(lo, min(n, lo + rows))
         rng = _rng(seed, 1_000_000 + lo)
         sp = np.flatnonzero(sparse[sl])
         if sp.size:
             r, w, c = _renewal_cells(gaps[sl][sp], table[sl][sp], n_t, rng)
-            fs.append((sp[r] + lo).astype(np.int32))
-            ws.append(w.astype(np.int32))
-            cs.append(c.astype(np.int32))
+            yield index[sp[r] + lo], w.astype(np.int32), c.astype(np.int32)
         cp = np.flatnonzero(~sparse[sl])  # sparse rows came from their renewal above
         if cp.size == 0:
             continue
@@ -463,13 +482,7 @@ def _modulated_counts(model: ServerlessModel, n_t: int, start_s: float, seed: in
         # an active window stays active: rounding never turns a non-zero count into 0
         c = np.where(x > 0, np.maximum(_stochastic_round(x, rng), 1), 0)
         f, w = np.nonzero(c)
-        fs.append((cp[f] + lo).astype(np.int32))
-        ws.append(w.astype(np.int32))
-        cs.append(c[f, w].astype(np.int32))
-    if not fs:
-        return (np.zeros(0, np.int32),) * 3
-    f, w, c = np.concatenate(fs), np.concatenate(ws), np.concatenate(cs)
-    return np.asarray(m.index, dtype=np.int32)[f], w, c
+        yield index[cp[f] + lo], w.astype(np.int32), c[f, w].astype(np.int32)
 
 
 def _periodic_times(model: ServerlessModel, duration: float, start_s: float, seed: int
@@ -477,9 +490,18 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
     """(function, time) of every timer firing in ``[0, duration)``, function-major, drawn in
     chunks of :data:`TIMER_CHUNK` timers (each its own seeded stream: memory bound, and the
     draws do not depend on how many timers there are)."""
+    parts = list(_periodic_chunks(model, duration, start_s, seed))
+    if not parts:
+        return np.zeros(0, np.int32), np.zeros(0)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _periodic_chunks(model: ServerlessModel, duration: float, start_s: float, seed: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`_periodic_times` chunk by chunk of timers."""
     p = model.periodic
     if not p.index:
-        return np.zeros(0, np.int32), np.zeros(0)
+        return
     idx = np.asarray(p.index, dtype=np.int32)
     period = np.asarray(p.period_s)
     inside = np.minimum(period, model.window_s)
@@ -489,7 +511,6 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
                      + _rng(seed, 2).random(len(idx)) * inside, phase)
     miss, jitter = np.asarray(p.miss), np.asarray(p.jitter)
     batch = np.asarray(p.batch).reshape(-1, BATCH_SIZE)
-    fids, times = [], []
     for lo in range(0, len(idx), TIMER_CHUNK):  # chunks of timers bound memory
         sl = slice(lo, lo + TIMER_CHUNK)
         rng = _rng(seed, 2_000_000 + lo)
@@ -508,9 +529,7 @@ def _periodic_times(model: ServerlessModel, duration: float, start_s: float, see
         b = batch[sl][fid, (rng.random(len(fid)) * BATCH_SIZE).astype(np.int64)].astype(np.int64)
         fid, t = np.repeat(fid, b), np.repeat(t, b)
         ok = (t >= 0) & (t < duration)
-        fids.append(idx[sl][fid[ok]])
-        times.append(t[ok])
-    return np.concatenate(fids), np.concatenate(times)
+        yield idx[sl][fid[ok]], t[ok]
 
 
 def sample(model: ServerlessModel, duration_s: float, seed: int, start_s: float = 0.0
@@ -546,23 +565,19 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
     dur_m, start_m = duration_s * ts, start_s * ts  # model time
     w = model.window_s
     n_t = math.ceil(dur_m / w)
-    f_m, win, cnt = _modulated_counts(model, n_t, start_m, seed)
-    f_p, t_p = _periodic_times(model, dur_m, start_m, seed)
     expect = model.mean_rate * duration_s
     n_b = min(max(1, math.ceil(expect / BLOCK_INVOCATIONS) if math.isfinite(expect) else 1), n_t)
     step = -(-n_t // n_b)  # windows per block
     n_b = -(-n_t // step)
-    # group cells and firings by block: a stable radix sort on the small block number
     small = np.int16 if n_b < 1 << 15 else np.int64
-    blk = (win // step).astype(small)
-    by = np.argsort(blk, kind="stable")
-    f_m, win, cnt = f_m[by], win[by], cnt[by]
-    bounds_m = np.searchsorted(blk[by], np.arange(n_b + 1), side="left")
-    blk = np.clip(t_p // (step * w), 0, n_b - 1).astype(small)
-    by = np.argsort(blk, kind="stable")
-    f_p, t_p = f_p[by], t_p[by]
-    bounds_p = np.searchsorted(blk[by], np.arange(n_b + 1), side="left")
-    del by, blk
+    # each chunk's cells and firings go to their blocks as drawn (a stable radix sort on the
+    # small block number): no second copy of the whole sample's cells
+    cells: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_b)]
+    for f, win, cnt in _modulated_chunks(model, n_t, start_m, seed):
+        _to_blocks(cells, (win // step).astype(small), f, win, cnt)
+    fires: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_b)]
+    for f, t in _periodic_chunks(model, dur_m, start_m, seed):
+        _to_blocks(fires, np.clip(t // (step * w), 0, n_b - 1).astype(small), f, t)
     s = model.sizes
     dur_k = np.asarray(s.duration_s).reshape(model.n_functions, -1)
     mem_k = np.asarray(s.memory_mb).reshape(model.n_functions, -1)
@@ -571,8 +586,9 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
     fn = model.functions
     cats = {c: list(getattr(fn, c)) for c in ("tenant", "app", "function", "trigger")}
     for b in range(n_b):  # blocks of windows: memory bound
-        sm = slice(bounds_m[b], bounds_m[b + 1])
-        cb = cnt[sm]
+        f_m, win, cb = _joined(cells[b], 3, np.int32)
+        f_p, t_p = _joined(fires[b], 2, np.float64)
+        cells[b] = fires[b] = []
         rng = _rng(seed, 3_000_000 + b)
         if model.within.kappa == 1.0:
             # Dirichlet(1) spacings are the order statistics of c uniforms: as a set (the
@@ -580,9 +596,8 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
             pos = rng.random(int(cb.sum(dtype=np.int64)))
         else:
             pos = dirichlet_positions(cb, model.within.kappa, rng)
-        t = np.concatenate([(np.repeat(win[sm], cb) + pos) * w,
-                            t_p[bounds_p[b]:bounds_p[b + 1]]])
-        fid = np.concatenate([np.repeat(f_m[sm], cb), f_p[bounds_p[b]:bounds_p[b + 1]]])
+        t = np.concatenate([(np.repeat(win, cb) + pos) * w, t_p])
+        fid = np.concatenate([np.repeat(f_m, cb), f_p.astype(np.int32)])
         del pos
         keep = t < dur_m
         fid, t = fid[keep], t[keep]
@@ -598,6 +613,23 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
             "duration_s": dur, "memory_mb": mem,
         }).with_columns(pl.col("duration_s", "memory_mb").fill_nan(None))
         yield conform("invocations", frame, categorical=True)
+
+
+def _to_blocks(out: list[list[tuple[np.ndarray, ...]]], block: np.ndarray,
+               *arrays: np.ndarray) -> None:
+    """Append each block's share of ``arrays`` (in their order) to ``out[block]``."""
+    order = np.argsort(block, kind="stable")
+    cuts = np.cumsum(np.bincount(block, minlength=len(out)))[:-1]
+    for b, part in enumerate(zip(*(np.split(a[order], cuts) for a in arrays), strict=True)):
+        if len(part[0]):
+            out[b].append(part)
+
+
+def _joined(parts: list[tuple[np.ndarray, ...]], n: int, dtype: type) -> tuple[np.ndarray, ...]:
+    """The block's pieces concatenated (``n`` empty arrays where it has none)."""
+    if not parts:
+        return (*(np.zeros(0, np.int32) for _ in range(n - 1)), np.zeros(0, dtype))
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 def _time_order(t: np.ndarray, fid: np.ndarray, n_f: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ are read, in the streaming engine.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ from servetrace.synth.serverless_counts import (
     harmonics_from_hourly,
 )
 
+CHUNK_CELLS = 1 << 22
+"""Cells per chunk of functions that :func:`servetrace.synth.serverless.fit` processes at once
+(temporaries stay a few hundred MB, and reused rather than faulted in anew)."""
 SORT_CELLS = 1 << 22
 """Padded cells sorted per chunk of functions by :func:`segment_sort`."""
 PROFILE_CELLS = 1 << 18
@@ -86,10 +90,33 @@ class Cells:
         out[pos[self.fid[sel]], self.m[sel]] = v[sel]
         return out
 
+    def take(self, lo: int, hi: int) -> Cells:
+        """The functions ``lo … hi − 1`` (renumbered from 0; the arrays are views but the
+        function numbers)."""
+        a, b = np.searchsorted(self.fid, [lo, hi])
+        times = None
+        if self.times is not None:
+            times = (self.times.filter(pl.col("fid").is_between(lo, hi, closed="left"))
+                     .with_columns(pl.col("fid") - lo))
+        return Cells(self.keys.slice(lo, hi - lo), self.fid[a:b] - lo, self.m[a:b],
+                     self.c[a:b], self.n_t, self.origin_s, self.window_s, times)
+
     def to_grid(self) -> Grid:
         """The dense :class:`Grid` (small traces and the dense statistics' callers)."""
         return Grid(self.keys, self.dense(np.arange(self.n_f)), self.origin_s, self.window_s,
                     self.times)
+
+
+def function_chunks(x: Cells, cells: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive function ranges of about ``cells`` cells each (default
+    :data:`CHUNK_CELLS`; a function is never split)."""
+    per = np.bincount(x.fid, minlength=x.n_f)
+    end = np.cumsum(per)
+    size = CHUNK_CELLS if cells is None else cells
+    cuts = np.unique(np.searchsorted(end, np.arange(size, int(end[-1]) if len(end) else 0,
+                                                    size), side="left") + 1)
+    bounds = [0, *(int(c) for c in cuts if 0 < c < x.n_f), x.n_f]
+    return list(itertools.pairwise(bounds))
 
 
 def _lazy_keys(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -321,12 +348,17 @@ def fit_harmonics(x: Cells, rows: np.ndarray, periods: tuple[float, ...]) -> np.
         return np.zeros((len(rows), 0))
     per = max(1, round(3600.0 / x.window_s))
     n_h = x.n_t // per
-    pos = np.full(x.n_f, -1, dtype=np.int64)
-    pos[rows] = np.arange(len(rows))
-    sel = (pos[x.fid] >= 0) & (x.m < n_h * per)
-    hourly = np.bincount(pos[x.fid[sel]] * n_h + x.m[sel] // per,
-                         x.c[sel].astype(np.float64), minlength=len(rows) * n_h)
-    return harmonics_from_hourly(hourly.reshape(len(rows), n_h), per, x.window_s, 0.0, periods)
+    hourly = np.zeros((len(rows), n_h))
+    for lo, hi in function_chunks(x):  # temporaries bounded
+        sub = x.take(lo, hi)
+        j = slice(*np.searchsorted(rows, [lo, hi]))
+        pos = np.full(sub.n_f, -1, dtype=np.int64)
+        pos[rows[j] - lo] = np.arange(j.stop - j.start)
+        sel = (pos[sub.fid] >= 0) & (sub.m < n_h * per)
+        hourly[j] = np.bincount(pos[sub.fid[sel]] * n_h + sub.m[sel] // per,
+                                sub.c[sel].astype(np.float64),
+                                minlength=(j.stop - j.start) * n_h).reshape(-1, n_h)
+    return harmonics_from_hourly(hourly, per, x.window_s, 0.0, periods)
 
 
 def _ranges(off: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -97,6 +97,8 @@ def test_statistics_equal_the_dense_ones(trace):
 
 def test_fit_does_not_depend_on_chunks(trace, model, monkeypatch):
     whole = model
+    assert len(svx.function_chunks(svx.cells(trace), 5000)) > 10
+    monkeypatch.setattr(svx, "CHUNK_CELLS", 5000)
     monkeypatch.setattr(svx, "SORT_CELLS", 64)
     monkeypatch.setattr(svx, "PROFILE_CELLS", 1)
     chunked = sv.fit(trace)
