@@ -584,7 +584,8 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
     dur_c = sq.pchip_coefficients(np.asarray(s.duration_probs), dur_k)
     mem_c = sq.pchip_coefficients(np.asarray(s.memory_probs), mem_k)
     fn = model.functions
-    cats = {c: list(getattr(fn, c)) for c in ("tenant", "app", "function", "trigger")}
+    enums = {c: labels(list(getattr(fn, c)), None, c) for c in ("tenant", "app", "function",
+                                                                 "trigger")}
     for b in range(n_b):  # blocks of windows: memory bound
         f_m, win, cb = _joined(cells[b], 3, np.int32)
         f_p, t_p = _joined(fires[b], 2, np.float64)
@@ -609,7 +610,7 @@ def sample_blocks(model: ServerlessModel, duration_s: float, seed: int, start_s:
                        coefficients=mem_c)
         frame = pl.DataFrame({
             "trace": f"synth/{model.source}", "arrival_s": t,
-            **{c: labels(v, fid, c) for c, v in cats.items()},
+            **{c: v.gather(pl.Series(fid, dtype=pl.UInt32)) for c, v in enums.items()},
             "duration_s": dur, "memory_mb": mem,
         }).with_columns(pl.col("duration_s", "memory_mb").fill_nan(None))
         yield conform("invocations", frame, categorical=True)
@@ -659,10 +660,12 @@ def _time_order(t: np.ndarray, fid: np.ndarray, n_f: int) -> tuple[np.ndarray, n
     return lo + key * res, fid
 
 
-def labels(values: list[str | None], fid: np.ndarray, name: str) -> pl.Series:
+def labels(values: list[str | None], fid: np.ndarray | None, name: str) -> pl.Series:
     """Per-invocation labels as an Enum column (no per-row strings are built; stored as
-    strings by :func:`servetrace.loaders.schema.write_parquet`)."""
+    strings by :func:`servetrace.loaders.schema.write_parquet`); ``fid`` None: one label per
+    function."""
     cats = sorted({v for v in values if v is not None})
-    return pl.Series(name, values, pl.Enum(cats)).gather(pl.Series(fid, dtype=pl.UInt32))
+    per_function = pl.Series(name, values, pl.Enum(cats))
+    return per_function if fid is None else per_function.gather(pl.Series(fid, dtype=pl.UInt32))
 
 

@@ -124,8 +124,10 @@ def pchip(probs: np.ndarray, knots: np.ndarray, rows: np.ndarray, u: np.ndarray,
     fine = np.diff(probs).min() > 1.0 / _LUT
     lut = np.clip(np.searchsorted(probs, np.arange(_LUT + 1) / _LUT, side="right") - 1,
                   0, k1 - 1)
+    inside = probs[0] <= 0.0 and probs[-1] >= 1.0 and (u.size == 0 or (
+        float(u.min()) >= 0.0 and float(u.max()) < 1.0))  # no clipping needed
     for lo in range(0, len(u), CHUNK):  # cache-sized chunks of draws
-        uc = np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
+        uc = u[lo:lo + CHUNK] if inside else np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
         if fine:
             j = lut[(uc * _LUT).astype(np.int64)]
             j += (uc >= probs[np.minimum(j + 1, k1)]) & (j < k1 - 1)
@@ -148,8 +150,10 @@ def piecewise_uniform(probs: np.ndarray, knots: np.ndarray, rows: np.ndarray,
     out = np.empty(u.shape)
     k = knots.shape[1]
     yf = knots.ravel()
+    inside = probs[0] <= 0.0 and probs[-1] >= 1.0 and (u.size == 0 or (
+        float(u.min()) >= 0.0 and float(u.max()) < 1.0))  # no clipping needed
     for lo in range(0, len(u), CHUNK):  # cache-sized chunks of draws
-        uc = np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
+        uc = u[lo:lo + CHUNK] if inside else np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
         j = np.clip(np.searchsorted(probs, uc, side="right") - 1, 0, len(probs) - 2)
         s = (uc - probs[j]) / (probs[j + 1] - probs[j])
         flat = rows[lo:lo + CHUNK] * k + j
