@@ -39,7 +39,10 @@ the minute grid gets some of it wrong:
   gaps' seconds.
 
 Everything is vectorized over functions (Polars group-bys; the κ equation is solved by
-bisection on all functions at once).
+bisection on all functions at once). Only the per-invocation times, keys and window are read,
+so the dense :class:`~servetrace.synth.serverless_counts.Grid` and the sparse
+:class:`~servetrace.synth.serverless_cells.Cells` serve alike; every figure is a function's
+own, whatever chunks of functions the caller fits in.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import numpy as np
 import polars as pl
 from scipy import special
 
+from servetrace.synth.serverless_cells import Cells
 from servetrace.synth.serverless_counts import BATCH_SIZE, MIN_FIRINGS, TIMER_SHARE, Grid
 
 OFFSET_SIZE = 16
@@ -74,7 +78,7 @@ KAPPA_RANGE = (1e-3, 1e3)
 """Bounds of a fitted κ."""
 
 
-def exact_timers(g: Grid) -> pl.DataFrame:
+def exact_timers(g: Grid | Cells) -> pl.DataFrame:
     """Clock-anchored timers from per-invocation times (module doc).
 
     Returns one row per function with three firings or more: fid, periodic, period_s,
@@ -147,7 +151,7 @@ def exact_timers(g: Grid) -> pl.DataFrame:
     })
 
 
-def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
+def fit_kappa(g: Grid | Cells, fallback: float) -> np.ndarray:
     """Per-function κ of the Dirichlet within-window spacing by maximum likelihood (module
     doc), ``fallback`` for functions with fewer than :data:`MIN_WITHIN_GAPS` inner gaps.
 
@@ -161,7 +165,7 @@ def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
     place in the window have inner gaps whose squared distance from 1/(c+1) is that of
     uniform spacings (κ ≈ 1 by moments), while their logarithms are far below (κ → 0).
     Spacings are floored at 10⁻⁹ of the window (equal timestamps)."""
-    out = np.full(g.counts.shape[0], float(fallback))
+    out = np.full(g.keys.height, float(fallback))
     if g.times is None:
         return out
     w = g.window_s
@@ -202,7 +206,7 @@ def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
     return out
 
 
-def closed_loop(g: Grid) -> pl.DataFrame:
+def closed_loop(g: Grid | Cells) -> pl.DataFrame:
     """Closed-loop functions from per-invocation times and durations (module doc): per
     function with at least :data:`MIN_LOOP_GAPS` gaps, whether it is one and its idle times'
     ``IDLE_SIZE`` quantiles (seconds from an invocation's end to the next one's start).
