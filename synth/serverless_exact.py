@@ -178,8 +178,9 @@ def fit_kappa(g: Grid | Cells, fallback: float) -> np.ndarray:
     ok = n >= MIN_WITHIN_GAPS
     if not ok.any():
         return out
+    # in (function, window) order: the sums below add up in the same order every run
     ends = x.group_by("fid", "m").agg(pl.col("x").min().alias("a"), pl.col("x").max().alias("b"),
-                                      pl.col("c").first())
+                                      pl.col("c").first()).sort("fid", "m")
     floor = 1e-9
     logs = np.bincount(inner["fid"].to_numpy(),
                        weights=np.log(np.maximum(inner["s"].to_numpy(), floor)),

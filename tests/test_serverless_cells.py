@@ -3,7 +3,10 @@
 The dense functions of synth.serverless_counts are the reference: on a generated trace with
 timers, Poisson functions under a daily cycle, sparse and busy functions, the statistics from
 the non-zero cells must be the dense ones (exactly for counts and gaps, to rounding for sums
-of scaled counts), and the fitted model must not depend on the chunk sizes.
+of scaled counts), and the fitted model must not depend on the chunk sizes. On per-invocation
+times of known processes, the exact-time features (clock timers, alive stretches,
+per-function κ, closed loops) are fitted from the cells without a dense grid, chunk by chunk,
+and survive the sample's blocks.
 """
 
 from __future__ import annotations
@@ -195,3 +198,121 @@ def test_sample_blocks_bounded_sorted_and_same_model(trace, model, monkeypatch):
     err = (busy["n"] - busy["count"]).abs() / busy["count"].sqrt()
     assert (err < 6).all()
     assert s.equals(pl.concat(list(sv.sample_blocks(model, 2 * day, 1))))
+
+
+# ------------------------------------------------ exact-time features on the sparse path
+
+SPAN = 4 * 3600.0
+
+
+def _exact_table() -> pl.DataFrame:
+    """Per-invocation times over 4 hours: five clock timers (60 … 600 s, 0.01 s past their
+    period, N(0, 20 ms) scheduler jitter, 10 % of firings missed) and a sixth alive for the
+    first quarter only; a closed loop (lognormal durations, median 30 s, σ 0.15, the next
+    start 20 … 100 ms after the previous end); two functions of four Dirichlet(κ) spaced
+    invocations a minute (κ 0.2 and 5); 12 Poisson functions at 0.5 … 6 per minute."""
+    rng = np.random.default_rng(17)
+    ts, fs, ds = [], [], []
+
+    def add(t, d=None):
+        ts.append(t)
+        fs.append(np.full(len(t), len(fs)))
+        ds.append(np.exp(rng.normal(np.log(0.2), 0.5, len(t))) if d is None else d)
+
+    for p in (60.0, 120.0, 120.0, 300.0, 600.0):
+        k = np.arange(int(SPAN // p))
+        t = 0.01 + k * p + rng.normal(0, 0.02, len(k))
+        add(np.sort(t[(rng.random(len(k)) >= 0.1) & (t >= 0) & (t < SPAN)]))
+    add(0.5 + np.arange(12) * 300.0)  # alive 3,600 s of 14,400
+    d = np.exp(np.log(30.0) + 0.15 * rng.standard_normal(600))
+    t = np.concatenate([[0.0], np.cumsum(d + rng.uniform(0.02, 0.1, 600))[:-1]])
+    add(t[t < SPAN], d[t < SPAN])
+    for kappa in (0.2, 5.0):
+        g = rng.gamma(kappa, 1.0, (240, 5))
+        pos = np.cumsum(g, axis=1)[:, :4] / g.sum(axis=1, keepdims=True)
+        add(((np.arange(240)[:, None] + pos) * W).ravel())
+    for r in np.geomspace(0.5, 6, 12) / W:
+        add(np.sort(rng.random(rng.poisson(r * SPAN)) * SPAN))
+    f = np.concatenate(fs)
+    return pl.DataFrame({"trace": "sim", "arrival_s": np.concatenate(ts),
+                         "app": [f"a{i}" for i in f], "function": [f"f{i:02d}" for i in f],
+                         "duration_s": np.concatenate(ds)}).sort("arrival_s")
+
+
+@pytest.fixture(scope="module")
+def exact_trace():
+    return _exact_table()
+
+
+@pytest.fixture(scope="module")
+def exact_model(exact_trace):
+    return sv.fit(exact_trace)
+
+
+def test_exact_features_from_cells_do_not_depend_on_chunks(exact_trace, exact_model,
+                                                           monkeypatch):
+    """The exact-time features (clock timers with their offsets, the part-time timer's alive
+    share, per-function κ, the closed loop) fitted without any dense functions × windows grid,
+    the same bits in chunks of a few functions, and each near its generating value."""
+    whole = exact_model
+    fn = list(whole.functions.function)
+    kind = dict(zip(fn, whole.functions.kind, strict=True))
+    assert [kind[f"f{i:02d}"] for i in range(7)] == ["periodic"] * 6 + ["chained"]
+    p = whole.periodic
+    row = {fn[i]: j for j, i in enumerate(p.index)}
+    assert p.alive[row["f05"]] == pytest.approx(0.25, abs=0.01)
+    assert p.alive[row["f00"]] == 1.0 and p.period_s[row["f00"]] == pytest.approx(60, abs=1e-3)
+    off = np.asarray(p.offset_s).reshape(len(p.index), -1)[row["f00"]]
+    assert np.abs(off[2:-2]).max() < 0.1  # the 20 ms jitter, not a window
+    m = whole.modulated
+    own = {fn[i]: k for i, k in zip(m.index, m.kappa, strict=True)}
+    assert own["f07"] == pytest.approx(0.2, rel=0.25) and own["f08"] == pytest.approx(5, rel=0.25)
+
+    def no_grid(*a, **k):
+        raise AssertionError("a dense functions x windows grid was built")
+
+    monkeypatch.setattr(svc, "grid", no_grid)
+    monkeypatch.setattr(svx.Cells, "to_grid", no_grid)
+    monkeypatch.setattr(svx, "CHUNK_CELLS", 300)
+    monkeypatch.setattr(svx, "SORT_CELLS", 64)
+    monkeypatch.setattr(svx, "PROFILE_CELLS", 1)
+    monkeypatch.setattr(sv, "CHUNK_CELLS", 300)
+    assert len(svx.function_chunks(svx.cells(exact_trace))) > 5
+    assert sv.fit(exact_trace).to_json() == whole.to_json()
+
+
+def test_sample_blocks_carry_loops_timers_and_kappa(exact_model, monkeypatch):
+    """In blocks of ~500 invocations: each block sorted and after the previous; the closed
+    loop's invocations are the one-block sample's (its chains do not depend on the blocks)
+    and keep their own durations (every idle time inside the generating 20 … 100 ms); the
+    part-time timer fires one run of 12 firings 300 s apart; the 60 s clock timer fires on
+    the clock; the per-function κ survives the blocks (likelihood refit on the sample)."""
+    from servetrace.synth import serverless_exact as sx
+
+    one = exact_model.sample(SPAN, seed=4)
+    assert next(iter(sv.sample_blocks(exact_model, SPAN, 4))).height == one.height
+    monkeypatch.setattr(sv, "BLOCK_INVOCATIONS", 500)
+    blocks = list(sv.sample_blocks(exact_model, SPAN, 4))
+    assert len(blocks) > 15
+    last = -1.0
+    for b in blocks:
+        t = b["arrival_s"].to_numpy()
+        assert (np.diff(t) >= 0).all() and (t.size == 0 or t[0] >= last)
+        last = t[-1] if t.size else last
+    s = pl.concat(blocks)
+
+    def rows(frame, name):
+        return frame.filter(pl.col("function") == name)
+
+    loop, loop1 = rows(s, "f06"), rows(one, "f06")
+    assert loop.select("arrival_s", "duration_s").equals(loop1.select("arrival_s", "duration_s"))
+    t, d = loop["arrival_s"].to_numpy(), loop["duration_s"].to_numpy()
+    idle = t[1:] - (t[:-1] + d[:-1])
+    assert idle.size > 400 and idle.min() >= 0.02 - 1e-6 and idle.max() <= 0.1 + 1e-6
+    part = np.diff(rows(s, "f05")["arrival_s"].to_numpy())
+    assert abs(len(part) - 11) <= 1 and part == pytest.approx(np.full(len(part), 300), abs=0.5)
+    clock = rows(s, "f00")["arrival_s"].to_numpy()
+    assert (np.abs((clock - 0.01 + 30) % 60 - 30) < 0.1).mean() > 0.9
+    x = svx.cells(s.with_columns(pl.col("function").cast(pl.String)))
+    got = dict(zip(x.keys["function"].to_list(), sx.fit_kappa(x, np.nan), strict=True))
+    assert got["f07"] < 0.3 and got["f08"] > 3.5
