@@ -441,8 +441,7 @@ def _with_exact_timers(det: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
         v = det[name].to_numpy().astype(np.float64).copy()
         v[pos] = values.to_numpy()
         upd[name] = v
-    batch = np.vstack(det["batch"].to_list()).astype(np.float64) if det.height else \
-        np.zeros((0, BATCH_SIZE))
+    batch = det["batch"].to_numpy().astype(np.float64).reshape(det.height, BATCH_SIZE)
     batch[pos] = x["batch"].to_numpy()
     offset = nan_rows.copy()
     offset[pos] = x["offset"].to_numpy()
@@ -482,8 +481,7 @@ def _lifetime(det: pl.DataFrame, x: sc.Cells) -> pl.DataFrame:
     alive = (np.round((last - first) * window_s / period) + 1) * period
     alive = np.where(alive + period >= span, span, np.minimum(alive, span))
     due = np.maximum(alive / period, 1.0)
-    bmean = (np.vstack(det["batch"].to_list())[timers].mean(axis=1) if det.height
-             else np.zeros(0))
+    bmean = det["batch"].to_numpy().reshape(det.height, BATCH_SIZE)[timers].mean(axis=1)
     miss = det["miss"].to_numpy().astype(np.float64).copy()
     miss[timers] = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
     share = np.ones(det.height)
