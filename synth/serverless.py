@@ -21,9 +21,10 @@ superpositions (:func:`superpose_functions`) move whole functions.
   sub-window timer). Fitted: period, phase (first firing, plus the offset inside its window
   where times resolve it, else a seeded uniform offset per function, fixed over the sample,
   as a timer's is), jitter (share of gaps of g ± 1 windows: a firing moved by one window),
-  and the missed-firing probability over the timer's alive stretch (:func:`_lifetime`: a
-  timer seen in part of the trace fires in one stretch of that share of a sample, so its
-  rate and its run of regular firings are both kept).
+  and the missed-firing probability over the timer's alive stretch
+  (:func:`~servetrace.synth.serverless_exact.timer_lifetimes`: a timer seen in part of the
+  trace fires in one stretch of that share of a sample, so its rate and its run of regular
+  firings are both kept).
   Timers (``trigger == "timer"``) need :data:`TIMER_SHARE` of their gaps on the grid (g ± 1
   included), other triggers :data:`OTHER_SHARE`, and every timer :data:`MIN_FIRINGS` firings.
   Where per-invocation times resolve the firings, timers are detected and fitted on them
@@ -180,7 +181,8 @@ class Periodic:
     miss: tuple[float, ...]
     alive: tuple[float, ...] = ()
     """Share of a sample's time each timer fires, in one stretch at a seeded uniform place
-    inside the sample; 1 or empty: all of it (:func:`_lifetime`)."""
+    inside the sample; 1 or empty: all of it
+    (:func:`~servetrace.synth.serverless_exact.timer_lifetimes`)."""
     offset_s: tuple[float, ...] = ()
     """Timers fitted on exact times (:func:`~servetrace.synth.serverless_exact.exact_timers`):
     ``OFFSET_SIZE`` quantiles per timer of its firings' offsets from their due times,
@@ -417,78 +419,6 @@ def _knots(functions: pl.DataFrame | None, g: Grid, columns: tuple[str, ...],
     return out
 
 
-def _with_exact_timers(det: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
-    """The grid detection with the timers that exact times find (period, phase, misses,
-    batches, firing offsets) in place of the grid's figures for those functions, and the
-    grid's timers whose resolved firings are off the clock demoted; adds ``phase_x`` and
-    ``offset`` (NaN rows where the grid's figures stay)."""
-    x = exact.filter(pl.col("periodic"))
-    nan_rows = np.full((det.height, OFFSET_SIZE), np.nan)
-    # firings that exact times resolve and find off any clock grid: the grid was too coarse
-    off_clock = np.isin(det["fid"].to_numpy(), exact.filter(~pl.col("periodic"))["fid"])
-    det = det.with_columns(pl.Series("periodic", det["periodic"].to_numpy() & ~off_clock))
-    out = det.with_columns(pl.lit(None, pl.Float64).alias("phase_x"),
-                           pl.Series("offset", nan_rows))
-    if x.height == 0:
-        return out
-    pos = np.searchsorted(det["fid"].to_numpy(), x["fid"].to_numpy())
-    periodic = det["periodic"].to_numpy().copy()
-    periodic[pos] = True
-    cols = {"period_s": x["period_s"], "window_phase_s": x["window_phase_s"],
-            "jitter": pl.Series(np.zeros(x.height)), "miss": x["miss"]}
-    upd = {}
-    for name, values in cols.items():
-        v = det[name].to_numpy().astype(np.float64).copy()
-        v[pos] = values.to_numpy()
-        upd[name] = v
-    batch = det["batch"].to_numpy().astype(np.float64).reshape(det.height, BATCH_SIZE)
-    batch[pos] = x["batch"].to_numpy()
-    offset = nan_rows.copy()
-    offset[pos] = x["offset"].to_numpy()
-    phase = np.full(det.height, np.nan)
-    phase[pos] = x["phase_s"].to_numpy()
-    return det.with_columns(
-        pl.Series("periodic", periodic), *(pl.Series(k, v) for k, v in upd.items()),
-        pl.Series("batch", batch), pl.Series("phase_x", phase).fill_nan(None),
-        pl.Series("offset", offset))
-
-
-def _lifetime(det: pl.DataFrame, x: sc.Cells) -> pl.DataFrame:
-    """Each timer's alive share of the fitted span and its missed firings while alive.
-
-    A timer seen only in part of the trace (created or stopped inside it) fires for
-    alive = (round((m_last − m_first)·Δ / P) + 1) · P seconds, m the first and last active
-    windows (the whole span when that leaves less than one period out); its missed-firing
-    probability is 1 − N / (due · b̄) over the due = alive / P firings, N its invocations
-    and b̄ the mean of its batch table (clipped to [0, 0.99]). Thinning the firings of the
-    whole span instead would keep the rate but scatter a run of regular firings (CV 0) into
-    random gaps; firing the whole span at the alive part's rate would inflate the rate.
-    Read from the timers' own cells (first, last, sum), in chunks of timers."""
-    timers = det["periodic"].to_numpy()
-    fid = det["fid"].to_numpy()[timers]  # the others keep their figures (alive 1)
-    window_s, n_t = x.window_s, x.n_t
-    span = n_t * window_s
-    off = x.offsets()
-    first, last = x.m[off[fid]], x.m[off[fid + 1] - 1]  # a timer has MIN_FIRINGS cells
-    n = np.zeros(len(fid), np.int64)
-    rows = max(1, CHUNK_CELLS // max(n_t, 1))
-    for lo in range(0, len(fid), rows):  # chunks of timers: no copy of all their cells
-        f = fid[lo:lo + rows]
-        idx, _ = sc._ranges(off, f)
-        length = off[f + 1] - off[f]
-        n[lo:lo + rows] = np.add.reduceat(x.c[idx], np.cumsum(length) - length)
-    period = det["period_s"].to_numpy()[timers]
-    alive = (np.round((last - first) * window_s / period) + 1) * period
-    alive = np.where(alive + period >= span, span, np.minimum(alive, span))
-    due = np.maximum(alive / period, 1.0)
-    bmean = det["batch"].to_numpy().reshape(det.height, BATCH_SIZE)[timers].mean(axis=1)
-    miss = det["miss"].to_numpy().astype(np.float64).copy()
-    miss[timers] = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
-    share = np.ones(det.height)
-    share[timers] = alive / span
-    return det.with_columns(pl.Series("miss", miss), pl.Series("alive", share))
-
-
 def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFrame | None = None,
         *, within: WithinWindow | None = None, window_s: float = 60.0,
         source: str | None = None) -> ServerlessModel:
@@ -513,9 +443,9 @@ def fit(table: pl.DataFrame | pl.LazyFrame, functions: pl.DataFrame | pl.LazyFra
     det = pl.concat([sc.detect_periodic(g.take(lo, hi)).with_columns(pl.col("fid") + lo)
                      for lo, hi in chunks])
     if g.times is not None:  # timers on the clock, seen on exact times (serverless_exact)
-        det = _with_exact_timers(det, sx.exact_timers(g))
+        det = sx.with_exact_timers(det, sx.exact_timers(g))
     n_f, n_t = g.n_f, g.n_t
-    det = _lifetime(det, g)
+    det = sx.timer_lifetimes(det, g)
     loops = sx.closed_loop(g).filter(pl.col("loop"))
     chain = np.zeros(n_f, dtype=bool)
     chain[loops["fid"].to_numpy()] = True

@@ -254,6 +254,8 @@ def test_exact_features_from_cells_do_not_depend_on_chunks(exact_trace, exact_mo
     """The exact-time features (clock timers with their offsets, the part-time timer's alive
     share, per-function κ, the closed loop) fitted without any dense functions × windows grid,
     the same bits in chunks of a few functions, and each near its generating value."""
+    from servetrace.synth import serverless_exact as sx
+
     whole = exact_model
     fn = list(whole.functions.function)
     kind = dict(zip(fn, whole.functions.kind, strict=True))
@@ -276,7 +278,7 @@ def test_exact_features_from_cells_do_not_depend_on_chunks(exact_trace, exact_mo
     monkeypatch.setattr(svx, "CHUNK_CELLS", 300)
     monkeypatch.setattr(svx, "SORT_CELLS", 64)
     monkeypatch.setattr(svx, "PROFILE_CELLS", 1)
-    monkeypatch.setattr(sv, "CHUNK_CELLS", 300)
+    monkeypatch.setattr(sx, "LIFETIME_CELLS", 300)
     assert len(svx.function_chunks(svx.cells(exact_trace))) > 5
     assert sv.fit(exact_trace).to_json() == whole.to_json()
 
