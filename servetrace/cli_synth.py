@@ -166,18 +166,20 @@ def _export_options(to: str, given: list[str]) -> dict[str, object]:
     return parsed
 
 
-def _serverless_source(source: str, store: Store
+def _serverless_source(source: str, store: Store, lazy: bool = False
                        ) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
     """(table, functions) when ``source`` is a serverless trace (the table decides: a stored
     trace with invocations or invocation_counts and no requests, or a Parquet file with
-    ``function`` and no ``input_tokens`` column); None otherwise."""
+    ``function`` and no ``input_tokens`` column); None otherwise. ``lazy``: the table as a
+    scan (the serverless fit reads it in the streaming engine)."""
     path = Path(source)
     if path.suffix == ".parquet":
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
         cols = pl.read_parquet_schema(path)
-        return (pl.read_parquet(path), None) if ("function" in cols
-                                                 and "input_tokens" not in cols) else None
+        if "function" not in cols or "input_tokens" in cols:
+            return None
+        return (pl.scan_parquet(path) if lazy else pl.read_parquet(path)), None  # type: ignore[return-value]
     if path.exists():
         return None
     rows = _rows(store, source)
@@ -185,7 +187,8 @@ def _serverless_source(source: str, store: Store
         return None
     for table in ("invocations", "invocation_counts"):
         if rows.get(table):
-            return store.scan(table, source).collect(), _functions(store, source, rows)
+            scan = store.scan(table, source)
+            return (scan if lazy else scan.collect()), _functions(store, source, rows)  # type: ignore[return-value]
     return None
 
 
@@ -222,7 +225,7 @@ def fit_cmd(
         s = Store(store)
         eng = None if engine == "local" and ray_address is None else get_engine(engine,
                                                                                  ray_address)
-        serverless = _serverless_source(trace, s)
+        serverless = _serverless_source(trace, s, lazy=True)
         if eng is not None and (serverless is not None or (
                 not Path(trace).exists() and _rows(s, trace).get("client_windows"))):
             raise ValueError(f"--engine {engine}: fits the groups of a requests trace; "

@@ -33,6 +33,8 @@ GAP_SIZE = 32
 """Quantiles of the gaps between active windows kept per sparse function."""
 CALIBRATION_WINDOWS = 1440
 """Longest stretch :func:`calibrate_hurst` simulates (a day of minutes)."""
+CALIBRATION_ROWS = 512
+"""Functions whose simulated counts :func:`calibrate_hurst` holds at once."""
 OFF_RUNS = (1, 2, 5, 10, 30)
 """OFF-run lengths (windows) whose counts :func:`calibrate_hurst` matches."""
 DAY_S = 86400.0
@@ -251,6 +253,13 @@ def fit_harmonics(counts: np.ndarray, window_s: float, origin_s: float,
     per = max(1, round(3600.0 / window_s))
     n_h = counts.shape[1] // per
     hourly = counts[:, :n_h * per].reshape(counts.shape[0], n_h, per).sum(axis=2)
+    return harmonics_from_hourly(hourly, per, window_s, origin_s, periods)
+
+
+def harmonics_from_hourly(hourly: np.ndarray, per: int, window_s: float, origin_s: float,
+                          periods: tuple[float, ...]) -> np.ndarray:
+    """:func:`fit_harmonics` from the hourly counts (F, hours) of ``per`` windows each."""
+    n_h = hourly.shape[1]
     t = origin_s + (np.arange(n_h) + 0.5) * per * window_s
     x = np.column_stack([np.ones(n_h), _design(t, periods)])
     coef, *_ = np.linalg.lstsq(x, np.log(hourly.T + 0.5), rcond=None)
@@ -309,18 +318,29 @@ def _renewal_cells(gaps: np.ndarray, table: np.ndarray, n_t: int, rng: np.random
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Active windows of sparse functions as a renewal of their gap tables (the first one a
     uniform fraction of a drawn gap in; gaps stratified over the table), each with a count
-    drawn from the non-zero table: (row, window, count) cells."""
+    drawn from the non-zero table: (row, window, count) cells.
+
+    Stratified: every ``GAP_SIZE`` draws (a cycle) use each quantile once, in random order, so
+    a sample holds the table's gaps in their proportions (and the rate), not a multinomial of
+    them. A cycle therefore spans exactly the table's sum S, and ⌈(n_t + max gap)/S⌉ + 1
+    cycles cover the sample: each function draws about as many gaps as it has active windows
+    (no draws for the windows it idles through)."""
     n = gaps.shape[0]
-    k = int(np.ceil(n_t / max(float(np.nanmin(gaps)), 1.0))) + 1
-    cycles = -(-k // GAP_SIZE)
-    # stratified: every GAP_SIZE draws use each quantile once, in random order, so a sample
-    # holds the table's gaps in their proportions (and the rate), not a multinomial of them
-    perm = np.argsort(rng.random((n, cycles, GAP_SIZE)), axis=2).reshape(n, -1)[:, :k]
-    draw = np.take_along_axis(gaps, perm, axis=1)
-    start = np.floor(rng.random(n) * draw[:, 0])
-    pos = start[:, None] + np.cumsum(draw, axis=1) - draw[:, :1]
-    r, j = np.nonzero(pos < n_t)
-    w = pos[r, j].astype(np.int64)
+    if n == 0 or n_t == 0:
+        return (np.zeros(0, np.int64),) * 3
+    span = gaps.sum(axis=1)
+    cycles = (np.ceil((n_t + gaps.max(axis=1)) / np.maximum(span, 1.0)) + 1).astype(np.int64)
+    row = np.repeat(np.arange(n), cycles)
+    perm = np.argsort(rng.random((len(row), GAP_SIZE)), axis=1)
+    draw = gaps[row[:, None], perm].ravel()
+    first = np.concatenate([[0], np.cumsum(cycles * GAP_SIZE)[:-1]])
+    start = np.floor(rng.random(n) * draw[first])
+    cs = np.cumsum(draw)  # integer-valued gaps: exact
+    f = np.repeat(np.arange(n), cycles * GAP_SIZE)
+    pos = start[f] + cs - cs[first][f]
+    keep = pos < n_t
+    r = f[keep]
+    w = pos[keep].astype(np.int64)
     x = table[r, (rng.random(len(r)) * TABLE_SIZE).astype(np.int64)]
     return r, w, np.maximum(_stochastic_round(x, rng), 1)
 
@@ -334,15 +354,25 @@ def _stochastic_round(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (fl + (rng.random(x.shape) < (x - fl))).astype(np.int64)
 
 
-def _scores_to_counts(z: np.ndarray, zero_p: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Rank-matched copula (module doc): row-wise ranks of ``z`` through the zero share and
-    the non-zero table, as real-valued counts (rounded later)."""
+def _ranks(z: np.ndarray) -> np.ndarray:
+    """Row-wise mid-rank scores (rank + ½)/T of ``z``: each row a permutation of the grid."""
     n_t = z.shape[1]
-    # rank-matched: each sampled path visits the fitted marginal exactly
     order = np.argsort(z, axis=1)
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(n_t)[None, :], axis=1)
-    u = (rank + 0.5) / n_t
+    return (rank + 0.5) / n_t
+
+
+def _scores_to_counts(z: np.ndarray, zero_p: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Rank-matched copula (module doc): row-wise ranks of ``z`` through the zero share and
+    the non-zero table, as real-valued counts (rounded later)."""
+    # rank-matched: each sampled path visits the fitted marginal exactly
+    return _ranks_to_counts(_ranks(z), zero_p, table)
+
+
+def _ranks_to_counts(u: np.ndarray, zero_p: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Scores ``u`` (rows per function, or one row shared by all) through each function's zero
+    share and non-zero table."""
     zp = zero_p[:, None]
     v = np.clip((u - zp) / np.maximum(1 - zp, 1e-12), 0, 1 - 1e-12)
     k = (v * TABLE_SIZE).astype(np.int64)
@@ -374,22 +404,33 @@ def calibrate_hurst(x: np.ndarray, zero_p: np.ndarray, table: np.ndarray, seed: 
     policy sees). Traces longer than :data:`CALIBRATION_WINDOWS` are calibrated on their first
     that many windows (the exponent is a property of the series' scaling, and the IDC curve
     reaches blocks of an eighth of the stretch): the cost per function is then bounded
-    whatever the trace's length."""
+    whatever the trace's length.
+
+    The functions share their simulations' noise (common random numbers: one fGn path per H
+    and replica, ranked once, read through each function's own marginal): each function's
+    criterion has the distribution it has with noise of its own, and the cost per function is
+    table look-ups instead of a transform and a sort. Functions are taken in
+    chunks of :data:`CALIBRATION_ROWS` (memory bound; the result does not depend on it)."""
     x = x[:, :CALIBRATION_WINDOWS]
     n_f, n_t = x.shape
-    target = _log_idc(x)
-    if target.shape[1] < 2 or n_f == 0:
+    if n_f == 0 or n_t // 2 < 8:
         return np.full(n_f, 0.5)
-    target_runs = np.log1p(_runs(x))
-    loss = np.empty((len(grid), n_f))
     rng = _rng(seed, 7)
-    for i, h in enumerate(grid):  # a fixed grid of a dozen values, not functions
-        sims = [_scores_to_counts(fgn_rows(np.full(n_f, h), n_t, rng), zero_p, table)
-                for _ in range(replicas)]
-        idc = np.mean([_log_idc(c) for c in sims], axis=0)
-        runs = np.log1p(np.mean([_runs(c) for c in sims], axis=0))
-        loss[i] = ((idc - target) ** 2).sum(axis=1) + ((runs - target_runs) ** 2).sum(axis=1)
-    return np.asarray(grid)[np.argmin(loss, axis=0)]
+    ranks = [[_ranks(fgn_rows(np.full(1, h), n_t, rng)) for _ in range(replicas)]
+             for h in grid]  # a fixed grid of a dozen values, not functions
+    out = np.empty(n_f)
+    for lo in range(0, n_f, CALIBRATION_ROWS):  # chunks of functions bound memory
+        sl = slice(lo, lo + CALIBRATION_ROWS)
+        target = _log_idc(x[sl])
+        target_runs = np.log1p(_runs(x[sl]))
+        loss = np.empty((len(grid), target.shape[0]))
+        for i, per_h in enumerate(ranks):
+            sims = [_ranks_to_counts(u, zero_p[sl], table[sl]) for u in per_h]
+            idc = np.mean([_log_idc(c) for c in sims], axis=0)
+            runs = np.log1p(np.mean([_runs(c) for c in sims], axis=0))
+            loss[i] = ((idc - target) ** 2).sum(axis=1) + ((runs - target_runs) ** 2).sum(axis=1)
+        out[sl] = np.asarray(grid)[np.argmin(loss, axis=0)]
+    return out
 
 
 def _runs(x: np.ndarray) -> np.ndarray:

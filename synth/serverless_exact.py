@@ -25,6 +25,9 @@ the minute grid gets some of it wrong:
   invocations per firing (``BATCH_SIZE`` quantiles) and the offsets of its firings from
   their due times (:data:`OFFSET_SIZE` quantiles: the millisecond jitter of the scheduler
   and the displaced firings together), drawn per firing at sampling.
+  :func:`with_exact_timers` puts them in place of the window grid's detection.
+* **Timer lifetimes** (:func:`timer_lifetimes`, every timer, per-window traces included, read
+  from the timers' own count cells): a timer seen in part of the trace fires in one stretch.
 * **Within-window spacing per function** (:func:`fit_kappa`): the symmetric Dirichlet(κ)
   spacing of :class:`~servetrace.synth.serverless.WithinWindow`, fitted per function by
   maximum likelihood on that function's own windows of two invocations or more (at least
@@ -39,7 +42,10 @@ the minute grid gets some of it wrong:
   gaps' seconds.
 
 Everything is vectorized over functions (Polars group-bys; the κ equation is solved by
-bisection on all functions at once).
+bisection on all functions at once). Only the per-invocation times, keys and window are read,
+so the dense :class:`~servetrace.synth.serverless_counts.Grid` and the sparse
+:class:`~servetrace.synth.serverless_cells.Cells` serve alike; every figure is a function's
+own, whatever chunks of functions the caller fits in.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import numpy as np
 import polars as pl
 from scipy import special
 
+from servetrace.synth.serverless_cells import Cells, _ranges
 from servetrace.synth.serverless_counts import BATCH_SIZE, MIN_FIRINGS, TIMER_SHARE, Grid
 
 OFFSET_SIZE = 16
@@ -72,9 +79,11 @@ REFINE = 3
 """Rounds of due-firing assignment and least squares in :func:`exact_timers`."""
 KAPPA_RANGE = (1e-3, 1e3)
 """Bounds of a fitted κ."""
+LIFETIME_CELLS = 1 << 24
+"""Cells of timers :func:`timer_lifetimes` reads per chunk (a timer at most every window)."""
 
 
-def exact_timers(g: Grid) -> pl.DataFrame:
+def exact_timers(g: Grid | Cells) -> pl.DataFrame:
     """Clock-anchored timers from per-invocation times (module doc).
 
     Returns one row per function with three firings or more: fid, periodic, period_s,
@@ -147,7 +156,7 @@ def exact_timers(g: Grid) -> pl.DataFrame:
     })
 
 
-def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
+def fit_kappa(g: Grid | Cells, fallback: float) -> np.ndarray:
     """Per-function κ of the Dirichlet within-window spacing by maximum likelihood (module
     doc), ``fallback`` for functions with fewer than :data:`MIN_WITHIN_GAPS` inner gaps.
 
@@ -161,7 +170,7 @@ def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
     place in the window have inner gaps whose squared distance from 1/(c+1) is that of
     uniform spacings (κ ≈ 1 by moments), while their logarithms are far below (κ → 0).
     Spacings are floored at 10⁻⁹ of the window (equal timestamps)."""
-    out = np.full(g.counts.shape[0], float(fallback))
+    out = np.full(g.keys.height, float(fallback))
     if g.times is None:
         return out
     w = g.window_s
@@ -174,8 +183,9 @@ def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
     ok = n >= MIN_WITHIN_GAPS
     if not ok.any():
         return out
+    # in (function, window) order: the sums below add up in the same order every run
     ends = x.group_by("fid", "m").agg(pl.col("x").min().alias("a"), pl.col("x").max().alias("b"),
-                                      pl.col("c").first())
+                                      pl.col("c").first()).sort("fid", "m")
     floor = 1e-9
     logs = np.bincount(inner["fid"].to_numpy(),
                        weights=np.log(np.maximum(inner["s"].to_numpy(), floor)),
@@ -202,7 +212,7 @@ def fit_kappa(g: Grid, fallback: float) -> np.ndarray:
     return out
 
 
-def closed_loop(g: Grid) -> pl.DataFrame:
+def closed_loop(g: Grid | Cells) -> pl.DataFrame:
     """Closed-loop functions from per-invocation times and durations (module doc): per
     function with at least :data:`MIN_LOOP_GAPS` gaps, whether it is one and its idle times'
     ``IDLE_SIZE`` quantiles (seconds from an invocation's end to the next one's start).
@@ -235,3 +245,75 @@ def closed_loop(g: Grid) -> pl.DataFrame:
     idle = np.maximum(per.select(f"i{j}" for j in range(IDLE_SIZE)).to_numpy(), 0.0)
     return pl.DataFrame({"fid": per["fid"], "loop": loop.fill_null(False),
                          "idle": idle}, schema_overrides={"fid": pl.Int64})
+
+
+def with_exact_timers(det: pl.DataFrame, exact: pl.DataFrame) -> pl.DataFrame:
+    """The grid detection with the timers that exact times find (period, phase, misses,
+    batches, firing offsets) in place of the grid's figures for those functions, and the
+    grid's timers whose resolved firings are off the clock demoted; adds ``phase_x`` and
+    ``offset`` (NaN rows where the grid's figures stay)."""
+    x = exact.filter(pl.col("periodic"))
+    nan_rows = np.full((det.height, OFFSET_SIZE), np.nan)
+    # firings that exact times resolve and find off any clock grid: the grid was too coarse
+    off_clock = np.isin(det["fid"].to_numpy(), exact.filter(~pl.col("periodic"))["fid"])
+    det = det.with_columns(pl.Series("periodic", det["periodic"].to_numpy() & ~off_clock))
+    out = det.with_columns(pl.lit(None, pl.Float64).alias("phase_x"),
+                           pl.Series("offset", nan_rows))
+    if x.height == 0:
+        return out
+    pos = np.searchsorted(det["fid"].to_numpy(), x["fid"].to_numpy())
+    periodic = det["periodic"].to_numpy().copy()
+    periodic[pos] = True
+    cols = {"period_s": x["period_s"], "window_phase_s": x["window_phase_s"],
+            "jitter": pl.Series(np.zeros(x.height)), "miss": x["miss"]}
+    upd = {}
+    for name, values in cols.items():
+        v = det[name].to_numpy().astype(np.float64).copy()
+        v[pos] = values.to_numpy()
+        upd[name] = v
+    batch = det["batch"].to_numpy().astype(np.float64).reshape(det.height, BATCH_SIZE)
+    batch[pos] = x["batch"].to_numpy()
+    offset = nan_rows.copy()
+    offset[pos] = x["offset"].to_numpy()
+    phase = np.full(det.height, np.nan)
+    phase[pos] = x["phase_s"].to_numpy()
+    return det.with_columns(
+        pl.Series("periodic", periodic), *(pl.Series(k, v) for k, v in upd.items()),
+        pl.Series("batch", batch), pl.Series("phase_x", phase).fill_nan(None),
+        pl.Series("offset", offset))
+
+
+def timer_lifetimes(det: pl.DataFrame, x: Cells) -> pl.DataFrame:
+    """Each timer's alive share of the fitted span and its missed firings while alive.
+
+    A timer seen only in part of the trace (created or stopped inside it) fires for
+    alive = (round((m_last − m_first)·Δ / P) + 1) · P seconds, m the first and last active
+    windows (the whole span when that leaves less than one period out); its missed-firing
+    probability is 1 − N / (due · b̄) over the due = alive / P firings, N its invocations
+    and b̄ the mean of its batch table (clipped to [0, 0.99]). Thinning the firings of the
+    whole span instead would keep the rate but scatter a run of regular firings (CV 0) into
+    random gaps; firing the whole span at the alive part's rate would inflate the rate.
+    Read from the timers' own cells (first, last, sum), in chunks of timers."""
+    timers = det["periodic"].to_numpy()
+    fid = det["fid"].to_numpy()[timers]  # the others keep their figures (alive 1)
+    window_s, n_t = x.window_s, x.n_t
+    span = n_t * window_s
+    off = x.offsets()
+    first, last = x.m[off[fid]], x.m[off[fid + 1] - 1]  # a timer has MIN_FIRINGS cells
+    n = np.zeros(len(fid), np.int64)
+    rows = max(1, LIFETIME_CELLS // max(n_t, 1))
+    for lo in range(0, len(fid), rows):  # chunks of timers: no copy of all their cells
+        f = fid[lo:lo + rows]
+        idx, _ = _ranges(off, f)
+        length = off[f + 1] - off[f]
+        n[lo:lo + rows] = np.add.reduceat(x.c[idx], np.cumsum(length) - length)
+    period = det["period_s"].to_numpy()[timers]
+    alive = (np.round((last - first) * window_s / period) + 1) * period
+    alive = np.where(alive + period >= span, span, np.minimum(alive, span))
+    due = np.maximum(alive / period, 1.0)
+    bmean = det["batch"].to_numpy().reshape(det.height, BATCH_SIZE)[timers].mean(axis=1)
+    miss = det["miss"].to_numpy().astype(np.float64).copy()
+    miss[timers] = np.clip(1 - n / (due * np.maximum(bmean, 1e-12)), 0.0, 0.99)
+    share = np.ones(det.height)
+    share[timers] = alive / span
+    return det.with_columns(pl.Series("miss", miss), pl.Series("alive", share))

@@ -82,33 +82,60 @@ def _end_slope(h0: float, h1: float, d0: np.ndarray, d1: np.ndarray) -> np.ndarr
     return np.where(big, 3 * d0, s)
 
 
-def pchip(probs: np.ndarray, knots: np.ndarray, rows: np.ndarray, u: np.ndarray,
-          slopes: np.ndarray | None = None) -> np.ndarray:
-    """Q_rows[i](u[i]): each draw's own function's monotone cubic quantile function.
-
-    ``u`` below ``probs[0]`` (memory starts at p1) is held at the first knot. Rows whose knots
-    hold a NaN give NaN.
-    """
+def pchip_coefficients(probs: np.ndarray, knots: np.ndarray,
+                       slopes: np.ndarray | None = None) -> np.ndarray:
+    """Each function's cubic on each interval in Horner form: (F·(K − 1), 4) rows
+    (a, b, c, d) with Q = a + s(b + s(c + s·d)), s ∈ [0, 1] the position in the interval
+    (the Hermite basis of :func:`pchip` expanded: a = y₀, b = m₀, c = 3(y₁ − y₀) − 2m₀ − m₁,
+    d = 2(y₀ − y₁) + m₀ + m₁, with m = slope × interval width)."""
     probs = np.asarray(probs, dtype=np.float64)
     knots = np.atleast_2d(np.asarray(knots, dtype=np.float64))
     d = pchip_slopes(probs, knots) if slopes is None else slopes
+    h = np.diff(probs)
+    y0, y1 = knots[:, :-1], knots[:, 1:]
+    m0, m1 = d[:, :-1] * h, d[:, 1:] * h
+    return np.stack([y0, m0, 3 * (y1 - y0) - 2 * m0 - m1, 2 * (y0 - y1) + m0 + m1],
+                    axis=-1).reshape(-1, 4)
+
+
+_LUT = 4096
+"""Cells of the table that finds each draw's interval (one comparison then settles it)."""
+
+
+def pchip(probs: np.ndarray, knots: np.ndarray, rows: np.ndarray, u: np.ndarray,
+          slopes: np.ndarray | None = None, coefficients: np.ndarray | None = None
+          ) -> np.ndarray:
+    """Q_rows[i](u[i]): each draw's own function's monotone cubic quantile function.
+
+    ``u`` below ``probs[0]`` (memory starts at p1) is held at the first knot. Rows whose knots
+    hold a NaN give NaN. ``coefficients`` (from :func:`pchip_coefficients`) saves their
+    computation when the same functions are drawn from again.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    coef = (pchip_coefficients(probs, knots, slopes) if coefficients is None
+            else coefficients)
     u = np.asarray(u, dtype=np.float64)
-    rows = np.asarray(rows, dtype=np.int64)
+    rows = np.asarray(rows)
     out = np.empty(u.shape)
-    k = knots.shape[1]
-    yf, df = knots.ravel(), d.ravel()
+    k1 = len(probs) - 1
+    inv_h = 1.0 / np.diff(probs)
+    # the interval of a draw: a table over [0, 1] (its cell's lower edge), then one step up
+    # where a knot lies inside the cell (knots are further apart than a cell)
+    fine = np.diff(probs).min() > 1.0 / _LUT
+    lut = np.clip(np.searchsorted(probs, np.arange(_LUT + 1) / _LUT, side="right") - 1,
+                  0, k1 - 1)
+    inside = probs[0] <= 0.0 and probs[-1] >= 1.0 and (u.size == 0 or (
+        float(u.min()) >= 0.0 and float(u.max()) < 1.0))  # no clipping needed
     for lo in range(0, len(u), CHUNK):  # cache-sized chunks of draws
-        uc = np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
-        j = np.clip(np.searchsorted(probs, uc, side="right") - 1, 0, len(probs) - 2)
-        h = probs[j + 1] - probs[j]
-        s = (uc - probs[j]) / h
-        flat = rows[lo:lo + CHUNK] * k + j
-        y0, y1 = yf.take(flat), yf.take(flat + 1)
-        m0, m1 = df.take(flat) * h, df.take(flat + 1) * h
-        s2 = s * s
-        s3 = s2 * s
-        out[lo:lo + CHUNK] = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * m0
-                              + (3 * s2 - 2 * s3) * y1 + (s3 - s2) * m1)
+        uc = u[lo:lo + CHUNK] if inside else np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
+        if fine:
+            j = lut[(uc * _LUT).astype(np.int64)]
+            j += (uc >= probs[np.minimum(j + 1, k1)]) & (j < k1 - 1)
+        else:
+            j = np.clip(np.searchsorted(probs, uc, side="right") - 1, 0, k1 - 1)
+        s = (uc - probs[j]) * inv_h[j]
+        c = coef[rows[lo:lo + CHUNK].astype(np.int64) * k1 + j]
+        out[lo:lo + CHUNK] = c[:, 0] + s * (c[:, 1] + s * (c[:, 2] + s * c[:, 3]))
     return out
 
 
@@ -123,8 +150,10 @@ def piecewise_uniform(probs: np.ndarray, knots: np.ndarray, rows: np.ndarray,
     out = np.empty(u.shape)
     k = knots.shape[1]
     yf = knots.ravel()
+    inside = probs[0] <= 0.0 and probs[-1] >= 1.0 and (u.size == 0 or (
+        float(u.min()) >= 0.0 and float(u.max()) < 1.0))  # no clipping needed
     for lo in range(0, len(u), CHUNK):  # cache-sized chunks of draws
-        uc = np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
+        uc = u[lo:lo + CHUNK] if inside else np.clip(u[lo:lo + CHUNK], probs[0], probs[-1])
         j = np.clip(np.searchsorted(probs, uc, side="right") - 1, 0, len(probs) - 2)
         s = (uc - probs[j]) / (probs[j + 1] - probs[j])
         flat = rows[lo:lo + CHUNK] * k + j
