@@ -1,0 +1,273 @@
+"""One-pass ingest of a large plain CSV: DuckDB reads, types, checks and writes it.
+
+A loader that defines ``one_pass_plan(path) -> Plan | None`` lets a large uncompressed CSV
+skip the chunked reading of :mod:`servetrace.loaders.chunks`. DuckDB's CSV reader splits
+the file into fields (quoting off; numbers typed by the reader, the rest text), SQL maps
+and tests every row, and ``COPY`` writes the canonical columns straight to one Parquet file
+(zstd) in the file's order, in row groups of about one chunk's rows whose statistics let a
+time-range query skip the others. (DuckDB writes several files in parallel, not in order, so
+the time partitions are row groups, not files.) Meanwhile a thread hashes the file (SHA-256,
+which releases the GIL) and counts its lines.
+
+The plan's ``clean`` condition holds only for a row that the loader's own reading accepts
+with exactly the values the plan's ``select`` computes. It is conservative: it may send a
+good row the long way, never a bad one through. A row that is not clean, a CSV error
+(wrong number of fields, invalid UTF-8, a number the reader cannot read, a line too long),
+a line DuckDB does not return as a row (a blank line: the line count and the row count then
+differ), a text value the loader would strip (white space, quotes) or rows out of time
+order end this pass: its file is deleted and the loader's own reading ingests the source,
+rejects and all. The stored trace is the same either way (``tests/test_one_pass.py``); only
+the time differs (a file with a rejected row pays for the aborted pass too).
+
+The file written here carries the canonical Arrow schema (types, units, docs) of the columns
+it holds in its ``ARROW:schema`` metadata. It leaves out the columns the format never fills
+(DuckDB's writer spends as much on twenty-odd all-null columns as on the data); the store's
+views and :meth:`~servetrace.loaders.store.Store.scan` read them as null. DuckDB writes every
+Parquet column as optional: the required columns hold no nulls because ``clean`` requires
+them, not because the file says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from servetrace.loaders import schema
+from servetrace.loaders.dataset import Loaded
+from servetrace.loaders.source import header_fields, remember_sha256
+
+ABORT = "servetrace one-pass: a row needs the loader's own reading"
+"""The error a row that is not clean raises inside DuckDB, ending the pass."""
+
+_EXACT = 2**53  # float64 holds every integer below this
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one CSV format maps onto ``requests`` in SQL.
+
+    ``columns``: the header, in order; ``types``: DuckDB type of a field, typed by the CSV
+    reader (``DOUBLE`` reads exactly what Polars reads, except ``1_000``: a file holding
+    ``_`` anywhere is left to the loader), ``VARCHAR`` (text, ``NULL`` when empty) for the
+    rest. ``derived``: name -> SQL over the fields, computed once per row.
+    ``select``: canonical column -> SQL over fields and derived values; the other canonical
+    columns are stored null. ``clean``: SQL condition, true only for rows the loader accepts
+    with those values. ``text``: canonical string columns whose values the loader would
+    strip of white space and quotes (and null when empty); checked on the written files.
+    ``notes``: note -> Polars aggregate over the written ``requests``; ``fixed_notes``:
+    notes whose value ``clean`` guarantees (a row that would change it is not clean).
+    ``origin``: the instant ``arrival_s`` counts from, or None.
+    """
+
+    columns: tuple[str, ...]
+    select: dict[str, str]
+    clean: str
+    types: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+    text: tuple[str, ...] = ()
+    notes: dict[str, pl.Expr] = field(default_factory=dict)
+    fixed_notes: dict[str, Any] = field(default_factory=dict)
+    origin: datetime | None = None
+
+
+# -- SQL pieces for plans ---------------------------------------------------------------
+def ident(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def clean_number(column: str, *, required: bool = True) -> str:
+    """A ``DOUBLE`` field that is finite and non-negative; an optional one may be empty."""
+    x = ident(column)
+    test = f"(isfinite({x}) AND {x} >= 0)"
+    return test if required else f"({x} IS NULL OR {test})"
+
+
+def clean_count(column: str) -> str:
+    """:func:`clean_number`, and a whole number below 2^53 (exact in float64, so the count
+    stored from it equals the loader's, which reads integer text exactly)."""
+    x = ident(column)
+    return f"({clean_number(column)} AND {x} = floor({x}) AND {x} < {_EXACT})"
+
+
+def count(column: str) -> str:
+    """A ``DOUBLE`` field as a count; exact where :func:`clean_count` holds."""
+    return f"CAST({ident(column)} AS BIGINT)"
+
+
+# -- the pass ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Written:
+    """What one pass stored: ``requests`` files (part, rows, first and last ``arrival_s``)."""
+
+    files: tuple[tuple[str, int, float, float], ...]
+    rows_read: int
+    origin: datetime | None
+    notes: dict[str, Any]
+    hash_block_tokens: None = None
+    hash_scope: None = None
+    batch: bool = False
+
+
+class _Abort(Exception):
+    """The pass cannot store this file as the loader would."""
+
+
+def _hash_and_count(path: Path, out: dict[str, Any], block: int = 1 << 22) -> None:
+    """SHA-256, newlines and underscores of ``path`` (run in a thread beside DuckDB)."""
+    digest = hashlib.sha256()
+    newlines = underscores = 0
+    last = b"\n"
+    with open(path, "rb") as fh:
+        while data := fh.read(block):
+            digest.update(data)
+            newlines += data.count(b"\n")
+            underscores += data.count(b"_")
+            last = data[-1:]
+    out.update(sha256=digest.hexdigest(), lines=newlines + (last != b"\n"),
+               underscores=underscores)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def rows_per_group(chunk_bytes: int, path: Path) -> int:
+    """Rows per Parquet row group: about as many as one chunk of the source holds (its
+    first lines' mean length), at most 2^20."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    per_line = max(1, len(head) // max(1, head.count(b"\n")))
+    return max(1, min(chunk_bytes // per_line, 1 << 20))
+
+
+def write(path: Path, plan: Plan, trace: str, folder: Path, prefix: str,
+          rows_per_group: int) -> Written:
+    """Store ``path`` as ``folder/<prefix>.00000.parquet``; raises :class:`_Abort` (having
+    deleted it) where the loader's own reading is needed."""
+    stats: dict[str, Any] = {}
+    hasher = threading.Thread(target=_hash_and_count, args=(path, stats), daemon=True)
+    hasher.start()
+    staging = folder / f"{prefix}.onepass"
+    try:
+        return _write(path, plan, trace, folder, prefix, rows_per_group, staging, stats, hasher)
+    except BaseException:
+        hasher.join()
+        for f in folder.glob(f"{prefix}.*"):
+            shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(path: Path, plan: Plan, trace: str, folder: Path, prefix: str, group: int,
+           staging: Path, stats: dict[str, Any], hasher: threading.Thread) -> Written:
+    if header_fields(path) != list(plan.columns):
+        raise _Abort("header")
+    folder.mkdir(parents=True, exist_ok=True)
+    staging.mkdir()
+    fields = [f for f in schema.REQUESTS if f.name == "trace" or f.name in plan.select]
+    cols = [f"{_sql_str(trace) if f.name == 'trace' else plan.select[f.name]} AS {ident(f.name)}"
+            for f in fields]
+    arrow = base64.b64encode(pa.schema(fields).serialize().to_pybytes()).decode()
+    types = "{" + ", ".join(f"{_sql_str(c)}: {_sql_str(plan.types.get(c, 'VARCHAR'))}"
+                            for c in plan.columns) + "}"
+    derived = "".join(f", {e} AS {ident(k)}" for k, e in plan.derived.items())
+    query = f"""
+        COPY (
+            SELECT {', '.join(cols)}
+            FROM (SELECT *{derived} FROM read_csv(
+                {_sql_str(str(path))}, columns = {types}, header = true, auto_detect = false,
+                delim = ',', quote = '', escape = '', comment = '', strict_mode = true,
+                null_padding = false))
+            WHERE CASE WHEN {plan.clean} THEN true ELSE error({_sql_str(ABORT)}) END
+        ) TO {_sql_str(str(staging / "part0.parquet"))} (
+            FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {group}, RETURN_STATS true,
+            KV_METADATA {{'ARROW:schema': {_sql_str(arrow)}}})
+    """
+    try:
+        with duckdb.connect(config={"preserve_insertion_order": True,
+                                    "memory_limit": "1GB"}) as con:
+            result = con.execute(query).fetchall()
+    except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        raise _Abort(str(exc)) from None
+    hasher.join()
+    written = sorted((int(Path(r[0]).stem.removeprefix("part")), Path(r[0]), int(r[1]))
+                     for r in result)
+    rows = sum(n for _, _, n in written)
+    if rows != stats["lines"] - 1:  # a line that is no row (blank), or the header alone
+        raise _Abort("line count")
+    if stats["underscores"] and any(t != "VARCHAR" for t in plan.types.values()):
+        raise _Abort("an underscore, which DuckDB may have read as a digit separator")
+    [(_, file, _)] = written
+    target = folder / f"{prefix}.00000.parquet"
+    file.rename(target)
+    arrival = pl.col("arrival_s")
+    odd = [(pl.col(c).str.strip_chars().str.strip_chars('"') != pl.col(c))
+           | (pl.col(c) == "") for c in plan.text]
+    checks = pl.scan_parquet(target).select(
+        (arrival.diff() < 0).any().alias("_unsorted"),
+        *(o.any().alias(f"_odd{i}") for i, o in enumerate(odd)),
+        arrival.first().alias("_first"), arrival.last().alias("_last"),
+        *(e.alias(k) for k, e in plan.notes.items())).collect()
+    if any(checks.drop("_first", "_last", *plan.notes).row(0)):
+        raise _Abort("rows out of time order, or text the loader would strip")
+    notes = {**{k: checks[k].item() for k in plan.notes}, **plan.fixed_notes}
+    remember_sha256(path, stats["sha256"])
+    return Written(files=(("00000", rows, checks["_first"].item(), checks["_last"].item()),),
+                   rows_read=rows, origin=plan.origin, notes=notes)
+
+
+@dataclass
+class OnePass:
+    """A large CSV ingested by :func:`write` when it can be, else by ``fallback()``.
+
+    :meth:`pieces` yields one :class:`Written` or the fallback's pieces; afterwards
+    ``origin``, ``notes`` and ``shift_s`` are those of whichever ran (as on
+    :class:`servetrace.loaders.chunks.Stream`), and ``took`` says which: ``"one-pass"``
+    or ``"fallback: <why>"``.
+    """
+
+    mod: ModuleType
+    path: Path
+    trace: str
+    chunk_bytes: int
+    fallback: Callable[[], Loaded | Iterable[Loaded]]
+    origin: Any = None
+    notes: dict[str, Any] | None = None
+    shift_s: float = 0.0
+    took: str = ""
+
+    def pieces(self, folder: Path, prefix: str) -> Iterator[Any]:
+        plan = self.mod.one_pass_plan(self.path)
+        try:
+            if plan is None:
+                raise _Abort("no plan for this file")
+            done = write(self.path, plan, self.trace, folder, prefix,
+                         rows_per_group(self.chunk_bytes, self.path))
+        except _Abort as why:
+            self.took = f"fallback: {str(why).splitlines()[0][:200]}"
+        else:
+            self.took, self.origin, self.notes = "one-pass", done.origin, done.notes
+            yield done
+            return
+        rest = self.fallback()
+        if isinstance(rest, Loaded):
+            yield rest
+            self.origin, self.notes = rest.origin, rest.notes
+            return
+        yield from rest
+        self.origin = getattr(rest, "origin", None)
+        self.notes = getattr(rest, "notes", None)
+        self.shift_s = getattr(rest, "shift_s", 0.0)
