@@ -97,12 +97,12 @@ def one_pass_plan(path: Path) -> one_pass.Plan | None:
     if first is None or origin_ns % 1000:
         return None
     ts, when = one_pass.ident("TIMESTAMP"), one_pass.ident("_when")
-    layout = [f"substr({ts}, {i}, 1) = '{c}'" for i, c in
-              ((5, "-"), (8, "-"), (11, " "), (14, ":"), (17, ":"))]
+    d2 = "[0-9]" * 2
+    day = f"{d2 * 2}-{d2}-{d2} {d2}:{d2}:{d2}"
     clean = [
-        f"length({ts}) IN (25, 32)", f"suffix({ts}, '+00:00')", *layout,
-        f"translate({ts}, '0123456789', '') = CASE length({ts}) WHEN 25 THEN '-- ::+:' "
-        "ELSE '-- ::.+:' END",
+        # GLOB costs DuckDB less per row than a regular expression or a translate
+        f"(CASE length({ts}) WHEN 25 THEN {ts} GLOB '{day}+00:00' "
+        f"WHEN 32 THEN {ts} GLOB '{day}.{'[0-9]' * 6}+00:00' ELSE false END)",
         f"substr({ts}, 12, 2) < '24'", f"{when} IS NOT NULL",
         one_pass.clean_count("ContextTokens"), one_pass.clean_count("GeneratedTokens")]
     return one_pass.Plan(
