@@ -13,11 +13,12 @@ The plan's ``clean`` condition holds only for a row that the loader's own readin
 with exactly the values the plan's ``select`` computes. It is conservative: it may send a
 good row the long way, never a bad one through. A row that is not clean, a CSV error
 (wrong number of fields, invalid UTF-8, a number the reader cannot read, a line too long),
-a text value the loader would strip (white space, quotes) or rows out of time order end
-this pass (blank lines are no rows to either reader): its file is deleted and the loader's
-own reading ingests the source, rejects and all. The stored trace is the same either way
+or a text value the loader would strip (white space, quotes) end this pass (blank lines
+are no rows to either reader): its file is deleted and the loader's own reading ingests
+the source, rejects and all. The stored trace is the same either way
 (``tests/test_one_pass.py``); only the time differs (a file with a rejected row pays for
-the aborted pass too).
+the aborted pass too). Rows out of time order are kept: the store sorts them afterwards
+(:meth:`~servetrace.loaders.store.Store.write`), as it does a streamed file's.
 
 The file written here carries the canonical Arrow schema (types, units, docs) of the columns
 it holds in its ``ARROW:schema`` metadata. It leaves out the columns the format never fills
@@ -35,7 +36,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -110,12 +111,17 @@ def count(column: str) -> str:
 # -- the pass ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Written:
-    """What one pass stored: ``requests`` files (part, rows, first and last ``arrival_s``)."""
+    """What one pass stored: ``requests`` files (part, rows, least and greatest
+    ``arrival_s``)."""
 
     files: tuple[tuple[str, int, float, float], ...]
     rows_read: int
     origin: datetime | None
     notes: dict[str, Any]
+    ordered: bool = True
+    """False where rows are out of time order: the store sorts them (stably)."""
+    shift_s: float = 0.0
+    """Seconds every ``arrival_s`` still needs to count from ``origin``."""
     hash_block_tokens: None = None
     hash_scope: None = None
     batch: bool = False
@@ -200,6 +206,7 @@ def _write(path: Path, plan: Plan, trace: str, folder: Path, prefix: str, group:
     try:
         with duckdb.connect(config={"preserve_insertion_order": True,
                                     "memory_limit": "1GB"}) as con:
+            con.execute("SET enable_progress_bar = false")
             result = con.execute(query).fetchall()
     except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         raise _Abort(str(exc)) from None
@@ -218,14 +225,21 @@ def _write(path: Path, plan: Plan, trace: str, folder: Path, prefix: str, group:
     checks = pl.scan_parquet(target).select(
         (arrival.diff() < 0).any().alias("_unsorted"),
         *(o.any().alias(f"_odd{i}") for i, o in enumerate(odd)),
-        arrival.first().alias("_first"), arrival.last().alias("_last"),
-        *(e.alias(k) for k, e in plan.notes.items())).collect()
-    if any(checks.drop("_first", "_last", *plan.notes).row(0)):
-        raise _Abort("rows out of time order, or text the loader would strip")
-    notes = {**{k: checks[k].item() for k in plan.notes}, **plan.fixed_notes}
+        arrival.min().alias("_min"), arrival.max().alias("_max"),
+        *(e.alias(k) for k, e in plan.notes.items())).collect().row(0, named=True)
+    if any(checks[f"_odd{i}"] for i in range(len(odd))):
+        raise _Abort("text the loader would strip")
+    origin, shift_s = plan.origin, 0.0
+    if origin is not None and checks["_min"] is not None and checks["_min"] < 0:
+        # an earlier row than the first: the zero moves to it, and the store sorts and
+        # shifts the rows (as for a streamed file: exact to float rounding, not bit for bit)
+        ahead_us = round(-checks["_min"] * 1e6)
+        origin, shift_s = origin - timedelta(microseconds=ahead_us), ahead_us * 1000 / 1e9
     remember_sha256(path, stats["sha256"])
-    return Written(files=(("00000", rows, checks["_first"].item(), checks["_last"].item()),),
-                   rows_read=rows, origin=plan.origin, notes=notes)
+    return Written(files=(("00000", rows, checks["_min"], checks["_max"]),), rows_read=rows,
+                   origin=origin, notes={**{k: checks[k] for k in plan.notes},
+                                         **plan.fixed_notes},
+                   ordered=not checks["_unsorted"], shift_s=shift_s)
 
 
 @dataclass
@@ -259,6 +273,7 @@ class OnePass:
             self.took = f"fallback: {str(why).splitlines()[0][:200]}"
         else:
             self.took, self.origin, self.notes = "one-pass", done.origin, done.notes
+            self.shift_s = done.shift_s
             yield done
             return
         rest = self.fallback()

@@ -401,6 +401,7 @@ class Store:
             first = first or piece
             if isinstance(piece, Written):  # its requests files are in place already
                 read, accepted = read + piece.rows_read, accepted + piece.rows_read
+                ordered = ordered and piece.ordered
                 for part, n, lo, hi in piece.files:
                     files.setdefault("requests", {})[part] = n
                     if lo is not None:

@@ -104,7 +104,6 @@ BAD_V1 = {  # rows the pass cannot vouch for: the loader reads the whole file in
     "padded text": "{t}, ChatGPT,1,1,2,API log",
     "quoted": '{t},"ChatGPT",1,1,2,API log',
     "total differs": "{t},ChatGPT,1,1,3,API log",
-    "out of order": "0,ChatGPT,1,1,2,API log",
     "not finite": "inf,ChatGPT,1,1,2,API log",
 }
 
@@ -131,7 +130,6 @@ def test_a_file_the_pass_cannot_vouch_for_is_read_by_the_loader(tmp_path, monkey
     "2024-05-10T00:05:00+00:00,5,5",        # a spelling the loader reads, the pass does not
     "2024-05-10 00:05:00.1234567+00:00,5,5",  # nanoseconds
     "2024-05-10 00:05:00.1234 6+00:00,5,5",   # 32 characters, not the week files' spelling
-    "2024-05-09 23:00:00+00:00,5,5",        # before the first row: the origin moves
 ])
 def test_azure_rows_the_pass_cannot_vouch_for(tmp_path, monkeypatch, bad):
     rows = _azure(600)
@@ -140,6 +138,20 @@ def test_azure_rows_the_pass_cannot_vouch_for(tmp_path, monkeypatch, bad):
                                 AZURE, rows, "azure_llm_2024")
     _same(whole, large, exact=False)
     assert not _one_pass(large[1])
+
+
+@pytest.mark.parametrize(("name", "header", "rows", "fmt", "late"), [
+    ("BurstGPT_1.csv", BURST_V1, _v1(600), "burstgpt", "0,ChatGPT,1,1,2,API log"),
+    ("AzureLLMInferenceTrace_conv_1week.csv", AZURE, _azure(600), "azure_llm_2024",
+     "2024-05-09 23:00:00.5+00:00,5,5"),  # before the first row: the zero moves to it
+])
+def test_rows_out_of_time_order_are_sorted(tmp_path, monkeypatch, name, header, rows, fmt,
+                                           late):
+    rows[400] = late
+    whole, large = _ingest_both(tmp_path, monkeypatch, name, header, rows, fmt)
+    _same(whole, large, exact=fmt == "burstgpt")
+    assert json.loads(large[1]["files"])["requests"] == {"s00000": 600}  # sorted by the store
+    assert large[0].scan("requests").collect()["arrival_s"].is_sorted()
 
 
 def test_one_pass_is_skipped_when_asked(tmp_path, monkeypatch):
