@@ -44,6 +44,7 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from servetrace.loaders import schema
 from servetrace.loaders.dataset import Loaded
@@ -219,27 +220,55 @@ def _write(path: Path, plan: Plan, trace: str, folder: Path, prefix: str, group:
     [(_, file, _)] = written
     target = folder / f"{prefix}.00000.parquet"
     file.rename(target)
-    arrival = pl.col("arrival_s")
-    odd = [(pl.col(c).str.strip_chars().str.strip_chars('"') != pl.col(c))
-           | (pl.col(c) == "") for c in plan.text]
-    checks = pl.scan_parquet(target).select(
-        (arrival.diff() < 0).any().alias("_unsorted"),
-        *(o.any().alias(f"_odd{i}") for i, o in enumerate(odd)),
-        arrival.min().alias("_min"), arrival.max().alias("_max"),
-        *(e.alias(k) for k, e in plan.notes.items())).collect().row(0, named=True)
-    if any(checks[f"_odd{i}"] for i in range(len(odd))):
+    checks = _check_written(target, plan)
+    if checks["odd"]:
         raise _Abort("text the loader would strip")
     origin, shift_s = plan.origin, 0.0
-    if origin is not None and checks["_min"] is not None and checks["_min"] < 0:
+    if origin is not None and checks["min"] is not None and checks["min"] < 0:
         # an earlier row than the first: the zero moves to it, and the store sorts and
         # shifts the rows (as for a streamed file: exact to float rounding, not bit for bit)
-        ahead_us = round(-checks["_min"] * 1e6)
+        ahead_us = round(-checks["min"] * 1e6)
         origin, shift_s = origin - timedelta(microseconds=ahead_us), ahead_us * 1000 / 1e9
     remember_sha256(path, stats["sha256"])
-    return Written(files=(("00000", rows, checks["_min"], checks["_max"]),), rows_read=rows,
-                   origin=origin, notes={**{k: checks[k] for k in plan.notes},
-                                         **plan.fixed_notes},
-                   ordered=not checks["_unsorted"], shift_s=shift_s)
+    return Written(files=(("00000", rows, checks["min"], checks["max"]),), rows_read=rows,
+                   origin=origin, notes={**checks["notes"], **plan.fixed_notes},
+                   ordered=checks["ordered"], shift_s=shift_s)
+
+
+def _check_written(path: Path, plan: Plan, batch_rows: int = 1 << 20) -> dict[str, Any]:
+    """One read of the written file, a batch at a time (memory stays that of a batch):
+    whether ``arrival_s`` is in order, its least and greatest value, the plan's notes
+    (added over the batches) and whether a ``text`` column holds a value the loader would
+    strip (tested on the distinct values)."""
+    arrival = pl.col("arrival_s")
+    ordered, low, high, last = True, None, None, None
+    notes: dict[str, Any] = dict.fromkeys(plan.notes, 0)
+    distinct: dict[str, set[str]] = {c: set() for c in plan.text}
+    needed = ["arrival_s", *plan.text, *{c for e in plan.notes.values()
+                                        for c in e.meta.root_names()}]
+    for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=list(dict.fromkeys(
+            needed))):
+        frame = pl.DataFrame(batch)
+        row = frame.select(
+            (arrival.diff() < 0).any().alias("_back"), arrival.first().alias("_first"),
+            arrival.last().alias("_last"), arrival.min().alias("_min"),
+            arrival.max().alias("_max"), *(e.alias(k) for k, e in plan.notes.items())
+        ).row(0, named=True)
+        ordered = ordered and not row["_back"] and (
+            last is None or row["_first"] is None or row["_first"] >= last)
+        last = row["_last"] if row["_last"] is not None else last
+        low = row["_min"] if low is None else min(low, row["_min"])
+        high = row["_max"] if high is None else max(high, row["_max"])
+        for k in plan.notes:
+            notes[k] += row[k]
+        for c in plan.text:
+            distinct[c].update(frame[c].drop_nulls().unique().to_list())
+    values = pl.DataFrame({"v": sorted({v for vs in distinct.values() for v in vs})},
+                          schema={"v": pl.String})
+    v = pl.col("v")
+    odd = values.select(((v.str.strip_chars().str.strip_chars('"') != v) | (v == "")).any()
+                        ).item()
+    return {"ordered": ordered, "min": low, "max": high, "notes": notes, "odd": bool(odd)}
 
 
 @dataclass
