@@ -44,9 +44,10 @@ def _azure(n: int = 3000) -> list[str]:
 
 
 def _ingest_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, header: str,
-                 rows: list[str], fmt: str) -> tuple[tuple[Store, dict], tuple[Store, dict]]:
+                 rows: list[str], fmt: str, end: str = "\n"
+                 ) -> tuple[tuple[Store, dict], tuple[Store, dict]]:
     path = tmp_path / name
-    path.write_text("\n".join([header, *rows]) + "\n")
+    path.write_bytes((end.join([header, *rows]) + end).encode())
     whole = Store(tmp_path / "whole")
     [rec_whole] = ingest(path, store=whole, as_format=fmt, progress=False)
     monkeypatch.setenv("SERVETRACE_CHUNK_BYTES", "4000")
@@ -152,6 +153,13 @@ def test_rows_out_of_time_order_are_sorted(tmp_path, monkeypatch, name, header, 
     _same(whole, large, exact=fmt == "burstgpt")
     assert json.loads(large[1]["files"])["requests"] == {"s00000": 600}  # sorted by the store
     assert large[0].scan("requests").collect()["arrival_s"].is_sorted()
+
+
+def test_crlf_line_ends(tmp_path, monkeypatch):
+    whole, large = _ingest_both(tmp_path, monkeypatch, "BurstGPT_1.csv", BURST_V1, _v1(),
+                                "burstgpt", end="\r\n")
+    _same(whole, large)
+    assert _one_pass(large[1])
 
 
 def test_one_pass_is_skipped_when_asked(tmp_path, monkeypatch):
