@@ -594,6 +594,9 @@ class Store:
                 continue
             for path in folder.iterdir():
                 if keep is None or not path.name.startswith(keep):
-                    path.unlink(missing_ok=True)
+                    if path.is_dir():  # a killed ingest's scratch folder (one pass, sorting)
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
             if keep is None:
                 shutil.rmtree(folder, ignore_errors=True)

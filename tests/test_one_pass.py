@@ -170,3 +170,17 @@ def test_one_pass_is_skipped_when_asked(tmp_path, monkeypatch):
     assert not _one_pass(large[1])
     assert pl.scan_parquet(large[0].files("requests")).collect_schema().names() == list(
         schema.REQUESTS.names)
+
+
+def test_a_killed_pass_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A pass killed mid-COPY leaves its scratch folder; the next ingest of the trace
+    sweeps it with the other uncommitted files."""
+    _, large = _ingest_both(tmp_path, monkeypatch, "BurstGPT_1.csv", BURST_V1, _v1(),
+                            "burstgpt")
+    folder = large[0].files("requests")[0].parent
+    stray = folder / "20000101T000000-000000000000.onepass"
+    stray.mkdir()
+    (stray / "part0.parquet").write_bytes(b"PAR1")
+    ingest(tmp_path / "BurstGPT_1.csv", store=large[0], as_format="burstgpt", progress=False)
+    assert not stray.exists()
+    assert [p.name.split(".", 1)[1] for p in folder.iterdir()] == ["00000.parquet"]
