@@ -1,7 +1,7 @@
 """Ingest benchmark: large BurstGPT or Azure 2024 CSVs through servetrace, DuckDB and pandas.
 
     python bench/ingest.py [--format burstgpt|azure_llm_2024] [--rows N [N ...]]
-                           [--pandas] [--keep DIR]
+                           [--pandas] [--chunked] [--keep DIR]
 
 Generates, block by block, a CSV of each size in the chosen format:
 
@@ -16,12 +16,16 @@ Generates, block by block, a CSV of each size in the chosen format:
 then measures, in this one process and for each size:
 
 - servetrace: ``servetrace.loaders.ingest(path)`` into a fresh store (parse, validate every
-  row, SHA-256 the source, write Parquet, commit), streamed in chunks
-  (:mod:`servetrace.loaders.chunks`) once the file is larger than one;
+  row, SHA-256 the source, write Parquet, commit): for a file larger than a chunk, in one
+  DuckDB pass (:mod:`servetrace.loaders.one_pass`), which hands over to the chunked reading
+  of :mod:`servetrace.loaders.chunks` for a file with a row it cannot vouch for;
+- servetrace chunked (``--chunked``): the same with ``SERVETRACE_ONE_PASS=0``, the chunked
+  Polars reading alone (the code before the one-pass reader);
 - DuckDB: ``COPY (SELECT * FROM read_csv(path)) TO 'x.parquet'`` — the practical ceiling;
 - pandas (``--pandas``, sizes up to 20M rows): ``read_csv`` + ``to_parquet``.
 
-Prints seconds, rows/s and peak RSS per stage, and the ratios the project targets:
+Prints seconds, rows/s, peak RSS and CPU seconds (user + system, this process) per stage,
+and the ratios the project targets:
 servetrace ≥ 0.7× DuckDB's rate and peak memory under 2 GB at every size.
 """
 
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -50,6 +56,7 @@ def generate(path: Path, rows: int, fmt: str, seed: int = 0, block: int = 5_000_
     sample = pl.read_ndjson(SHARED / "burstgpt_sample" / "sample.jsonl")
     rng = np.random.default_rng(seed)
     t0 = 0.0
+    last_us = 0
     with open(path, "wb") as fh:
         for start in range(0, rows, block):
             n = min(block, rows - start)
@@ -69,8 +76,10 @@ def generate(path: Path, rows: int, fmt: str, seed: int = 0, block: int = 5_000_
             else:
                 us = (ts * 1e6).astype(np.int64)
                 # 1 in 10 on a whole second, printed without a fraction; still sorted, as
-                # the week files are
-                us = np.sort(np.where(rng.random(n) < 0.1, us // 1_000_000 * 1_000_000, us))
+                # the week files are (across blocks too: none before the last block's end)
+                us = np.sort(np.maximum(np.where(rng.random(n) < 0.1,
+                                                 us // 1_000_000 * 1_000_000, us), last_us))
+                last_us = int(us[-1])
                 when = pl.Series(us + 1_715_299_200_000_000).cast(pl.Datetime("us"))  # 05-10
                 text = pl.select(pl.when(when.dt.microsecond() == 0)
                                  .then(when.dt.strftime("%Y-%m-%d %H:%M:%S+00:00"))
@@ -81,7 +90,12 @@ def generate(path: Path, rows: int, fmt: str, seed: int = 0, block: int = 5_000_
             frame.write_csv(fh, include_header=start == 0)
 
 
-def run(work: Path, rows: int, fmt: str, with_pandas: bool) -> list:
+def _cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def run(work: Path, rows: int, fmt: str, with_pandas: bool, chunked: bool = False) -> list:
     name = {"burstgpt": "BurstGPT_1.csv",
             "azure_llm_2024": "AzureLLMInferenceTrace_conv_1week.csv"}[fmt]
     csv = work / f"{rows}" / name
@@ -109,17 +123,47 @@ def run(work: Path, rows: int, fmt: str, with_pandas: bool) -> list:
 
         pd.read_csv(csv).to_parquet(work / "pandas.parquet", engine="pyarrow")
 
-    stages = [measure("servetrace ingest", ours),
-              measure("duckdb read_csv->parquet", with_duckdb)]
+    def old():
+        os.environ["SERVETRACE_ONE_PASS"] = "0"
+        try:
+            return ours()
+        finally:
+            del os.environ["SERVETRACE_ONE_PASS"]
+
+    cpu = {}
+
+    def timed(name, fn):
+        c0 = _cpu()
+        stage = measure(name, fn)
+        cpu[name] = _cpu() - c0
+        return stage
+
+    # One tiny ingest first, so that no stage pays for importing the libraries it uses.
+    tiny = work / "tiny" / csv.name
+    tiny.parent.mkdir(exist_ok=True)
+    with open(csv, "rb") as src:
+        tiny.write_bytes(b"".join(src.readline() for _ in range(100)))
+    ingest(tiny, as_format=fmt, trace="warm-up", store=Store(work / "tiny-store"),
+           progress=False)
+    stages = [timed("servetrace ingest", ours),
+              timed("duckdb read_csv->parquet", with_duckdb)]
     if with_pandas and rows <= 20_000_000:
-        stages.append(measure("pandas read_csv+to_parquet", pandas_copy))
+        stages.append(timed("pandas read_csv+to_parquet", pandas_copy))
+    if chunked:
+        stages.append(timed("servetrace chunked (before)", old))
     print(report(rows, stages))
+    print("CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+          + f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     s, d = stages[0].seconds, stages[1].seconds
-    files = json.loads(stages[0].result["files"] or "{}").get("requests", {"": 0})
-    print(f"servetrace: {len(files)} Parquet file(s) for requests")
+    parts = json.loads(stages[0].result["files"] or "{}")
+    files = parts.get("requests", {"": 0})
+    one = len(parts.get("rejects", {})) == 1  # the chunked reading writes one per chunk
+    print(f"servetrace: {len(files)} Parquet file(s) for requests"
+          + (" (one DuckDB pass" + (")" if "00000" in files else ", then sorted by the store)")
+             if one else " (chunked reading)"))
     print(f"servetrace rate / duckdb rate: {d / s:.2f}x (target >= 0.7)")
-    if len(stages) > 2:
-        print(f"servetrace rate / pandas rate: {stages[2].seconds / s:.2f}x")
+    for stage in stages[2:]:
+        print(f"servetrace rate / {stage.name} rate: {stage.seconds / s:.2f}x")
     print(f"servetrace peak RSS: {stages[0].peak_gb:.2f} GB (target < 2)", flush=True)
     csv.unlink()  # the next size needs the disk
     return stages
@@ -130,11 +174,13 @@ def main() -> None:
     ap.add_argument("--format", choices=["burstgpt", "azure_llm_2024"], default="burstgpt")
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
     ap.add_argument("--pandas", action="store_true", help="also time pandas (up to 20M rows)")
+    ap.add_argument("--chunked", action="store_true",
+                    help="also time the chunked reading alone (SERVETRACE_ONE_PASS=0)")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     args = ap.parse_args()
     with work_dir(args.keep) as work:
         for rows in args.rows:
-            run(work, rows, args.format, args.pandas)
+            run(work, rows, args.format, args.pandas, args.chunked)
 
 
 if __name__ == "__main__":

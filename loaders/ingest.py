@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from servetrace.loaders import chunks, download, registry
+from servetrace.loaders import chunks, download, one_pass, registry
 from servetrace.loaders.dataset import Loaded, Part, combine
 from servetrace.loaders.store import Provenance, Store, StoreError, check_trace_id
 
@@ -42,12 +43,27 @@ def _provenance(mod: Any, part: Part | None, paths: list[Path], urls: tuple[str,
         citation=ds.citation)
 
 
-def _load(mod: Any, paths: list[Path], trace: str) -> Loaded | chunks.Stream:
+def _load(mod: Any, paths: list[Path], trace: str
+          ) -> Loaded | chunks.Stream | one_pass.OnePass:
     """The loader's reading of ``paths``: streamed in chunks when it is one file larger than a
-    chunk in a format whose rows stand alone (:mod:`servetrace.loaders.chunks`)."""
+    chunk in a format whose rows stand alone (:mod:`servetrace.loaders.chunks`), and tried
+    in one DuckDB pass first where the loader has a plan for it
+    (:mod:`servetrace.loaders.one_pass`; ``SERVETRACE_ONE_PASS=0`` skips that, for
+    comparisons)."""
     if len(paths) == 1 and chunks.streams(mod, paths[0]):
-        return chunks.Stream(mod, paths[0], trace, chunks.chunk_bytes())
+        def stream() -> chunks.Stream:
+            return chunks.Stream(mod, paths[0], trace, chunks.chunk_bytes())
+
+        if (hasattr(mod, "one_pass_plan") and not _gzip(paths[0])
+                and os.environ.get("SERVETRACE_ONE_PASS") != "0"):
+            return one_pass.OnePass(mod, paths[0], trace, chunks.chunk_bytes(), stream)
+        return stream()
     return mod.load(paths, trace)
+
+
+def _gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
 
 
 def ingest(source: str | Path | list[str | Path], *, as_format: str | None = None,

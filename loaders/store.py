@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 
 from servetrace.loaders import schema
 from servetrace.loaders.dataset import Loaded
+from servetrace.loaders.one_pass import OnePass, Written
 
 DB_NAME = "servetrace.duckdb"
 
@@ -350,8 +351,9 @@ class Store:
         files = self.files(table, trace)
         if not files:
             return schema.empty(table).lazy()
-        return pl.scan_parquet(files, glob=False, missing_columns="insert",
-                               extra_columns="ignore").select(
+        # (a file written in one pass may leave out columns that are null throughout)
+        return pl.scan_parquet(files, glob=False, schema=schema.polars_schema(table),
+                               missing_columns="insert", extra_columns="ignore").select(
             [pl.col(c).cast(t) for c, t in schema.polars_schema(table).items()])
 
     # -- writing -----------------------------------------------------------------------
@@ -385,7 +387,9 @@ class Store:
     def _write(self, trace: str, ingest_id: str, loaded: Loaded | Iterable[Loaded],
                provenance: Provenance | Callable[[], Provenance], replace: bool
                ) -> dict[str, Any]:
-        pieces = [loaded] if isinstance(loaded, Loaded) else loaded
+        pieces: Iterable[Any] = [loaded] if isinstance(loaded, Loaded) else loaded
+        if isinstance(loaded, OnePass):  # written by DuckDB, unless it hands over to a Stream
+            pieces = loaded.pieces(self.root / "requests" / _quote(trace), ingest_id)
         numbered = not isinstance(loaded, Loaded)
         files: dict[str, dict[str, int]] = {}
         span: list[float | None] = [None, None]
@@ -395,6 +399,21 @@ class Store:
         first: Loaded | None = None
         for k, piece in enumerate(pieces):
             first = first or piece
+            if isinstance(piece, Written):  # its requests files are in place already
+                read, accepted = read + piece.rows_read, accepted + piece.rows_read
+                ordered = ordered and piece.ordered
+                for part, n, lo, hi in piece.files:
+                    files.setdefault("requests", {})[part] = n
+                    if lo is not None:
+                        ordered = ordered and lo >= last.get("requests", lo)
+                        last["requests"] = hi
+                        span = [lo if span[0] is None else min(span[0], lo),
+                                hi if span[1] is None else max(span[1], hi)]
+                part = f"{k:05d}"
+                self._write_file(trace, "rejects", schema.empty("rejects"),
+                                 _file_name(ingest_id, part))
+                files.setdefault("rejects", {})[part] = 0
+                continue
             n_accepted = piece.accepted if piece.accepted is not None else sum(
                 f.height for f in piece.tables.values())
             if piece.rows_read != n_accepted + piece.rejects.height:
@@ -575,6 +594,9 @@ class Store:
                 continue
             for path in folder.iterdir():
                 if keep is None or not path.name.startswith(keep):
-                    path.unlink(missing_ok=True)
+                    if path.is_dir():  # a killed ingest's scratch folder (one pass, sorting)
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
             if keep is None:
                 shutil.rmtree(folder, ignore_errors=True)
