@@ -182,15 +182,21 @@ def has_arrivals(events: pl.DataFrame | pl.LazyFrame) -> bool:
     return bool(lf.select(pl.col("arrival_s").is_not_null().any()).collect().item())
 
 
-def _prepare(events: Events, by: By) -> _Prepared:
-    """Read the time and group columns, assign group ids, sort, and find the resolution."""
-    lf = lazy(events, "events")
-    names = lf.collect_schema().names()
+def group_columns(names: Sequence[str], by: By) -> tuple[str, ...]:
+    """The columns of ``by``; ``ValueError`` naming the first one not in ``names``."""
     cols = tuple(columns(by))
     missing = [c for c in cols if c not in names]
     if missing:
         raise ValueError(f"by: column {missing[0]!r} is not in events (columns: "
                          f"{', '.join(names)})")
+    return cols
+
+
+def _prepare(events: Events, by: By) -> _Prepared:
+    """Read the time and group columns, assign group ids, sort, and find the resolution."""
+    lf = lazy(events, "events")
+    names = lf.collect_schema().names()
+    cols = group_columns(names, by)
     if "arrival_s" in names:
         df = lf.select(*cols, "arrival_s").collect()
         if df.height and df["arrival_s"].null_count() == df.height:

@@ -67,6 +67,7 @@ from servetrace.analysis.counting import (
     _Prepared,
     _runs,
     _snap_to_grid,
+    group_columns,
 )
 from servetrace.analysis.engine import Engine
 from servetrace.analysis.frames import columns, warn_empty
@@ -103,11 +104,7 @@ class _Scan:
 
     def __init__(self, lf: pl.LazyFrame, by: By) -> None:
         names = lf.collect_schema().names()
-        cols = tuple(columns(by))
-        missing = [c for c in cols if c not in names]
-        if missing:
-            raise ValueError(f"by: column {missing[0]!r} is not in events (columns: "
-                             f"{', '.join(names)})")
+        cols = group_columns(names, by)
         if "arrival_s" not in names:
             raise ValueError("out of core: needs an 'arrival_s' column (requests, "
                              f"invocations); got {', '.join(names)}")
