@@ -7,12 +7,26 @@ one whole-array NumPy call, as before the passes were chunked).
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import polars as pl
 import pytest
 
 from servetrace.synth import arrivals, chunked, model
 from servetrace.synth.model import fit
+
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+
+
+def _leaves(doc: Any) -> list[Any]:
+    """Every scalar of a JSON document, in document order."""
+    if isinstance(doc, dict):
+        return [x for k in doc for x in [k, *_leaves(doc[k])]]
+    if isinstance(doc, list):
+        return [x for v in doc for x in _leaves(v)]
+    return [doc]
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 129, 1000, 100_003])
@@ -53,6 +67,16 @@ def test_the_fit_in_small_chunks_is_the_fit_in_one(tmp_path, monkeypatch):
                 m.setattr(module, "T_CHUNK", 1000)
             m.setattr(chunked, "LEAF", 512)
             small = fit(pl.scan_parquet(path))
-        assert small.to_json() == whole.to_json(), name
+        if NUMPY_2:
+            assert small.to_json() == whole.to_json(), name
+        else:  # NumPy 1.x's reductions group some sums differently: equal to 1e-12
+            got, want = (_leaves(json.loads(m.to_json())) for m in (small, whole))
+            floats = [isinstance(x, float) for x in want]
+            assert [isinstance(x, float) for x in got] == floats, name
+            assert [x for x, f in zip(got, floats, strict=True) if not f] == \
+                [x for x, f in zip(want, floats, strict=True) if not f], name
+            np.testing.assert_allclose([x for x, f in zip(got, floats, strict=True) if f],
+                                       [x for x, f in zip(want, floats, strict=True) if f],
+                                       rtol=1e-12, atol=1e-15, err_msg=name)
         a = whole.groups[0].arrivals
         assert a.off is not None and (a.tick_s == 1.0) == (name == "tick")
